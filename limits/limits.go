@@ -1,0 +1,209 @@
+// Package limits counts connections and sessions against the caps an
+// operator configures: all connections, connections from one client
+// address, and authenticated sessions of one user. It is modelled on the
+// IMAP4 connection limits of Exchange Server 2013 (MaxConnections,
+// MaxConnectionFromSingleIP, MaxConnectionsPerUser).
+//
+// A Limiter never blocks: an acquire either succeeds at once and returns an
+// idempotent release function, or fails with an *Error naming the limit and
+// its value. Map entries are deleted as soon as their count reaches zero, so
+// the Limiter's memory follows the live connections, not their history.
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+)
+
+// Defaults are Exchange Server 2013's (Set-ImapSettings).
+const (
+	DefaultMaxConnections        = 2147483647
+	DefaultMaxConnectionsPerIP   = 2147483647
+	DefaultMaxConnectionsPerUser = 16
+	DefaultIPv6PrefixLength      = 64
+)
+
+// Options are the caps. A zero field means its default.
+type Options struct {
+	MaxConnections        int // all connections, authenticated or not
+	MaxConnectionsPerIP   int // all connections from one client address
+	MaxConnectionsPerUser int // authenticated sessions of one user
+	// IPv6PrefixLength groups IPv6 client addresses for the per-address cap:
+	// clients usually hold a whole /64, so counting single addresses would
+	// let one client open unlimited connections.
+	IPv6PrefixLength int
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxConnectionsPerIP <= 0 {
+		o.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if o.MaxConnectionsPerUser <= 0 {
+		o.MaxConnectionsPerUser = DefaultMaxConnectionsPerUser
+	}
+	if o.IPv6PrefixLength <= 0 || o.IPv6PrefixLength > 128 {
+		o.IPv6PrefixLength = DefaultIPv6PrefixLength
+	}
+	return o
+}
+
+// ErrLimit is matched by every *Error with errors.Is.
+var ErrLimit = errors.New("limits: limit reached")
+
+// Error says which limit refused an acquire. Its text names the limit's
+// configuration key and value, as Dovecot does, because mail clients tend
+// to show a bare refusal as "wrong password".
+type Error struct {
+	Limit string // configuration key: "max_connections", ...
+	Value int    // the cap in force
+}
+
+func (e *Error) Error() string {
+	var what string
+	switch e.Limit {
+	case "max_connections":
+		what = "Too many connections"
+	case "max_connections_per_ip":
+		what = "Too many connections from your address"
+	case "max_connections_per_user":
+		what = "Too many connections for this user"
+	default:
+		what = "Limit reached"
+	}
+	return fmt.Sprintf("%s (%s=%d)", what, e.Limit, e.Value)
+}
+
+func (e *Error) Is(target error) bool { return target == ErrLimit }
+
+// Limiter counts live connections and sessions. The zero value is not
+// usable; call New.
+type Limiter struct {
+	mu    sync.Mutex
+	opts  Options
+	conns int
+	perIP map[netip.Prefix]int
+	users map[string]int
+}
+
+// New returns a Limiter enforcing opts.
+func New(opts Options) *Limiter {
+	return &Limiter{
+		opts:  opts.withDefaults(),
+		perIP: make(map[netip.Prefix]int),
+		users: make(map[string]int),
+	}
+}
+
+// SetOptions changes the caps in force. Connections already counted stay;
+// a lowered cap only refuses new acquires until the counts fall below it.
+func (l *Limiter) SetOptions(opts Options) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.opts = opts.withDefaults()
+}
+
+// Options returns the caps in force, defaults filled in.
+func (l *Limiter) Options() Options {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.opts
+}
+
+// AddrKey returns the key an address is counted under: IPv4-mapped IPv6
+// addresses are unmapped, IPv6 addresses are grouped by prefix, zones are
+// dropped.
+func AddrKey(addr netip.Addr, ipv6PrefixLength int) netip.Prefix {
+	addr = addr.Unmap().WithZone("")
+	bits := 32
+	if addr.Is6() {
+		bits = ipv6PrefixLength
+	}
+	p, err := addr.Prefix(bits)
+	if err != nil { // invalid address: count all such together
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// UserKey canonicalises a username for counting: compared
+// case-insensitively, surrounding white space ignored.
+func UserKey(user string) string {
+	return strings.ToLower(strings.TrimSpace(user))
+}
+
+// AcquireConn counts one connection from addr against max_connections and
+// max_connections_per_ip, both or neither. The release function returned
+// on success may be called any number of times; it uncounts once.
+func (l *Limiter) AcquireConn(addr netip.Addr) (release func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := AddrKey(addr, l.opts.IPv6PrefixLength)
+	if l.conns >= l.opts.MaxConnections {
+		return nil, &Error{Limit: "max_connections", Value: l.opts.MaxConnections}
+	}
+	if l.perIP[key] >= l.opts.MaxConnectionsPerIP {
+		return nil, &Error{Limit: "max_connections_per_ip", Value: l.opts.MaxConnectionsPerIP}
+	}
+	l.conns++
+	l.perIP[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.conns--
+			if l.perIP[key]--; l.perIP[key] <= 0 {
+				delete(l.perIP, key)
+			}
+		})
+	}, nil
+}
+
+// AcquireUser counts one authenticated session of user against
+// max_connections_per_user.
+func (l *Limiter) AcquireUser(user string) (release func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := UserKey(user)
+	if l.users[key] >= l.opts.MaxConnectionsPerUser {
+		return nil, &Error{Limit: "max_connections_per_user", Value: l.opts.MaxConnectionsPerUser}
+	}
+	l.users[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.users[key]--; l.users[key] <= 0 {
+				delete(l.users, key)
+			}
+		})
+	}, nil
+}
+
+// Counts is a snapshot of what a Limiter holds.
+type Counts struct {
+	Connections int            // connections counted
+	Addresses   int            // distinct address keys with a connection
+	Users       int            // distinct users with a session
+	Sessions    int            // authenticated sessions, all users
+	PerUser     map[string]int // sessions by canonical user
+}
+
+// Counts returns a snapshot of the counts.
+func (l *Limiter) Counts() Counts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := Counts{Connections: l.conns, Addresses: len(l.perIP), Users: len(l.users), PerUser: make(map[string]int, len(l.users))}
+	for u, n := range l.users {
+		c.Sessions += n
+		c.PerUser[u] = n
+	}
+	return c
+}

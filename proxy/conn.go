@@ -1,0 +1,481 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imapguard/imapguard/limits"
+)
+
+// preauthCaps is what the proxy offers before login (RFC 9051 §6.1.1).
+// LITERAL+ (RFC 7888) lets clients send credentials as non-synchronizing
+// literals; the size cap applies all the same. After login the client gets
+// the upstream's own list.
+const preauthCaps = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN"
+
+// conn is one client connection.
+type conn struct {
+	srv      *Server
+	id       uint64
+	nc       net.Conn
+	listener string
+	log      *slog.Logger
+	opts     *Options
+	w        *clientWriter
+	br       *bufio.Reader
+	since    time.Time
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	badCommands  int
+	authFailures int
+
+	mu           sync.Mutex
+	user         string
+	sess         *session
+	shuttingDown bool
+	outcome      string
+}
+
+func newConn(s *Server, nc net.Conn, listener string) *conn {
+	c := &conn{
+		srv:      s,
+		id:       s.nextID.Add(1),
+		nc:       nc,
+		listener: listener,
+		opts:     s.options(),
+		since:    time.Now(),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.log = s.log.With("conn", c.id, "client", nc.RemoteAddr().String())
+	c.w = newClientWriter(nc, c.close)
+	return c
+}
+
+// close closes the client connection and, if relaying, the upstream one.
+func (c *conn) close() {
+	c.cancel()
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		sess.closeBoth()
+		return
+	}
+	c.nc.Close()
+}
+
+func (c *conn) logPanic(v any) {
+	c.log.Error("panic in connection handler", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+func (c *conn) setOutcome(s string) {
+	c.mu.Lock()
+	c.outcome = s
+	c.mu.Unlock()
+}
+
+func (c *conn) setOutcomeIfEmpty(s string) {
+	c.mu.Lock()
+	if c.outcome == "" {
+		c.outcome = s
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) info() ConnInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ConnInfo{ID: c.id, Client: c.nc.RemoteAddr().String(), Listener: c.listener,
+		User: c.user, Authenticated: c.sess != nil, Since: c.since}
+}
+
+// shutdown tells the client BYE (at a response boundary when relaying)
+// and closes the connection.
+func (c *conn) shutdown(text string) {
+	c.mu.Lock()
+	c.shuttingDown = true
+	c.outcome = "proxy shutdown"
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		sess.shutdown(text)
+		return
+	}
+	c.cancel() // abandons an upstream login under way
+	c.w.line("* BYE [UNAVAILABLE] "+text, true)
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	defer c.close()
+	release, err := c.srv.limiter.AcquireConn(clientAddr(c.nc.RemoteAddr()))
+	if err != nil {
+		// Refused before any command: no upstream connection is spent.
+		c.log.Info("connection refused", "reason", err.Error())
+		c.w.line("* BYE [UNAVAILABLE] "+err.Error(), false)
+		return
+	}
+	defer release()
+	defer c.logEnd()
+
+	c.nc.SetReadDeadline(c.since.Add(c.opts.PreauthTimeout))
+	c.br = bufio.NewReaderSize(c.nc, 4096)
+	if err := c.w.line("* OK [CAPABILITY "+preauthCaps+"] imapguard ready", false); err != nil {
+		return
+	}
+	r := newPreauthReader(c.br, c.opts.MaxCommandSize, func() error {
+		return c.w.line("+ Ready for literal data", false)
+	})
+	for {
+		cmd, err := r.readCommand()
+		if err != nil {
+			if !c.readError(err) {
+				return
+			}
+			continue
+		}
+		if !c.dispatch(r, cmd) {
+			return
+		}
+	}
+}
+
+// readError answers a failed command read and reports whether the
+// connection goes on. This is the one place read errors become responses.
+func (c *conn) readError(err error) bool {
+	var tb *tooBigError
+	var se *syntaxError
+	switch {
+	case errors.As(err, &tb):
+		text := "Command too long (max_command_size=" + strconv.Itoa(c.opts.MaxCommandSize) + ")"
+		if tb.fatal {
+			c.setOutcome("command too big")
+			c.w.line("* BYE [TOOBIG] "+text, true)
+			return false
+		}
+		return c.bad(tagOr(tb.tag) + " BAD [TOOBIG] " + text)
+	case errors.As(err, &se):
+		return c.bad(tagOr(se.tag) + " BAD " + se.msg)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.mu.Lock()
+		down := c.shuttingDown
+		c.mu.Unlock()
+		if !down {
+			c.setOutcome("preauth timeout")
+			c.w.line("* BYE Autologout; not authenticated in time (preauth_timeout="+formatDuration(c.opts.PreauthTimeout)+")", true)
+		}
+		return false
+	case errors.Is(err, io.EOF):
+		c.setOutcomeIfEmpty("client closed")
+		return false
+	default:
+		c.setOutcomeIfEmpty("client error")
+		c.log.Debug("client read failed", "err", err)
+		return false
+	}
+}
+
+func tagOr(tag string) string {
+	if tag == "" {
+		return "*"
+	}
+	return tag
+}
+
+// bad answers an invalid command and closes the connection after
+// max_bad_commands of them (ALPACA: a non-IMAP client sent here by an
+// attacker is cut off quickly).
+func (c *conn) bad(line string) bool {
+	c.badCommands++
+	if err := c.w.line(line, false); err != nil {
+		return false
+	}
+	if c.badCommands >= c.opts.MaxBadCommands {
+		c.setOutcome("too many invalid commands")
+		c.w.line("* BYE Too many invalid commands (max_bad_commands="+strconv.Itoa(c.opts.MaxBadCommands)+")", true)
+		return false
+	}
+	return true
+}
+
+// dispatch runs one pre-authentication command and reports whether the
+// connection goes on unauthenticated.
+func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
+	ok := func(name string) bool {
+		return c.w.line(cmd.tag+" OK "+name+" completed", false) == nil
+	}
+	switch cmd.name {
+	case "CAPABILITY":
+		if len(cmd.args) != 0 {
+			return c.bad(cmd.tag + " BAD CAPABILITY takes no arguments")
+		}
+		return c.w.lines("* CAPABILITY "+preauthCaps, cmd.tag+" OK CAPABILITY completed") == nil
+	case "NOOP":
+		if len(cmd.args) != 0 {
+			return c.bad(cmd.tag + " BAD NOOP takes no arguments")
+		}
+		return ok("NOOP")
+	case "LOGOUT":
+		if len(cmd.args) != 0 {
+			return c.bad(cmd.tag + " BAD LOGOUT takes no arguments")
+		}
+		c.setOutcome("logout")
+		c.w.lines("* BYE Logging out", cmd.tag+" OK LOGOUT completed")
+		return false
+	case "ID":
+		if !validID(cmd.args) {
+			return c.bad(cmd.tag + " BAD Invalid ID arguments")
+		}
+		return c.w.lines(`* ID ("name" "imapguard")`, cmd.tag+" OK ID completed") == nil
+	case "LOGIN":
+		if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
+			return c.bad(cmd.tag + " BAD LOGIN takes a user name and a password")
+		}
+		return c.login(cmd.tag, "LOGIN", cmd.args[0].val, cmd.args[1].val)
+	case "AUTHENTICATE":
+		return c.authenticate(r, cmd)
+	case "STARTTLS":
+		return c.bad(cmd.tag + " BAD STARTTLS is not available")
+	}
+	if validAfterAuth[cmd.name] {
+		return c.bad(cmd.tag + " BAD Command not valid before authentication")
+	}
+	return c.bad(cmd.tag + " BAD Unknown command")
+}
+
+// validAfterAuth are the commands of RFC 9051 and common extensions that
+// are valid only once authenticated.
+var validAfterAuth = map[string]bool{
+	"ENABLE": true, "SELECT": true, "EXAMINE": true, "CREATE": true, "DELETE": true,
+	"RENAME": true, "SUBSCRIBE": true, "UNSUBSCRIBE": true, "LIST": true, "LSUB": true,
+	"NAMESPACE": true, "STATUS": true, "APPEND": true, "IDLE": true, "CLOSE": true,
+	"UNSELECT": true, "EXPUNGE": true, "SEARCH": true, "FETCH": true, "STORE": true,
+	"COPY": true, "MOVE": true, "UID": true, "CHECK": true, "COMPRESS": true,
+	"GETQUOTA": true, "GETQUOTAROOT": true, "SETQUOTA": true, "GETACL": true,
+	"SETACL": true, "MYRIGHTS": true, "LISTRIGHTS": true, "DELETEACL": true,
+	"GETMETADATA": true, "SETMETADATA": true, "NOTIFY": true, "SORT": true, "THREAD": true,
+}
+
+func isAstring(a arg) bool { return a.kind == argAtom || a.kind == argString }
+
+// validID checks ID's argument: NIL, or a parenthesised list of
+// field-value pairs of strings (RFC 2971 §3.1).
+func validID(args []arg) bool {
+	if len(args) == 1 && args[0].kind == argAtom && strings.EqualFold(args[0].val, "NIL") {
+		return true
+	}
+	if len(args) < 2 || args[0].kind != argLParen || args[len(args)-1].kind != argRParen {
+		return false
+	}
+	inner := args[1 : len(args)-1]
+	if len(inner)%2 != 0 || len(inner) > 60 {
+		return false
+	}
+	for i, a := range inner {
+		switch {
+		case a.kind == argString:
+		case a.kind == argAtom && i%2 == 1 && strings.EqualFold(a.val, "NIL"):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// authenticate runs AUTHENTICATE PLAIN (RFC 4616) or LOGIN
+// (draft-murchison-sasl-login), with SASL-IR (RFC 4959).
+func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
+	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != argAtom ||
+		(len(cmd.args) == 2 && cmd.args[1].kind != argAtom) {
+		return c.bad(cmd.tag + " BAD AUTHENTICATE takes a mechanism and an optional initial response")
+	}
+	mech := strings.ToUpper(cmd.args[0].val)
+	var ir *string
+	if len(cmd.args) == 2 {
+		ir = &cmd.args[1].val
+	}
+	// next returns the client's next SASL response: the initial one
+	// first, else after a challenge.
+	next := func(challenge string) (resp []byte, cont bool) {
+		var line []byte
+		if ir != nil {
+			line, ir = []byte(*ir), nil
+		} else {
+			if err := c.w.line("+ "+challenge, false); err != nil {
+				return nil, false
+			}
+			var err error
+			if line, err = r.readContinuation(); err != nil {
+				var tb *tooBigError
+				if errors.As(err, &tb) {
+					tb.tag = cmd.tag
+				}
+				return nil, c.readError(err)
+			}
+		}
+		if string(line) == "*" {
+			return nil, c.bad(cmd.tag + " BAD Authentication cancelled")
+		}
+		if string(line) == "=" {
+			return []byte{}, true
+		}
+		dec, err := base64.StdEncoding.DecodeString(string(line))
+		if err != nil {
+			return nil, c.bad(cmd.tag + " BAD Invalid base64 in SASL response")
+		}
+		return dec, true
+	}
+	switch mech {
+	case "PLAIN":
+		resp, cont := next("")
+		if resp == nil {
+			return cont
+		}
+		parts := strings.Split(string(resp), "\x00")
+		if len(parts) != 3 {
+			return c.bad(cmd.tag + " BAD Malformed PLAIN response")
+		}
+		if parts[0] != "" && parts[0] != parts[1] {
+			// RFC 4616 §2: acting as another user is an authorization
+			// request this proxy does not grant.
+			return c.authFailed(cmd.tag, "NO [AUTHORIZATIONFAILED] Authorization as another user is not permitted")
+		}
+		return c.login(cmd.tag, "PLAIN", parts[1], parts[2])
+	case "LOGIN":
+		user, cont := next("VXNlcm5hbWU6") // "Username:"
+		if user == nil {
+			return cont
+		}
+		pass, cont := next("UGFzc3dvcmQ6") // "Password:"
+		if pass == nil {
+			return cont
+		}
+		return c.login(cmd.tag, "LOGIN", string(user), string(pass))
+	}
+	return c.bad(cmd.tag + " NO Unsupported authentication mechanism")
+}
+
+// authFailed answers a failed authentication and closes the connection
+// after max_auth_failures of them.
+func (c *conn) authFailed(tag, resp string) bool {
+	c.authFailures++
+	if err := c.w.line(tag+" "+resp, false); err != nil {
+		return false
+	}
+	if c.authFailures >= c.opts.MaxAuthFailures {
+		c.setOutcome("too many authentication failures")
+		c.w.line("* BYE Too many authentication failures (max_auth_failures="+strconv.Itoa(c.opts.MaxAuthFailures)+")", true)
+		return false
+	}
+	return true
+}
+
+// login logs in to the upstream as user and, on success, relays the
+// session to its end. It reports whether the connection goes on
+// unauthenticated.
+func (c *conn) login(tag, mech, user, pass string) bool {
+	log := c.log.With("user", user, "mechanism", mech)
+	if user == "" {
+		return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
+	}
+	start := time.Now()
+	up, err := dialUpstream(c.ctx, c.opts)
+	if err == nil {
+		if err = up.login(c.ctx, user, pass); err != nil {
+			up.logout()
+		}
+	}
+	if err != nil {
+		var le *loginError
+		if !errors.As(err, &le) {
+			le = &loginError{kind: loginUnavailable, err: err}
+		}
+		switch le.kind {
+		case loginAuthFailed:
+			log.Info("authentication failed", "upstream_time", time.Since(start), "detail", le.err)
+			return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
+		case loginRefused:
+			log.Info("upstream refused login", "code", le.code, "text", le.text)
+			return c.w.line(tag+" NO ["+le.code+"] "+le.text, false) == nil
+		}
+		log.Warn("upstream unavailable", "err", le.err)
+		return c.w.line(tag+" NO [UNAVAILABLE] Mail server unavailable, try again later", false) == nil
+	}
+	releaseUser, err := c.srv.limiter.AcquireUser(user)
+	if err != nil {
+		// Checked only now that the upstream accepted the password, so the
+		// answer tells nothing to someone who does not know it.
+		up.logout()
+		log.Info("login refused", "reason", err.Error())
+		return c.w.line(tag+" NO [LIMIT] "+err.Error(), false) == nil
+	}
+	defer releaseUser()
+
+	sess := &session{c: c, up: up.nc, idle: c.opts.IdleTimeout, max: c.opts.MaxCommandSize}
+	sess.w = c.w
+	c.mu.Lock()
+	if c.shuttingDown {
+		c.mu.Unlock()
+		up.logout()
+		return false
+	}
+	c.user = user
+	c.sess = sess
+	c.mu.Unlock()
+	// Relayed writes may wait on a slow reader for as long as a session
+	// may be idle.
+	c.w.setTimeout(sess.idle)
+
+	c.nc.SetReadDeadline(time.Time{})
+	up.nc.SetDeadline(time.Time{})
+	log.Info("logged in", "upstream_time", time.Since(start))
+	if err := c.w.line(tag+" OK [CAPABILITY "+clientCaps(up.caps)+"] Logged in", false); err != nil {
+		up.logout()
+		return false
+	}
+	upInitial, _ := up.br.Peek(up.br.Buffered())
+	clientInitial, _ := c.br.Peek(c.br.Buffered())
+	sess.run(upInitial, clientInitial)
+	return false
+}
+
+// noteRelayEnd records how a relayed session ended.
+func (c *conn) noteRelayEnd(clientErr, upstreamErr error) {
+	switch {
+	case errors.Is(clientErr, io.EOF):
+		c.setOutcomeIfEmpty("client closed")
+	case errors.Is(upstreamErr, io.EOF):
+		c.setOutcomeIfEmpty("upstream closed")
+	}
+	c.setOutcomeIfEmpty("connection error")
+}
+
+// logEnd writes the connection's summary line.
+func (c *conn) logEnd() {
+	c.mu.Lock()
+	user, sess, outcome := c.user, c.sess, c.outcome
+	c.mu.Unlock()
+	attrs := []any{"duration", time.Since(c.since).Round(time.Millisecond), "outcome", outcome}
+	if user != "" {
+		attrs = append(attrs, "user", user)
+	}
+	if sess != nil {
+		attrs = append(attrs, "bytes_to_upstream", sess.bytesToUpstream.Load(), "bytes_to_client", sess.bytesToClient.Load())
+	}
+	c.log.Info("connection closed", attrs...)
+}
+
+var _ = limits.ErrLimit

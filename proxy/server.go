@@ -1,0 +1,296 @@
+// Package proxy is imapguard's IMAP-aware reverse proxy. A Server accepts
+// client connections, is the IMAP server until the client authenticates
+// (greeting, CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE), logs in to
+// the upstream with the client's credentials, and then relays the session
+// while still framing client commands to enforce max_command_size.
+//
+// Directions are named the same everywhere: "client" is the connection we
+// accepted, "upstream" the one we dialled.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imapguard/imapguard/limits"
+)
+
+// Defaults, each keyed to the protocol state it bounds.
+const (
+	// DefaultPreauthTimeout is Exchange's PreAuthenticatedConnectionTimeout;
+	// RFC 9051 §5.4 leaves the pre-authentication timer to the server.
+	DefaultPreauthTimeout = 60 * time.Second
+	// DefaultIdleTimeout is Exchange's AuthenticatedConnectionTimeout; RFC
+	// 9051 §5.4 asks for at least 30 minutes after authentication.
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultMaxCommandSize is Exchange's MaxCommandSize.
+	DefaultMaxCommandSize = 10240
+	// DefaultConnectTimeout bounds the TCP dial to the upstream.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultLoginTimeout bounds the upstream exchange from greeting to the
+	// tagged answer of LOGIN/AUTHENTICATE (an upstream may delay failed
+	// logins on purpose, Dovecot by 2 s).
+	DefaultLoginTimeout = 30 * time.Second
+	// DefaultMaxBadCommands closes a pre-authentication connection after
+	// this many invalid commands, as Dovecot and nginx (max_errors) do
+	// against cross-protocol attacks (ALPACA).
+	DefaultMaxBadCommands = 3
+	// DefaultMaxAuthFailures closes a connection after this many failed
+	// authentications.
+	DefaultMaxAuthFailures = 3
+
+	// writeTimeout bounds one write to the client before authentication
+	// and for injected responses (BYE) at the end.
+	writeTimeout = 10 * time.Second
+	// lingerTimeout is how long the second direction of a relay may go on
+	// after the first has ended (half-close), before both are closed.
+	lingerTimeout = 5 * time.Second
+)
+
+// Options configure a Server. Zero fields take the defaults above.
+type Options struct {
+	UpstreamAddr    string
+	ConnectTimeout  time.Duration
+	LoginTimeout    time.Duration
+	MaxCommandSize  int
+	PreauthTimeout  time.Duration
+	IdleTimeout     time.Duration
+	MaxBadCommands  int
+	MaxAuthFailures int
+	// Dial, when set, replaces the TCP dial to the upstream (tests).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (o Options) withDefaults() Options {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.LoginTimeout <= 0 {
+		o.LoginTimeout = DefaultLoginTimeout
+	}
+	if o.MaxCommandSize <= 0 {
+		o.MaxCommandSize = DefaultMaxCommandSize
+	}
+	if o.PreauthTimeout <= 0 {
+		o.PreauthTimeout = DefaultPreauthTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxBadCommands <= 0 {
+		o.MaxBadCommands = DefaultMaxBadCommands
+	}
+	if o.MaxAuthFailures <= 0 {
+		o.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	if o.Dial == nil {
+		var d net.Dialer
+		o.Dial = d.DialContext
+	}
+	return o
+}
+
+// Server is the proxy. Create it with New.
+type Server struct {
+	limiter *limits.Limiter
+	log     *slog.Logger
+	opts    atomic.Pointer[Options]
+
+	nextID atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	wg        sync.WaitGroup // live connection handlers
+}
+
+// New returns a Server that counts connections with limiter and logs to
+// logger (nil: discard).
+func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		limiter:   limiter,
+		log:       logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	s.SetOptions(opts)
+	return s
+}
+
+// SetOptions replaces the options in force, without a restart: new
+// connections take the new values at once; a session already relaying
+// keeps the command size cap and idle timeout it started with.
+func (s *Server) SetOptions(opts Options) {
+	o := opts.withDefaults()
+	s.opts.Store(&o)
+}
+
+func (s *Server) options() *Options { return s.opts.Load() }
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Serve accepts connections on ln until the listener is closed. After
+// Shutdown it returns ErrServerClosed. Temporary accept errors (such as
+// EMFILE) are retried with a growing delay.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				if closing {
+					return ErrServerClosed
+				}
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.startConn(nc, ln.Addr().String())
+	}
+}
+
+// isTemporary reports accept errors that pass by themselves (EMFILE,
+// ENFILE, ECONNABORTED); net no longer exposes Temporary() reliably, so
+// anything not known to be fatal is retried.
+func isTemporary(err error) bool {
+	var se interface{ Temporary() bool }
+	return errors.As(err, &se) && se.Temporary()
+}
+
+func (s *Server) startConn(nc net.Conn, listener string) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	c := newConn(s, nc, listener)
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+		defer func() {
+			if v := recover(); v != nil {
+				c.log.Error("panic in connection handler", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				c.close()
+			}
+		}()
+		c.serve()
+	}()
+}
+
+// Shutdown stops accepting, tells every client "* BYE" (authenticated
+// sessions at a response boundary) and closes their connections, then
+// waits for the handlers to unwind until ctx is done, when it closes what
+// is left at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.shutdown("Server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// ConnInfo describes one live connection.
+type ConnInfo struct {
+	ID            uint64
+	Client        string
+	Listener      string
+	User          string // empty before authentication
+	Authenticated bool
+	Since         time.Time
+}
+
+// Conns returns the live connections.
+func (s *Server) Conns() []ConnInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ConnInfo, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+// clientAddr returns the address a connection is counted under.
+func clientAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}

@@ -1,0 +1,371 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// maxUpstreamLine bounds a response line read from the upstream during
+// login, and maxUpstreamLiteral any literal in such a response.
+const (
+	maxUpstreamLine    = 64 << 10
+	maxUpstreamLiteral = 1 << 20
+)
+
+// loginError is an upstream login that did not succeed; it maps to the
+// client's tagged NO in (*conn).replyLoginError.
+type loginError struct {
+	kind loginFailure
+	code string // upstream's response code, when passed on
+	text string // upstream's text, sanitised, when passed on
+	err  error  // cause, for logs only
+}
+
+type loginFailure int
+
+const (
+	loginUnavailable loginFailure = iota // dial, greeting, protocol trouble
+	loginAuthFailed                      // the upstream said NO to the credentials
+	loginRefused                         // the upstream said NO with a code worth passing on
+)
+
+func (e *loginError) Error() string {
+	switch e.kind {
+	case loginAuthFailed:
+		return "upstream rejected the credentials"
+	case loginRefused:
+		return fmt.Sprintf("upstream refused the login: [%s] %s", e.code, e.text)
+	}
+	return fmt.Sprintf("upstream unavailable: %v", e.err)
+}
+
+func (e *loginError) Unwrap() error { return e.err }
+
+func unavailable(format string, args ...any) *loginError {
+	return &loginError{kind: loginUnavailable, err: fmt.Errorf(format, args...)}
+}
+
+// passedCodes are the upstream's RFC 5530 response codes to a failed login
+// that the client should see as they are; any other NO becomes
+// AUTHENTICATIONFAILED.
+var passedCodes = map[string]bool{
+	"UNAVAILABLE": true, "AUTHORIZATIONFAILED": true, "EXPIRED": true,
+	"PRIVACYREQUIRED": true, "CONTACTADMIN": true, "LIMIT": true,
+	"INUSE": true, "SERVERBUG": true,
+}
+
+// upstream is a connection to the upstream server during login.
+type upstream struct {
+	nc   net.Conn
+	br   *bufio.Reader
+	caps []string
+	line []byte
+}
+
+// dialUpstream connects and reads the greeting. The whole exchange up to
+// the end of login is bounded by loginTimeout from here.
+func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
+	dctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
+	nc, err := o.Dial(dctx, "tcp", o.UpstreamAddr)
+	if err != nil {
+		return nil, unavailable("dial %s: %w", o.UpstreamAddr, err)
+	}
+	u := &upstream{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
+	nc.SetDeadline(time.Now().Add(o.LoginTimeout))
+	// A cancelled ctx (proxy shutdown) unblocks the exchange.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	defer stop()
+
+	line, err := u.readResponse()
+	if err != nil {
+		nc.Close()
+		return nil, unavailable("reading greeting: %w", err)
+	}
+	switch {
+	case hasPrefixFold(line, "* OK"):
+		u.caps = capsFromCode(line)
+	case hasPrefixFold(line, "* PREAUTH"):
+		// RFC 9051 §7.1.4: the upstream logged us in as someone already;
+		// we cannot know as whom.
+		nc.Close()
+		return nil, unavailable("upstream greeted with PREAUTH")
+	default:
+		nc.Close()
+		return nil, unavailable("upstream greeting: %q", sanitizeText(string(line)))
+	}
+	return u, nil
+}
+
+// readResponse reads one response (its first line, without CRLF),
+// throwing away any literal octets in it, bounded.
+func (u *upstream) readResponse() ([]byte, error) {
+	u.line = u.line[:0]
+	first := -1
+	for {
+		chunk, err := u.br.ReadSlice('\n')
+		if len(u.line)+len(chunk) > maxUpstreamLine {
+			return nil, errors.New("response line too long")
+		}
+		u.line = append(u.line, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if first < 0 {
+			first = len(u.line)
+		}
+		n, _, ok, _ := literalAt(u.line)
+		if !ok {
+			break
+		}
+		if n > maxUpstreamLiteral {
+			return nil, errors.New("response literal too large")
+		}
+		if _, err := io.CopyN(io.Discard, u.br, n); err != nil {
+			return nil, err
+		}
+	}
+	return trimEOL(u.line[:first]), nil
+}
+
+func (u *upstream) write(s string) error {
+	_, err := io.WriteString(u.nc, s)
+	return err
+}
+
+func (u *upstream) hasCap(name string) bool {
+	for _, c := range u.caps {
+		if strings.EqualFold(c, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitContinuation reads up to a "+" continuation; a tagged answer to tag
+// instead is returned as a status.
+func (u *upstream) waitContinuation(tag string) (status []byte, err error) {
+	for {
+		line, err := u.readResponse()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) > 0 && line[0] == '+' {
+			return nil, nil
+		}
+		if isTagged(line, tag) {
+			return line, nil
+		}
+	}
+}
+
+// waitTagged reads responses up to the tagged one, collecting untagged
+// CAPABILITY data on the way.
+func (u *upstream) waitTagged(tag string) ([]byte, error) {
+	for {
+		line, err := u.readResponse()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case hasPrefixFold(line, "* CAPABILITY "):
+			u.caps = strings.Fields(string(line[len("* CAPABILITY "):]))
+		case len(line) > 0 && line[0] == '+':
+			// A challenge we did not expect: cancel (RFC 9051 §6.2.2).
+			if err := u.write("*\r\n"); err != nil {
+				return nil, err
+			}
+		case isTagged(line, tag):
+			return line, nil
+		}
+	}
+}
+
+func isTagged(line []byte, tag string) bool {
+	return len(line) > len(tag) && line[len(tag)] == ' ' && string(line[:len(tag)]) == tag
+}
+
+// login authenticates with the client's credentials, re-encoded so that
+// no byte of them can end the command early (IMAP-NOTES: AUTHENTICATE
+// PLAIN with SASL-IR when offered, else LOGIN with quoted strings or
+// literals). On success u.caps holds the post-login capabilities.
+func (u *upstream) login(ctx context.Context, user, pass string) error {
+	stop := context.AfterFunc(ctx, func() { u.nc.SetDeadline(time.Now()) })
+	defer stop()
+	if len(u.caps) == 0 {
+		if err := u.write("ig0 CAPABILITY\r\n"); err != nil {
+			return unavailable("sending CAPABILITY: %w", err)
+		}
+		st, err := u.waitTagged("ig0")
+		if err != nil {
+			return unavailable("reading CAPABILITY: %w", err)
+		}
+		if !hasPrefixFold(st[len("ig0 "):], "OK") {
+			return unavailable("CAPABILITY failed: %q", sanitizeText(string(st)))
+		}
+	}
+	const tag = "ig1"
+	var status []byte
+	var err error
+	switch {
+	case u.hasCap("AUTH=PLAIN"):
+		resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+		if u.hasCap("SASL-IR") {
+			err = u.write(tag + " AUTHENTICATE PLAIN " + resp + "\r\n")
+		} else {
+			if err = u.write(tag + " AUTHENTICATE PLAIN\r\n"); err == nil {
+				status, err = u.waitContinuation(tag)
+				if err == nil && status == nil {
+					err = u.write(resp + "\r\n")
+				}
+			}
+		}
+	case u.hasCap("LOGINDISABLED"):
+		return unavailable("upstream has LOGINDISABLED and no AUTH=PLAIN")
+	default:
+		status, err = u.sendLogin(tag, user, pass)
+	}
+	if err != nil {
+		return unavailable("sending login: %w", err)
+	}
+	if status == nil {
+		if status, err = u.waitTagged(tag); err != nil {
+			return unavailable("reading login answer: %w", err)
+		}
+	}
+	return u.loginResult(tag, status)
+}
+
+// sendLogin sends LOGIN with each argument quoted, or as a literal when it
+// holds octets a quoted string cannot carry.
+func (u *upstream) sendLogin(tag, user, pass string) (status []byte, err error) {
+	plus := u.hasCap("LITERAL+")
+	var b strings.Builder
+	b.WriteString(tag + " LOGIN")
+	for _, a := range []string{user, pass} {
+		q, lit := quoteOrLiteral(a)
+		if !lit {
+			b.WriteString(" " + q)
+			continue
+		}
+		b.WriteString(" " + literalPrefix(len(a), plus) + "\r\n")
+		if !plus {
+			if err := u.write(b.String()); err != nil {
+				return nil, err
+			}
+			b.Reset()
+			if status, err := u.waitContinuation(tag); err != nil || status != nil {
+				return status, err
+			}
+		}
+		b.WriteString(a)
+	}
+	b.WriteString("\r\n")
+	return nil, u.write(b.String())
+}
+
+// loginResult interprets the tagged answer to the login and fetches the
+// post-login capabilities when the answer did not carry them.
+func (u *upstream) loginResult(tag string, status []byte) error {
+	rest := status[len(tag)+1:]
+	switch {
+	case hasPrefixFold(rest, "OK"):
+		if caps := capsFromCode(status); caps != nil {
+			u.caps = caps
+			return nil
+		}
+		// Capabilities learnt before login are stale (RFC 9051 §6.2.2).
+		u.caps = nil
+		if err := u.write("ig2 CAPABILITY\r\n"); err != nil {
+			return unavailable("sending CAPABILITY: %w", err)
+		}
+		st, err := u.waitTagged("ig2")
+		if err != nil {
+			return unavailable("reading CAPABILITY: %w", err)
+		}
+		if !hasPrefixFold(st[len("ig2 "):], "OK") || u.caps == nil {
+			return unavailable("CAPABILITY after login failed: %q", sanitizeText(string(st)))
+		}
+		return nil
+	case hasPrefixFold(rest, "NO"):
+		code, text := responseCode(rest[2:])
+		if passedCodes[code] {
+			return &loginError{kind: loginRefused, code: code, text: sanitizeText(text)}
+		}
+		return &loginError{kind: loginAuthFailed}
+	case hasPrefixFold(rest, "BAD"):
+		// The upstream could not parse what we sent: to the user this is
+		// a failed login; the log says more.
+		return &loginError{kind: loginAuthFailed, err: fmt.Errorf("upstream answered BAD: %q", sanitizeText(string(rest)))}
+	}
+	return unavailable("unexpected login answer: %q", sanitizeText(string(status)))
+}
+
+// logout ends an upstream session we will not use and closes it.
+func (u *upstream) logout() {
+	u.nc.SetDeadline(time.Now().Add(time.Second))
+	u.write("ig9 LOGOUT\r\n")
+	u.nc.Close()
+}
+
+// responseCode splits " [CODE args] text" into CODE (upper case) and text.
+func responseCode(rest []byte) (code, text string) {
+	rest = bytes.TrimLeft(rest, " ")
+	if len(rest) == 0 || rest[0] != '[' {
+		return "", string(rest)
+	}
+	end := bytes.IndexByte(rest, ']')
+	if end < 0 {
+		return "", string(rest)
+	}
+	inner := rest[1:end]
+	if sp := bytes.IndexByte(inner, ' '); sp >= 0 {
+		inner = inner[:sp]
+	}
+	return strings.ToUpper(string(inner)), strings.TrimLeft(string(rest[end+1:]), " ")
+}
+
+// capsFromCode returns the list in a "[CAPABILITY ...]" code of a status
+// response line, or nil.
+func capsFromCode(line []byte) []string {
+	i := indexFold(line, "[CAPABILITY ")
+	if i < 0 {
+		return nil
+	}
+	rest := line[i+len("[CAPABILITY "):]
+	end := bytes.IndexByte(rest, ']')
+	if end < 0 {
+		return nil
+	}
+	return strings.Fields(string(rest[:end]))
+}
+
+// clientCaps filters the upstream's post-login capabilities for the
+// client: COMPRESS would blind the framing (RFC 4978), STARTTLS and AUTH=
+// are not valid after login.
+func clientCaps(caps []string) string {
+	out := make([]string, 0, len(caps))
+	for _, c := range caps {
+		u := strings.ToUpper(c)
+		if strings.HasPrefix(u, "COMPRESS=") || u == "STARTTLS" || u == "LOGINDISABLED" ||
+			strings.HasPrefix(u, "AUTH=") || u == "SASL-IR" {
+			continue
+		}
+		out = append(out, c)
+	}
+	return strings.Join(out, " ")
+}
