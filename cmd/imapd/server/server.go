@@ -1,0 +1,353 @@
+// Package server implements imapd, the small in-memory IMAP server that
+// imapguard uses as its upstream in demos and end-to-end tests.
+//
+// It is a thin wrapper around go-imap v2's imapserver and imapmemserver:
+// every configured user gets an INBOX filled with generated seed messages,
+// and all state lives in memory and is lost on exit.
+//
+// This is a test fixture, not a mail server. It has no TLS, and with
+// Options.InsecureAuth it accepts LOGIN and AUTHENTICATE PLAIN with the
+// password in plain text on an unencrypted connection. Only listen on
+// loopback.
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
+)
+
+// User is an account on the server.
+type User struct {
+	// Username is matched exactly (case-sensitively) at login.
+	Username string
+	// Password is the plain-text password.
+	Password string
+	// Messages is the number of seed messages generated into INBOX.
+	Messages int
+	// MessageSize is the approximate size in bytes of each seed message
+	// body; 0 means a one-line body.
+	MessageSize int
+}
+
+// Options configures a Server.
+type Options struct {
+	// Users are the accounts. Usernames must be non-empty and unique.
+	Users []User
+	// Logger receives connection, login and server error logs. nil
+	// discards them.
+	Logger *slog.Logger
+	// InsecureAuth allows LOGIN and AUTHENTICATE without TLS. Since the
+	// server has no TLS support, nobody can log in unless this is set.
+	InsecureAuth bool
+	// Debug, if non-nil, receives a raw trace of everything read from and
+	// written to every connection, credentials included. Writes are
+	// serialised, so it need not be safe for concurrent use.
+	Debug io.Writer
+}
+
+// Server is an in-memory IMAP server. Create it with New.
+type Server struct {
+	imap   *imapserver.Server
+	users  map[string]*imapmemserver.User // read-only after New
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener // first listener passed to Serve
+	closed bool
+}
+
+// New validates opts, creates every user with a seeded INBOX and returns
+// a server that is ready to Serve.
+func New(opts Options) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		users:  make(map[string]*imapmemserver.User, len(opts.Users)),
+		logger: logger,
+	}
+
+	bodies := make(map[int][]byte) // seed bodies by size, shared between users
+	for i, u := range opts.Users {
+		if err := validateUser(u); err != nil {
+			return nil, fmt.Errorf("imapd: user %d: %w", i+1, err)
+		}
+		if _, dup := s.users[u.Username]; dup {
+			return nil, fmt.Errorf("imapd: user %q: configured twice", u.Username)
+		}
+		body, ok := bodies[u.MessageSize]
+		if !ok {
+			body = seedBody(u.MessageSize)
+			bodies[u.MessageSize] = body
+		}
+		mu, err := newMemUser(u, i, body)
+		if err != nil {
+			return nil, fmt.Errorf("imapd: user %q: %w", u.Username, err)
+		}
+		s.users[u.Username] = mu
+	}
+
+	var debug io.Writer
+	if opts.Debug != nil {
+		debug = &syncWriter{w: opts.Debug}
+	}
+	s.imap = imapserver.New(&imapserver.Options{
+		NewSession:   s.newSession,
+		Caps:         capabilities(),
+		Logger:       slogPrinter{logger},
+		InsecureAuth: opts.InsecureAuth,
+		DebugWriter:  debug,
+	})
+	return s, nil
+}
+
+// capabilities returns the capability set handed to imapserver. imapserver
+// adds SASL-IR, LITERAL-, AUTH=PLAIN and, after login, the IMAP4rev2
+// extensions (IDLE, MOVE, UIDPLUS, NAMESPACE, ...) on its own. LITERAL+ is
+// implemented by imapserver's decoder but only advertised when listed here.
+func capabilities() imap.CapSet {
+	return imap.CapSet{
+		imap.CapIMAP4rev1:   {},
+		imap.CapIMAP4rev2:   {},
+		imap.CapLiteralPlus: {},
+	}
+}
+
+func validateUser(u User) error {
+	switch {
+	case u.Username == "":
+		return errors.New("empty username")
+	case u.Messages < 0:
+		return fmt.Errorf("negative message count %d", u.Messages)
+	case u.MessageSize < 0:
+		return fmt.Errorf("negative message size %d", u.MessageSize)
+	}
+	return nil
+}
+
+// newMemUser creates the imapmemserver user for u with u.Messages seed
+// messages in INBOX. idx distinguishes users in Message-IDs.
+func newMemUser(u User, idx int, body []byte) (*imapmemserver.User, error) {
+	mu := imapmemserver.NewUser(u.Username, u.Password)
+	if err := mu.Create("INBOX", nil); err != nil {
+		return nil, fmt.Errorf("create INBOX: %w", err)
+	}
+	for n := 1; n <= u.Messages; n++ {
+		header := seedHeader(u.Username, idx, n)
+		lit := literal{
+			Reader: io.MultiReader(bytes.NewReader(header), bytes.NewReader(body)),
+			size:   int64(len(header) + len(body)),
+		}
+		opts := &imap.AppendOptions{Time: seedDate(n)}
+		if _, err := mu.Append("INBOX", lit, opts); err != nil {
+			return nil, fmt.Errorf("append seed message %d: %w", n, err)
+		}
+	}
+	return mu, nil
+}
+
+// Serve accepts IMAP connections on ln until Close is called, then returns
+// nil. Serve takes ownership of ln and closes it.
+func (s *Server) Serve(ln net.Listener) error {
+	defer ln.Close()
+	s.mu.Lock()
+	closed := s.closed
+	if s.ln == nil {
+		s.ln = ln
+	}
+	s.mu.Unlock()
+	if closed {
+		return nil
+	}
+	s.logger.Info("serving IMAP", "addr", ln.Addr().String())
+	err := s.imap.Serve(ln)
+	if err == nil || s.isClosed() {
+		return nil
+	}
+	return fmt.Errorf("imapd: serve: %w", err)
+}
+
+// Addr returns the address of the first listener passed to Serve, or nil
+// if Serve has not been called yet.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops all listeners and closes all open connections. Serve then
+// returns nil. Calling Close more than once is harmless.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	if err := s.imap.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("imapd: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// newSession is imapserver's NewSession hook, called for each connection.
+func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	remote := c.NetConn().RemoteAddr().String()
+	s.logger.Debug("connection", "remote", remote)
+	return &session{srv: s, remote: remote}, nil, nil
+}
+
+// session is one IMAP connection. Before login UserSession is nil;
+// imapserver only calls Login and Close in that state.
+type session struct {
+	*imapmemserver.UserSession
+
+	srv    *Server
+	remote string
+}
+
+var (
+	_ imapserver.SessionIMAP4rev2 = (*session)(nil)
+	_ imapserver.SessionSASL      = (*session)(nil)
+)
+
+// Login implements imapserver.Session; AUTHENTICATE PLAIN ends up here
+// too. Failures return imapserver.ErrAuthFailed, which becomes
+// "NO [AUTHENTICATIONFAILED]".
+func (sess *session) Login(username, password string) error {
+	u, ok := sess.srv.users[username]
+	if !ok {
+		sess.srv.logger.Info("login failed", "user", username, "remote", sess.remote, "reason", "unknown user")
+		return imapserver.ErrAuthFailed
+	}
+	if err := u.Login(username, password); err != nil {
+		sess.srv.logger.Info("login failed", "user", username, "remote", sess.remote, "reason", "bad password")
+		return err
+	}
+	sess.UserSession = imapmemserver.NewUserSession(u)
+	sess.srv.logger.Info("login", "user", username, "remote", sess.remote)
+	return nil
+}
+
+// Close implements imapserver.Session.
+func (sess *session) Close() error {
+	sess.srv.logger.Debug("connection closed", "remote", sess.remote)
+	if sess.UserSession == nil {
+		return nil
+	}
+	return sess.UserSession.Close()
+}
+
+// AuthenticateMechanisms implements imapserver.SessionSASL.
+func (sess *session) AuthenticateMechanisms() []string {
+	return []string{sasl.Plain}
+}
+
+// Authenticate implements imapserver.SessionSASL. It does what imapserver
+// does for PLAIN on its own, but through plainServer.
+func (sess *session) Authenticate(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "SASL mechanism not supported"}
+	}
+	return plainServer{sasl.NewPlainServer(func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return &imap.Error{
+				Type: imap.StatusResponseTypeNo,
+				Code: imap.ResponseCodeAuthorizationFailed,
+				Text: "SASL identity not supported",
+			}
+		}
+		return sess.Login(username, password)
+	})}, nil
+}
+
+// plainServer smooths two rough edges of go-sasl's PLAIN server under
+// imapserver (go-imap v2.0.0-beta.8):
+//   - its empty challenge is sent as "+ =" instead of the usual "+ ",
+//     which go-imap's own imapclient rejects; a nil challenge gives "+ ";
+//   - a malformed response is a plain Go error, which imapserver reports
+//     as "NO [SERVERBUG]"; it becomes a BAD here.
+type plainServer struct{ sasl.Server }
+
+// Next implements sasl.Server.
+func (p plainServer) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := p.Server.Next(response)
+	var imapErr *imap.Error
+	if err != nil && !errors.As(err, &imapErr) {
+		return nil, false, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Malformed SASL PLAIN response"}
+	}
+	if len(challenge) == 0 {
+		challenge = nil
+	}
+	return challenge, done, err
+}
+
+// slogPrinter adapts a slog.Logger to imapserver.Logger.
+type slogPrinter struct{ l *slog.Logger }
+
+// Printf logs imapserver's internal errors at warning level.
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.l.Warn("imapserver: " + fmt.Sprintf(format, args...))
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// Write writes p to the underlying writer while holding the lock.
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// Start creates a server from opts, serves it on a fresh 127.0.0.1 port in
+// a goroutine and returns the address. The server is closed by t.Cleanup.
+// It is meant for tests (t is a *testing.T or *testing.B).
+func Start(t interface {
+	Cleanup(func())
+	Fatalf(string, ...any)
+}, opts Options) string {
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("imapd: %v", err)
+		return ""
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("imapd: listen: %v", err)
+		return ""
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		closeErr := s.Close()
+		if err := errors.Join(closeErr, <-done); err != nil {
+			t.Fatalf("imapd: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
