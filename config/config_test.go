@@ -1,0 +1,522 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// TestGolden parses testdata/good/*.toml, comparing the WriteSettings
+// output with the .golden file, and testdata/bad/*.toml, comparing the
+// error text with the .golden file.
+func TestGolden(t *testing.T) {
+	for _, dir := range []string{"good", "bad"} {
+		files, err := filepath.Glob(filepath.Join("testdata", dir, "*.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(files) == 0 {
+			t.Fatalf("no files in testdata/%s", dir)
+		}
+		for _, file := range files {
+			t.Run(dir+"/"+filepath.Base(file), func(t *testing.T) {
+				data, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := Parse(filepath.Base(file), data)
+				var got string
+				switch dir {
+				case "good":
+					if err != nil {
+						t.Fatalf("got error:\n%v\nwant none", err)
+					}
+					var b strings.Builder
+					if err := c.WriteSettings(&b); err != nil {
+						t.Fatal(err)
+					}
+					got = b.String()
+				case "bad":
+					if err == nil {
+						t.Fatalf("got no error; want one")
+					}
+					if c != nil {
+						t.Errorf("got a Config with the error; want nil")
+					}
+					got = err.Error() + "\n"
+				}
+				golden := strings.TrimSuffix(file, ".toml") + ".golden"
+				if *update {
+					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (run go test -update to create it)", err)
+				}
+				if got != string(want) {
+					t.Errorf("got:\n%s\nwant:\n%s", got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestDefaultTOML(t *testing.T) {
+	c, err := Parse("default.toml", DefaultTOML)
+	if err != nil {
+		t.Fatalf("got error %v; want none", err)
+	}
+	if want := Default(); *c != *want {
+		t.Errorf("got %+v; want %+v", *c, *want)
+	}
+	// Every key is written out, and with the value -check prints, so that
+	// the file documents the defaults exactly.
+	idx, err := indexDocument("default.toml", DefaultTOML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(DefaultTOML), "\n")
+	for _, s := range Default().Settings() {
+		info, ok := idx.first[s.Name]
+		if !ok {
+			t.Errorf("key %s: got absent; want present", s.Name)
+			continue
+		}
+		name := s.Name[strings.LastIndexByte(s.Name, '.')+1:]
+		var want string
+		if info.kind == "string" {
+			want = name + ` = "` + s.Value + `"`
+		} else {
+			want = name + " = " + s.Value
+		}
+		if got := lines[info.line-1]; got != want {
+			t.Errorf("line %d: got %q; want %q", info.line, got, want)
+		}
+		if info.line < 2 || !strings.HasPrefix(lines[info.line-2], "# ") {
+			t.Errorf("key %s: got no comment above; want one", s.Name)
+		}
+	}
+}
+
+func TestDefaultValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Errorf("got %v; want nil", err)
+	}
+}
+
+func TestSettingsOrder(t *testing.T) {
+	want := []string{
+		"listen.imap",
+		"upstream.address",
+		"upstream.connect_timeout",
+		"upstream.login_timeout",
+		"limits.max_connections",
+		"limits.max_connections_per_ip",
+		"limits.max_connections_per_user",
+		"limits.ipv6_prefix_length",
+		"limits.max_command_size",
+		"limits.preauth_timeout",
+		"limits.idle_timeout",
+		"limits.max_bad_commands",
+		"limits.max_auth_failures",
+		"log.level",
+		"log.format",
+	}
+	var got []string
+	for _, s := range Default().Settings() {
+		got = append(got, s.Name)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q; want %q", got, want)
+	}
+}
+
+func TestWriteSettings(t *testing.T) {
+	var b strings.Builder
+	if err := Default().WriteSettings(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := `listen.imap                     : 127.0.0.1:1143
+upstream.address                : 127.0.0.1:2143
+upstream.connect_timeout        : 5s
+upstream.login_timeout          : 30s
+limits.max_connections          : 2147483647
+limits.max_connections_per_ip   : 2147483647
+limits.max_connections_per_user : 16
+limits.ipv6_prefix_length       : 64
+limits.max_command_size         : 10240
+limits.preauth_timeout          : 1m
+limits.idle_timeout             : 30m
+limits.max_bad_commands         : 3
+limits.max_auth_failures        : 3
+log.level                       : info
+log.format                      : text
+`
+	if got := b.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestWriteSettingsError(t *testing.T) {
+	if err := Default().WriteSettings(failWriter{}); err == nil || err.Error() != "disk full" {
+		t.Errorf("got %v; want disk full", err)
+	}
+}
+
+// TestBounds writes each key alone at its lowest and highest valid value,
+// and one step past each bound.
+func TestBounds(t *testing.T) {
+	tests := []struct {
+		key              string
+		min, max         string // valid, as written in TOML
+		below, above     string // invalid, as written in TOML; "" if none
+		wantMin, wantMax string // value as Settings prints it
+		valid            string
+	}{
+		{"listen.imap", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535"},
+		{"upstream.address", `"h:1"`, `"h:65535"`, `"h:0"`, `"h:65536"`, "h:1", "h:65535", "host:port, port 1 .. 65535"},
+		{"upstream.connect_timeout", `"100ms"`, `"5m"`, `"99999999ns"`, `"300000000001ns"`, "100ms", "5m", "100ms .. 5m"},
+		{"upstream.login_timeout", `"1s"`, `"5m"`, `"999999999ns"`, `"300000000001ns"`, "1s", "5m", "1s .. 5m"},
+		{"limits.max_connections", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
+		{"limits.max_connections_per_ip", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
+		{"limits.max_connections_per_user", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
+		{"limits.ipv6_prefix_length", `32`, `128`, `31`, `129`, "32", "128", "32 .. 128"},
+		{"limits.max_command_size", `1024`, `1048576`, `1023`, `1048577`, "1024", "1048576", "1024 .. 1048576"},
+		{"limits.preauth_timeout", `"30s"`, `"1h"`, `"29999999999ns"`, `"3600000000001ns"`, "30s", "1h", "30s .. 1h"},
+		{"limits.idle_timeout", `"30s"`, `"24h"`, `"29999999999ns"`, `"86400000000001ns"`, "30s", "24h", "30s .. 24h"},
+		{"limits.max_bad_commands", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
+		{"limits.max_auth_failures", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
+	}
+	for _, tt := range tests {
+		for _, c := range []struct {
+			name, value, want string
+			ok                bool
+		}{
+			{"min", tt.min, tt.wantMin, true},
+			{"max", tt.max, tt.wantMax, true},
+			{"below", tt.below, "", false},
+			{"above", tt.above, "", false},
+		} {
+			if c.value == "" {
+				continue
+			}
+			t.Run(tt.key+"/"+c.name, func(t *testing.T) {
+				doc := "# comment\n" + tt.key + " = " + c.value + "\n"
+				cfg, err := Parse("t.toml", []byte(doc))
+				if c.ok {
+					if err != nil {
+						t.Fatalf("got error %v; want none", err)
+					}
+					if got := setting(cfg, tt.key); got != c.want {
+						t.Errorf("got %s = %s; want %s", tt.key, got, c.want)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatalf("got no error; want one")
+				}
+				prefix := "t.toml:2: " + tt.key + ": "
+				suffix := " (valid " + tt.valid + ")"
+				if got := err.Error(); !strings.HasPrefix(got, prefix) || !strings.HasSuffix(got, suffix) || strings.Contains(got, "\n") {
+					t.Errorf("got %q; want one line %q...%q", got, prefix, suffix)
+				}
+			})
+		}
+	}
+}
+
+func setting(c *Config, name string) string {
+	for _, s := range c.Settings() {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	return "(absent)"
+}
+
+func TestParseMessages(t *testing.T) {
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"bad duration", `limits.idle_timeout = "5 minutes"`,
+			`x.toml:1: limits.idle_timeout: invalid duration "5 minutes", write a number and a unit such as "90s", "5m" or "1h30m" (valid 30s .. 24h)`},
+		{"negative duration", `limits.idle_timeout = "-1s"`,
+			`x.toml:1: limits.idle_timeout: -1s is out of range (valid 30s .. 24h)`},
+		{"number for duration", `limits.idle_timeout = 30`,
+			`x.toml:1: limits.idle_timeout: want a string such as "30s", got integer 30 (valid 30s .. 24h)`},
+		{"float for int", `limits.max_connections = 1e3`,
+			`x.toml:1: limits.max_connections: want an integer, got float 1000 (valid 1 .. 2147483647)`},
+		{"negative int", `limits.max_connections = -1`,
+			`x.toml:1: limits.max_connections: -1 is out of range (valid 1 .. 2147483647)`},
+		{"huge int", `limits.max_connections = 9223372036854775807`,
+			`x.toml:1: limits.max_connections: 9223372036854775807 is out of range (valid 1 .. 2147483647)`},
+		{"long string", `log.level = "` + strings.Repeat("x", 100) + `"`,
+			`x.toml:1: log.level: unknown value "` + strings.Repeat("x", 37) + `..." (valid debug, info, warn, error)`},
+		{"control characters in key", `"a\nb" = 1`,
+			`x.toml:1: unknown key "a\nb"`},
+		{"control characters in value", `log.level = "a\u001b[31m"`,
+			`x.toml:1: log.level: unknown value "a\x1b[31m" (valid debug, info, warn, error)`},
+		{"unknown key in inline table", `upstream = { address = "h:1", bogus = 1 }`,
+			`x.toml:1: unknown key upstream.bogus`},
+		{"unknown key in unknown table", "[a]\nb = 1",
+			`x.toml:1: unknown table a`},
+		{"unknown dotted key", "a.b = 1",
+			`x.toml:1: unknown key a.b`},
+		{"table for leaf, dotted", "limits.max_connections.x = 1",
+			`x.toml:1: limits.max_connections: want an integer, got table (valid 1 .. 2147483647)`},
+		{"two problems on one line, in column order", `limits = { max_connections = 0, bogus = 1 }`,
+			"x.toml:1: limits.max_connections: 0 is out of range (valid 1 .. 2147483647)\n" +
+				"x.toml:1: unknown key limits.bogus"},
+		{"string for table", `log = "debug"`,
+			`x.toml:1: log: must be a table, got string`},
+		{"inline table for table", `log = { level = "debug" }`, ``},
+		{"empty host allowed for listen", `listen.imap = ":143"`, ``},
+		{"upstream port 0", `upstream.address = "h:0"`,
+			`x.toml:1: upstream.address: "h:0": port 0 is out of range (valid host:port, port 1 .. 65535)`},
+		{"port with sign", `upstream.address = "h:+1"`,
+			`x.toml:1: upstream.address: "h:+1": port "+1" is not a number (valid host:port, port 1 .. 65535)`},
+		{"too many colons", `upstream.address = "::1:143"`,
+			`x.toml:1: upstream.address: "::1:143": too many colons in address (valid host:port, port 1 .. 65535)`},
+		{"syntax error at end", `limits.max_connections =`,
+			`x.toml:1:24: invalid TOML: expected value, not end of input`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("x.toml", []byte(tt.doc))
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseBOMAndCRLF(t *testing.T) {
+	doc := "\uFEFF[limits]\r\nmax_connections = 7\r\n\r\n[log]\r\nlevel = \"debug\"\r\nbogus = 1\r\n"
+	_, err := Parse("w.toml", []byte(doc))
+	if want := "w.toml:6: unknown key log.bogus"; err == nil || err.Error() != want {
+		t.Fatalf("got %v; want %s", err, want)
+	}
+	doc = strings.Replace(doc, "bogus = 1\r\n", "", 1)
+	c, err := Parse("w.toml", []byte(doc))
+	if err != nil {
+		t.Fatalf("got %v; want no error", err)
+	}
+	if c.Limits.MaxConnections != 7 || c.Log.Level != "debug" {
+		t.Errorf("got %d, %q; want 7, debug", c.Limits.MaxConnections, c.Log.Level)
+	}
+}
+
+// TestParseLongKey checks that a very long dotted key is handled in
+// reasonable time.
+func TestParseLongKey(t *testing.T) {
+	key := strings.Repeat("limits.", 100000) + "x"
+	_, err := Parse("x.toml", []byte(key+" = 1"))
+	want := "x.toml:1: unknown key " + strings.Repeat("limits.", 13) + "limits..."
+	if err == nil || err.Error() != want {
+		t.Errorf("got %.200v; want %s", err, want)
+	}
+}
+
+func TestParseEmptyName(t *testing.T) {
+	_, err := Parse("", []byte("a = 1"))
+	if want := "config:1: unknown key a"; err == nil || err.Error() != want {
+		t.Errorf("got %v; want %s", err, want)
+	}
+}
+
+// TestParseUnwrap checks that the problems of a file are separate errors.
+func TestParseUnwrap(t *testing.T) {
+	_, err := Parse("x.toml", []byte("a = 1\nb = 2\nlimits.max_connections = 0\n"))
+	u, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("got %T; want an error joining others", err)
+	}
+	if got := len(u.Unwrap()); got != 3 {
+		t.Errorf("got %d errors; want 3", got)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join("testdata", "good", "partial.toml")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatalf("got %v; want no error", err)
+	}
+	if got, want := c.Upstream.Address, "mail.internal:143"; got != want {
+		t.Errorf("got %q; want %q", got, want)
+	}
+
+	path = filepath.Join("testdata", "bad", "unknown_key.toml")
+	_, err = Load(path)
+	if want := path + ":7: unknown key limits.max_conections"; err == nil || err.Error() != want {
+		t.Errorf("got %v; want %s", err, want)
+	}
+
+	path = filepath.Join(t.TempDir(), "missing.toml")
+	_, err = Load(path)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Errorf("got %v; want a not-exist error naming %s", err, path)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := Default()
+	c.Limits.MaxConnections = 0
+	c.Upstream.LoginTimeout = Duration(time.Hour)
+	c.Log.Format = "xml"
+	want := "upstream.login_timeout: 1h is out of range (valid 1s .. 5m)\n" +
+		"limits.max_connections: 0 is out of range (valid 1 .. 2147483647)\n" +
+		`log.format: unknown value "xml" (valid text, json)`
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("got %v; want %s", err, want)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{time.Hour, "1h"},
+		{24 * time.Hour, "24h"},
+		{90 * time.Minute, "90m"},
+		{30 * time.Minute, "30m"},
+		{60 * time.Second, "1m"},
+		{90 * time.Second, "90s"},
+		{5 * time.Second, "5s"},
+		{1500 * time.Millisecond, "1.5s"},
+		{100 * time.Millisecond, "100ms"},
+		{time.Nanosecond, "1ns"},
+		{-time.Hour, "-1h"},
+		{-90 * time.Second, "-90s"},
+		{time.Hour + time.Nanosecond, "1h0m0.000000001s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			d := Duration(tt.d)
+			if got := d.String(); got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+			text, err := d.MarshalText()
+			if err != nil || string(text) != tt.want {
+				t.Errorf("got %q, %v; want %q, nil", text, err, tt.want)
+			}
+			var back Duration
+			if err := back.UnmarshalText(text); err != nil || back != d {
+				t.Errorf("got %v, %v; want %v, nil", back, err, d)
+			}
+		})
+	}
+	var d Duration
+	if err := d.UnmarshalText([]byte("5 minutes")); err == nil {
+		t.Errorf("got no error; want one")
+	}
+}
+
+// TestFieldDocs checks that every key's doc comment, which the README
+// copies, states the default and the valid values that the code enforces.
+func TestFieldDocs(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "config.go", nil, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string]string{} // "Limits.MaxConnections" -> doc
+	ast.Inspect(f, func(n ast.Node) bool {
+		ts, ok := n.(*ast.TypeSpec)
+		if !ok {
+			return true
+		}
+		st, ok := ts.Type.(*ast.StructType)
+		if !ok {
+			return false
+		}
+		for _, field := range st.Fields.List {
+			for _, name := range field.Names {
+				docs[ts.Name.Name+"."+name.Name] = field.Doc.Text()
+			}
+		}
+		return false
+	})
+	ct := reflect.TypeFor[Config]()
+	defaults := Default().Settings()
+	for i, l := range schema.leaves {
+		section := ct.Field(l.index[0])
+		field := section.Type.Field(l.index[1])
+		doc := docs[section.Type.Name()+"."+field.Name]
+		t.Run(l.key, func(t *testing.T) {
+			doc = strings.Join(strings.Fields(doc), " ")
+			want := "Default: " + defaults[i].Value
+			if !strings.Contains(doc, want+".") && !strings.Contains(doc, want+" (") {
+				t.Errorf("got doc %q; want it to contain %q", doc, want+".")
+			}
+			if want := "Valid: " + l.rule.valid() + "."; !strings.Contains(doc, want) {
+				t.Errorf("got doc %q; want it to contain %q", doc, want)
+			}
+		})
+	}
+	for _, name := range []string{"Config.Listen", "Config.Upstream", "Config.Limits", "Config.Log"} {
+		if docs[name] == "" {
+			t.Errorf("%s: got no doc; want one", name)
+		}
+	}
+}
+
+// FuzzParse checks that Parse never panics, that what it accepts is valid,
+// and that every line of an error names the file.
+func FuzzParse(f *testing.F) {
+	f.Add(DefaultTOML)
+	for _, dir := range []string{"good", "bad"} {
+		files, _ := filepath.Glob(filepath.Join("testdata", dir, "*.toml"))
+		for _, file := range files {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data)
+		if err != nil {
+			if c != nil {
+				t.Errorf("got a Config and error %v; want only the error", err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "fuzz.toml:") {
+					t.Errorf("got error line %q; want it to start with fuzz.toml:", line)
+				}
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("Parse accepted %q, which is invalid: %v", data, err)
+		}
+		var b bytes.Buffer
+		if err := c.WriteSettings(&b); err != nil {
+			t.Error(err)
+		}
+	})
+}
