@@ -102,16 +102,21 @@ func (s *session) run(upInitial, clientInitial []byte) {
 	case uerr = <-done:
 		// The upstream ended first (LOGOUT, or it dropped us).
 	default:
-		if errors.Is(cerr, errCommandTooBig) {
+		switch {
+		case errors.Is(cerr, errCommandTooBig):
 			s.w.line(tooBigBye(s.max), true)
-		} else if errors.Is(cerr, io.EOF) {
+		case errors.Is(cerr, io.EOF):
 			// The client half-closed: let the upstream finish what it
 			// is sending, for a bounded time.
 			if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
 				tc.CloseWrite()
 			}
+			s.up.SetReadDeadline(time.Now().Add(lingerTimeout))
+		default:
+			// Reset, or closed by the proxy: nothing more can reach the
+			// client, so free the upstream and the slots at once.
+			s.closeBoth()
 		}
-		s.up.SetReadDeadline(time.Now().Add(lingerTimeout))
 		uerr = <-done
 	}
 	s.closeBoth()
