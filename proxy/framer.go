@@ -106,10 +106,12 @@ type cmdFramer struct {
 	size       int  // bytes of it that count toward max
 	forwarded  bool // part of it reached the upstream
 	discarding bool // it is too big and thrown away to its end
+	invalid    bool // it is thrown away for an invalid literal
 	appendCmd  bool // APPEND: message literals do not count
 	firstLit   bool // the next literal is the command's first
 	mboxLit    bool // APPEND's first literal is its mailbox name
 	tag        []byte
+	tagOK      bool // tag is a valid tag followed by SP: answer with it
 
 	// Inside a literal.
 	litLeft  int64
@@ -184,8 +186,16 @@ func (f *cmdFramer) fill() error {
 	return err
 }
 
+// replyTag is the tag for the proxy's answer to the current command.
+func (f *cmdFramer) replyTag() string {
+	if f.tagOK {
+		return string(f.tag)
+	}
+	return "*"
+}
+
 func (f *cmdFramer) tooBigLine() string {
-	return string(f.tag) + " BAD [TOOBIG] Command too long (max_command_size=" + strconv.Itoa(f.max) + ")"
+	return f.replyTag() + " BAD [TOOBIG] Command too long (max_command_size=" + strconv.Itoa(f.max) + ")"
 }
 
 // TooBigBye is the line that ends a session whose oversize command was
@@ -196,11 +206,15 @@ func tooBigBye(max int) string {
 
 // endCommand finishes the current command.
 func (f *cmdFramer) endCommand() {
-	if f.discarding {
+	switch {
+	case f.invalid:
+		f.reply(f.replyTag() + " BAD Invalid literal")
+	case f.discarding:
 		f.reply(f.tooBigLine())
 	}
 	f.inCmd = false
 	f.discarding = false
+	f.invalid = false
 }
 
 // oversize handles a command found too big. Nothing of it reached the
@@ -218,10 +232,14 @@ func (f *cmdFramer) oversize() error {
 func (f *cmdFramer) startCommand(line []byte) {
 	tag, name := splitTagName(line)
 	f.tag = append(f.tag[:0], tag...)
+	// Seen whole however the line was read: a partial line is
+	// examined only once it is over max octets.
+	f.tagOK = name != nil && len(tag) < f.max && validTag(tag)
 	f.inCmd = true
 	f.size = 0
 	f.forwarded = false
 	f.discarding = false
+	f.invalid = false
 	f.firstLit = true
 	f.appendCmd = equalFoldASCII(name, "APPEND")
 	f.mboxLit = false
@@ -241,10 +259,10 @@ func (f *cmdFramer) local(line []byte) bool {
 	case equalFoldASCII(name, "COMPRESS"):
 		// RFC 4978 would turn the rest of the stream into deflate data and
 		// blind the framing; the capability is hidden too.
-		f.reply(string(f.tag) + " NO [CANNOT] COMPRESS is not available through this proxy")
+		f.reply(f.replyTag() + " NO [CANNOT] COMPRESS is not available through this proxy")
 	case equalFoldASCII(name, "STARTTLS"):
 		// RFC 9051 §6.2.1: only valid before authentication.
-		f.reply(string(f.tag) + " BAD STARTTLS is not valid in the authenticated state")
+		f.reply(f.replyTag() + " BAD STARTTLS is not valid in the authenticated state")
 	default:
 		return false
 	}
@@ -281,7 +299,11 @@ func (f *cmdFramer) stepLine() error {
 	i := bytes.IndexByte(f.buf[f.r:f.w], '\n')
 	if i < 0 {
 		partial := f.w - f.r
-		if f.size+partial > f.max {
+		size := 0 // a new command starts with nothing counted
+		if f.inCmd {
+			size = f.size
+		}
+		if size+partial > f.max {
 			if !f.inCmd {
 				f.startCommand(f.buf[f.r:f.w])
 			}
@@ -312,12 +334,22 @@ func (f *cmdFramer) stepLine() error {
 // lineEnd handles the end of a line of n bytes (line holds at least its
 // end); inBuf says whether the line is still in buf[r:r+n].
 func (f *cmdFramer) lineEnd(line []byte, n int, inBuf bool) error {
-	lit, sync, isLit, _ := literalAt(line)
+	lit, sync, isLit, bad := literalAt(line)
 	counted := isLit && !(f.appendCmd && !(f.firstLit && f.mboxLit))
-	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit > int64(f.max))) {
+	// At least CRLF follows a literal: a literal without room for it
+	// cannot make a command within the cap.
+	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit+2 > int64(f.max))) {
 		if err := f.oversize(); err != nil {
 			return err
 		}
+	}
+	if bad && !f.discarding {
+		// The upstream may read a literal here that we cannot frame:
+		// refuse the command rather than lose track of it.
+		if err := f.oversize(); err != nil {
+			return err
+		}
+		f.invalid = true
 	}
 	if inBuf {
 		if f.discarding {

@@ -101,6 +101,8 @@ func (r *preauthReader) readLine(limit int) ([]byte, error) {
 		chunk, err := r.br.ReadSlice('\n')
 		if !over && len(r.line)+len(chunk) > limit {
 			over = true
+			r.tail = r.tail[:0]
+			r.keepTail(r.line) // the announcement may start in an earlier chunk
 			if take := limit - len(r.line); take > 0 {
 				r.line = append(r.line, chunk[:take]...)
 			}
@@ -174,40 +176,62 @@ func (r *preauthReader) skipCommand(last []byte, tag string) error {
 	}
 }
 
+// skipRest throws away the rest of a refused command after its line last,
+// up to its end or a synchronizing literal.
+func (r *preauthReader) skipRest(last []byte) error {
+	err := r.skipCommand(last, "")
+	var tb *tooBigError
+	if errors.As(err, &tb) && !tb.fatal {
+		return nil
+	}
+	return err
+}
+
 // readCommand reads and parses one command.
 func (r *preauthReader) readCommand() (*command, error) {
 	size := 0
 	line, err := r.readLine(r.max)
 	if err == errTooBig {
-		tag, _ := splitTagName(line)
+		tag, name := splitTagName(line)
+		if name == nil || !validTag(tag) {
+			tag = nil // answered untagged
+		}
 		return nil, r.skipCommand(r.tail, string(tag))
 	}
 	if err != nil {
 		return nil, err
 	}
 	size += len(line)
+	// A refused command may still announce non-synchronizing literals
+	// that the client sends anyway: skip them, not parse them.
+	syntax := func(e *syntaxError) (*command, error) {
+		if err := r.skipRest(line); err != nil {
+			return nil, err
+		}
+		return nil, e
+	}
 	p := &lineParser{line: trimEOL(line)}
 	if len(p.line) == 0 {
-		return nil, &syntaxError{msg: "Empty command line"}
+		return syntax(&syntaxError{msg: "Empty command line"})
 	}
 	tagb := p.atom(true)
 	if !validTag(tagb) {
-		return nil, &syntaxError{msg: "Invalid tag"}
+		return syntax(&syntaxError{msg: "Invalid tag"})
 	}
 	cmd := &command{tag: string(tagb)}
 	if !p.sp() {
-		return nil, &syntaxError{tag: cmd.tag, msg: "Missing command"}
+		return syntax(&syntaxError{tag: cmd.tag, msg: "Missing command"})
 	}
 	name := p.atom(false)
 	if len(name) == 0 {
-		return nil, &syntaxError{tag: cmd.tag, msg: "Missing command"}
+		return syntax(&syntaxError{tag: cmd.tag, msg: "Missing command"})
 	}
 	cmd.name = strings.ToUpper(string(name))
 	for {
 		lit, serr := p.args(&cmd.args)
 		if serr != nil {
 			serr.tag = cmd.tag
-			return nil, serr
+			return syntax(serr)
 		}
 		if lit == nil {
 			return cmd, nil

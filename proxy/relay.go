@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -141,9 +140,29 @@ func (s *session) copyClientToUpstream(initial []byte) error {
 // copyUpstreamToClient relays upstream responses, noting response
 // boundaries for injected lines.
 func (s *session) copyUpstreamToClient(initial []byte) error {
-	f := newRespFramer(&s.gate)
 	buf := make([]byte, relayBufSize)
 	carry := copy(buf, initial)
+	err := copyResponses(s.up, s.w, newRespFramer(&s.gate), buf, carry, func(n int64) {
+		s.bytesToClient.Add(n)
+		s.noteActivity()
+	})
+	if err == io.EOF {
+		s.c.setOutcomeIfEmpty("upstream closed")
+	}
+	return err
+}
+
+// responseSink is where copyResponses writes: the clientWriter, or a
+// recorder in tests.
+type responseSink interface {
+	relay(p []byte, boundary int, mid bool) error
+	copyLiteral(src io.Reader, n int64) (int64, error)
+}
+
+// copyResponses copies src to dst through f until src ends, starting with
+// buf[:carry] (bytes read from src before). buf must be longer than
+// holdMax. progress is told of every read and literal copy.
+func copyResponses(src io.Reader, dst responseSink, f *respFramer, buf []byte, carry int, progress func(n int64)) error {
 	fresh := carry > 0
 	for {
 		var n int
@@ -151,37 +170,33 @@ func (s *session) copyUpstreamToClient(initial []byte) error {
 		if fresh {
 			fresh = false
 		} else {
-			n, err = s.up.Read(buf[carry:])
+			n, err = src.Read(buf[carry:])
 		}
 		if n > 0 {
-			s.noteActivity()
+			progress(int64(n))
 		}
-		total := carry + n
-		if total > 0 {
-			newLen, done, boundary := f.scan(buf[:total], total == len(buf) || err != nil)
-			werr := s.w.relay(buf[:done], boundary, f.mid())
-			s.bytesToClient.Add(int64(done))
+		if total := carry + n; total > 0 {
+			// A short partial line is held back even in a full buffer: it
+			// moves to the front (holdMax < len(buf)).
+			newLen, done, boundary := f.scan(buf[:total], err != nil)
+			werr := dst.relay(buf[:done], boundary, f.mid())
 			carry = copy(buf, buf[done:newLen])
 			if werr != nil {
 				return werr
 			}
 			for carry == 0 && f.litLeft >= spliceMin {
-				k, cerr := s.w.copyLiteral(s.up, min(f.litLeft, spliceChunk))
+				k, cerr := dst.copyLiteral(src, min(f.litLeft, spliceChunk))
 				f.litLeft -= k
-				s.bytesToClient.Add(k)
-				s.noteActivity()
+				progress(k)
 				if cerr != nil {
 					return cerr
+				}
+				if k == 0 {
+					return io.ErrUnexpectedEOF
 				}
 			}
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return err
-			}
-			if err == io.EOF {
-				s.c.setOutcomeIfEmpty("upstream closed")
-			}
 			return err
 		}
 	}

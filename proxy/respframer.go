@@ -21,6 +21,7 @@ import (
 type respFramer struct {
 	litLeft int64 // literal octets still to come
 	midLine bool  // inside a long line that did not fit one read
+	inResp  bool  // a literal was announced and the response goes on
 	tail    []byte
 	gate    *literalGate
 }
@@ -35,7 +36,7 @@ func newRespFramer(gate *literalGate) *respFramer {
 }
 
 // mid reports whether the stream is inside a response.
-func (f *respFramer) mid() bool { return f.litLeft > 0 || f.midLine }
+func (f *respFramer) mid() bool { return f.litLeft > 0 || f.midLine || f.inResp }
 
 // scan walks p, which follows the bytes scanned before. It may shorten
 // lines in place (capability filtering) and returns the new length n, how
@@ -82,8 +83,10 @@ func (f *respFramer) scan(p []byte, full bool) (n, done, boundary int) {
 		f.midLine = false
 		if lit, _, ok, _ := literalAt(lineEnd); ok {
 			f.litLeft = lit // octets, then more of the same response
+			f.inResp = true
 		} else {
 			boundary = end
+			f.inResp = false
 		}
 		i = end
 	}
@@ -114,9 +117,11 @@ func (f *respFramer) keepTail(p []byte) {
 // in place, and returns how many bytes the line shrank by.
 func (f *respFramer) filterCaps(line []byte) int {
 	var list []byte
+	code := true // the list ends at "]"
 	switch {
 	case hasPrefixFold(line, "* CAPABILITY "):
 		list = line[len("* CAPABILITY"):]
+		code = false
 	case hasPrefixFold(line, "* OK [CAPABILITY "):
 		list = line[len("* OK [CAPABILITY"):]
 	default:
@@ -126,18 +131,23 @@ func (f *respFramer) filterCaps(line []byte) int {
 		}
 		list = line[sp+1+len("OK [CAPABILITY"):]
 	}
+	limit := len(list)
+	if e := bytes.IndexByte(list, ']'); code && e >= 0 {
+		limit = e
+	}
 	removed := 0
 	for {
-		k := indexFold(list, " COMPRESS=")
+		k := indexFold(list[:limit], " COMPRESS=")
 		if k < 0 {
 			return removed
 		}
 		e := k + 1
-		for e < len(list) && list[e] != ' ' && list[e] != ']' && list[e] != '\r' && list[e] != '\n' {
+		for e < limit && list[e] != ' ' && list[e] != '\r' && list[e] != '\n' {
 			e++
 		}
 		copy(list[k:], list[e:])
 		list = list[:len(list)-(e-k)]
+		limit -= e - k
 		removed += e - k
 	}
 }

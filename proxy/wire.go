@@ -6,10 +6,6 @@ import (
 	"strings"
 )
 
-// maxLiteralDigits bounds the digits of a literal length: RFC 9051 §9
-// makes number a 32-bit value, at most 4294967295 (10 digits).
-const maxLiteralDigits = 10
-
 // literalAt reports whether line, a full line including its LF, ends by
 // announcing a literal: "{N}", "{N+}" (RFC 7888) or "~{N}"/"~{N+}" (RFC 3516
 // literal8), then CRLF. A bare LF is accepted as the line end, as most
@@ -25,6 +21,16 @@ func literalAt(line []byte) (n int64, sync, ok, bad bool) {
 	if end > 0 && line[end-1] == '\r' {
 		end--
 	}
+	if end > 0 && line[end-1] == ' ' {
+		// "{N} " CRLF: not a literal, but some servers (go-imap) read
+		// one there; the caller must not guess.
+		sp := end
+		for sp > 0 && line[sp-1] == ' ' {
+			sp--
+		}
+		bad = sp > 0 && line[sp-1] == '}' && bytes.LastIndexByte(line[:sp], '{') >= 0
+		return 0, false, false, bad
+	}
 	if end == 0 || line[end-1] != '}' {
 		return 0, false, false, false
 	}
@@ -39,17 +45,18 @@ func literalAt(line []byte) (n int64, sync, ok, bad bool) {
 		sync = false
 		digits = digits[:len(digits)-1]
 	}
-	if len(digits) == 0 || len(digits) > maxLiteralDigits {
+	if len(digits) == 0 {
 		return 0, false, false, true
 	}
 	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, false, false, true
 		}
-		n = n*10 + int64(c-'0')
-	}
-	if n > 4294967295 {
-		return 0, false, false, true
+		// RFC 9051 number = 1*DIGIT: leading zeros are allowed, the
+		// value is what must fit 32 bits.
+		if n = n*10 + int64(c-'0'); n > 4294967295 {
+			return 0, false, false, true
+		}
 	}
 	return n, sync, true, false
 }
