@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -41,6 +42,8 @@ type conn struct {
 
 	badCommands  int
 	authFailures int
+
+	ready *session // logged in, to be relayed once the pre-auth loop ends
 
 	mu           sync.Mutex
 	user         string
@@ -143,13 +146,19 @@ func (c *conn) serve() {
 		cmd, err := r.readCommand()
 		if err != nil {
 			if !c.readError(err) {
-				return
+				break
 			}
 			continue
 		}
 		if !c.dispatch(r, cmd) {
-			return
+			break
 		}
+	}
+	if sess := c.ready; sess != nil {
+		// Drop the pre-authentication reader and its buffers before the
+		// relay: an idle session should hold as little as possible.
+		c.ready, c.br, r = nil, nil, nil
+		sess.run()
 	}
 }
 
@@ -422,13 +431,12 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 		log.Info("login refused", "reason", err.Error())
 		return c.w.line(tag+" NO [LIMIT] "+err.Error(), false) == nil
 	}
-	defer releaseUser()
-
-	sess := &session{c: c, up: up.nc, idle: c.opts.IdleTimeout, max: c.opts.MaxCommandSize}
+	sess := &session{c: c, up: up.nc, idle: c.opts.IdleTimeout, max: c.opts.MaxCommandSize, releaseUser: releaseUser}
 	sess.w = c.w
 	c.mu.Lock()
 	if c.shuttingDown {
 		c.mu.Unlock()
+		releaseUser()
 		up.logout()
 		return false
 	}
@@ -443,12 +451,17 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 	up.nc.SetDeadline(time.Time{})
 	log.Info("logged in", "upstream_time", time.Since(start))
 	if err := c.w.line(tag+" OK [CAPABILITY "+clientCaps(up.caps)+"] Logged in", false); err != nil {
+		releaseUser()
 		up.logout()
 		return false
 	}
+	// Bytes either side sent right behind the login (pipelined
+	// commands) are already in the readers; the relay starts with them.
 	upInitial, _ := up.br.Peek(up.br.Buffered())
 	clientInitial, _ := c.br.Peek(c.br.Buffered())
-	sess.run(upInitial, clientInitial)
+	sess.upInitial = bytes.Clone(upInitial)
+	sess.clientInitial = bytes.Clone(clientInitial)
+	c.ready = sess
 	return false
 }
 

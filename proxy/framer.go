@@ -97,8 +97,10 @@ type cmdFramer struct {
 	noteActivity func()
 	gate         *literalGate
 
-	buf  []byte
-	r, w int // buf[r:w] is read but not yet handled
+	bufSize int
+	bufp    *[]byte // pooled; nil while waiting with nothing buffered
+	buf     []byte
+	r, w    int // buf[r:w] is read but not yet handled
 	out  int // buf[out:r] is handled and waits to be forwarded
 
 	// The command being framed.
@@ -129,8 +131,11 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 	if size < 16<<10 {
 		size = 16 << 10
 	}
-	f := &cmdFramer{src: src, dst: dst, max: max, buf: make([]byte, size), tail: make([]byte, 0, tailSize)}
-	f.w = copy(f.buf, initial)
+	f := &cmdFramer{src: src, dst: dst, max: max, bufSize: size, tail: make([]byte, 0, tailSize)}
+	if len(initial) > 0 {
+		f.takeBuf()
+		f.w = copy(f.buf, initial)
+	}
 	f.reply = func(string) {}
 	f.noteActivity = func() {}
 	f.gate = &literalGate{}
@@ -162,13 +167,33 @@ func (f *cmdFramer) drop(n int) error {
 	return nil
 }
 
-// fill reads more from the client, compacting the buffer first.
+func (f *cmdFramer) takeBuf() {
+	f.bufp = getBuf(f.bufSize)
+	f.buf = (*f.bufp)[:f.bufSize]
+}
+
+// releaseBuf returns the buffer to the pool; nothing may be buffered.
+func (f *cmdFramer) releaseBuf() {
+	putBuf(f.bufp)
+	f.bufp, f.buf = nil, nil
+}
+
+// fill reads more from the client, compacting the buffer first. With
+// nothing buffered it gives the buffer back while it waits, so an idle
+// session holds none.
 func (f *cmdFramer) fill() error {
 	if err := f.flush(); err != nil {
 		return err
 	}
 	if f.r == f.w {
 		f.r, f.w, f.out = 0, 0, 0
+		if f.bufp != nil {
+			f.releaseBuf()
+		}
+		if err := waitReadable(f.src); err != nil {
+			return err
+		}
+		f.takeBuf()
 	} else if f.w == len(f.buf) && f.r > 0 {
 		copy(f.buf, f.buf[f.r:f.w])
 		f.w -= f.r
@@ -271,6 +296,7 @@ func (f *cmdFramer) local(line []byte) bool {
 
 // run frames and forwards until the client closes or an error.
 func (f *cmdFramer) run() error {
+	defer f.releaseBuf()
 	for {
 		if err := f.step(); err != nil {
 			if ferr := f.flush(); err == io.EOF && ferr != nil {

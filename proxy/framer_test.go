@@ -533,7 +533,7 @@ type relayEvent struct {
 // with a buffer of bufSize, and records what it writes and reports.
 func relaySim(in []byte, bufSize int, sizes []int, gate *literalGate) (out []byte, ev []relayEvent) {
 	rec := &relayRecorder{}
-	copyResponses(&chunkReader{data: in, sizes: sizes}, rec, newRespFramer(gate), make([]byte, bufSize), 0, func(int64) {})
+	copyResponses(&chunkReader{data: in, sizes: sizes}, rec, newRespFramer(gate), bufSize, nil, func(int64) {})
 	return rec.w.Bytes(), rec.ev
 }
 

@@ -30,6 +30,10 @@ type session struct {
 	bytesToClient   atomic.Int64
 
 	closeOnce sync.Once
+
+	releaseUser   func() // the user's slot, freed when the relay ends
+	upInitial     []byte // read from the upstream during login, not yet relayed
+	clientInitial []byte // pipelined by the client behind its login
 }
 
 func (s *session) noteActivity() { s.lastActivity.Store(time.Now().UnixNano()) }
@@ -73,9 +77,11 @@ func (s *session) shutdown(text string) {
 	s.w.line("* BYE [UNAVAILABLE] "+text, true)
 }
 
-// run relays until either side ends. upInitial and clientInitial are
-// bytes already read from each side during login.
-func (s *session) run(upInitial, clientInitial []byte) {
+// run relays until either side ends.
+func (s *session) run() {
+	defer s.releaseUser()
+	upInitial, clientInitial := s.upInitial, s.clientInitial
+	s.upInitial, s.clientInitial = nil, nil
 	s.noteActivity()
 	s.timer = time.AfterFunc(s.idle, s.checkIdle)
 	defer s.timer.Stop()
@@ -140,9 +146,7 @@ func (s *session) copyClientToUpstream(initial []byte) error {
 // copyUpstreamToClient relays upstream responses, noting response
 // boundaries for injected lines.
 func (s *session) copyUpstreamToClient(initial []byte) error {
-	buf := make([]byte, relayBufSize)
-	carry := copy(buf, initial)
-	err := copyResponses(s.up, s.w, newRespFramer(&s.gate), buf, carry, func(n int64) {
+	err := copyResponses(s.up, s.w, newRespFramer(&s.gate), relayBufSize, initial, func(n int64) {
 		s.bytesToClient.Add(n)
 		s.noteActivity()
 	})
@@ -160,16 +164,31 @@ type responseSink interface {
 }
 
 // copyResponses copies src to dst through f until src ends, starting with
-// buf[:carry] (bytes read from src before). buf must be longer than
-// holdMax. progress is told of every read and literal copy.
-func copyResponses(src io.Reader, dst responseSink, f *respFramer, buf []byte, carry int, progress func(n int64)) error {
+// initial (bytes read from src before), with a pooled buffer of bufSize
+// (> holdMax) that it gives back whenever it waits with nothing held.
+// progress is told of every read and literal copy.
+func copyResponses(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) error {
+	bufp := getBuf(bufSize)
+	defer func() { putBuf(bufp) }()
+	buf := (*bufp)[:bufSize]
+	carry := copy(buf, initial)
 	fresh := carry > 0
 	for {
 		var n int
 		var err error
-		if fresh {
+		switch {
+		case fresh:
 			fresh = false
-		} else {
+		case carry == 0:
+			putBuf(bufp)
+			bufp = nil
+			if err = waitReadable(src); err != nil {
+				return err
+			}
+			bufp = getBuf(bufSize)
+			buf = (*bufp)[:bufSize]
+			fallthrough
+		default:
 			n, err = src.Read(buf[carry:])
 		}
 		if n > 0 {
