@@ -101,7 +101,7 @@ type cmdFramer struct {
 	bufp    *[]byte // pooled; nil while waiting with nothing buffered
 	buf     []byte
 	r, w    int // buf[r:w] is read but not yet handled
-	out  int // buf[out:r] is handled and waits to be forwarded
+	out     int // buf[out:r] is handled and waits to be forwarded
 
 	// The command being framed.
 	inCmd      bool
