@@ -14,7 +14,7 @@ FUZZTIME    ?= 60s
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/imapguard ./cmd/imapd
+	$(GO) build -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
 # on 127.0.0.1:2143, and imapguard with its embedded default configuration
@@ -58,9 +58,17 @@ fuzz:
 	  done; \
 	done
 
-# Micro-benchmarks of the framers and the pre-auth parser.
+# Micro-benchmarks of the framers and the pre-auth parser, then the
+# side-by-side benchmark (test/bench, README "Performance"): the upstream
+# directly, imapguard, HAProxy and nginx's mail proxy, on loopback. Run as
+# root; installs haproxy, nginx-light, libnginx-mod-mail and dovecot-imapd
+# when missing. About 15-20 minutes with the defaults; for a quick look:
+#   make bench BENCHFLAGS="-duration 2s -runs 1"
+BENCHFLAGS ?=
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy
+	$(GO) run ./test/bench -out $(BIN)/bench.json $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLiteralSize(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int64
+		ok   bool
+	}{
+		{"* 1 FETCH (UID 5 BODY[] {10485760}\r\n", 10485760, true},
+		{"* 1 FETCH (BODY[] {0}\r\n", 0, true},
+		{"* 1 FETCH (BINARY[] ~{12}\r\n", 12, true},
+		{"a1 APPEND {5+}\r\n", 5, true},
+		{"* OK done\r\n", 0, false},
+		{"* OK {abc}\r\n", 0, false},
+		{"* OK {}\r\n", 0, false},
+		{"* OK }\r\n", 0, false},
+		{"* 1 FETCH (ENVELOPE (\"{3}\" NIL))\r\n", 0, false},
+	} {
+		n, ok, err := literalSize([]byte(tc.line))
+		if err != nil || n != tc.n || ok != tc.ok {
+			t.Errorf("literalSize(%q) = %d, %v, %v; want %d, %v", tc.line, n, ok, err, tc.n, tc.ok)
+		}
+	}
+	if _, _, err := literalSize([]byte("* 1 FETCH (BODY[] {99999999999}\r\n")); err == nil {
+		t.Error("a literal over the limit is not an error")
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	got, err := parseSources("127.0.0.2-127.0.0.4, 127.0.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, a := range got {
+		s = append(s, a.String())
+	}
+	if strings.Join(s, " ") != "127.0.0.2 127.0.0.3 127.0.0.4 127.0.1.1" {
+		t.Errorf("got %v", s)
+	}
+	if got, err := parseSources(""); err != nil || len(got) != 0 {
+		t.Errorf("empty: %v, %v", got, err)
+	}
+	for _, bad := range []string{"10.0.0.1", "127.0.0.5-127.0.0.2", "127.0.0.1-10.0.0.1", "nope"} {
+		if _, err := parseSources(bad); err == nil {
+			t.Errorf("parseSources(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var lat []time.Duration
+	for i := 100; i >= 1; i-- {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	p := percentiles(lat)
+	if p.p50 != 50*time.Millisecond || p.p99 != 99*time.Millisecond || p.max != 100*time.Millisecond {
+		t.Errorf("got %+v", p)
+	}
+	if p := percentiles([]time.Duration{7}); p.p50 != 7 || p.p99 != 7 {
+		t.Errorf("one value: %+v", p)
+	}
+	if p := percentiles(nil); p != (pcts{}) {
+		t.Errorf("none: %+v", p)
+	}
+}
+
+// fakeServer is a minimal scripted IMAP server: greeting, LOGIN, EXAMINE,
+// UID SEARCH, UID FETCH with a literal, FETCH 1:*, NOOP, LOGOUT.
+func fakeServer(t *testing.T, body []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveFake(c, body)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func serveFake(c net.Conn, body []byte) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	w := bufio.NewWriter(c)
+	fmt.Fprintf(w, "* OK fake ready\r\n")
+	w.Flush()
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+		switch {
+		case strings.HasPrefix(cmd, "LOGIN "):
+			fmt.Fprintf(w, "%s OK logged in\r\n", tag)
+		case strings.HasPrefix(cmd, "EXAMINE "):
+			fmt.Fprintf(w, "* 3 EXISTS\r\n%s OK [READ-ONLY] done\r\n", tag)
+		case strings.HasPrefix(cmd, "UID SEARCH"):
+			fmt.Fprintf(w, "* SEARCH 9 7\r\n%s OK done\r\n", tag)
+		case strings.HasPrefix(cmd, "UID FETCH 7 "):
+			fmt.Fprintf(w, "* 1 FETCH (UID 7 BODY[] {%d}\r\n", len(body))
+			w.Write(body)
+			fmt.Fprintf(w, ")\r\n%s OK done\r\n", tag)
+		case strings.HasPrefix(cmd, "FETCH 1:*"):
+			for i := 1; i <= 3; i++ {
+				// A literal inside an ENVELOPE, as Dovecot sends for
+				// subjects with special characters.
+				fmt.Fprintf(w, "* %d FETCH (FLAGS () RFC822.SIZE 10 ENVELOPE (NIL {5}\r\nhello NIL))\r\n", i)
+			}
+			fmt.Fprintf(w, "%s OK done\r\n", tag)
+		case cmd == "NOOP":
+			fmt.Fprintf(w, "%s OK noop\r\n", tag)
+		case cmd == "LOGOUT":
+			fmt.Fprintf(w, "* BYE bye\r\n%s OK bye\r\n", tag)
+			w.Flush()
+			return
+		default:
+			fmt.Fprintf(w, "%s BAD what\r\n", tag)
+		}
+		w.Flush()
+	}
+}
+
+func runJSON(t *testing.T, stdin io.Reader, args ...string) (result, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), append(args, "-json", "-sources", "127.0.0.2-127.0.0.9"), stdin, &out, &errOut); code != 0 {
+		t.Fatalf("imapload %v: exit %d: %s", args, code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var r result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	return r, out.String()
+}
+
+func TestWorkloads(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 70000) // 1.1 MB
+	addr := fakeServer(t, body)
+
+	r, _ := runJSON(t, nil, "-addr", addr, "-workload", "fetch", "-duration", "200ms", "-concurrency", "2")
+	if r.Ops == 0 || r.Errors != 0 || r.UID != 7 || r.Messages != r.Ops {
+		t.Errorf("fetch: %+v", r)
+	}
+	if r.Bytes < r.Ops*int64(len(body)) {
+		t.Errorf("fetch: %d bytes for %d fetches of %d", r.Bytes, r.Ops, len(body))
+	}
+
+	r, _ = runJSON(t, nil, "-addr", addr, "-workload", "fetchall", "-duration", "100ms", "-concurrency", "2")
+	if r.Ops == 0 || r.Errors != 0 || r.Messages != 3*r.Ops {
+		t.Errorf("fetchall: %+v", r)
+	}
+
+	r, _ = runJSON(t, nil, "-addr", addr, "-workload", "noop", "-duration", "100ms", "-concurrency", "3")
+	if r.Ops == 0 || r.Errors != 0 || r.LatencyP50Ms <= 0 || r.LatencyP99Ms < r.LatencyP50Ms {
+		t.Errorf("noop: %+v", r)
+	}
+
+	r, _ = runJSON(t, nil, "-addr", addr, "-workload", "login", "-duration", "100ms", "-concurrency", "3")
+	if r.Ops == 0 || r.Errors != 0 {
+		t.Errorf("login: %+v", r)
+	}
+
+	r, out := runJSON(t, strings.NewReader("\n"), "-addr", addr, "-workload", "held", "-sessions", "50", "-open-concurrency", "7")
+	if !strings.HasPrefix(out, "READY 50\n") || r.SessionsOpened != 50 || r.NoopOK != 50 || r.Errors != 0 {
+		t.Errorf("held: %q %+v", out, r)
+	}
+}
+
+func TestServerErrorsAreCounted(t *testing.T) {
+	addr := fakeServer(t, nil)
+	// The fake server answers BAD to STATUS-less commands it does not
+	// know; a wrong mailbox is not reached, but an unknown UID is.
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"-addr", addr, "-workload", "fetch", "-uid", "3", "-duration", "100ms", "-json"}, nil, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var r result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 0 || r.Errors == 0 || !strings.Contains(r.FirstError, "BAD") {
+		t.Errorf("got %+v", r)
+	}
+}
