@@ -42,6 +42,8 @@ type conn struct {
 
 	badCommands  int
 	authFailures int
+	release      func() // the connection's slot
+	finishOnce   sync.Once
 
 	ready *session // logged in, to be relayed once the pre-auth loop ends
 
@@ -121,18 +123,18 @@ func (c *conn) shutdown(text string) {
 	c.w.line("* BYE [UNAVAILABLE] "+text, true)
 }
 
-// serve runs the connection to its end.
-func (c *conn) serve() {
-	defer c.close()
+// serve runs the connection up to login. It reports whether it handed
+// the connection on to a relay goroutine, which then finishes it;
+// otherwise the caller calls finish.
+func (c *conn) serve() (handedOff bool) {
 	release, err := c.srv.limiter.AcquireConn(clientAddr(c.nc.RemoteAddr()))
 	if err != nil {
 		// Refused before any command: no upstream connection is spent.
 		c.log.Info("connection refused", "reason", err.Error())
 		c.w.line("* BYE [UNAVAILABLE] "+err.Error(), false)
-		return
+		return false
 	}
-	defer release()
-	defer c.logEnd()
+	c.release = release
 
 	c.nc.SetReadDeadline(c.since.Add(c.opts.PreauthTimeout))
 	c.br = bufio.NewReaderSize(c.nc, 4096)
@@ -154,12 +156,38 @@ func (c *conn) serve() {
 			break
 		}
 	}
-	if sess := c.ready; sess != nil {
-		// Drop the pre-authentication reader and its buffers before the
-		// relay: an idle session should hold as little as possible.
-		c.ready, c.br, r = nil, nil, nil
-		sess.run()
+	sess := c.ready
+	if sess == nil {
+		return false
 	}
+	// The relay runs on fresh goroutines with small stacks, and the
+	// pre-authentication reader and its buffers are dropped: an idle
+	// session should hold as little as possible. This goroutine, whose
+	// stack grew during login, ends here.
+	c.ready, c.br = nil, nil
+	go func() {
+		defer c.finish()
+		defer func() {
+			if v := recover(); v != nil {
+				c.logPanic(v)
+			}
+		}()
+		sess.run()
+	}()
+	return true
+}
+
+// finish ends the connection, once: closes it, frees its slot, logs its
+// summary and takes it off the server's registry.
+func (c *conn) finish() {
+	c.finishOnce.Do(func() {
+		c.close()
+		if c.release != nil {
+			c.logEnd()
+			c.release()
+		}
+		c.srv.forget(c)
+	})
 }
 
 // readError answers a failed command read and reports whether the

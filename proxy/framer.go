@@ -99,6 +99,7 @@ type cmdFramer struct {
 
 	bufSize int
 	bufp    *[]byte // pooled; nil while waiting with nothing buffered
+	idle    *idleReader
 	buf     []byte
 	r, w    int // buf[r:w] is read but not yet handled
 	out     int // buf[out:r] is handled and waits to be forwarded
@@ -132,6 +133,7 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 		size = 16 << 10
 	}
 	f := &cmdFramer{src: src, dst: dst, max: max, bufSize: size, tail: make([]byte, 0, tailSize)}
+	f.idle = newIdleReader(src, size)
 	if len(initial) > 0 {
 		f.takeBuf()
 		f.w = copy(f.buf, initial)
@@ -187,11 +189,15 @@ func (f *cmdFramer) fill() error {
 	}
 	if f.r == f.w {
 		f.r, f.w, f.out = 0, 0, 0
-		if f.bufp != nil {
-			f.releaseBuf()
-		}
-		if err := waitReadable(f.src); err != nil {
-			return err
+		f.releaseBuf()
+		if f.idle != nil {
+			bufp, n, err := f.idle.read()
+			if err != nil {
+				return err
+			}
+			f.bufp, f.buf, f.w = bufp, (*bufp)[:f.bufSize], n
+			f.noteActivity()
+			return nil
 		}
 		f.takeBuf()
 	} else if f.w == len(f.buf) && f.r > 0 {

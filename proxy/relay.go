@@ -168,6 +168,7 @@ type responseSink interface {
 // (> holdMax) that it gives back whenever it waits with nothing held.
 // progress is told of every read and literal copy.
 func copyResponses(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) error {
+	idle := newIdleReader(src, bufSize)
 	bufp := getBuf(bufSize)
 	defer func() { putBuf(bufp) }()
 	buf := (*bufp)[:bufSize]
@@ -179,15 +180,13 @@ func copyResponses(src io.Reader, dst responseSink, f *respFramer, bufSize int, 
 		switch {
 		case fresh:
 			fresh = false
-		case carry == 0:
+		case carry == 0 && idle != nil:
+			// Nothing held back: wait without a buffer.
 			putBuf(bufp)
-			bufp = nil
-			if err = waitReadable(src); err != nil {
+			if bufp, n, err = idle.read(); err != nil {
 				return err
 			}
-			bufp = getBuf(bufSize)
 			buf = (*bufp)[:bufSize]
-			fallthrough
 		default:
 			n, err = src.Read(buf[carry:])
 		}

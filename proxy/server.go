@@ -11,12 +11,10 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,20 +206,25 @@ func (s *Server) startConn(nc net.Conn, listener string) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+		handedOff := false
 		defer func() {
 			if v := recover(); v != nil {
-				c.log.Error("panic in connection handler", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				c.close()
+				c.logPanic(v)
+			}
+			if !handedOff {
+				c.finish()
 			}
 		}()
-		c.serve()
+		handedOff = c.serve()
 	}()
+}
+
+// forget takes a finished connection off the registry.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Shutdown stops accepting, tells every client "* BYE" (authenticated

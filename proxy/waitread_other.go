@@ -2,6 +2,14 @@
 
 package proxy
 
-// waitReadable is a no-op where peeking a socket is not available: the
+import "errors"
+
+// idleReader is not available where syscall.RawConn reads are not: the
 // relay then holds its buffer while it waits.
-func waitReadable(src any) error { return nil }
+type idleReader struct{}
+
+func newIdleReader(src any, size int) *idleReader { return nil }
+
+func (r *idleReader) read() (*[]byte, int, error) {
+	return nil, 0, errors.ErrUnsupported
+}

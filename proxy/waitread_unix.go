@@ -3,16 +3,29 @@
 package proxy
 
 import (
-	"errors"
+	"io"
+	"os"
 	"syscall"
 )
 
-// waitReadable blocks until src has bytes to read, has reached EOF or has
-// failed, without reading anything: it peeks one byte with MSG_PEEK
-// through the connection's syscall.RawConn, so Go's poller parks the
-// goroutine and no buffer is held meanwhile. Read deadlines apply. For a
-// source that is not a socket it returns at once.
-func waitReadable(src any) error {
+// idleReader reads a socket without holding a buffer while it waits: it
+// reads through syscall.RawConn, taking a pooled buffer only for the read
+// attempt and giving it back when there is nothing yet (EAGAIN), so Go's
+// poller parks the goroutine bufferless. That costs no more system calls
+// than net.Conn.Read (a read that finds nothing, then the read that finds
+// data), and an idle session holds no buffer at all.
+type idleReader struct {
+	rc     syscall.RawConn
+	size   int
+	bufp   *[]byte
+	n      int
+	err    error
+	readFn func(fd uintptr) bool // r.rawRead, bound once: no allocation per read
+}
+
+// newIdleReader returns an idleReader for src, or nil when src is not a
+// socket (then the caller reads the ordinary way).
+func newIdleReader(src any, size int) *idleReader {
 	sc, ok := src.(syscall.Conn)
 	if !ok {
 		return nil
@@ -21,11 +34,43 @@ func waitReadable(src any) error {
 	if err != nil {
 		return nil
 	}
-	var b [1]byte
-	return rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// EAGAIN: nothing yet, let the poller wait. Anything else (data,
-		// EOF, an error) is for the real read to report.
-		return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
-	})
+	r := &idleReader{rc: rc, size: size}
+	r.readFn = r.rawRead
+	return r
+}
+
+func (r *idleReader) rawRead(fd uintptr) bool {
+	if r.bufp == nil {
+		r.bufp = getBuf(r.size)
+	}
+	n, err := syscall.Read(int(fd), (*r.bufp)[:r.size])
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		putBuf(r.bufp)
+		r.bufp = nil
+		return false
+	}
+	r.n, r.err = n, err
+	return true
+}
+
+// read waits for data and returns a pooled buffer of at least size bytes
+// holding n of them; the caller gives it back with putBuf. Read deadlines
+// apply. At the end of the stream it returns io.EOF and no buffer.
+func (r *idleReader) read() (*[]byte, int, error) {
+	r.n, r.err = 0, nil
+	err := r.rc.Read(r.readFn)
+	bufp := r.bufp
+	r.bufp = nil
+	switch {
+	case err != nil:
+	case r.err != nil:
+		err = os.NewSyscallError("read", r.err)
+	case r.n <= 0:
+		err = io.EOF
+	}
+	if err != nil {
+		putBuf(bufp)
+		return nil, 0, err
+	}
+	return bufp, r.n, nil
 }
