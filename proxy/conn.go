@@ -166,13 +166,17 @@ func (c *conn) serve() (handedOff bool) {
 	// stack grew during login, ends here.
 	c.ready, c.br = nil, nil
 	go func() {
-		defer c.finish()
 		defer func() {
+			// run recovers inside each direction; a panic here came
+			// before they started.
 			if v := recover(); v != nil {
 				c.logPanic(v)
+				sess.closeBoth()
+				sess.releaseUser()
+				c.finish()
 			}
 		}()
-		sess.run()
+		sess.run() // the session calls c.finish when it ends
 	}()
 	return true
 }

@@ -14,7 +14,21 @@ import (
 // (spliced), so it only has to hold response lines.
 const relayBufSize = 32 << 10
 
-// session is an authenticated connection being relayed.
+// errPark is returned by a relay direction's read that the sweeper
+// evicted: the direction parks (see parker) instead of ending.
+var errPark = errors.New("proxy: direction parked")
+
+// parkAfter is how long a direction waits without traffic before it is
+// parked and gives up its goroutine; sweepEvery is how often the sweeper
+// looks.
+const (
+	parkAfter  = 500 * time.Millisecond
+	sweepEvery = 250 * time.Millisecond
+)
+
+// session is an authenticated connection being relayed. Each direction
+// runs on its own goroutine while it has traffic, and is parked without
+// one when idle; the session ends when both directions have.
 type session struct {
 	c    *conn
 	up   net.Conn
@@ -23,12 +37,21 @@ type session struct {
 	max  int
 
 	lastActivity atomic.Int64 // unix nanoseconds
-	timer        *time.Timer
+	timer        *time.Timer  // idle_timeout
+	linger       *time.Timer  // bounds the upstream direction after a client half-close
 	gate         literalGate
 
 	bytesToUpstream atomic.Int64
 	bytesToClient   atomic.Int64
 
+	cmd                    *cmdFramer  // client to upstream
+	resp                   *respCopier // upstream to client
+	clientDir, upstreamDir *direction
+	live                   atomic.Int32 // directions not yet ended
+	clientErr, upErr       error        // how each ended (set once, before live drops)
+
+	mu        sync.Mutex // closing and the directions' parked flags
+	closing   bool
 	closeOnce sync.Once
 
 	releaseUser   func() // the user's slot, freed when the relay ends
@@ -36,14 +59,93 @@ type session struct {
 	clientInitial []byte // pipelined by the client behind its login
 }
 
+// direction is one copy loop of a session, resumable: run returns errPark
+// when the loop was evicted while waiting, and is called again when the
+// socket turns readable.
+type direction struct {
+	s      *session
+	name   string
+	run    func() error
+	ended  func(error)
+	reader *idleReader // nil: this direction cannot park
+	parked bool        // guarded by s.mu
+}
+
+// pump runs d until it parks or ends.
+func (d *direction) pump() {
+	defer func() {
+		if v := recover(); v != nil {
+			d.s.c.logPanic(v)
+			d.s.closeBoth()
+			d.finish(errors.New("panic"))
+		}
+	}()
+	err := d.run()
+	if err == errPark {
+		if d.s.park(d) {
+			return
+		}
+		err = net.ErrClosed
+	}
+	d.finish(err)
+}
+
+func (d *direction) finish(err error) {
+	d.ended(err)
+	if d.s.live.Add(-1) == 0 {
+		d.s.end()
+	}
+}
+
+// park hands d to the parker, unless the session is closing.
+func (s *session) park(d *direction) bool {
+	p := getParker()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || p == nil || d.reader == nil || !p.park(d.reader.fd, d) {
+		return false
+	}
+	d.parked = true
+	return true
+}
+
 func (s *session) noteActivity() { s.lastActivity.Store(time.Now().UnixNano()) }
 
-// closeBoth closes both connections; the copy loops then unwind.
+// evictIdle is called by the sweeper: directions of a session idle for
+// parkAfter stop waiting on a goroutine.
+func (s *session) evictIdle(now int64) {
+	if now-s.lastActivity.Load() < int64(parkAfter) {
+		return
+	}
+	for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
+		// Parked directions are not waiting: a load, no lock.
+		if d.reader != nil && d.reader.waiting() {
+			d.reader.evict()
+		}
+	}
+}
+
+// closeBoth closes both connections; running directions then unwind, and
+// parked ones are finished here.
 func (s *session) closeBoth() {
+	var unparked []*direction
 	s.closeOnce.Do(func() {
+		p := getParker()
+		s.mu.Lock()
+		s.closing = true
+		for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
+			// Off the epoll set before the descriptor can be reused.
+			if d != nil && d.parked && p.unpark(d.reader.fd, d) {
+				unparked = append(unparked, d)
+			}
+		}
+		s.mu.Unlock()
 		s.c.nc.Close()
 		s.up.Close()
 	})
+	for _, d := range unparked {
+		d.finish(net.ErrClosed)
+	}
 }
 
 // checkIdle runs from the idle timer. A session with no traffic either
@@ -77,147 +179,192 @@ func (s *session) shutdown(text string) {
 	s.w.line("* BYE [UNAVAILABLE] "+text, true)
 }
 
-// run relays until either side ends.
+// run starts the relay: the client direction on this goroutine, the
+// upstream direction on a new one. The session ends (end) when both have.
 func (s *session) run() {
-	defer s.releaseUser()
-	upInitial, clientInitial := s.upInitial, s.clientInitial
-	s.upInitial, s.clientInitial = nil, nil
-	s.noteActivity()
-	s.timer = time.AfterFunc(s.idle, s.checkIdle)
-	defer s.timer.Stop()
-
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				s.c.logPanic(v)
-				s.closeBoth()
-				done <- errors.New("panic")
-			}
-		}()
-		err := s.copyUpstreamToClient(upInitial)
-		// Nothing more can reach the client: end the other direction too.
-		s.closeBoth()
-		done <- err
-	}()
-
-	cerr := s.copyClientToUpstream(clientInitial)
-	var uerr error
-	select {
-	case uerr = <-done:
-		// The upstream ended first (LOGOUT, or it dropped us).
-	default:
-		switch {
-		case errors.Is(cerr, errCommandTooBig):
-			s.w.line(tooBigBye(s.max), true)
-		case errors.Is(cerr, io.EOF):
-			// The client half-closed: let the upstream finish what it
-			// is sending, for a bounded time.
-			if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
-				tc.CloseWrite()
-			}
-			s.up.SetReadDeadline(time.Now().Add(lingerTimeout))
-		default:
-			// Reset, or closed by the proxy: nothing more can reach the
-			// client, so free the upstream and the slots at once.
-			s.closeBoth()
-		}
-		uerr = <-done
-	}
-	s.closeBoth()
-	s.c.noteRelayEnd(cerr, uerr)
-}
-
-// copyClientToUpstream frames client commands into the upstream.
-func (s *session) copyClientToUpstream(initial []byte) error {
-	f := newCmdFramer(s.c.nc, s.up, s.max, initial)
+	f := newCmdFramer(s.c.nc, s.up, s.max, s.clientInitial)
 	f.gate = &s.gate
 	f.noteActivity = s.noteActivity
 	f.reply = func(line string) { s.w.line(line, false) }
-	err := f.run()
-	s.bytesToUpstream.Store(f.forwardedBytes)
-	if errors.Is(err, errCommandTooBig) {
-		s.c.setOutcome("command too big")
-		s.c.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
+	rc := newRespCopier(s.up, s.w, newRespFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
+		s.bytesToClient.Add(n)
+		s.noteActivity()
+	})
+	s.upInitial, s.clientInitial = nil, nil
+
+	s.cmd, s.resp = f, rc
+	s.clientDir = &direction{s: s, name: "client", reader: f.idle, run: s.copyClientToUpstream, ended: s.clientEnded}
+	s.upstreamDir = &direction{s: s, name: "upstream", reader: rc.idle, run: s.copyUpstreamToClient, ended: s.upstreamEnded}
+	s.live.Store(2)
+	s.noteActivity()
+	s.timer = time.AfterFunc(s.idle, s.checkIdle)
+	if getParker() != nil && f.idle != nil && rc.idle != nil {
+		s.c.srv.sweeper.add(s)
 	}
+	go s.upstreamDir.pump()
+	s.clientDir.pump()
+}
+
+// copyClientToUpstream frames client commands into the upstream, until
+// the client ends or the direction parks.
+func (s *session) copyClientToUpstream() error {
+	err := s.cmd.run()
+	s.bytesToUpstream.Store(s.cmd.forwardedBytes)
 	return err
 }
 
 // copyUpstreamToClient relays upstream responses, noting response
-// boundaries for injected lines.
-func (s *session) copyUpstreamToClient(initial []byte) error {
-	err := copyResponses(s.up, s.w, newRespFramer(&s.gate), relayBufSize, initial, func(n int64) {
-		s.bytesToClient.Add(n)
-		s.noteActivity()
-	})
+// boundaries for injected lines, until the upstream ends or the direction
+// parks.
+func (s *session) copyUpstreamToClient() error { return s.resp.run() }
+
+// clientEnded handles the end of the client direction.
+func (s *session) clientEnded(err error) {
+	s.clientErr = err
+	switch {
+	case errors.Is(err, errCommandTooBig):
+		s.c.setOutcome("command too big")
+		s.c.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
+		s.w.line(tooBigBye(s.max), true)
+	case errors.Is(err, io.EOF):
+		// The client half-closed: let the upstream finish what it is
+		// sending, for a bounded time.
+		if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		}
+		s.mu.Lock()
+		s.linger = time.AfterFunc(lingerTimeout, s.closeBoth)
+		s.mu.Unlock()
+	default:
+		// Reset, or closed by the proxy: nothing more can reach the
+		// client, so free the upstream and the slots at once.
+		s.closeBoth()
+	}
+}
+
+// upstreamEnded handles the end of the upstream direction: nothing more
+// can reach the client, so the client direction ends too.
+func (s *session) upstreamEnded(err error) {
+	s.upErr = err
 	if err == io.EOF {
 		s.c.setOutcomeIfEmpty("upstream closed")
 	}
-	return err
+	s.closeBoth()
 }
 
-// responseSink is where copyResponses writes: the clientWriter, or a
+// end runs once, after both directions have ended.
+func (s *session) end() {
+	s.timer.Stop()
+	s.mu.Lock()
+	if s.linger != nil {
+		s.linger.Stop()
+	}
+	s.mu.Unlock()
+	s.closeBoth()
+	s.c.srv.sweeper.remove(s)
+	s.c.noteRelayEnd(s.clientErr, s.upErr)
+	s.releaseUser()
+	s.c.finish()
+}
+
+// responseSink is where a respCopier writes: the clientWriter, or a
 // recorder in tests.
 type responseSink interface {
 	relay(p []byte, boundary int, mid bool) error
 	copyLiteral(src io.Reader, n int64) (int64, error)
 }
 
+// respCopier copies upstream responses to the client through a
+// respFramer, with a pooled buffer of bufSize (> holdMax) that it gives
+// back whenever it waits with nothing held back. run is resumable after
+// errPark.
+type respCopier struct {
+	src      io.Reader
+	dst      responseSink
+	f        *respFramer
+	bufSize  int
+	progress func(n int64)
+	idle     *idleReader
+
+	bufp  *[]byte // nil while waiting with nothing held
+	carry int     // bytes held back at the start of the buffer
+	fresh bool    // the buffer holds initial bytes not yet scanned
+}
+
+func newRespCopier(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) *respCopier {
+	c := &respCopier{src: src, dst: dst, f: f, bufSize: bufSize, progress: progress, idle: newIdleReader(src, bufSize)}
+	if len(initial) > 0 {
+		c.bufp = getBuf(bufSize)
+		c.carry = copy((*c.bufp)[:bufSize], initial)
+		c.fresh = true
+	}
+	return c
+}
+
 // copyResponses copies src to dst through f until src ends, starting with
-// initial (bytes read from src before), with a pooled buffer of bufSize
-// (> holdMax) that it gives back whenever it waits with nothing held.
-// progress is told of every read and literal copy.
+// initial (bytes read from src before). progress is told of every read
+// and literal copy.
 func copyResponses(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) error {
-	idle := newIdleReader(src, bufSize)
-	bufp := getBuf(bufSize)
-	defer func() { putBuf(bufp) }()
-	buf := (*bufp)[:bufSize]
-	carry := copy(buf, initial)
-	fresh := carry > 0
+	return newRespCopier(src, dst, f, bufSize, initial, progress).run()
+}
+
+func (c *respCopier) run() error {
 	for {
 		var n int
 		var err error
 		switch {
-		case fresh:
-			fresh = false
-		case carry == 0 && idle != nil:
+		case c.fresh:
+			c.fresh = false
+		case c.carry == 0 && c.idle != nil:
 			// Nothing held back: wait without a buffer.
-			putBuf(bufp)
-			if bufp, n, err = idle.read(); err != nil {
+			putBuf(c.bufp)
+			if c.bufp, n, err = c.idle.read(); err != nil {
 				return err
 			}
-			buf = (*bufp)[:bufSize]
 		default:
-			n, err = src.Read(buf[carry:])
+			if c.bufp == nil {
+				c.bufp = getBuf(c.bufSize)
+			}
+			n, err = c.src.Read((*c.bufp)[c.carry:c.bufSize])
 		}
 		if n > 0 {
-			progress(int64(n))
+			c.progress(int64(n))
 		}
-		if total := carry + n; total > 0 {
+		if total := c.carry + n; total > 0 {
+			buf := (*c.bufp)[:c.bufSize]
 			// A short partial line is held back even in a full buffer: it
-			// moves to the front (holdMax < len(buf)).
-			newLen, done, boundary := f.scan(buf[:total], err != nil)
-			werr := dst.relay(buf[:done], boundary, f.mid())
-			carry = copy(buf, buf[done:newLen])
+			// moves to the front (holdMax < bufSize).
+			newLen, done, boundary := c.f.scan(buf[:total], err != nil)
+			werr := c.dst.relay(buf[:done], boundary, c.f.mid())
+			c.carry = copy(buf, buf[done:newLen])
 			if werr != nil {
+				c.release()
 				return werr
 			}
-			for carry == 0 && f.litLeft >= spliceMin {
-				k, cerr := dst.copyLiteral(src, min(f.litLeft, spliceChunk))
-				f.litLeft -= k
-				progress(k)
+			for c.carry == 0 && c.f.litLeft >= spliceMin {
+				k, cerr := c.dst.copyLiteral(c.src, min(c.f.litLeft, spliceChunk))
+				c.f.litLeft -= k
+				c.progress(k)
 				if cerr != nil {
+					c.release()
 					return cerr
 				}
 				if k == 0 {
+					c.release()
 					return io.ErrUnexpectedEOF
 				}
 			}
 		}
 		if err != nil {
+			c.release()
 			return err
 		}
 	}
+}
+
+func (c *respCopier) release() {
+	putBuf(c.bufp)
+	c.bufp = nil
 }
 
 // formatDuration prints a duration the way the configuration takes it.

@@ -105,6 +105,8 @@ type Server struct {
 
 	nextID atomic.Uint64
 
+	sweeper sweeper
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
