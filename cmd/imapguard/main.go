@@ -18,6 +18,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -61,6 +63,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
+	if addr := os.Getenv("IMAPGUARD_PPROF"); addr != "" {
+		// Profiling for the performance work (README, Performance): Go's
+		// net/http/pprof on addr, which should be a loopback address.
+		go func() {
+			log.Info("pprof listening", "addr", addr)
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				log.Error("pprof", "err", err)
+			}
+		}()
+	}
 	if err := serve(cfg, *path, log); err != nil {
 		log.Error("imapguard stopped", "err", err)
 		return 1
