@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -26,6 +27,26 @@ import (
 // the upstream's own list.
 const preauthCaps = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN"
 
+// capabilities is the pre-authentication list for this connection's
+// state: STARTTLS while TLS is possible and not active, and LOGINDISABLED
+// instead of AUTH= mechanisms while login must wait for TLS (RFC 9051
+// §6.2.3, §7.2.2).
+func (c *conn) capabilities() string {
+	caps := "IMAP4rev1 SASL-IR LITERAL+ ID"
+	if c.opts.TLSConfig != nil && !c.tlsActive {
+		caps += " STARTTLS"
+	}
+	if c.authAllowed() {
+		return caps + " AUTH=PLAIN AUTH=LOGIN"
+	}
+	return caps + " LOGINDISABLED"
+}
+
+// authAllowed reports whether credentials may be sent on this connection.
+func (c *conn) authAllowed() bool {
+	return c.tlsActive || c.opts.TLSConfig == nil || c.opts.AllowPlaintextAuth
+}
+
 // conn is one client connection.
 type conn struct {
 	srv      *Server
@@ -44,6 +65,9 @@ type conn struct {
 	authFailures int
 	release      func() // the connection's slot
 	finishOnce   sync.Once
+	implicitTLS  bool // accepted on an imaps listener
+	tlsActive    bool // the client connection is TLS (implicit or STARTTLS)
+	r            *preauthReader
 
 	ready *session // logged in, to be relayed once the pre-auth loop ends
 
@@ -79,7 +103,42 @@ func (c *conn) close() {
 		sess.closeBoth()
 		return
 	}
-	c.nc.Close()
+	c.clientConn().Close()
+}
+
+// clientConn is the client connection: the TCP connection, or the TLS
+// connection over it once TLS is active.
+func (c *conn) clientConn() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc
+}
+
+// startTLS makes the client connection TLS, with a handshake bounded by
+// the pre-authentication deadline already set on it.
+func (c *conn) startTLS() error {
+	tc := tls.Server(c.nc, c.opts.TLSConfig)
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		c.setOutcome("tls handshake failed")
+		c.log.Info("client TLS handshake failed", "err", err)
+		return err
+	}
+	c.mu.Lock()
+	c.nc = tc
+	c.tlsActive = true
+	c.mu.Unlock()
+	c.w.setConn(tc)
+	c.br = bufio.NewReaderSize(tc, 4096)
+	c.r = c.newReader()
+	st := tc.ConnectionState()
+	c.log.Debug("client TLS established", "version", tls.VersionName(st.Version), "alpn", st.NegotiatedProtocol)
+	return nil
+}
+
+func (c *conn) newReader() *preauthReader {
+	return newPreauthReader(c.br, c.opts.MaxCommandSize, func() error {
+		return c.w.line("+ Ready for literal data", false)
+	})
 }
 
 func (c *conn) logPanic(v any) {
@@ -136,23 +195,29 @@ func (c *conn) serve() (handedOff bool) {
 	}
 	c.release = release
 
-	c.nc.SetReadDeadline(c.since.Add(c.opts.PreauthTimeout))
-	c.br = bufio.NewReaderSize(c.nc, 4096)
-	if err := c.w.line("* OK [CAPABILITY "+preauthCaps+"] imapguard ready", false); err != nil {
-		return
+	// The deadline covers an implicit TLS handshake too, which counts
+	// toward the caps like any connection.
+	c.nc.SetDeadline(c.since.Add(c.opts.PreauthTimeout))
+	if c.implicitTLS {
+		if c.startTLS() != nil {
+			return false
+		}
+	} else {
+		c.br = bufio.NewReaderSize(c.nc, 4096)
+		c.r = c.newReader()
 	}
-	r := newPreauthReader(c.br, c.opts.MaxCommandSize, func() error {
-		return c.w.line("+ Ready for literal data", false)
-	})
+	if err := c.w.line("* OK [CAPABILITY "+c.capabilities()+"] imapguard ready", false); err != nil {
+		return false
+	}
 	for {
-		cmd, err := r.readCommand()
+		cmd, err := c.r.readCommand()
 		if err != nil {
 			if !c.readError(err) {
 				break
 			}
 			continue
 		}
-		if !c.dispatch(r, cmd) {
+		if !c.dispatch(c.r, cmd) {
 			break
 		}
 	}
@@ -164,7 +229,7 @@ func (c *conn) serve() (handedOff bool) {
 	// pre-authentication reader and its buffers are dropped: an idle
 	// session should hold as little as possible. This goroutine, whose
 	// stack grew during login, ends here.
-	c.ready, c.br = nil, nil
+	c.ready, c.br, c.r = nil, nil, nil
 	go func() {
 		defer func() {
 			// run recovers inside each direction; a panic here came
@@ -263,7 +328,7 @@ func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
 		if len(cmd.args) != 0 {
 			return c.bad(cmd.tag + " BAD CAPABILITY takes no arguments")
 		}
-		return c.w.lines("* CAPABILITY "+preauthCaps, cmd.tag+" OK CAPABILITY completed") == nil
+		return c.w.lines("* CAPABILITY "+c.capabilities(), cmd.tag+" OK CAPABILITY completed") == nil
 	case "NOOP":
 		if len(cmd.args) != 0 {
 			return c.bad(cmd.tag + " BAD NOOP takes no arguments")
@@ -281,20 +346,48 @@ func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
 			return c.bad(cmd.tag + " BAD Invalid ID arguments")
 		}
 		return c.w.lines(`* ID ("name" "imapguard")`, cmd.tag+" OK ID completed") == nil
-	case "LOGIN":
+	case "LOGIN", "AUTHENTICATE":
+		if !c.authAllowed() {
+			// RFC 9051 §6.2.3 (LOGINDISABLED); RFC 5530 PRIVACYREQUIRED.
+			return c.w.line(cmd.tag+" NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port before logging in", false) == nil
+		}
+		if cmd.name == "AUTHENTICATE" {
+			return c.authenticate(r, cmd)
+		}
 		if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
 			return c.bad(cmd.tag + " BAD LOGIN takes a user name and a password")
 		}
 		return c.login(cmd.tag, "LOGIN", cmd.args[0].val, cmd.args[1].val)
-	case "AUTHENTICATE":
-		return c.authenticate(r, cmd)
 	case "STARTTLS":
-		return c.bad(cmd.tag + " BAD STARTTLS is not available")
+		return c.starttls(cmd)
 	}
 	if validAfterAuth[cmd.name] {
 		return c.bad(cmd.tag + " BAD Command not valid before authentication")
 	}
 	return c.bad(cmd.tag + " BAD Unknown command")
+}
+
+// starttls runs STARTTLS (RFC 9051 §6.2.1).
+func (c *conn) starttls(cmd *command) bool {
+	switch {
+	case c.opts.TLSConfig == nil:
+		return c.bad(cmd.tag + " BAD STARTTLS is not available")
+	case c.tlsActive:
+		return c.bad(cmd.tag + " BAD TLS is already active")
+	case len(cmd.args) != 0:
+		return c.bad(cmd.tag + " BAD STARTTLS takes no arguments")
+	}
+	if err := c.w.line(cmd.tag+" OK Begin TLS negotiation now", false); err != nil {
+		return false
+	}
+	// CVE-2011-0411: whatever the client pipelined behind STARTTLS in
+	// plaintext may have been injected by an attacker; it is thrown away,
+	// never executed after the handshake.
+	if n := c.br.Buffered(); n > 0 {
+		c.br.Discard(n)
+		c.log.Info("discarded plaintext pipelined after STARTTLS", "bytes", n)
+	}
+	return c.startTLS() == nil
 }
 
 // validAfterAuth are the commands of RFC 9051 and common extensions that
@@ -479,7 +572,7 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 	// may be idle.
 	c.w.setTimeout(sess.idle)
 
-	c.nc.SetReadDeadline(time.Time{})
+	c.nc.SetDeadline(time.Time{})
 	up.nc.SetDeadline(time.Time{})
 	log.Info("logged in", "upstream_time", time.Since(start))
 	if err := c.w.line(tag+" OK [CAPABILITY "+clientCaps(up.caps)+"] Logged in", false); err != nil {

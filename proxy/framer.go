@@ -449,7 +449,7 @@ func (f *cmdFramer) stepLiteral() error {
 			if err := f.flush(); err != nil {
 				return err
 			}
-			n, err := io.CopyN(f.dst, f.src, min(f.litLeft, spliceChunk))
+			n, err := copyN(f.dst, f.src, min(f.litLeft, spliceChunk))
 			f.litLeft -= n
 			f.forwardedBytes += n
 			f.noteActivity()

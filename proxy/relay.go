@@ -198,7 +198,7 @@ func (s *session) run() {
 	s.live.Store(2)
 	s.noteActivity()
 	s.timer = time.AfterFunc(s.idle, s.checkIdle)
-	if getParker() != nil && f.idle != nil && rc.idle != nil {
+	if getParker() != nil && (f.idle != nil || rc.idle != nil) {
 		s.c.srv.sweeper.add(s)
 	}
 	go s.upstreamDir.pump()

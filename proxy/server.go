@@ -10,6 +10,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -66,6 +67,20 @@ type Options struct {
 	MaxAuthFailures int
 	// Dial, when set, replaces the TCP dial to the upstream (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSConfig enables TLS towards clients: implicit TLS (RFC 8314) on
+	// listeners given to ServeTLS, and STARTTLS on those given to Serve.
+	// nil: no TLS, and plaintext login is allowed.
+	TLSConfig *tls.Config
+	// AllowPlaintextAuth permits LOGIN and AUTHENTICATE before STARTTLS
+	// while TLSConfig is set (trusted networks). Without it such a
+	// connection advertises LOGINDISABLED and gets NO [PRIVACYREQUIRED].
+	AllowPlaintextAuth bool
+	// UpstreamTLS is how the proxy talks to the upstream: "" or "none",
+	// "starttls" or "implicit", with UpstreamTLSConfig (its ServerName
+	// defaults to the host of UpstreamAddr).
+	UpstreamTLS       string
+	UpstreamTLSConfig *tls.Config
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +108,18 @@ func (o Options) withDefaults() Options {
 	if o.Dial == nil {
 		var d net.Dialer
 		o.Dial = d.DialContext
+	}
+	if o.UpstreamTLS != "" && o.UpstreamTLS != "none" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.UpstreamTLSConfig != nil {
+			cfg = o.UpstreamTLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			if host, _, err := net.SplitHostPort(o.UpstreamAddr); err == nil {
+				cfg.ServerName = host
+			}
+		}
+		o.UpstreamTLSConfig = cfg
 	}
 	return o
 }
@@ -143,10 +170,23 @@ func (s *Server) options() *Options { return s.opts.Load() }
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("proxy: server closed")
 
-// Serve accepts connections on ln until the listener is closed. After
-// Shutdown it returns ErrServerClosed. Temporary accept errors (such as
-// EMFILE) are retried with a growing delay.
-func (s *Server) Serve(ln net.Listener) error {
+// Serve accepts plaintext IMAP connections on ln (with STARTTLS when
+// Options.TLSConfig is set) until the listener is closed. After Shutdown
+// it returns ErrServerClosed. Temporary accept errors (such as EMFILE)
+// are retried with a growing delay.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS is Serve for implicit TLS (imaps, RFC 8314): each connection
+// starts with a TLS handshake under Options.TLSConfig, which must be set.
+// The handshake counts toward the connection caps and preauth_timeout.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.options().TLSConfig == nil {
+		return errors.New("proxy: ServeTLS without Options.TLSConfig")
+	}
+	return s.serve(ln, true)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -184,7 +224,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		s.startConn(nc, ln.Addr().String())
+		s.startConn(nc, ln.Addr().String(), implicitTLS)
 	}
 }
 
@@ -196,7 +236,7 @@ func isTemporary(err error) bool {
 	return errors.As(err, &se) && se.Temporary()
 }
 
-func (s *Server) startConn(nc net.Conn, listener string) {
+func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -204,6 +244,7 @@ func (s *Server) startConn(nc net.Conn, listener string) {
 		return
 	}
 	c := newConn(s, nc, listener)
+	c.implicitTLS = implicitTLS
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()

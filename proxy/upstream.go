@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -79,11 +80,19 @@ func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
 	if err != nil {
 		return nil, unavailable("dial %s: %w", o.UpstreamAddr, err)
 	}
-	u := &upstream{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
 	nc.SetDeadline(time.Now().Add(o.LoginTimeout))
 	// A cancelled ctx (proxy shutdown) unblocks the exchange.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stop()
+	if o.UpstreamTLS == "implicit" {
+		tc := tls.Client(nc, o.UpstreamTLSConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, unavailable("TLS handshake with %s: %w", o.UpstreamAddr, err)
+		}
+		nc = tc
+	}
+	u := &upstream{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
 
 	line, err := u.readResponse()
 	if err != nil {
@@ -102,7 +111,65 @@ func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
 		nc.Close()
 		return nil, unavailable("upstream greeting: %q", sanitizeText(string(line)))
 	}
+	if o.UpstreamTLS == "starttls" {
+		if err := u.starttls(ctx, o.UpstreamTLSConfig); err != nil {
+			u.nc.Close()
+			return nil, err
+		}
+	}
 	return u, nil
+}
+
+// starttls upgrades the upstream connection (RFC 9051 §6.2.1). An
+// upstream that does not offer STARTTLS is refused: no silent downgrade.
+// Bytes the upstream sent after its tagged OK and before the handshake
+// can only have been injected on the way (CVE-2011-0411, client side):
+// the connection is dropped.
+func (u *upstream) starttls(ctx context.Context, cfg *tls.Config) error {
+	if len(u.caps) == 0 {
+		if err := u.capability("igc"); err != nil {
+			return err
+		}
+	}
+	if !u.hasCap("STARTTLS") {
+		return unavailable("upstream does not offer STARTTLS")
+	}
+	if err := u.write("igt STARTTLS\r\n"); err != nil {
+		return unavailable("sending STARTTLS: %w", err)
+	}
+	st, err := u.waitTagged("igt")
+	if err != nil {
+		return unavailable("reading STARTTLS answer: %w", err)
+	}
+	if !hasPrefixFold(st[len("igt "):], "OK") {
+		return unavailable("upstream refused STARTTLS: %q", sanitizeText(string(st)))
+	}
+	if n := u.br.Buffered(); n > 0 {
+		return unavailable("upstream sent %d bytes after its STARTTLS answer, before TLS: possible injection", n)
+	}
+	tc := tls.Client(u.nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return unavailable("TLS handshake with upstream: %w", err)
+	}
+	u.nc = tc
+	u.br = bufio.NewReaderSize(tc, 4096)
+	u.caps = nil // stale after TLS (RFC 9051 §6.2.1)
+	return nil
+}
+
+// capability asks for the capability list.
+func (u *upstream) capability(tag string) error {
+	if err := u.write(tag + " CAPABILITY\r\n"); err != nil {
+		return unavailable("sending CAPABILITY: %w", err)
+	}
+	st, err := u.waitTagged(tag)
+	if err != nil {
+		return unavailable("reading CAPABILITY: %w", err)
+	}
+	if !hasPrefixFold(st[len(tag)+1:], "OK") {
+		return unavailable("CAPABILITY failed: %q", sanitizeText(string(st)))
+	}
+	return nil
 }
 
 // readResponse reads one response (its first line, without CRLF),
@@ -207,15 +274,8 @@ func (u *upstream) login(ctx context.Context, user, pass string) error {
 	stop := context.AfterFunc(ctx, func() { u.nc.SetDeadline(time.Now()) })
 	defer stop()
 	if len(u.caps) == 0 {
-		if err := u.write("ig0 CAPABILITY\r\n"); err != nil {
-			return unavailable("sending CAPABILITY: %w", err)
-		}
-		st, err := u.waitTagged("ig0")
-		if err != nil {
-			return unavailable("reading CAPABILITY: %w", err)
-		}
-		if !hasPrefixFold(st[len("ig0 "):], "OK") {
-			return unavailable("CAPABILITY failed: %q", sanitizeText(string(st)))
+		if err := u.capability("ig0"); err != nil {
+			return err
 		}
 	}
 	const tag = "ig1"

@@ -32,6 +32,13 @@ func newClientWriter(nc net.Conn, onClose func()) *clientWriter {
 	return &clientWriter{nc: nc, onClose: onClose, timeout: writeTimeout}
 }
 
+// setConn switches to a new connection (after STARTTLS).
+func (w *clientWriter) setConn(nc net.Conn) {
+	w.mu.Lock()
+	w.nc = nc
+	w.mu.Unlock()
+}
+
 func (w *clientWriter) setTimeout(d time.Duration) {
 	w.mu.Lock()
 	w.timeout = d
@@ -151,5 +158,25 @@ func (w *clientWriter) copyLiteral(src io.Reader, n int64) (int64, error) {
 		return 0, errClientClosed
 	}
 	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
-	return io.CopyN(w.nc, src, n)
+	return copyN(w.nc, src, n)
+}
+
+// copyN copies n bytes from src to dst: with io.CopyN between two TCP
+// connections, so the kernel splices, and through a pooled buffer
+// otherwise (a TLS connection on either side), so no 32 KiB buffer is
+// allocated per call.
+func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
+	_, dstTCP := dst.(*net.TCPConn)
+	_, srcTCP := src.(*net.TCPConn)
+	if dstTCP && srcTCP {
+		return io.CopyN(dst, src, n)
+	}
+	bufp := getBuf(32 << 10)
+	defer putBuf(bufp)
+	// Wrapping hides ReaderFrom, which would allocate a buffer of its own.
+	k, err := io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(src, n), *bufp)
+	if err == nil && k < n {
+		err = io.EOF
+	}
+	return k, err
 }
