@@ -7,6 +7,9 @@
 // reports all problems of a file at once, one per line, each of the form
 //
 //	FILE:LINE: KEY: what is wrong (valid RANGE)
+//
+// or, for keys that depend on each other (tls.mode "files" requires
+// tls.cert_file), "FILE:LINE: KEY: what is wrong".
 package config
 
 import (
@@ -32,6 +35,8 @@ type Config struct {
 	Listen Listen `toml:"listen"`
 	// Upstream is the "upstream" table: the IMAP server behind the proxy.
 	Upstream Upstream `toml:"upstream"`
+	// TLS is the "tls" table: the certificate the proxy presents to clients.
+	TLS TLS `toml:"tls"`
 	// Limits is the "limits" table: caps on connections, commands and time.
 	Limits Limits `toml:"limits"`
 	// Log is the "log" table: what the proxy logs and how.
@@ -41,13 +46,24 @@ type Config struct {
 // Listen is the "listen" table.
 type Listen struct {
 	// IMAP is the address the proxy accepts IMAP client connections on,
-	// as host:port. The host may be an IP address or a name; an empty host
-	// (":1143") listens on all addresses of the machine. IPv6 addresses go
-	// in brackets ("[::1]:1143"). Port 0 lets the system pick a free port,
-	// which is only useful in tests.
+	// as host:port. Clients connect in plaintext here and, when tls.mode is
+	// not "off", may switch to TLS with STARTTLS. The host may be an IP
+	// address or a name; an empty host (":1143") listens on all addresses
+	// of the machine. IPv6 addresses go in brackets ("[::1]:1143"). Port 0
+	// lets the system pick a free port, which is only useful in tests.
+	// Empty ("") means no such listener, for a proxy that accepts only
+	// implicit TLS on imaps; imap and imaps cannot both be empty.
 	//
-	// Default: 127.0.0.1:1143. Valid: host:port, host may be empty, port 0 .. 65535.
+	// Default: 127.0.0.1:1143. Valid: host:port, host may be empty, port 0 .. 65535, or empty.
 	IMAP string `toml:"imap"`
+
+	// IMAPS is the address the proxy accepts implicit TLS connections on
+	// (RFC 8314: TLS from the first byte, the usual port is 993), as
+	// host:port, written like imap. It needs a certificate, so tls.mode
+	// must not be "off". Empty ("") means no such listener.
+	//
+	// Default: "" (no implicit TLS listener). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
+	IMAPS string `toml:"imaps"`
 }
 
 // Upstream is the "upstream" table.
@@ -74,6 +90,189 @@ type Upstream struct {
 	//
 	// Default: 30s. Valid: 1s .. 5m.
 	LoginTimeout Duration `toml:"login_timeout"`
+
+	// TLS is how the proxy protects its connection to the upstream
+	// server: "none" (plaintext; only for an upstream on the same machine
+	// or a trusted network), "starttls" (connect in plaintext, then
+	// switch to TLS with STARTTLS before logging in; the login fails if
+	// the server does not offer it) or "implicit" (TLS from the first
+	// byte, as on port 993). With "starttls" and "implicit" the server's
+	// certificate is verified.
+	//
+	// Default: none. Valid: none, starttls, implicit.
+	TLS string `toml:"tls"`
+
+	// ServerName is the name the upstream server's certificate is
+	// verified against, and sent in the TLS handshake (SNI). Set it when
+	// address holds an IP address or a name other than the one in the
+	// certificate. Only allowed when tls is not "none".
+	//
+	// Default: "" (the host part of address). Valid: a DNS name or IP address, or empty.
+	ServerName string `toml:"server_name"`
+
+	// CAFile is a PEM file with the CA certificates that the upstream
+	// server's certificate must chain to, instead of the system's trusted
+	// roots; for an upstream with a private or self-signed certificate.
+	// Only allowed when tls is not "none".
+	//
+	// Default: "" (the system's trusted roots). Valid: a path, or empty.
+	CAFile string `toml:"ca_file"`
+
+	// InsecureSkipVerify, when true, accepts any certificate from the
+	// upstream server without verifying it. The connection is then
+	// encrypted but not authenticated: anyone who can intercept it can
+	// read the users' passwords. Prefer ca_file. Only allowed when tls is
+	// not "none".
+	//
+	// Default: false. Valid: true, false.
+	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+
+	// CertFile is a PEM file with a client certificate (and its chain)
+	// that the proxy presents to the upstream server, for servers that
+	// require one. Set it together with key_file, or neither. Only allowed
+	// when tls is not "none".
+	//
+	// Default: "" (no client certificate). Valid: a path, or empty.
+	CertFile string `toml:"cert_file"`
+
+	// KeyFile is a PEM file with the private key of cert_file. Set it
+	// together with cert_file, or neither. Only allowed when tls is not
+	// "none".
+	//
+	// Default: "" (no client certificate). Valid: a path, or empty.
+	KeyFile string `toml:"key_file"`
+}
+
+// TLS is the "tls" table: the certificate the proxy presents to clients,
+// on listen.imaps and after STARTTLS on listen.imap.
+type TLS struct {
+	// Mode is where the certificate comes from: "off" (no TLS: the proxy
+	// offers no STARTTLS, listen.imaps cannot be used, and clients log in
+	// over plaintext), "files" (read from cert_file and key_file),
+	// "acme" (obtained and renewed automatically from an ACME certificate
+	// authority such as Let's Encrypt, for the names in domains) or
+	// "self_signed" (generated at start for self_signed_names; clients
+	// will warn about it, so only for tests and private setups).
+	//
+	// Default: off. Valid: off, files, acme, self_signed.
+	Mode string `toml:"mode"`
+
+	// CertFile is a PEM file with the certificate followed by its
+	// intermediate certificates. Required with mode "files", and only
+	// allowed then. Whether the file exists and matches key_file is
+	// checked when imapguard starts, not by -check.
+	//
+	// Default: "". Valid: a path, or empty.
+	CertFile string `toml:"cert_file"`
+
+	// KeyFile is a PEM file with the private key of cert_file. Required
+	// with mode "files", and only allowed then. Keep it readable only by
+	// the user imapguard runs as.
+	//
+	// Default: "". Valid: a path, or empty.
+	KeyFile string `toml:"key_file"`
+
+	// Domains are the names to obtain certificates for with mode "acme",
+	// such as ["mail.example.com", "imap.example.com"]. Each must resolve
+	// to this machine, which must be reachable from the internet on port
+	// 80 or 443 (see http_challenge_port) for the certificate authority
+	// to check it. Wildcard names are not supported. Required with mode
+	// "acme" unless on_demand is true.
+	//
+	// Default: []. Valid: DNS names.
+	Domains []string `toml:"domains"`
+
+	// Email is the contact address given to the ACME certificate
+	// authority when the account is created; Let's Encrypt no longer
+	// sends expiry warnings, but other authorities may write to it.
+	//
+	// Default: "" (no contact address). Valid: an e-mail address, or empty.
+	Email string `toml:"email"`
+
+	// CA is the directory URL of the ACME certificate authority, such as
+	// "https://acme-staging-v02.api.letsencrypt.org/directory" for Let's
+	// Encrypt's staging environment, which has higher rate limits and is
+	// meant for trying out a setup.
+	//
+	// Default: "" (Let's Encrypt's production environment). Valid: an https:// URL, or empty.
+	CA string `toml:"ca"`
+
+	// CARoot is a PEM file with the root certificate of the ACME
+	// certificate authority's own HTTPS server, for a private authority
+	// whose server certificate is not trusted by the system.
+	//
+	// Default: "" (the system's trusted roots). Valid: a path, or empty.
+	CARoot string `toml:"ca_root"`
+
+	// Storage is the directory where ACME accounts, certificates and keys
+	// are kept, so that they survive restarts. It must be writable by
+	// the user imapguard runs as; keep it private.
+	//
+	// Default: "" (certmagic's default, a "certmagic" directory under $XDG_DATA_HOME or ~/.local/share). Valid: a path, or empty.
+	Storage string `toml:"storage"`
+
+	// HTTPChallengePort is the port on which the proxy answers the ACME
+	// HTTP-01 challenge. The certificate authority always connects to
+	// port 80; set another port only when port 80 is forwarded there.
+	//
+	// Default: 0 (port 80). Valid: 0 .. 65535.
+	HTTPChallengePort int `toml:"http_challenge_port"`
+
+	// TLSALPNChallengePort is the port on which the proxy answers the
+	// ACME TLS-ALPN-01 challenge. The certificate authority always
+	// connects to port 443; set another port only when port 443 is
+	// forwarded there.
+	//
+	// Default: 0 (port 443). Valid: 0 .. 65535.
+	TLSALPNChallengePort int `toml:"tls_alpn_challenge_port"`
+
+	// OnDemand, when true, obtains a certificate during the first TLS
+	// handshake that asks for a name (SNI) not yet covered, instead of
+	// only for domains at start. To stop clients from making the proxy
+	// request certificates for arbitrary names, it requires
+	// on_demand_domains or on_demand_permission_url (or both: a name
+	// must then pass both). Only allowed with mode "acme".
+	//
+	// Default: false. Valid: true, false.
+	OnDemand bool `toml:"on_demand"`
+
+	// OnDemandDomains are the names for which on_demand may obtain
+	// certificates. A name "*.example.com" allows every name one label
+	// below example.com, such as "mail.example.com".
+	//
+	// Default: []. Valid: DNS names, or wildcards such as *.example.com.
+	OnDemandDomains []string `toml:"on_demand_domains"`
+
+	// OnDemandPermissionURL is asked before on_demand obtains a
+	// certificate: the proxy sends a GET request with "?domain=NAME"
+	// added, and goes ahead only if the answer has status 200.
+	//
+	// Default: "" (not asked). Valid: an http:// or https:// URL, or empty.
+	OnDemandPermissionURL string `toml:"on_demand_permission_url"`
+
+	// SelfSignedNames are the DNS names and IP addresses that the
+	// certificate of mode "self_signed" is made for.
+	//
+	// Default: [] (localhost, 127.0.0.1 and ::1). Valid: DNS names, wildcards such as *.example.com, or IP addresses.
+	SelfSignedNames []string `toml:"self_signed_names"`
+
+	// AllowPlaintextAuth, when true, lets clients log in (LOGIN and
+	// AUTHENTICATE) on listen.imap before they have switched to TLS with
+	// STARTTLS, sending their password in plaintext. When false, they
+	// must switch to TLS first. With mode
+	// "off" there is no TLS, so plaintext login is always allowed whatever
+	// this key says, and -check shows true; use PlaintextAuthAllowed for
+	// the value in effect.
+	//
+	// Default: false (with mode "off": true regardless). Valid: true, false.
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+}
+
+// PlaintextAuthAllowed reports whether clients may log in without TLS:
+// always with mode "off", otherwise as allow_plaintext_auth says. -check
+// prints this value for tls.allow_plaintext_auth.
+func (t TLS) PlaintextAuthAllowed() bool {
+	return t.Mode == "off" || t.AllowPlaintextAuth
 }
 
 // Limits is the "limits" table. The connection limits and timeouts are
@@ -181,6 +380,10 @@ func Default() *Config {
 			Address:        "127.0.0.1:2143",
 			ConnectTimeout: Duration(5 * time.Second),
 			LoginTimeout:   Duration(30 * time.Second),
+			TLS:            "none",
+		},
+		TLS: TLS{
+			Mode: "off",
 		},
 		Limits: Limits{
 			MaxConnections:        2147483647,
@@ -210,36 +413,59 @@ type Setting struct {
 }
 
 // Settings returns every key with its effective value, in the order of the
-// Config struct (which is also the order of default.toml).
-func (c *Config) Settings() []Setting {
+// Config struct (which is also the order of default.toml). The effective
+// value is the field's, except for tls.allow_plaintext_auth, which is
+// TLS.PlaintextAuthAllowed: true with tls.mode "off" whatever the field says.
+func (c *Config) Settings() []Setting { return c.settings(true) }
+
+// effectiveValues holds the keys whose value in effect depends on other
+// keys, and how to compute it.
+var effectiveValues = map[string]func(*Config) string{
+	"tls.allow_plaintext_auth": func(c *Config) string { return strconv.FormatBool(c.TLS.PlaintextAuthAllowed()) },
+}
+
+// settings returns every key with the value of its field or, with
+// effective, its effective value.
+func (c *Config) settings(effective bool) []Setting {
 	v := reflect.ValueOf(c).Elem()
 	out := make([]Setting, 0, len(schema.leaves))
 	for _, l := range schema.leaves {
-		out = append(out, Setting{Name: l.key, Value: formatValue(v.FieldByIndex(l.index))})
+		value := formatValue(v.FieldByIndex(l.index))
+		if f := effectiveValues[l.key]; effective && f != nil {
+			value = f(c)
+		}
+		out = append(out, Setting{Name: l.key, Value: value})
 	}
 	return out
 }
 
 // formatValue formats one leaf field as it would be written in TOML, without
-// quotes.
+// quotes; an array as its elements separated by ", ".
 func formatValue(v reflect.Value) string {
 	switch x := v.Interface().(type) {
 	case Duration:
 		return x.String()
 	case int:
 		return strconv.Itoa(x)
+	case bool:
+		return strconv.FormatBool(x)
 	case string:
 		return x
+	case []string:
+		return strings.Join(x, ", ")
 	default:
 		panic(fmt.Sprintf("config: no format for %T", x))
 	}
 }
 
 // WriteSettings writes Settings as one "name : value" line each, the names
-// padded to a common width:
+// padded to a common width, arrays as their elements separated by ", ",
+// and an empty value as nothing after the colon:
 //
 //	limits.max_connections   : 2147483647
 //	limits.preauth_timeout   : 60s
+//	tls.domains              : mail.example.com, imap.example.com
+//	tls.email                :
 func (c *Config) WriteSettings(w io.Writer) error {
 	settings := c.Settings()
 	width := 0
@@ -250,24 +476,35 @@ func (c *Config) WriteSettings(w io.Writer) error {
 	for _, s := range settings {
 		b.WriteString(s.Name)
 		b.WriteString(strings.Repeat(" ", width-len(s.Name)))
-		b.WriteString(" : ")
-		b.WriteString(s.Value)
+		b.WriteString(" :")
+		if s.Value != "" {
+			b.WriteString(" " + s.Value)
+		}
 		b.WriteByte('\n')
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// Validate checks every value of c against its valid range and returns all
-// problems, joined, each of the form "KEY: what is wrong (valid RANGE)". A
-// Config returned by Parse or Load is valid; Validate is for a Config
-// changed or built in code, which should start from Default().
+// Validate checks every value of c against its valid range, and the keys
+// that depend on each other (such as tls.mode "files" and tls.cert_file),
+// and returns all problems, joined, each of the form "KEY: what is wrong
+// (valid RANGE)" or, for keys that depend on each other, "KEY: what is
+// wrong". A Config returned by Parse or Load is valid; Validate is for a
+// Config changed or built in code, which should start from Default().
 func (c *Config) Validate() error {
 	v := reflect.ValueOf(c).Elem()
 	var errs []error
+	failed := map[string]bool{}
 	for _, l := range schema.leaves {
 		if msg := l.rule.check(v.FieldByIndex(l.index).Interface()); msg != "" {
 			errs = append(errs, &problem{key: l.key, msg: msg + " (valid " + l.rule.valid() + ")"})
+			failed[l.key] = true
+		}
+	}
+	for _, r := range relations(c) {
+		if !r.dependsOnAny(failed) {
+			errs = append(errs, &problem{key: r.key, msg: r.msg})
 		}
 	}
 	return errors.Join(errs...)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,17 +81,19 @@ func TestDefaultTOML(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got error %v; want none", err)
 	}
-	if want := Default(); *c != *want {
+	if want := Default(); !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v; want %+v", *c, *want)
 	}
-	// Every key is written out, and with the value -check prints, so that
-	// the file documents the defaults exactly.
+	// Every key is written out, and with the value of its field, so that
+	// the file documents the defaults exactly. (That is the value -check
+	// prints, except for tls.allow_plaintext_auth, whose default depends
+	// on tls.mode; see TestPlaintextAuthAllowed.)
 	idx, err := indexDocument("default.toml", DefaultTOML)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(DefaultTOML), "\n")
-	for _, s := range Default().Settings() {
+	for _, s := range Default().settings(false) {
 		info, ok := idx.first[s.Name]
 		if !ok {
 			t.Errorf("key %s: got absent; want present", s.Name)
@@ -98,9 +101,19 @@ func TestDefaultTOML(t *testing.T) {
 		}
 		name := s.Name[strings.LastIndexByte(s.Name, '.')+1:]
 		var want string
-		if info.kind == "string" {
+		switch info.kind {
+		case "string":
 			want = name + ` = "` + s.Value + `"`
-		} else {
+		case "array":
+			var elems []string
+			if s.Value != "" {
+				elems = strings.Split(s.Value, ", ")
+			}
+			for i, e := range elems {
+				elems[i] = `"` + e + `"`
+			}
+			want = name + " = [" + strings.Join(elems, ", ") + "]"
+		default:
 			want = name + " = " + s.Value
 		}
 		if got := lines[info.line-1]; got != want {
@@ -121,9 +134,31 @@ func TestDefaultValid(t *testing.T) {
 func TestSettingsOrder(t *testing.T) {
 	want := []string{
 		"listen.imap",
+		"listen.imaps",
 		"upstream.address",
 		"upstream.connect_timeout",
 		"upstream.login_timeout",
+		"upstream.tls",
+		"upstream.server_name",
+		"upstream.ca_file",
+		"upstream.insecure_skip_verify",
+		"upstream.cert_file",
+		"upstream.key_file",
+		"tls.mode",
+		"tls.cert_file",
+		"tls.key_file",
+		"tls.domains",
+		"tls.email",
+		"tls.ca",
+		"tls.ca_root",
+		"tls.storage",
+		"tls.http_challenge_port",
+		"tls.tls_alpn_challenge_port",
+		"tls.on_demand",
+		"tls.on_demand_domains",
+		"tls.on_demand_permission_url",
+		"tls.self_signed_names",
+		"tls.allow_plaintext_auth",
 		"limits.max_connections",
 		"limits.max_connections_per_ip",
 		"limits.max_connections_per_user",
@@ -151,9 +186,31 @@ func TestWriteSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `listen.imap                     : 127.0.0.1:1143
+listen.imaps                    :
 upstream.address                : 127.0.0.1:2143
 upstream.connect_timeout        : 5s
 upstream.login_timeout          : 30s
+upstream.tls                    : none
+upstream.server_name            :
+upstream.ca_file                :
+upstream.insecure_skip_verify   : false
+upstream.cert_file              :
+upstream.key_file               :
+tls.mode                        : off
+tls.cert_file                   :
+tls.key_file                    :
+tls.domains                     :
+tls.email                       :
+tls.ca                          :
+tls.ca_root                     :
+tls.storage                     :
+tls.http_challenge_port         : 0
+tls.tls_alpn_challenge_port     : 0
+tls.on_demand                   : false
+tls.on_demand_domains           :
+tls.on_demand_permission_url    :
+tls.self_signed_names           :
+tls.allow_plaintext_auth        : true
 limits.max_connections          : 2147483647
 limits.max_connections_per_ip   : 2147483647
 limits.max_connections_per_user : 16
@@ -191,10 +248,13 @@ func TestBounds(t *testing.T) {
 		wantMin, wantMax string // value as Settings prints it
 		valid            string
 	}{
-		{"listen.imap", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535"},
+		{"listen.imap", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535, or empty"},
+		{"listen.imaps", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535, or empty"},
 		{"upstream.address", `"h:1"`, `"h:65535"`, `"h:0"`, `"h:65536"`, "h:1", "h:65535", "host:port, port 1 .. 65535"},
 		{"upstream.connect_timeout", `"100ms"`, `"5m"`, `"99999999ns"`, `"300000000001ns"`, "100ms", "5m", "100ms .. 5m"},
 		{"upstream.login_timeout", `"1s"`, `"5m"`, `"999999999ns"`, `"300000000001ns"`, "1s", "5m", "1s .. 5m"},
+		{"tls.http_challenge_port", `0`, `65535`, `-1`, `65536`, "0", "65535", "0 .. 65535"},
+		{"tls.tls_alpn_challenge_port", `0`, `65535`, `-1`, `65536`, "0", "65535", "0 .. 65535"},
 		{"limits.max_connections", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
 		{"limits.max_connections_per_ip", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
 		{"limits.max_connections_per_user", `1`, `2147483647`, `0`, `2147483648`, "1", "2147483647", "1 .. 2147483647"},
@@ -204,6 +264,10 @@ func TestBounds(t *testing.T) {
 		{"limits.idle_timeout", `"30s"`, `"24h"`, `"29999999999ns"`, `"86400000000001ns"`, "30s", "24h", "30s .. 24h"},
 		{"limits.max_bad_commands", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
 		{"limits.max_auth_failures", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
+	}
+	// What a key needs besides itself, written after it.
+	context := map[string]string{
+		"listen.imaps": `tls.mode = "self_signed"` + "\n",
 	}
 	for _, tt := range tests {
 		for _, c := range []struct {
@@ -219,7 +283,7 @@ func TestBounds(t *testing.T) {
 				continue
 			}
 			t.Run(tt.key+"/"+c.name, func(t *testing.T) {
-				doc := "# comment\n" + tt.key + " = " + c.value + "\n"
+				doc := "# comment\n" + tt.key + " = " + c.value + "\n" + context[tt.key]
 				cfg, err := Parse("t.toml", []byte(doc))
 				if c.ok {
 					if err != nil {
@@ -297,6 +361,64 @@ func TestParseMessages(t *testing.T) {
 			`x.toml:1: upstream.address: "::1:143": too many colons in address (valid host:port, port 1 .. 65535)`},
 		{"syntax error at end", `limits.max_connections =`,
 			`x.toml:1:24: invalid TOML: expected value, not end of input`},
+		{"imaps only", "listen = { imap = \"\", imaps = \":993\" }\ntls.mode = \"self_signed\"", ``},
+		{"no listener, both written", `listen = { imap = "", imaps = "" }`,
+			`x.toml:1: listen.imap: is empty and so is listen.imaps, which leaves no listener; set at least one of them`},
+		{"imaps without tls", `listen.imaps = ":993"`,
+			`x.toml:1: listen.imaps: implicit TLS needs a certificate, but tls.mode is "off"`},
+		{"imaps bad and tls off", `listen.imaps = "993"`,
+			`x.toml:1: listen.imaps: "993": missing port in address (valid host:port, host may be empty, port 0 .. 65535, or empty)`},
+		{"files complete", `tls = { mode = "files", cert_file = "c.pem", key_file = "k.pem" }`, ``},
+		{"files without key", `tls = { mode = "files", cert_file = "c.pem" }`,
+			`x.toml:1: tls.mode: "files" requires tls.key_file`},
+		{"key file with mode off", `tls.key_file = "k.pem"`,
+			`x.toml:1: tls.key_file: only allowed with tls.mode "files", not "off"`},
+		{"empty cert file with mode off", `tls.cert_file = ""`, ``},
+		{"acme with domains", `tls = { mode = "acme", domains = ["mail.example.com"] }`, ``},
+		{"acme without domains", `tls.mode = "acme"`,
+			`x.toml:1: tls.mode: "acme" requires tls.domains, or tls.on_demand`},
+		{"acme with invalid domains", `tls = { mode = "acme", domains = ["a b"] }`,
+			`x.toml:1: tls.domains: "a b" is not a valid DNS name: it contains " "; only letters, digits, hyphens and dots are allowed (valid DNS names)`},
+		{"on demand with domains", `tls = { mode = "acme", on_demand = true, on_demand_domains = ["*.example.com"] }`, ``},
+		{"on demand with url", `tls = { mode = "acme", on_demand = true, on_demand_permission_url = "http://localhost:9000/ok" }`, ``},
+		{"on demand unrestricted", `tls = { mode = "acme", on_demand = true }`,
+			`x.toml:1: tls.on_demand: requires tls.on_demand_domains or tls.on_demand_permission_url, so that clients cannot have certificates obtained for any name they send`},
+		{"on demand with mode off", "tls.on_demand = true\ntls.on_demand_domains = [\"*.example.com\"]",
+			`x.toml:1: tls.on_demand: only allowed with tls.mode "acme", not "off"`},
+		{"on demand false", `tls.on_demand = false`, ``},
+		{"on demand domains without on demand", `tls.on_demand_domains = ["example.com"]`, ``},
+		{"ca https", `tls.ca = "HTTPS://ca.example.com:14000/dir"`, ``},
+		{"ca http", `tls.ca = "http://ca.example.com/dir"`,
+			`x.toml:1: tls.ca: "http://ca.example.com/dir" does not start with https:// (valid an https:// URL, or empty)`},
+		{"ca opaque", `tls.ca = "https:ca.example.com"`,
+			`x.toml:1: tls.ca: "https:ca.example.com" does not start with https:// (valid an https:// URL, or empty)`},
+		{"ca relative", `tls.ca = "ca.example.com/dir"`,
+			`x.toml:1: tls.ca: "ca.example.com/dir" does not start with https:// (valid an https:// URL, or empty)`},
+		{"ca no host", `tls.ca = "https://:443/dir"`,
+			`x.toml:1: tls.ca: "https://:443/dir": host is missing (valid an https:// URL, or empty)`},
+		{"ca unparsable", `tls.ca = "https://a b/"`,
+			`x.toml:1: tls.ca: "https://a b/" is not a URL (valid an https:// URL, or empty)`},
+		{"email", `tls.email = "postmaster@example.com"`, ``},
+		{"email with space", `tls.email = "post master@example.com"`,
+			`x.toml:1: tls.email: "post master@example.com" is not an e-mail address such as admin@example.com (valid an e-mail address, or empty)`},
+		{"path with newline", `tls.storage = "/var/lib/\n"`,
+			`x.toml:1: tls.storage: "/var/lib/\n" contains control characters (valid a path, or empty)`},
+		{"domains empty string", `tls.domains = [""]`,
+			`x.toml:1: tls.domains: "" is not a valid DNS name: it is empty (valid DNS names)`},
+		{"domains not an array", `tls.domains = { a = 1 }`,
+			`x.toml:1: tls.domains: want an array of strings, got table (valid DNS names)`},
+		{"allow plaintext auth", `tls = { mode = "files", cert_file = "c", key_file = "k", allow_plaintext_auth = true }`, ``},
+		{"upstream tls with all keys", `upstream = { tls = "implicit", server_name = "192.0.2.1", ca_file = "ca.pem", insecure_skip_verify = true, cert_file = "c.pem", key_file = "k.pem" }`, ``},
+		{"upstream key without cert", `upstream = { tls = "starttls", key_file = "k.pem" }`,
+			`x.toml:1: upstream.key_file: requires upstream.cert_file as well`},
+		{"upstream insecure false with tls none", `upstream.insecure_skip_verify = false`, ``},
+		{"upstream server name with tls none", `upstream.server_name = "imap.example.com"`,
+			`x.toml:1: upstream.server_name: only allowed with upstream.tls "starttls" or "implicit", not "none"`},
+		{"upstream server name and bad tls", "upstream.tls = \"tls\"\nupstream.server_name = \"imap.example.com\"",
+			`x.toml:1: upstream.tls: unknown value "tls" (valid none, starttls, implicit)`},
+		{"two relations on one line, in column order", `tls = { on_demand = true, cert_file = "c.pem" }`,
+			"x.toml:1: tls.on_demand: only allowed with tls.mode \"acme\", not \"off\"\n" +
+				"x.toml:1: tls.cert_file: only allowed with tls.mode \"files\", not \"off\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,6 +514,102 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err == nil || err.Error() != want {
 		t.Errorf("got %v; want %s", err, want)
 	}
+
+	// Keys that depend on each other, after all single keys; none that
+	// depends on an invalid key.
+	c = Default()
+	c.Listen.IMAP = ""
+	c.TLS.Mode = "files"
+	c.TLS.KeyFile = "k.pem"
+	c.TLS.Domains = []string{"mail.example.com", "-bad.example.com"}
+	c.TLS.OnDemand = true
+	c.Upstream.InsecureSkipVerify = true
+	want = `tls.domains: "-bad.example.com" is not a valid DNS name: a label starts or ends with a hyphen (valid DNS names)` + "\n" +
+		"listen.imap: is empty and so is listen.imaps, which leaves no listener; set at least one of them\n" +
+		`upstream.insecure_skip_verify: only allowed with upstream.tls "starttls" or "implicit", not "none"` + "\n" +
+		`tls.mode: "files" requires tls.cert_file` + "\n" +
+		`tls.on_demand: only allowed with tls.mode "acme", not "files"`
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("got %v; want %s", err, want)
+	}
+}
+
+func TestPlaintextAuthAllowed(t *testing.T) {
+	for _, tt := range []struct {
+		doc  string
+		want bool
+	}{
+		{``, true},
+		{`tls.allow_plaintext_auth = false`, true},
+		{`tls.allow_plaintext_auth = true`, true},
+		{`tls.mode = "self_signed"`, false},
+		{"tls.mode = \"self_signed\"\ntls.allow_plaintext_auth = false", false},
+		{"tls.mode = \"self_signed\"\ntls.allow_plaintext_auth = true", true},
+	} {
+		c, err := Parse("x.toml", []byte(tt.doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.TLS.PlaintextAuthAllowed(); got != tt.want {
+			t.Errorf("%q: got %v; want %v", tt.doc, got, tt.want)
+		}
+		if got, want := setting(c, "tls.allow_plaintext_auth"), strconv.FormatBool(tt.want); got != want {
+			t.Errorf("%q: got setting %s; want %s", tt.doc, got, want)
+		}
+	}
+}
+
+func TestCheckHostName(t *testing.T) {
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		name         string
+		ip, wildcard bool
+		want         string // "" if valid, else the reason after the colon
+	}{
+		{"mail.example.com", false, false, ""},
+		{"MAIL.Example.COM", false, false, ""},
+		{"localhost", false, false, ""},
+		{"xn--bcher-kva.example", false, false, ""},
+		{"a-b.c-d.example", false, false, ""},
+		{"1password.example", false, false, ""},
+		{long + ".example", false, false, ""},
+		{long + "a.example", false, false, "a label is longer than 63 characters"},
+		{strings.Repeat(long+".", 3) + strings.Repeat("a", 61), false, false, ""},
+		{strings.Repeat(long+".", 3) + strings.Repeat("a", 62), false, false, "it is longer than 253 characters"},
+		{"", false, false, "it is empty"},
+		{"example.com.", false, false, "it ends with a dot"},
+		{".example.com", false, false, "it has an empty label"},
+		{"a..example", false, false, "it has an empty label"},
+		{"-a.example", false, false, "a label starts or ends with a hyphen"},
+		{"a-.example", false, false, "a label starts or ends with a hyphen"},
+		{"a.123", false, false, "the last label is all digits"},
+		{"192.0.2.999", false, false, "the last label is all digits"},
+		{"192.0.2.1", false, false, "is an IP address, not a DNS name"},
+		{"::1", false, false, "is an IP address, not a DNS name"},
+		{"192.0.2.1", true, false, ""},
+		{"2001:db8::1", true, false, ""},
+		{"[::1]", true, false, `it contains "["; only letters, digits, hyphens and dots are allowed`},
+		{"*.example.com", false, false, "wildcards are not allowed here"},
+		{"*.example.com", false, true, ""},
+		{"*", false, true, `a wildcard needs at least two labels after "*."`},
+		{"*.com", false, true, `a wildcard needs at least two labels after "*."`},
+		{"*.*.example.com", false, true, `a wildcard "*" may only be the whole first label`},
+		{"*mail.example.com", false, true, `it contains "*"; only letters, digits, hyphens and dots are allowed`},
+		{"mail.exämple.com", false, false, "it contains non-ASCII characters; write international names in their ASCII form (xn--...)"},
+		{"a\x00b.example", true, true, `it contains "\x00"; only letters, digits, hyphens and dots are allowed`},
+	}
+	for _, tt := range tests {
+		got := checkHostName(tt.name, tt.ip, tt.wildcard)
+		if tt.want == "" {
+			if got != "" {
+				t.Errorf("%q: got %q; want valid", tt.name, got)
+			}
+			continue
+		}
+		if !strings.HasSuffix(got, tt.want) || !strings.HasPrefix(got, quote(tt.name)+" is ") {
+			t.Errorf("%q: got %q; want %q...%q", tt.name, got, quote(tt.name)+" is ", tt.want)
+		}
+	}
 }
 
 func TestDuration(t *testing.T) {
@@ -461,14 +679,21 @@ func TestFieldDocs(t *testing.T) {
 		return false
 	})
 	ct := reflect.TypeFor[Config]()
-	defaults := Default().Settings()
+	defaults := Default().settings(false)
 	for i, l := range schema.leaves {
 		section := ct.Field(l.index[0])
 		field := section.Type.Field(l.index[1])
 		doc := docs[section.Type.Name()+"."+field.Name]
 		t.Run(l.key, func(t *testing.T) {
 			doc = strings.Join(strings.Fields(doc), " ")
-			want := "Default: " + defaults[i].Value
+			value := defaults[i].Value
+			switch {
+			case value == "" && field.Type.Kind() == reflect.Slice:
+				value = "[]"
+			case value == "":
+				value = `""`
+			}
+			want := "Default: " + value
 			if !strings.Contains(doc, want+".") && !strings.Contains(doc, want+" (") {
 				t.Errorf("got doc %q; want it to contain %q", doc, want+".")
 			}
@@ -477,7 +702,7 @@ func TestFieldDocs(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"Config.Listen", "Config.Upstream", "Config.Limits", "Config.Log"} {
+	for _, name := range []string{"Config.Listen", "Config.Upstream", "Config.TLS", "Config.Limits", "Config.Log"} {
 		if docs[name] == "" {
 			t.Errorf("%s: got no doc; want one", name)
 		}
@@ -488,6 +713,8 @@ func TestFieldDocs(t *testing.T) {
 // and that every line of an error names the file.
 func FuzzParse(f *testing.F) {
 	f.Add(DefaultTOML)
+	f.Add([]byte(`tls = { mode = "acme", on_demand = true, on_demand_domains = ["*.xn--a.b"], self_signed_names = ["::ffff:1.2.3.4"] }`))
+	f.Add([]byte("listen.imap = \"\"\nupstream = { tls = \"none\", server_name = \"h\" }\ntls.domains = [\"a\", \"A\", 1]"))
 	for _, dir := range []string{"good", "bad"} {
 		files, _ := filepath.Glob(filepath.Join("testdata", dir, "*.toml"))
 		for _, file := range files {

@@ -31,6 +31,7 @@ func Load(path string) (*Config, error) {
 // problem found, ordered by line, each on one line of the form
 //
 //	FILE:LINE: KEY: what is wrong (valid RANGE)
+//	FILE:LINE: KEY: what is wrong with it and another key together
 //	FILE:LINE: unknown key KEY
 //	FILE:LINE: unknown table KEY
 //	FILE:LINE:COLUMN: invalid TOML: what is wrong
@@ -70,6 +71,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	cv := reflect.ValueOf(c).Elem()
 	rv := raw.Elem()
+	failed := map[string]bool{}
 	for _, l := range schema.leaves {
 		r := rv.FieldByIndex(l.index).Interface()
 		if r == nil {
@@ -82,9 +84,17 @@ func Parse(name string, data []byte) (*Config, error) {
 				file: name, line: info.line, sortCol: info.col, key: l.key,
 				msg: msg + " (valid " + l.rule.valid() + ")",
 			})
+			failed[l.key] = true
 			continue
 		}
 		cv.FieldByIndex(l.index).Set(reflect.ValueOf(v))
+	}
+	for _, r := range relations(c) {
+		if r.dependsOnAny(failed) {
+			continue
+		}
+		info := idx.first[r.key]
+		problems = append(problems, &problem{file: name, line: info.line, sortCol: info.col, key: r.key, msg: r.msg})
 	}
 	if len(problems) > 0 {
 		slices.SortStableFunc(problems, func(a, b *problem) int {

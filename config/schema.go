@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/mail"
+	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,11 +19,34 @@ import (
 
 // rules holds the valid values of every key. Defaults are in Default.
 var rules = map[string]rule{
-	"listen.imap": address{allowPort0: true},
+	"listen.imap":  address{allowPort0: true, allowEmpty: true},
+	"listen.imaps": address{allowPort0: true, allowEmpty: true},
 
-	"upstream.address":         address{requireHost: true},
-	"upstream.connect_timeout": durationRange{100 * time.Millisecond, 5 * time.Minute},
-	"upstream.login_timeout":   durationRange{time.Second, 5 * time.Minute},
+	"upstream.address":              address{requireHost: true},
+	"upstream.connect_timeout":      durationRange{100 * time.Millisecond, 5 * time.Minute},
+	"upstream.login_timeout":        durationRange{time.Second, 5 * time.Minute},
+	"upstream.tls":                  oneOf{"none", "starttls", "implicit"},
+	"upstream.server_name":          hostName{ip: true},
+	"upstream.ca_file":              path{},
+	"upstream.insecure_skip_verify": boolean{},
+	"upstream.cert_file":            path{},
+	"upstream.key_file":             path{},
+
+	"tls.mode":                     oneOf{"off", "files", "acme", "self_signed"},
+	"tls.cert_file":                path{},
+	"tls.key_file":                 path{},
+	"tls.domains":                  hostNames{},
+	"tls.email":                    email{},
+	"tls.ca":                       webURL{"https"},
+	"tls.ca_root":                  path{},
+	"tls.storage":                  path{},
+	"tls.http_challenge_port":      intRange{0, 65535},
+	"tls.tls_alpn_challenge_port":  intRange{0, 65535},
+	"tls.on_demand":                boolean{},
+	"tls.on_demand_domains":        hostNames{wildcard: true},
+	"tls.on_demand_permission_url": webURL{"http", "https"},
+	"tls.self_signed_names":        hostNames{wildcard: true, ip: true},
+	"tls.allow_plaintext_auth":     boolean{},
 
 	"limits.max_connections":          intRange{1, math.MaxInt32},
 	"limits.max_connections_per_ip":   intRange{1, math.MaxInt32},
@@ -109,6 +135,7 @@ func (r durationRange) valid() string {
 type address struct {
 	allowPort0  bool // port 0: let the system pick (listening only)
 	requireHost bool // an empty host is not allowed (dialling)
+	allowEmpty  bool // "" is allowed (no listener)
 }
 
 func (r address) convert(raw any) (any, string) {
@@ -124,6 +151,9 @@ func (r address) convert(raw any) (any, string) {
 
 func (r address) check(v any) string {
 	s := v.(string)
+	if s == "" && r.allowEmpty {
+		return ""
+	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		msg := err.Error()
@@ -152,10 +182,14 @@ func (r address) check(v any) string {
 }
 
 func (r address) valid() string {
+	v := "host:port, port 1 .. 65535"
 	if r.allowPort0 {
-		return "host:port, host may be empty, port 0 .. 65535"
+		v = "host:port, host may be empty, port 0 .. 65535"
 	}
-	return "host:port, port 1 .. 65535"
+	if r.allowEmpty {
+		v += ", or empty"
+	}
+	return v
 }
 
 // oneOf is a string field with a fixed set of values.
@@ -183,6 +217,239 @@ func (r oneOf) check(v any) string {
 }
 
 func (r oneOf) valid() string { return strings.Join(r, ", ") }
+
+// boolean is a bool field.
+type boolean struct{}
+
+func (boolean) convert(raw any) (any, string) {
+	b, ok := raw.(bool)
+	if !ok {
+		return nil, "want true or false, got " + describe(raw)
+	}
+	return b, ""
+}
+
+func (boolean) check(any) string { return "" }
+
+func (boolean) valid() string { return "true, false" }
+
+// path is a string field naming a file or directory, or empty. Whether it
+// exists is checked by whoever opens it, when imapguard starts.
+type path struct{}
+
+func (r path) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (path) check(v any) string {
+	s := v.(string)
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return quote(s) + " contains control characters"
+	}
+	return ""
+}
+
+func (path) valid() string { return "a path, or empty" }
+
+// email is a string field holding a bare e-mail address (no display name,
+// no angle brackets), or empty.
+type email struct{}
+
+func (r email) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (email) check(v any) string {
+	s := v.(string)
+	if s == "" {
+		return ""
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s || strings.ContainsFunc(s, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsControl(c) }) {
+		return quote(s) + " is not an e-mail address such as admin@example.com"
+	}
+	return ""
+}
+
+func (email) valid() string { return "an e-mail address, or empty" }
+
+// webURL is a string field holding an absolute URL with one of the given
+// schemes and a host, or empty.
+type webURL []string
+
+func (r webURL) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (r webURL) check(v any) string {
+	s := v.(string)
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return quote(s) + " is not a URL"
+	}
+	if !slices.Contains(r, u.Scheme) || u.Opaque != "" {
+		return quote(s) + " does not start with " + r.prefixes()
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return quote(s) + ": host is missing"
+	}
+	return ""
+}
+
+// prefixes returns "https://" or "http:// or https://".
+func (r webURL) prefixes() string {
+	p := make([]string, len(r))
+	for i, scheme := range r {
+		p[i] = scheme + "://"
+	}
+	return strings.Join(p, " or ")
+}
+
+func (r webURL) valid() string { return "an " + r.prefixes() + " URL, or empty" }
+
+// hostName is a string field holding a DNS name (and, with ip, an IP
+// address), or empty.
+type hostName struct{ ip bool }
+
+func (r hostName) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (r hostName) check(v any) string {
+	s := v.(string)
+	if s == "" {
+		return ""
+	}
+	return checkHostName(s, r.ip, false)
+}
+
+func (r hostName) valid() string {
+	if r.ip {
+		return "a DNS name or IP address, or empty"
+	}
+	return "a DNS name, or empty"
+}
+
+// hostNames is an array of strings field holding DNS names, with wildcard
+// also names whose first label is "*", and with ip also IP addresses.
+// An empty array is decoded as nil, like the default.
+type hostNames struct{ wildcard, ip bool }
+
+func (r hostNames) convert(raw any) (any, string) {
+	a, ok := raw.([]any)
+	if !ok {
+		return nil, "want an array of strings, got " + describe(raw)
+	}
+	var names []string
+	for i, e := range a {
+		s, ok := e.(string)
+		if !ok {
+			return nil, "element " + strconv.Itoa(i+1) + ": want a string, got " + describe(e)
+		}
+		names = append(names, s)
+	}
+	if msg := r.check(names); msg != "" {
+		return nil, msg
+	}
+	return names, ""
+}
+
+func (r hostNames) check(v any) string {
+	names := v.([]string)
+	for i, s := range names {
+		if msg := checkHostName(s, r.ip, r.wildcard); msg != "" {
+			return msg
+		}
+		for _, t := range names[:i] {
+			if strings.EqualFold(s, t) {
+				return quote(s) + " is listed twice"
+			}
+		}
+	}
+	return ""
+}
+
+func (r hostNames) valid() string {
+	switch {
+	case r.wildcard && r.ip:
+		return "DNS names, wildcards such as *.example.com, or IP addresses"
+	case r.wildcard:
+		return "DNS names, or wildcards such as *.example.com"
+	case r.ip:
+		return "DNS names or IP addresses"
+	default:
+		return "DNS names"
+	}
+}
+
+// checkHostName returns what is wrong with s as a DNS name: one or more
+// labels of letters, digits and hyphens, separated by dots, as used in
+// certificates (RFC 5280, RFC 1123). With ip an IP address is allowed;
+// with wildcard a first label "*" followed by at least two labels.
+func checkHostName(s string, ip, wildcard bool) string {
+	if net.ParseIP(s) != nil {
+		if ip {
+			return ""
+		}
+		return quote(s) + " is an IP address, not a DNS name"
+	}
+	bad := func(why string) string { return quote(s) + " is not a valid DNS name: " + why }
+	if ip {
+		bad = func(why string) string { return quote(s) + " is neither an IP address nor a valid DNS name: " + why }
+	}
+	name := s
+	if wildcard && (s == "*" || strings.HasPrefix(s, "*.")) {
+		name = strings.TrimPrefix(s, "*.")
+		if s == "*" || !strings.Contains(name, ".") {
+			return bad(`a wildcard needs at least two labels after "*."`)
+		}
+	}
+	switch {
+	case name == "":
+		return bad("it is empty")
+	case len(name) > 253:
+		return bad("it is longer than 253 characters")
+	case strings.HasSuffix(name, "."):
+		return bad("it ends with a dot")
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return bad("it has an empty label")
+		case l == "*" && wildcard:
+			return bad(`a wildcard "*" may only be the whole first label`)
+		case l == "*":
+			return bad("wildcards are not allowed here")
+		case strings.ContainsFunc(l, func(c rune) bool { return c >= utf8.RuneSelf }):
+			return bad("it contains non-ASCII characters; write international names in their ASCII form (xn--...)")
+		case strings.IndexFunc(l, notLDH) >= 0:
+			i := strings.IndexFunc(l, notLDH)
+			return bad("it contains " + quote(l[i:i+1]) + "; only letters, digits, hyphens and dots are allowed")
+		case len(l) > 63:
+			return bad("a label is longer than 63 characters")
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return bad("a label starts or ends with a hyphen")
+		}
+	}
+	if last := labels[len(labels)-1]; !strings.ContainsFunc(last, func(c rune) bool { return c < '0' || c > '9' }) {
+		return bad("the last label is all digits")
+	}
+	return ""
+}
+
+// notLDH reports whether c is not a letter, digit or hyphen (LDH), the
+// characters of a DNS label.
+func notLDH(c rune) bool {
+	return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-')
+}
+
+// convertString converts a string field with rule r.
+func convertString(r rule, raw any) (any, string) {
+	s, ok := raw.(string)
+	if !ok {
+		return nil, "want a string, got " + describe(raw)
+	}
+	if msg := r.check(s); msg != "" {
+		return nil, msg
+	}
+	return s, ""
+}
 
 // describe names the TOML type of a decoded value, with the value if it is
 // short: `string "ten"`, `integer 30`, `table`.

@@ -1,0 +1,93 @@
+package config
+
+import "strconv"
+
+// A relation is a problem with keys that depend on each other, such as
+// tls.mode "files" without tls.cert_file. Each key's own value is valid.
+type relation struct {
+	// key is the key the problem is reported for, at its line. It is
+	// always one that differs from its default, so a file that has the
+	// problem has the key.
+	key string
+	msg string
+	// deps are the keys whose values the relation reads, key among them.
+	// A relation is not reported when one of them is itself invalid: its
+	// value is then the default, not what the file says.
+	deps []string
+}
+
+// dependsOnAny reports whether r reads one of the keys in failed.
+func (r relation) dependsOnAny(failed map[string]bool) bool {
+	for _, k := range r.deps {
+		if failed[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// relations returns what is wrong with c's keys together, in the order of
+// the keys.
+func relations(c *Config) []relation {
+	var out []relation
+	add := func(key, msg string, deps ...string) {
+		out = append(out, relation{key: key, msg: msg, deps: append([]string{key}, deps...)})
+	}
+	l, u, t := &c.Listen, &c.Upstream, &c.TLS
+
+	if l.IMAP == "" && l.IMAPS == "" {
+		add("listen.imap", "is empty and so is listen.imaps, which leaves no listener; set at least one of them", "listen.imaps")
+	}
+	if l.IMAPS != "" && t.Mode == "off" {
+		add("listen.imaps", `implicit TLS needs a certificate, but tls.mode is "off"`, "tls.mode")
+	}
+
+	if u.TLS == "none" {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"upstream.server_name", u.ServerName != ""},
+			{"upstream.ca_file", u.CAFile != ""},
+			{"upstream.insecure_skip_verify", u.InsecureSkipVerify},
+			{"upstream.cert_file", u.CertFile != ""},
+			{"upstream.key_file", u.KeyFile != ""},
+		} {
+			if k.set {
+				add(k.key, `only allowed with upstream.tls "starttls" or "implicit", not "none"`, "upstream.tls")
+			}
+		}
+	} else {
+		switch {
+		case u.CertFile != "" && u.KeyFile == "":
+			add("upstream.cert_file", "requires upstream.key_file as well", "upstream.key_file")
+		case u.CertFile == "" && u.KeyFile != "":
+			add("upstream.key_file", "requires upstream.cert_file as well", "upstream.cert_file")
+		}
+	}
+
+	mode := strconv.Quote(t.Mode)
+	for _, f := range []struct{ key, value string }{
+		{"tls.cert_file", t.CertFile},
+		{"tls.key_file", t.KeyFile},
+	} {
+		switch {
+		case t.Mode == "files" && f.value == "":
+			add("tls.mode", `"files" requires `+f.key, f.key)
+		case t.Mode != "files" && f.value != "":
+			add(f.key, `only allowed with tls.mode "files", not `+mode, "tls.mode")
+		}
+	}
+	if t.Mode == "acme" && len(t.Domains) == 0 && !t.OnDemand {
+		add("tls.mode", `"acme" requires tls.domains, or tls.on_demand`, "tls.domains", "tls.on_demand")
+	}
+	if t.OnDemand {
+		if t.Mode != "acme" {
+			add("tls.on_demand", `only allowed with tls.mode "acme", not `+mode, "tls.mode")
+		} else if len(t.OnDemandDomains) == 0 && t.OnDemandPermissionURL == "" {
+			add("tls.on_demand", "requires tls.on_demand_domains or tls.on_demand_permission_url, so that clients cannot have certificates obtained for any name they send",
+				"tls.on_demand_domains", "tls.on_demand_permission_url", "tls.mode")
+		}
+	}
+	return out
+}
