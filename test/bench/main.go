@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imapguard/imapguard/test/dovecot"
 )
 
 type options struct {
@@ -63,15 +65,14 @@ type harness struct {
 	dir  string // temporary directory for configurations, data and logs
 	log  io.Writer
 
-	bins       binaries
-	procs      children
-	cleanups   []func()
-	dovecot    *service
-	dovecotLog string
-	imapd      *service
-	targets    []*target
-	uid        uint64 // UID of the large message in Big
-	fileLimit  int    // RLIMIT_NOFILE of the harness and its children
+	bins      binaries
+	procs     children
+	cleanups  []func()
+	dovecot   *service
+	imapd     *service
+	targets   []*target
+	uid       uint64 // UID of the large message in Big
+	fileLimit int    // RLIMIT_NOFILE of the harness and its children
 
 	results []runResult
 	notes   []string
@@ -305,7 +306,7 @@ func (h *harness) startUpstreams() error {
 		case h.bins.dovecot == "":
 			h.note("Dovecot is not installed: fetch, noop, fetchall and held are skipped")
 		default:
-			if v, err := dovecotVersion(h.bins.dovecot); err == nil && !strings.HasPrefix(v, "2.3.") {
+			if v, err := dovecot.Version(h.bins.dovecot); err == nil && !strings.HasPrefix(v, "2.3.") {
 				h.note("Dovecot %s: the harness generates a Dovecot 2.3 configuration; it may not start", v)
 			}
 			if err := h.startDovecot(); err != nil {
@@ -321,11 +322,6 @@ func (h *harness) startUpstreams() error {
 		h.logf("imapd on %s", h.imapd.addr)
 	}
 	return nil
-}
-
-func dovecotVersion(bin string) (string, error) {
-	out, err := execOutput(bin, "--version")
-	return strings.TrimSpace(out), err
 }
 
 func (h *harness) startTargets() {

@@ -40,7 +40,7 @@ type child struct {
 type children struct {
 	mu     sync.Mutex
 	list   []*child
-	record func(*child)
+	record func(pgid int, name string)
 }
 
 // start runs bin with args in dir, output appended to dir/name.log.
@@ -59,9 +59,7 @@ func (cs *children) start(dir, name, bin string, args ...string) (*child, error)
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	if cs.record != nil {
-		cs.record(c)
-	}
+	cs.recordGroup(c.pid(), name)
 	go func() {
 		c.waitErr = cmd.Wait()
 		close(c.done)
@@ -130,15 +128,23 @@ func (cs *children) recordChildren(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), fmt.Appendf(nil, "%d %s\n", os.Getpid(), exe), 0o644); err != nil {
 		return err
 	}
-	cs.record = func(c *child) {
+	cs.record = func(pgid int, name string) {
 		f, err := os.OpenFile(filepath.Join(dir, childrenFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return
 		}
 		defer f.Close()
-		fmt.Fprintf(f, "%d %s\n", c.pid(), c.name)
+		fmt.Fprintf(f, "%d %s\n", pgid, name)
 	}
 	return nil
+}
+
+// recordGroup lists a process group for reapStale: the group of a child,
+// or that of a process started elsewhere (Dovecot, by test/dovecot).
+func (cs *children) recordGroup(pgid int, name string) {
+	if cs.record != nil {
+		cs.record(pgid, name)
+	}
 }
 
 // reapStale stops the leftovers of earlier harness runs that died

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imapguard/imapguard/test/dovecot"
 )
 
 // binaries are the programs the harness runs.
@@ -78,7 +80,7 @@ var dependencies = []dependency{
 }
 
 func (b *binaries) locate() {
-	b.dovecot = findBinary("dovecot")
+	b.dovecot, _ = dovecot.Binary() // also $DOVECOT_BIN
 	b.haproxy = findBinary("haproxy")
 	b.nginx = findBinary("nginx")
 	b.nginxMailModule = ""

@@ -36,7 +36,7 @@ const (
 type service struct {
 	name string
 	addr string
-	proc *child
+	pid  int // leads the service's process group
 }
 
 // target is one column of the table: the upstream directly or a proxy in
@@ -71,7 +71,7 @@ func (h *harness) startImapd() error {
 	if err := waitGreeting(addr, c, 20*time.Second); err != nil {
 		return fmt.Errorf("imapd: %w", err)
 	}
-	h.imapd = &service{name: "imapd", addr: addr, proc: c}
+	h.imapd = &service{name: "imapd", addr: addr, pid: c.pid()}
 	return nil
 }
 

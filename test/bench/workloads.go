@@ -316,7 +316,7 @@ func (h *harness) measureOne(run int, w workload, t *target) runResult {
 func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) {
 	dovecotPid := 0
 	if h.dovecot != nil {
-		dovecotPid = h.dovecot.proc.pid()
+		dovecotPid = h.dovecot.pid
 	}
 	var pids func() []int
 	if t.isProxy() {
@@ -382,12 +382,12 @@ func (h *harness) waitDovecotDrained(baseline int) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) && h.ctx.Err() == nil {
-		if n := len(tree(h.dovecot.proc.pid())); n <= baseline+10 {
+		if n := len(tree(h.dovecot.pid)); n <= baseline+10 {
 			return
 		}
 		sleepCtx(h.ctx, 200*time.Millisecond)
 	}
-	h.logf("Dovecot still has %d processes a minute after the sessions ended", len(tree(h.dovecot.proc.pid())))
+	h.logf("Dovecot still has %d processes a minute after the sessions ended", len(tree(h.dovecot.pid)))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -437,11 +437,6 @@ func summary(r runResult) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
-}
-
-func execOutput(bin string, args ...string) (string, error) {
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	return string(out), err
 }
 
 // isSkip reports whether an error only says that something cannot run.
