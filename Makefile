@@ -17,17 +17,21 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
-# on 127.0.0.1:2143, and imapguard with its embedded default configuration
-# on 127.0.0.1:1143 in front of it. Ctrl-C stops both.
+# on 127.0.0.1:2143, and imapguard with its embedded demo configuration
+# (config/demo.toml) in front of it: STARTTLS on 127.0.0.1:1143, implicit
+# TLS on 127.0.0.1:1993, a self-signed certificate. Ctrl-C stops both.
 run: build
 	@$(BIN)/imapd -listen 127.0.0.1:2143 & up=$$!; \
 	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
 	echo; \
-	echo "imapguard on 127.0.0.1:1143 -> bundled upstream on 127.0.0.1:2143 (user demo, password demo)"; \
-	echo "Try it from another terminal:"; \
-	echo "  curl -v 'imap://127.0.0.1:1143/' --user demo:demo                  # list mailboxes"; \
-	echo "  curl 'imap://127.0.0.1:1143/INBOX;MAILINDEX=1' --user demo:demo    # read message 1"; \
-	echo "  $(BIN)/imapguard -check                                           # effective settings"; \
+	echo "imapguard on 127.0.0.1:1143 (STARTTLS) and 127.0.0.1:1993 (imaps)"; \
+	echo "  -> bundled upstream on 127.0.0.1:2143 (user demo, password demo)"; \
+	echo "The certificate is self-signed (-k tells curl to accept it). From another terminal:"; \
+	echo "  curl -k 'imaps://127.0.0.1:1993/' --user demo:demo                        # list mailboxes"; \
+	echo "  curl -k 'imaps://127.0.0.1:1993/INBOX;MAILINDEX=1' --user demo:demo       # read message 1"; \
+	echo "  curl -k --ssl-reqd 'imap://127.0.0.1:1143/' --user demo:demo              # STARTTLS"; \
+	echo "  openssl s_client -quiet -starttls imap -connect 127.0.0.1:1143           # by hand"; \
+	echo "  $(BIN)/imapguard -check                                                  # effective settings"; \
 	echo; \
 	$(BIN)/imapguard
 

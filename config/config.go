@@ -29,6 +29,13 @@ import (
 //go:embed default.toml
 var DefaultTOML []byte
 
+// DemoTOML is the configuration imapguard runs with when it is given no
+// file (make run): loopback, the bundled upstream, a self-signed
+// certificate for imaps and STARTTLS.
+//
+//go:embed demo.toml
+var DemoTOML []byte
+
 // Config is the whole configuration file.
 type Config struct {
 	// Listen is the "listen" table: where clients connect.

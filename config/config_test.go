@@ -747,3 +747,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDemoTOML(t *testing.T) {
+	c, err := Parse("demo.toml", DemoTOML)
+	if err != nil {
+		t.Fatalf("demo.toml: %v", err)
+	}
+	if c.TLS.Mode != "self_signed" || c.Listen.IMAPS == "" || c.TLS.PlaintextAuthAllowed() {
+		t.Errorf("demo: got mode %q, imaps %q, plaintext auth %v; want self_signed, an imaps listener, no plaintext login",
+			c.TLS.Mode, c.Listen.IMAPS, c.TLS.PlaintextAuthAllowed())
+	}
+}

@@ -3,7 +3,8 @@
 //
 //	imapguard [-config FILE] [-check]
 //
-// Without -config it runs with the embedded default configuration. With
+// Without -config it runs with the embedded demo configuration
+// (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
 // -check it validates the configuration, prints the effective settings one
 // "name : value" per line, and exits. SIGHUP re-reads the file and applies
 // new limits and timeouts without a restart; SIGINT and SIGTERM shut down
@@ -12,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,12 +24,14 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
 	"time"
 
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	imaptls "github.com/imapguard/imapguard/tls"
 )
 
 // shutdownGrace is how long a shutdown waits for sessions to reach a
@@ -41,7 +45,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration `file` (TOML); default: the embedded default configuration")
+	path := fs.String("config", "", "configuration `file` (TOML); default: the embedded demo configuration (loopback, self-signed TLS)")
 	check := fs.Bool("check", false, "validate the configuration, print the effective settings and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -82,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func load(path string) (*config.Config, error) {
 	if path == "" {
-		return config.Parse("(embedded default)", config.DefaultTOML)
+		return config.Parse("(embedded demo configuration)", config.DemoTOML)
 	}
 	return config.Load(path)
 }
@@ -115,31 +119,97 @@ func limitOptions(c *config.Config) limits.Options {
 	}
 }
 
-func proxyOptions(c *config.Config) proxy.Options {
+// tlsOptions maps the [tls] table onto the tls package's options.
+func tlsOptions(c *config.Config, log *slog.Logger) imaptls.Options {
+	t := c.TLS
+	return imaptls.Options{
+		Mode: t.Mode, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		Domains: t.Domains, Email: t.Email, CA: t.CA, CARoot: t.CARoot, Storage: t.Storage,
+		HTTPChallengePort: t.HTTPChallengePort, TLSALPNChallengePort: t.TLSALPNChallengePort,
+		OnDemand: t.OnDemand, OnDemandDomains: t.OnDemandDomains, OnDemandPermissionURL: t.OnDemandPermissionURL,
+		SelfSignedNames: t.SelfSignedNames,
+		Logger:          log.With("component", "tls"),
+	}
+}
+
+// upstreamTLS builds the TLS configuration towards the upstream, or nil
+// with upstream.tls = "none".
+func upstreamTLS(c *config.Config) (*tls.Config, error) {
+	if c.Upstream.TLS == "" || c.Upstream.TLS == "none" {
+		return nil, nil
+	}
+	return imaptls.UpstreamConfig(imaptls.UpstreamOptions{
+		ServerName: c.Upstream.ServerName, CAFile: c.Upstream.CAFile,
+		InsecureSkipVerify: c.Upstream.InsecureSkipVerify,
+		CertFile:           c.Upstream.CertFile, KeyFile: c.Upstream.KeyFile,
+	})
+}
+
+func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options {
 	return proxy.Options{
-		UpstreamAddr:    c.Upstream.Address,
-		ConnectTimeout:  time.Duration(c.Upstream.ConnectTimeout),
-		LoginTimeout:    time.Duration(c.Upstream.LoginTimeout),
-		MaxCommandSize:  c.Limits.MaxCommandSize,
-		PreauthTimeout:  time.Duration(c.Limits.PreauthTimeout),
-		IdleTimeout:     time.Duration(c.Limits.IdleTimeout),
-		MaxBadCommands:  c.Limits.MaxBadCommands,
-		MaxAuthFailures: c.Limits.MaxAuthFailures,
+		TLSConfig:          serverTLS,
+		AllowPlaintextAuth: c.TLS.PlaintextAuthAllowed(),
+		UpstreamTLS:        c.Upstream.TLS,
+		UpstreamTLSConfig:  upTLS,
+		UpstreamAddr:       c.Upstream.Address,
+		ConnectTimeout:     time.Duration(c.Upstream.ConnectTimeout),
+		LoginTimeout:       time.Duration(c.Upstream.LoginTimeout),
+		MaxCommandSize:     c.Limits.MaxCommandSize,
+		PreauthTimeout:     time.Duration(c.Limits.PreauthTimeout),
+		IdleTimeout:        time.Duration(c.Limits.IdleTimeout),
+		MaxBadCommands:     c.Limits.MaxBadCommands,
+		MaxAuthFailures:    c.Limits.MaxAuthFailures,
 	}
 }
 
 func serve(cfg *config.Config, path string, log *slog.Logger) error {
-	limiter := limits.New(limitOptions(cfg))
-	srv := proxy.New(proxyOptions(cfg), limiter, log)
-	ln, err := net.Listen("tcp", cfg.Listen.IMAP)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	certs, err := imaptls.New(ctx, tlsOptions(cfg, log))
 	if err != nil {
 		return err
 	}
-	log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", cfg.Upstream.Address)
-	log.Warn("no TLS configured: clients log in over plaintext; use only on loopback or a trusted network")
+	var serverTLS *tls.Config
+	if certs != nil {
+		defer certs.Close()
+		serverTLS = certs.ServerConfig() // the tls package logs the certificate and its fingerprint
+	} else {
+		log.Warn("TLS is off: clients log in over plaintext; use only on loopback or a trusted network")
+	}
+	if cfg.Upstream.TLS != "" && cfg.Upstream.TLS != "none" && cfg.Upstream.InsecureSkipVerify {
+		log.Warn("upstream.insecure_skip_verify is on: the upstream's certificate is NOT verified, and anyone on the path can read the passwords")
+	}
+	upTLS, err := upstreamTLS(cfg)
+	if err != nil {
+		return err
+	}
+	limiter := limits.New(limitOptions(cfg))
+	srv := proxy.New(proxyOptions(cfg, serverTLS, upTLS), limiter, log)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	served := make(chan error, 2)
+	listeners := 0
+	for _, l := range []struct {
+		addr     string
+		implicit bool
+	}{{cfg.Listen.IMAP, false}, {cfg.Listen.IMAPS, true}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			srv.Shutdown(ctx)
+			return err
+		}
+		listeners++
+		if l.implicit {
+			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", cfg.Upstream.Address)
+			go func() { served <- srv.ServeTLS(ln) }()
+		} else {
+			log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", cfg.Upstream.Address,
+				"starttls", serverTLS != nil, "plaintext_auth", cfg.TLS.PlaintextAuthAllowed())
+			go func() { served <- srv.Serve(ln) }()
+		}
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
@@ -150,28 +220,37 @@ func serve(cfg *config.Config, path string, log *slog.Logger) error {
 			if errors.Is(err, proxy.ErrServerClosed) {
 				return nil
 			}
+			srv.Shutdown(ctx)
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				cfg = reload(cfg, path, limiter, srv, log)
+				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-			err := srv.Shutdown(ctx)
-			cancel()
-			<-served
+			sctx, scancel := context.WithTimeout(ctx, shutdownGrace)
+			err := srv.Shutdown(sctx)
+			scancel()
+			for ; listeners > 0; listeners-- {
+				<-served
+			}
 			return err
 		}
 	}
 }
 
 // reload re-reads the configuration file and applies what can change
-// without a restart: every limit and timeout, and the upstream. A bad file
-// changes nothing.
-func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, log *slog.Logger) *config.Config {
+// without a restart: every limit and timeout, the upstream and its TLS,
+// and the certificate files (tls.mode = "files"). A bad file changes
+// nothing.
+func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, certs *imaptls.Manager, serverTLS *tls.Config, log *slog.Logger) *config.Config {
+	if certs != nil {
+		if err := certs.Reload(); err != nil {
+			log.Error("SIGHUP: certificate not reloaded; keeping the old one", "err", err)
+		}
+	}
 	if path == "" {
-		log.Info("SIGHUP: running on the embedded default configuration; nothing to reload")
+		log.Info("SIGHUP: running on the embedded configuration; nothing else to reload")
 		return old
 	}
 	cfg, err := config.Load(path)
@@ -179,11 +258,17 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		log.Error("SIGHUP: configuration not reloaded", "err", err)
 		return old
 	}
-	if cfg.Listen != old.Listen || cfg.Log != old.Log {
-		log.Warn("SIGHUP: [listen] and [log] changes take effect only after a restart")
+	if cfg.Listen != old.Listen || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) {
+		log.Warn("SIGHUP: [listen], [log] and [tls] changes take effect only after a restart (certificate files are re-read)")
+		cfg.Listen, cfg.Log, cfg.TLS = old.Listen, old.Log, old.TLS
+	}
+	upTLS, err := upstreamTLS(cfg)
+	if err != nil {
+		log.Error("SIGHUP: configuration not reloaded", "err", err)
+		return old
 	}
 	limiter.SetOptions(limitOptions(cfg))
-	srv.SetOptions(proxyOptions(cfg))
+	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
 	for _, s := range cfg.Settings() {
 		log.Info("setting", "name", s.Name, "value", s.Value)
 	}
