@@ -21,14 +21,10 @@ import (
 	"github.com/imapguard/imapguard/limits"
 )
 
-// preauthCaps is what the proxy offers before login (RFC 9051 §6.1.1).
-// LITERAL+ (RFC 7888) lets clients send credentials as non-synchronizing
-// literals; the size cap applies all the same. After login the client gets
-// the upstream's own list.
-const preauthCaps = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN"
-
 // capabilities is the pre-authentication list for this connection's
-// state: STARTTLS while TLS is possible and not active, and LOGINDISABLED
+// state (RFC 9051 §6.1.1). LITERAL+ (RFC 7888) lets clients send
+// credentials as non-synchronizing literals; the size cap applies all the
+// same. After login the client gets the upstream's own list. It has STARTTLS while TLS is possible and not active, and LOGINDISABLED
 // instead of AUTH= mechanisms while login must wait for TLS (RFC 9051
 // §6.2.3, §7.2.2).
 func (c *conn) capabilities() string {
@@ -118,6 +114,7 @@ func (c *conn) clientConn() net.Conn {
 // the pre-authentication deadline already set on it.
 func (c *conn) startTLS() error {
 	tc := tls.Server(c.nc, c.opts.TLSConfig)
+	c.w.mute()
 	if err := tc.HandshakeContext(c.ctx); err != nil {
 		c.setOutcome("tls handshake failed")
 		c.log.Info("client TLS handshake failed", "err", err)
@@ -190,7 +187,9 @@ func (c *conn) serve() (handedOff bool) {
 	if err != nil {
 		// Refused before any command: no upstream connection is spent.
 		c.log.Info("connection refused", "reason", err.Error())
-		c.w.line("* BYE [UNAVAILABLE] "+err.Error(), false)
+		if !c.implicitTLS { // an imaps client waits for a ServerHello, not IMAP
+			c.w.line("* BYE [UNAVAILABLE] "+err.Error(), false)
+		}
 		return false
 	}
 	c.release = release

@@ -74,6 +74,12 @@ type upstream struct {
 // dialUpstream connects and reads the greeting. The whole exchange up to
 // the end of login is bounded by loginTimeout from here.
 func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
+	switch o.UpstreamTLS {
+	case "", "none", "implicit", "starttls":
+	default:
+		// Fail closed: an unknown mode must not mean plaintext.
+		return nil, unavailable("unknown UpstreamTLS %q", o.UpstreamTLS)
+	}
 	dctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
 	nc, err := o.Dial(dctx, "tcp", o.UpstreamAddr)

@@ -26,6 +26,15 @@ type clientWriter struct {
 	closed      bool   // a closing line was sent; drop all writes
 	onClose     func() // closes the connections after a closing line; set once
 	timeout     time.Duration
+	muted       bool // a TLS handshake has begun on nc: no plaintext may follow
+}
+
+// mute drops every write until setConn: once a TLS handshake has begun,
+// a plaintext line (a shutdown BYE) would only corrupt it.
+func (w *clientWriter) mute() {
+	w.mu.Lock()
+	w.muted = true
+	w.mu.Unlock()
 }
 
 func newClientWriter(nc net.Conn, onClose func()) *clientWriter {
@@ -36,6 +45,7 @@ func newClientWriter(nc net.Conn, onClose func()) *clientWriter {
 func (w *clientWriter) setConn(nc net.Conn) {
 	w.mu.Lock()
 	w.nc = nc
+	w.muted = false
 	w.mu.Unlock()
 }
 
@@ -47,7 +57,7 @@ func (w *clientWriter) setTimeout(d time.Duration) {
 
 // write sends raw bytes under the lock; callers hold w.mu.
 func (w *clientWriter) writeLocked(p []byte) error {
-	if len(p) == 0 {
+	if len(p) == 0 || w.muted {
 		return nil
 	}
 	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))

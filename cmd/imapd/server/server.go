@@ -5,14 +5,16 @@
 // every configured user gets an INBOX filled with generated seed messages,
 // and all state lives in memory and is lost on exit.
 //
-// This is a test fixture, not a mail server. It has no TLS, and with
-// Options.InsecureAuth it accepts LOGIN and AUTHENTICATE PLAIN with the
-// password in plain text on an unencrypted connection. Only listen on
-// loopback.
+// This is a test fixture, not a mail server. With Options.TLSConfig it
+// offers STARTTLS on the listeners given to Serve and implicit TLS (imaps)
+// on those given to ServeTLS; with Options.InsecureAuth it accepts LOGIN
+// and AUTHENTICATE PLAIN with the password in plain text on an
+// unencrypted connection. Only listen on loopback.
 package server
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,9 +48,14 @@ type Options struct {
 	// Logger receives connection, login and server error logs. nil
 	// discards them.
 	Logger *slog.Logger
-	// InsecureAuth allows LOGIN and AUTHENTICATE without TLS. Since the
-	// server has no TLS support, nobody can log in unless this is set.
+	// InsecureAuth allows LOGIN and AUTHENTICATE without TLS. Without it
+	// (and without TLSConfig) nobody can log in.
 	InsecureAuth bool
+	// TLSConfig, if set, enables TLS: STARTTLS is offered on listeners
+	// given to Serve, and ServeTLS serves implicit TLS. It needs a
+	// certificate (Certificates or GetCertificate). nil: no TLS, and
+	// ServeTLS fails.
+	TLSConfig *tls.Config
 	// Debug, if non-nil, receives a raw trace of everything read from and
 	// written to every connection, credentials included. Writes are
 	// serialised, so it need not be safe for concurrent use.
@@ -60,6 +67,7 @@ type Server struct {
 	imap   *imapserver.Server
 	users  map[string]*imapmemserver.User // read-only after New
 	logger *slog.Logger
+	tls    *tls.Config // nil: no TLS
 
 	mu     sync.Mutex
 	ln     net.Listener // first listener passed to Serve
@@ -76,6 +84,13 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		users:  make(map[string]*imapmemserver.User, len(opts.Users)),
 		logger: logger,
+	}
+	if opts.TLSConfig != nil {
+		if len(opts.TLSConfig.Certificates) == 0 && opts.TLSConfig.GetCertificate == nil &&
+			opts.TLSConfig.GetConfigForClient == nil {
+			return nil, errors.New("imapd: TLSConfig has no certificate")
+		}
+		s.tls = opts.TLSConfig.Clone()
 	}
 
 	bodies := make(map[int][]byte) // seed bodies by size, shared between users
@@ -107,6 +122,7 @@ func New(opts Options) (*Server, error) {
 		Caps:         capabilities(),
 		Logger:       slogPrinter{logger},
 		InsecureAuth: opts.InsecureAuth,
+		TLSConfig:    s.tls, // STARTTLS; nil leaves it out
 		DebugWriter:  debug,
 	})
 	return s, nil
@@ -176,6 +192,21 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("imapd: serve: %w", err)
+}
+
+// ErrNoTLS is returned by ServeTLS on a server without Options.TLSConfig.
+var ErrNoTLS = errors.New("imapd: ServeTLS without Options.TLSConfig")
+
+// ServeTLS is Serve for implicit TLS (imaps, RFC 8314): every connection
+// accepted on ln starts with a TLS handshake under Options.TLSConfig. A
+// client there may log in even without InsecureAuth. Like Serve, it takes
+// ownership of ln and closes it (also when it returns ErrNoTLS).
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.tls == nil {
+		ln.Close()
+		return ErrNoTLS
+	}
+	return s.Serve(tls.NewListener(ln, s.tls))
 }
 
 // Addr returns the address of the first listener passed to Serve, or nil
@@ -324,30 +355,82 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return w.w.Write(p)
 }
 
-// Start creates a server from opts, serves it on a fresh 127.0.0.1 port in
-// a goroutine and returns the address. The server is closed by t.Cleanup.
-// It is meant for tests (t is a *testing.T or *testing.B).
-func Start(t interface {
+// TB is the part of testing.TB that Start and StartTLS use.
+type TB interface {
 	Cleanup(func())
 	Fatalf(string, ...any)
-}, opts Options) string {
+}
+
+// Start creates a server from opts, serves it on a fresh 127.0.0.1 port in
+// a goroutine and returns the address. The server is closed by t.Cleanup.
+// It is meant for tests (t is a *testing.T or *testing.B). With
+// opts.TLSConfig the port offers STARTTLS.
+func Start(t TB, opts Options) string {
+	addrs := start(t, opts, false)
+	if len(addrs) == 0 {
+		return ""
+	}
+	return addrs[0]
+}
+
+// StartTLS is Start for a server with TLS (opts.TLSConfig must be set):
+// addr is a plaintext port that offers STARTTLS, tlsAddr an imaps port
+// (implicit TLS), both on 127.0.0.1 and served by the same server (same
+// users, same mailboxes).
+func StartTLS(t TB, opts Options) (addr, tlsAddr string) {
+	if opts.TLSConfig == nil {
+		t.Fatalf("imapd: StartTLS without Options.TLSConfig")
+		return "", ""
+	}
+	addrs := start(t, opts, true)
+	if len(addrs) < 2 {
+		return "", ""
+	}
+	return addrs[0], addrs[1]
+}
+
+// start serves a new server on one plaintext port and, withTLS, a second
+// port with implicit TLS, and returns their addresses in that order.
+func start(t TB, opts Options, withTLS bool) []string {
 	s, err := New(opts)
 	if err != nil {
 		t.Fatalf("imapd: %v", err)
-		return ""
+		return nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("imapd: listen: %v", err)
-		return ""
+	n := 1
+	if withTLS {
+		n = 2
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			t.Fatalf("imapd: listen: %v", err)
+			return nil
+		}
+		lns = append(lns, ln)
+	}
+	done := make(chan error, n)
+	addrs := make([]string, n)
+	for i, ln := range lns {
+		addrs[i] = ln.Addr().String()
+		serve := s.Serve
+		if i == 1 {
+			serve = s.ServeTLS
+		}
+		go func() { done <- serve(ln) }()
+	}
 	t.Cleanup(func() {
-		closeErr := s.Close()
-		if err := errors.Join(closeErr, <-done); err != nil {
+		errs := []error{s.Close()}
+		for range n {
+			errs = append(errs, <-done)
+		}
+		if err := errors.Join(errs...); err != nil {
 			t.Fatalf("imapd: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return addrs
 }
