@@ -24,9 +24,10 @@ import (
 // capabilities is the pre-authentication list for this connection's
 // state (RFC 9051 §6.1.1). LITERAL+ (RFC 7888) lets clients send
 // credentials as non-synchronizing literals; the size cap applies all the
-// same. After login the client gets the upstream's own list. It has STARTTLS while TLS is possible and not active, and LOGINDISABLED
-// instead of AUTH= mechanisms while login must wait for TLS (RFC 9051
-// §6.2.3, §7.2.2).
+// same. After login the client gets the upstream's own list. It has
+// STARTTLS while TLS is possible and not active, and LOGINDISABLED instead
+// of AUTH= mechanisms while login must wait for TLS (RFC 9051 §6.2.3,
+// §7.2.2).
 func (c *conn) capabilities() string {
 	caps := "IMAP4rev1 SASL-IR LITERAL+ ID"
 	if c.opts.TLSConfig != nil && !c.tlsActive {

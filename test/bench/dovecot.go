@@ -96,11 +96,22 @@ func (h *harness) startDovecot() error {
 	if err != nil {
 		return err
 	}
+	// With a TLS workload selected, Dovecot also serves imaps (and offers
+	// STARTTLS on its plaintext port, which nothing here uses) with the
+	// benchmark's certificate. Without one it runs with ssl = no, as
+	// before, so that the plaintext workloads see the same Dovecot.
+	var certFile, keyFile string
+	if h.tls != nil {
+		certFile, keyFile = h.tls.cert, h.tls.key
+	}
 	inst, err := dovecot.Start(dovecot.Options{
-		Users:  []dovecot.User{{Username: benchUser, Password: benchPass}},
-		Extra:  extra.String(),
-		Dir:    filepath.Join(h.dir, "dovecot"),
-		Binary: h.bins.dovecot,
+		TLS:     h.tls != nil,
+		TLSCert: certFile,
+		TLSKey:  keyFile,
+		Users:   []dovecot.User{{Username: benchUser, Password: benchPass}},
+		Extra:   extra.String(),
+		Dir:     filepath.Join(h.dir, "dovecot"),
+		Binary:  h.bins.dovecot,
 		PrepareMail: func(mailDir string) error {
 			t0 := time.Now()
 			if err := writeMaildir(filepath.Join(mailDir, benchUser), h.opts.messages, h.opts.bigSize); err != nil {
@@ -123,7 +134,7 @@ func (h *harness) startDovecot() error {
 		}
 	})
 	h.procs.recordGroup(inst.Pid(), "dovecot")
-	h.dovecot = &service{name: "dovecot", addr: inst.Addr, pid: inst.Pid()}
+	h.dovecot = &service{name: "dovecot", addr: inst.Addr, tlsAddr: inst.TLSAddr, pid: inst.Pid()}
 	if w := dovecotWarnings(inst.Log()); w != "" {
 		h.logf("dovecot start-up warnings:\n%s", w)
 	}

@@ -74,6 +74,11 @@ type harness struct {
 	uid       uint64 // UID of the large message in Big
 	fileLimit int    // RLIMIT_NOFILE of the harness and its children
 
+	// tls is the certificate of every TLS listener (nil when no TLS
+	// workload is selected, or when it could not be made: tlsWhy).
+	tls    *tlsFiles
+	tlsWhy string
+
 	results []runResult
 	notes   []string
 }
@@ -257,6 +262,7 @@ func (h *harness) main() error {
 		return err
 	}
 	h.logf("working in %s", h.dir)
+	h.setupTLS()
 
 	if err := h.startUpstreams(); err != nil {
 		return err
@@ -266,6 +272,7 @@ func (h *harness) main() error {
 		return err
 	}
 	h.smokeTest()
+	h.smokeTestTLS()
 
 	env := h.describe()
 	if load := loadAverage1(); load > 0.5*float64(env.CPUs) {
@@ -304,7 +311,7 @@ func (h *harness) startUpstreams() error {
 	if need[upDovecot] {
 		switch {
 		case h.bins.dovecot == "":
-			h.note("Dovecot is not installed: fetch, noop, fetchall and held are skipped")
+			h.note("Dovecot is not installed: fetch, noop, fetchall, held, fetch-tls and noop-tls are skipped")
 		default:
 			if v, err := dovecot.Version(h.bins.dovecot); err == nil && !strings.HasPrefix(v, "2.3.") {
 				h.note("Dovecot %s: the harness generates a Dovecot 2.3 configuration; it may not start", v)
@@ -312,7 +319,11 @@ func (h *harness) startUpstreams() error {
 			if err := h.startDovecot(); err != nil {
 				return err
 			}
-			h.logf("dovecot on %s", h.dovecot.addr)
+			if h.dovecot.tlsAddr != "" {
+				h.logf("dovecot on %s, imaps on %s", h.dovecot.addr, h.dovecot.tlsAddr)
+			} else {
+				h.logf("dovecot on %s", h.dovecot.addr)
+			}
 		}
 	}
 	if need[upImapd] {
@@ -343,6 +354,11 @@ func (h *harness) startTargets() {
 			var addrs []string
 			for _, u := range h.upstreams() {
 				addrs = append(addrs, fmt.Sprintf("%s→%s", t.addrs[u], u))
+			}
+			if t.tlsAddr != "" {
+				addrs = append(addrs, fmt.Sprintf("%s (imaps)→%s", t.tlsAddr, upDovecot))
+			} else if t.tlsSkip != "" {
+				addrs = append(addrs, "no imaps: "+trimLines(t.tlsSkip, 12))
 			}
 			h.logf("%s on %s", name, strings.Join(addrs, ", "))
 		}
@@ -413,7 +429,14 @@ func printEnvironment(w io.Writer, e environment, h *harness) {
 	for _, k := range []string{"fetch", "noop", "fetchall", "login"} {
 		conc = append(conc, fmt.Sprintf("%s=%d", k, e.Concurrency[k]))
 	}
+	if h.wantTLS() {
+		conc = append(conc, "(fetch-tls, noop-tls: as fetch, noop)")
+	}
 	fmt.Fprintf(w, "settings  %s per workload and target, median of %d runs; concurrency %s; held %d sessions, idle window %s; imapguard log level %s\n",
 		e.Duration, e.Runs, strings.Join(conc, " "), e.Sessions, e.IdleWindow, e.ImapguardLog)
-	fmt.Fprintf(w, "          sources %s; upstream Dovecot (login: cmd/imapd); working directory %s\n\n", e.Sources, h.dir)
+	fmt.Fprintf(w, "          sources %s; upstream Dovecot (login: cmd/imapd); working directory %s\n", e.Sources, h.dir)
+	if h.tls != nil {
+		fmt.Fprintf(w, "          TLS workloads: imaps (implicit TLS) to every target, ECDSA P-256 self-signed certificate; the proxies relay to Dovecot in plaintext\n")
+	}
+	fmt.Fprintln(w)
 }

@@ -92,11 +92,23 @@ var metrics = []metric{
 	{"held", "resident memory per session", "KiB", "lower", true, ptrValue(func(r runResult) *float64 { return r.RSSPerSessionKiB })},
 	{"held", "CPU while idle", "% of a core", "lower", true, ptrValue(func(r runResult) *float64 { return r.IdleCPUPercent })},
 	{"held", "NOOP after idling, p99", "ms", "lower", false, loadValue(func(l *loadResult) float64 { return l.LatencyP99Ms })},
+}
 
-	{"fetch-tls", "throughput", "MB/s", "higher", false, loadValue(func(l *loadResult) float64 { return l.MBPerSec })},
-	{"noop-tls", "round trips", "/s", "higher", false, loadValue(func(l *loadResult) float64 { return l.OpsPerSec })},
-	{"noop-tls", "latency p50", "µs", "lower", false, loadValue(func(l *loadResult) float64 { return l.LatencyP50Ms * 1000 })},
-	{"noop-tls", "latency p99", "µs", "lower", false, loadValue(func(l *loadResult) float64 { return l.LatencyP99Ms * 1000 })},
+// The TLS workloads repeat fetch and noop over imaps: the same rows.
+func init() {
+	var tlsRows []metric
+	for _, w := range workloads {
+		if !w.tls {
+			continue
+		}
+		for _, m := range metrics {
+			if m.workload == w.load {
+				m.workload = w.name
+				tlsRows = append(tlsRows, m)
+			}
+		}
+	}
+	metrics = append(metrics, tlsRows...)
 }
 
 // row is one line of the table.
@@ -109,7 +121,10 @@ type row struct {
 	Counted  map[string]int      `json:"runs_counted"`
 	Ratios   map[string]*float64 `json:"ratios"`
 	Skipped  string              `json:"skipped,omitempty"`
-	integer  bool                // counts: printed without decimals
+	// SkippedTargets are the targets not measured in this row's
+	// workload alone (a TLS workload), with the reason.
+	SkippedTargets map[string]string `json:"skipped_targets,omitempty"`
+	integer        bool              // counts: printed without decimals
 }
 
 // report is the harness's output, printed as a table and written as
@@ -118,9 +133,11 @@ type report struct {
 	Environment environment       `json:"environment"`
 	Targets     []string          `json:"targets"`
 	Skipped     map[string]string `json:"skipped_targets,omitempty"`
-	Rows        []row             `json:"table"`
-	Notes       []string          `json:"notes"`
-	Runs        []runResult       `json:"runs"`
+	// SkippedTLS are the targets skipped in the TLS workloads only.
+	SkippedTLS map[string]string `json:"skipped_tls_targets,omitempty"`
+	Rows       []row             `json:"table"`
+	Notes      []string          `json:"notes"`
+	Runs       []runResult       `json:"runs"`
 }
 
 // ratioPairs are the ratio columns: imapguard divided by each of these.
@@ -137,11 +154,14 @@ func median(v []float64) float64 {
 }
 
 func (h *harness) report(env environment) *report {
-	rep := &report{Environment: env, Skipped: map[string]string{}, Runs: h.results}
+	rep := &report{Environment: env, Skipped: map[string]string{}, SkippedTLS: map[string]string{}, Runs: h.results}
+	tlsWhy := h.tlsUnavailable()
 	for _, t := range h.targets {
 		rep.Targets = append(rep.Targets, t.name)
 		if t.skip != "" {
 			rep.Skipped[t.name] = t.skip
+		} else if t.tlsSkip != "" && tlsWhy == "" && h.wantTLS() {
+			rep.SkippedTLS[t.name] = t.tlsSkip
 		}
 	}
 	selected := map[string]bool{}
@@ -158,9 +178,10 @@ func (h *harness) report(env environment) *report {
 				Values: map[string]*float64{}, Counted: map[string]int{}, Ratios: map[string]*float64{},
 				integer: m.name == "sessions held"}
 			if wl.tls {
-				if why := h.tlsUnavailable(); why != "" {
-					r.Skipped = why
+				if tlsWhy != "" {
+					r.Skipped = tlsWhy
 				}
+				r.SkippedTargets = rep.SkippedTLS
 			}
 			for _, t := range rep.Targets {
 				var vals []float64
@@ -193,6 +214,9 @@ func (h *harness) report(env environment) *report {
 		// runs added up.
 		r := row{Workload: w, Metric: "errors, all runs", Better: "lower",
 			Values: map[string]*float64{}, Counted: map[string]int{}, Ratios: map[string]*float64{}, integer: true}
+		if wl.tls {
+			r.SkippedTargets = rep.SkippedTLS
+		}
 		for _, t := range rep.Targets {
 			var n float64
 			counted := 0
@@ -215,14 +239,20 @@ func (h *harness) report(env environment) *report {
 				r.Values[t] = nil
 			}
 		}
-		if !wl.tls {
-			rep.Rows = append(rep.Rows, r)
+		// A TLS workload that cannot run has its one "skipped" row per
+		// metric and no more.
+		if wl.tls && tlsWhy != "" {
+			continue
 		}
+		rep.Rows = append(rep.Rows, r)
 		// imapload's own CPU, to see whether the load generator (on the
 		// same cores) was the limit.
-		if !wl.tls && w != "held" {
+		if w != "held" {
 			lg := metric{w, "imapload CPU (context)", "% of a core", "", false, loadValue(loadgenCPU)}
 			r := row{Workload: w, Metric: lg.name, Unit: lg.unit, Values: map[string]*float64{}, Counted: map[string]int{}, Ratios: map[string]*float64{}}
+			if wl.tls {
+				r.SkippedTargets = rep.SkippedTLS
+			}
 			for _, t := range rep.Targets {
 				var vals []float64
 				for _, res := range h.results {
@@ -311,7 +341,7 @@ func (rep *report) printTable(w io.Writer) {
 				line = append(line, fmt.Sprintf("%.0f", *v))
 			case v != nil:
 				line = append(line, fmtNum(*v))
-			case rep.Skipped[t] != "":
+			case rep.Skipped[t] != "" || r.SkippedTargets[t] != "":
 				line = append(line, "skipped")
 			default:
 				line = append(line, "-")
@@ -361,6 +391,9 @@ func (rep *report) printTable(w io.Writer) {
 	for _, t := range rep.Targets {
 		if why := rep.Skipped[t]; why != "" {
 			fmt.Fprintf(w, "skipped target %s:\n    %s\n", t, strings.ReplaceAll(trimLines(why, 8), "\n", "\n    "))
+		}
+		if why := rep.SkippedTLS[t]; why != "" {
+			fmt.Fprintf(w, "skipped target %s in the TLS workloads:\n    %s\n", t, strings.ReplaceAll(trimLines(why, 8), "\n", "\n    "))
 		}
 	}
 	for _, n := range rep.Notes {

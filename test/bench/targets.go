@@ -34,9 +34,10 @@ const (
 
 // service is one listening server the harness started.
 type service struct {
-	name string
-	addr string
-	pid  int // leads the service's process group
+	name    string
+	addr    string
+	tlsAddr string // Dovecot's imaps listener ("" without TLS)
+	pid     int    // leads the service's process group
 }
 
 // target is one column of the table: the upstream directly or a proxy in
@@ -53,9 +54,32 @@ type target struct {
 	restart func(upstream) error
 	// skip says why the target is not measured ("" if it is).
 	skip string
+
+	// tlsAddr is where the target accepts imaps (implicit TLS) in front
+	// of Dovecot, for the TLS workloads ("" when it does not). A proxy
+	// relays those sessions to Dovecot's plaintext port.
+	tlsAddr string
+	// tlsPids returns the processes whose CPU counts as this target's
+	// in the TLS workloads (nil for direct).
+	tlsPids func() []int
+	// tlsSkip says why the target is not measured in the TLS workloads
+	// ("" if it is).
+	tlsSkip string
 }
 
 func (t *target) isProxy() bool { return t.pidsFor != nil }
+
+// proxyPids returns the processes whose CPU counts as the target's in
+// workload w.
+func (t *target) proxyPids(w workload) []int {
+	if w.tls {
+		if t.tlsPids != nil {
+			return t.tlsPids()
+		}
+		return nil
+	}
+	return t.pidsFor(w.upstream)
+}
 
 // startImapd starts the bundled upstream with the bench user.
 func (h *harness) startImapd() error {
@@ -106,6 +130,9 @@ func (h *harness) directTarget() *target {
 	for _, u := range h.upstreams() {
 		t.addrs[u] = h.upstreamAddr(u)
 	}
+	if h.tlsUpstreamReady() {
+		t.tlsAddr = h.dovecot.tlsAddr
+	}
 	return t
 }
 
@@ -116,6 +143,9 @@ var imapguardConfTemplate = template.Must(template.New("imapguard.toml").Parse(`
 # one user holds every session.
 [listen]
 imap = "{{.Listen}}"
+{{- if .ListenTLS}}
+imaps = "{{.ListenTLS}}"
+{{- end}}
 
 [upstream]
 address = "{{.Upstream}}"
@@ -135,10 +165,53 @@ max_auth_failures = 3
 [log]
 level = "{{.LogLevel}}"
 format = "text"
+{{- if .CertFile}}
+
+# Clients only: the upstream stays plaintext Dovecot (upstream.tls =
+# "none"), as the TLS workloads measure the cost of TLS towards clients.
+[tls]
+mode = "files"
+cert_file = "{{.CertFile}}"
+key_file = "{{.KeyFile}}"
+{{- end}}
 `))
 
+// runImapguard writes h.dir/NAME.toml from vars (imapguardConfTemplate),
+// checks it with -check, starts imapguard with it and waits for its
+// greeting on listen (plaintext) or, when listen is "", on listenTLS.
+func (h *harness) runImapguard(name string, vars map[string]string) (*child, error) {
+	var buf bytes.Buffer
+	if err := imapguardConfTemplate.Execute(&buf, vars); err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(h.dir, name+".toml")
+	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command(h.bins.imapguard, "-config", conf, "-check").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("imapguard -check %s: %v\n%s", conf, err, out)
+	}
+	c, err := h.procs.start(h.dir, name, h.bins.imapguard, "-config", conf)
+	if err != nil {
+		return nil, err
+	}
+	if vars["Listen"] != "" {
+		err = waitGreeting(vars["Listen"], c, 20*time.Second)
+	} else {
+		err = waitTLSGreeting(vars["ListenTLS"], c, 20*time.Second)
+	}
+	if err != nil {
+		c.stop(5 * time.Second)
+		return nil, fmt.Errorf("imapguard: %w", err)
+	}
+	return c, nil
+}
+
 // startImapguard starts one imapguard per upstream (it has a single
-// listener and a single upstream).
+// upstream), and for the TLS workloads one more that listens only on
+// imaps, in front of Dovecot's plaintext port: a TLS configuration turns
+// plaintext login off on the imap listener, and the instances that serve
+// the plaintext workloads stay as they were.
 func (h *harness) startImapguard() *target {
 	t := &target{name: "imapguard", addrs: map[upstream]string{}}
 	procs := map[upstream]*child{}
@@ -151,27 +224,11 @@ func (h *harness) startImapguard() *target {
 			}
 			addr = "127.0.0.1:" + strconv.Itoa(port)
 		}
-		var buf bytes.Buffer
-		err := imapguardConfTemplate.Execute(&buf, map[string]string{
+		c, err := h.runImapguard("imapguard-"+string(u), map[string]string{
 			"Listen": addr, "Upstream": h.upstreamAddr(u), "LogLevel": h.opts.imapguardLogLevel,
 		})
 		if err != nil {
 			return err
-		}
-		conf := filepath.Join(h.dir, "imapguard-"+string(u)+".toml")
-		if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-			return err
-		}
-		if out, err := exec.Command(h.bins.imapguard, "-config", conf, "-check").CombinedOutput(); err != nil {
-			return fmt.Errorf("imapguard -check %s: %v\n%s", conf, err, out)
-		}
-		c, err := h.procs.start(h.dir, "imapguard-"+string(u), h.bins.imapguard, "-config", conf)
-		if err != nil {
-			return err
-		}
-		if err := waitGreeting(addr, c, 20*time.Second); err != nil {
-			c.stop(5 * time.Second)
-			return fmt.Errorf("imapguard: %w", err)
 		}
 		t.addrs[u] = addr
 		procs[u] = c
@@ -196,6 +253,23 @@ func (h *harness) startImapguard() *target {
 		}
 		return nil
 	}
+	if h.tlsUpstreamReady() {
+		addr, err := tlsAddrFor("")
+		if err == nil {
+			var c *child
+			c, err = h.runImapguard("imapguard-tls", map[string]string{
+				"Listen": "", "ListenTLS": addr, "Upstream": h.dovecot.addr, "LogLevel": h.opts.imapguardLogLevel,
+				"CertFile": h.tls.cert, "KeyFile": h.tls.key,
+			})
+			if err == nil {
+				t.tlsAddr = addr
+				t.tlsPids = func() []int { return []int{c.pid()} }
+			}
+		}
+		if err != nil {
+			t.tlsSkip = err.Error()
+		}
+	}
 	return t
 }
 
@@ -203,6 +277,10 @@ func (h *harness) startImapguard() *target {
 
 var haproxyConfTemplate = template.Must(template.New("haproxy.cfg").Parse(`# Generated by imapguard's benchmark harness (test/bench).
 # A TCP relay that parses nothing: the floor for any proxy.
+# An imaps listener ("ssl crt") takes the client's cipher preference
+# (prefer-client-ciphers), as Dovecot, nginx and Go do by default;
+# HAProxy would otherwise pick AES-256-GCM where the others, following
+# Go's client, use AES-128-GCM.
 global
     maxconn {{.MaxConn}}
     pidfile {{.Dir}}/haproxy.pid
@@ -216,7 +294,7 @@ defaults
     timeout server 24h
 {{range .Listens}}
 listen {{.Name}}
-    bind {{.Listen}}
+    bind {{.Listen}}{{if .TLS}} ssl crt {{$.Combined}} prefer-client-ciphers{{end}}
     server upstream {{.Upstream}}
 {{end}}`))
 
@@ -226,10 +304,15 @@ type relayListen struct {
 	Upstream string
 	// AuthPath is the auth_http path that names the upstream (nginx).
 	AuthPath string
+	// TLS: implicit TLS towards the client (imaps), plaintext to the
+	// upstream.
+	TLS bool
 }
 
-// relayListens assigns a listening address to each running upstream.
-func (h *harness) relayListens(old map[upstream]string) (map[upstream]string, []relayListen, error) {
+// relayListens assigns a listening address to each running upstream,
+// keeping those in old, and with withTLS one more for imaps in front of
+// Dovecot, keeping oldTLS.
+func (h *harness) relayListens(old map[upstream]string, oldTLS string, withTLS bool) (map[upstream]string, string, []relayListen, error) {
 	addrs := map[upstream]string{}
 	var ls []relayListen
 	for _, u := range h.upstreams() {
@@ -237,14 +320,51 @@ func (h *harness) relayListens(old map[upstream]string) (map[upstream]string, []
 		if addr == "" {
 			port, err := freeLoopbackPort()
 			if err != nil {
-				return nil, nil, err
+				return nil, "", nil, err
 			}
 			addr = "127.0.0.1:" + strconv.Itoa(port)
 		}
 		addrs[u] = addr
 		ls = append(ls, relayListen{Name: string(u), Listen: addr, Upstream: h.upstreamAddr(u), AuthPath: "/" + string(u)})
 	}
-	return addrs, ls, nil
+	tlsAddr := ""
+	if withTLS {
+		var err error
+		if tlsAddr, err = tlsAddrFor(oldTLS); err != nil {
+			return nil, "", nil, err
+		}
+		ls = append(ls, relayListen{Name: string(upDovecot) + "-tls", Listen: tlsAddr, Upstream: h.dovecot.addr, AuthPath: "/" + string(upDovecot), TLS: true})
+	}
+	return addrs, tlsAddr, ls, nil
+}
+
+// waitRelay waits for every listener of a relay to greet.
+func waitRelay(ls []relayListen, c *child) error {
+	for _, l := range ls {
+		wait := waitGreeting
+		if l.TLS {
+			wait = waitTLSGreeting
+		}
+		if err := wait(l.Listen, c, 20*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startRelay starts a relay (HAProxy or nginx) with start, with an imaps
+// listener when Dovecot has TLS. Should the relay not start with it, it
+// is started without, and only the TLS workloads skip it.
+func (h *harness) startRelay(t *target, start func(withTLS bool) error) error {
+	withTLS := h.tlsUpstreamReady()
+	err := start(withTLS)
+	if err != nil && withTLS {
+		tlsErr := err
+		if err = start(false); err == nil {
+			t.tlsSkip = "it did not start with an imaps listener: " + tlsErr.Error()
+		}
+	}
+	return err
 }
 
 func (h *harness) startHAProxy() *target {
@@ -259,10 +379,14 @@ func (h *harness) startHAProxy() *target {
 		return t
 	}
 	var proc *child
-	start := func() error {
-		addrs, ls, err := h.relayListens(t.addrs)
+	start := func(withTLS bool) error {
+		addrs, tlsAddr, ls, err := h.relayListens(t.addrs, t.tlsAddr, withTLS)
 		if err != nil {
 			return err
+		}
+		combined := ""
+		if withTLS {
+			combined = h.tls.combined
 		}
 		var buf bytes.Buffer
 		err = haproxyConfTemplate.Execute(&buf, map[string]any{
@@ -270,6 +394,7 @@ func (h *harness) startHAProxy() *target {
 			// maxconn/4 pipes of two more; HAProxy refuses to start when
 			// that adds up to more than the hard limit on open files.
 			"Dir": dir, "MaxConn": max(1000, (h.fileLimit-1000)*2/5), "Listens": ls,
+			"Combined": combined,
 		})
 		if err != nil {
 			return err
@@ -287,24 +412,25 @@ func (h *harness) startHAProxy() *target {
 		if err != nil {
 			return err
 		}
-		for _, l := range ls {
-			if err := waitGreeting(l.Listen, c, 20*time.Second); err != nil {
-				c.stop(5 * time.Second)
-				return fmt.Errorf("haproxy: %w\n%s", err, c.tail(2000))
-			}
+		if err := waitRelay(ls, c); err != nil {
+			c.stop(5 * time.Second)
+			return fmt.Errorf("haproxy: %w\n%s", err, c.tail(2000))
 		}
-		t.addrs = addrs
+		t.addrs, t.tlsAddr = addrs, tlsAddr
 		proc = c
 		return nil
 	}
-	if err := start(); err != nil {
+	if err := h.startRelay(t, start); err != nil {
 		t.skip = err.Error()
 		return t
 	}
 	t.pidsFor = func(upstream) []int { return tree(proc.pid()) }
+	if t.tlsAddr != "" {
+		t.tlsPids = func() []int { return tree(proc.pid()) }
+	}
 	t.restart = func(upstream) error {
 		proc.stop(10 * time.Second)
-		return start()
+		return start(t.tlsAddr != "")
 	}
 	return t
 }
@@ -314,7 +440,9 @@ func (h *harness) startHAProxy() *target {
 var nginxConfTemplate = template.Must(template.New("nginx.conf").Parse(`# Generated by imapguard's benchmark harness (test/bench).
 # nginx's mail proxy: an IMAP-aware relay in C. It answers the client
 # until LOGIN, asks the auth_http server (the harness) where to go, logs
-# in to the upstream and then relays.
+# in to the upstream and then relays. An imaps server ("listen ... ssl")
+# allows TLS 1.2 and 1.3, as imapguard does (and nginx by default since
+# 1.23.4; before, TLS 1.3 was off).
 {{- if .Module}}
 load_module {{.Module}};
 {{- end}}
@@ -337,9 +465,14 @@ mail {
     imap_auth plain login;
 {{range .Listens}}
     server {
-        listen {{.Listen}};
+        listen {{.Listen}}{{if .TLS}} ssl{{end}};
         protocol imap;
         auth_http {{$.Auth}}{{.AuthPath}};
+{{- if .TLS}}
+        ssl_certificate {{$.Cert}};
+        ssl_certificate_key {{$.Key}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{{- end}}
     }
 {{end}}
 }
@@ -410,14 +543,19 @@ func (h *harness) startNginx() *target {
 	}
 	h.cleanups = append(h.cleanups, auth.close)
 	var proc *child
-	start := func() error {
-		addrs, ls, err := h.relayListens(t.addrs)
+	start := func(withTLS bool) error {
+		addrs, tlsAddr, ls, err := h.relayListens(t.addrs, t.tlsAddr, withTLS)
 		if err != nil {
 			return err
+		}
+		var cert, key string
+		if withTLS {
+			cert, key = h.tls.cert, h.tls.key
 		}
 		var buf bytes.Buffer
 		err = nginxConfTemplate.Execute(&buf, map[string]any{
 			"Module": h.bins.nginxMailModule, "Dir": dir, "Listens": ls, "Auth": auth.addr,
+			"Cert": cert, "Key": key,
 			// Each session is two connections, plus auth_http requests;
 			// either worker may take all of them, up to the hard limit
 			// on open files.
@@ -439,24 +577,25 @@ func (h *harness) startNginx() *target {
 		if err != nil {
 			return err
 		}
-		for _, l := range ls {
-			if err := waitGreeting(l.Listen, c, 20*time.Second); err != nil {
-				c.stop(5 * time.Second)
-				return fmt.Errorf("nginx: %w\n%s", err, tailFile(errLog, 2000))
-			}
+		if err := waitRelay(ls, c); err != nil {
+			c.stop(5 * time.Second)
+			return fmt.Errorf("nginx: %w\n%s", err, tailFile(errLog, 2000))
 		}
-		t.addrs = addrs
+		t.addrs, t.tlsAddr = addrs, tlsAddr
 		proc = c
 		return nil
 	}
-	if err := start(); err != nil {
+	if err := h.startRelay(t, start); err != nil {
 		t.skip = err.Error()
 		return t
 	}
 	t.pidsFor = func(upstream) []int { return tree(proc.pid()) }
+	if t.tlsAddr != "" {
+		t.tlsPids = func() []int { return tree(proc.pid()) }
+	}
 	t.restart = func(upstream) error {
 		proc.stop(10 * time.Second)
-		return start()
+		return start(t.tlsAddr != "")
 	}
 	return t
 }
@@ -467,20 +606,41 @@ func (h *harness) startNginx() *target {
 // of Dovecot, for the fetch-tls and noop-tls workloads, or errSkipped
 // with the reason.
 //
-// imapguard has no TLS listener yet, so nothing is measured. When it has
-// one, this is the place to: generate a self-signed certificate in h.dir
-// (crypto/x509), start imapguard with its TLS listener, add "bind ... ssl
-// crt FILE" to HAProxy and "listen ... ssl; ssl_certificate ...;" to the
-// nginx mail server, and return the addresses. imapload already speaks
-// imaps with -tls; runWorkload passes it for these workloads.
+// Every TLS listener presents the certificate the harness generated in
+// h.dir/tls (setupTLS: ECDSA P-256, self-signed): direct is Dovecot's
+// imaps port; imapguard is a separate instance with only an imaps
+// listener (tls.mode = "files"); HAProxy has "bind ... ssl crt
+// combined.pem" and nginx "listen ... ssl;" with ssl_certificate and
+// ssl_certificate_key in its mail server block. The proxies relay to
+// Dovecot's plaintext port, so that the workloads measure the cost of
+// TLS towards the client. imapload connects with -tls (loadArgs).
 func (h *harness) tlsTarget(t *target) (string, error) {
-	return "", fmt.Errorf("%w: %s", errSkipped, h.tlsUnavailable())
+	if why := h.tlsUnavailable(); why != "" {
+		return "", fmt.Errorf("%w: %s", errSkipped, why)
+	}
+	if t.tlsSkip != "" {
+		return "", fmt.Errorf("%w: %s", errSkipped, t.tlsSkip)
+	}
+	if t.tlsAddr == "" {
+		return "", fmt.Errorf("%w: %s has no imaps listener", errSkipped, t.name)
+	}
+	return t.tlsAddr, nil
 }
 
-// tlsUnavailable says why the TLS workloads cannot run, or "" once they
-// can.
+// tlsUnavailable says why the TLS workloads cannot run at all, or "" when
+// they can.
 func (h *harness) tlsUnavailable() string {
-	return "imapguard has no TLS listener yet (hook: tlsTarget in test/bench/targets.go; imapload -tls is ready)"
+	switch {
+	case h.tls == nil && h.tlsWhy != "":
+		return h.tlsWhy
+	case h.tls == nil:
+		return "no TLS certificate was set up"
+	case h.dovecot == nil:
+		return "Dovecot is not running"
+	case h.dovecot.tlsAddr == "":
+		return "Dovecot has no imaps listener"
+	}
+	return ""
 }
 
 var errNotRunning = errors.New("not running")

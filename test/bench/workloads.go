@@ -50,6 +50,16 @@ func workloadByName(name string) (workload, bool) {
 	return workload{}, false
 }
 
+// concurrencyOf returns the connections imapload opens for w: its own
+// -concurrency entry, else (fetch-tls, noop-tls) that of the plaintext
+// workload it repeats over TLS.
+func (h *harness) concurrencyOf(w workload) int {
+	if n, ok := h.opts.concurrency[w.name]; ok {
+		return n
+	}
+	return h.opts.concurrency[w.load]
+}
+
 func mustWorkload(name string) workload {
 	w, ok := workloadByName(name)
 	if !ok {
@@ -263,7 +273,7 @@ func (h *harness) measure() {
 					return
 				}
 				t := h.targets[(i+run-1)%n]
-				if t.skip != "" {
+				if t.skip != "" || (w.tls && t.tlsSkip != "") {
 					continue
 				}
 				r := h.measureOne(run, w, t)
@@ -292,10 +302,10 @@ func (h *harness) measureOne(run int, w workload, t *target) runResult {
 	}
 	var pids []int
 	if t.isProxy() {
-		pids = t.pidsFor(w.upstream)
+		pids = t.proxyPids(w)
 	}
 	before := sample(pids, false)
-	res, err := h.runLoad(h.loadArgs(w, addr, h.opts.duration, h.opts.concurrency[w.name]), nil)
+	res, err := h.runLoad(h.loadArgs(w, addr, h.opts.duration, h.concurrencyOf(w)), nil)
 	after := sample(pids, false)
 	if err != nil {
 		r.Error = err.Error()
