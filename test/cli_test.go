@@ -2,6 +2,9 @@ package test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,9 +104,9 @@ func TestCLICheck(t *testing.T) {
 	})
 }
 
-// TestCLIReload runs both binaries as a user would and lowers
-// max_connections with SIGHUP, without a restart.
-func TestCLIReload(t *testing.T) {
+// startIMAPD runs the bundled upstream binary and returns its address.
+func startIMAPD(t *testing.T) string {
+	t.Helper()
 	imapd := exec.Command(binary(t, "imapd"), "-listen", "127.0.0.1:0")
 	stdout, err := imapd.StdoutPipe()
 	if err != nil {
@@ -117,61 +120,83 @@ func TestCLIReload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("imapd: %v", err)
 	}
-	upAddr := strings.TrimSpace(strings.TrimPrefix(first, "imapd listening on "))
+	return strings.TrimSpace(strings.TrimPrefix(first, "imapd listening on "))
+}
 
-	cfg := func(maxConns int) string {
-		return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upAddr + "\"\n[limits]\nmax_connections = " +
-			strconv.Itoa(maxConns) + "\n"
-	}
-	path := writeFile(t, "imapguard.toml", cfg(100))
-	proxy := exec.Command(binary(t, "imapguard"), "-config", path)
-	stderr, err := proxy.StderrPipe()
+// proxyProcess is imapguard run as a user runs it.
+type proxyProcess struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+}
+
+// startImapguard runs bin/imapguard with the configuration file path; its
+// cleanup stops it with SIGTERM and checks it exits cleanly.
+func startImapguard(t *testing.T, path string) *proxyProcess {
+	t.Helper()
+	cmd := exec.Command(binary(t, "imapguard"), "-config", path)
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := proxy.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	p := &proxyProcess{t: t, cmd: cmd, lines: make(chan string, 100)}
 	exited := make(chan error, 1)
 	t.Cleanup(func() {
-		proxy.Process.Signal(syscall.SIGTERM)
+		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
 			if err != nil {
 				t.Errorf("imapguard exit: %v", err)
 			}
 		case <-time.After(20 * time.Second):
-			proxy.Process.Kill()
+			cmd.Process.Kill()
 			t.Errorf("imapguard did not exit on SIGTERM")
 		}
 	})
-	lines := make(chan string, 100)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			lines <- sc.Text()
+			p.lines <- sc.Text()
 		}
-		close(lines)
-		exited <- proxy.Wait()
+		close(p.lines)
+		exited <- cmd.Wait()
 	}()
-	waitLog := func(re *regexp.Regexp) []string {
-		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("imapguard exited before logging %v", re)
-				}
-				if m := re.FindStringSubmatch(l); m != nil {
-					return m
-				}
-			case <-timeout:
-				t.Fatalf("no log line matching %v", re)
+	return p
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proxyProcess) waitLog(re *regexp.Regexp) []string {
+	p.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("imapguard exited before logging %v", re)
 			}
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case <-timeout:
+			p.t.Fatalf("no log line matching %v", re)
 		}
 	}
-	addr := waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
+}
+
+// TestCLIReload runs both binaries as a user would and lowers
+// max_connections with SIGHUP, without a restart.
+func TestCLIReload(t *testing.T) {
+	upAddr := startIMAPD(t)
+	cfg := func(maxConns int) string {
+		return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upAddr + "\"\n[limits]\nmax_connections = " +
+			strconv.Itoa(maxConns) + "\n"
+	}
+	path := writeFile(t, "imapguard.toml", cfg(100))
+	proxy := startImapguard(t, path)
+	addr := proxy.waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
 
 	a := login(t, addr, "demo", "demo")
 	b := dialRaw(t, addr)
@@ -183,8 +208,8 @@ func TestCLIReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg(1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	proxy.Process.Signal(syscall.SIGHUP)
-	waitLog(regexp.MustCompile(`configuration reloaded`))
+	proxy.cmd.Process.Signal(syscall.SIGHUP)
+	proxy.waitLog(regexp.MustCompile(`configuration reloaded`))
 
 	c := dialRaw(t, addr)
 	if got, want := c.greeting(), "* BYE [UNAVAILABLE] Too many connections (max_connections=1)"; got != want {
@@ -194,5 +219,67 @@ func TestCLIReload(t *testing.T) {
 	// The session opened before the reload is still served.
 	if _, st := a.cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
 		t.Fatalf("NOOP after reload: %q", st)
+	}
+}
+
+// writeKeyPair writes cert's chain and key as PEM files.
+func writeKeyPair(t *testing.T, dir string, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestCLICertReload runs imapguard with tls.mode = "files" and replaces
+// the certificate: after SIGHUP new handshakes get the new one, without
+// a restart, and a session opened before goes on.
+func TestCLICertReload(t *testing.T) {
+	pki := newTLSPKI(t, "reload")
+	first, second := pki.leaf("127.0.0.1"), pki.leaf("127.0.0.1")
+	dir := t.TempDir()
+	certFile, keyFile := writeKeyPair(t, dir, first)
+	path := writeFile(t, "imapguard.toml", "[listen]\nimap = \"\"\nimaps = \"127.0.0.1:0\"\n[upstream]\naddress = \""+
+		startIMAPD(t)+"\"\n[tls]\nmode = \"files\"\ncert_file = \""+certFile+"\"\nkey_file = \""+keyFile+"\"\n")
+	proxy := startImapguard(t, path)
+	addr := proxy.waitLog(regexp.MustCompile(`msg="imapguard listening" imaps=(\S+)`))[1]
+
+	serial := func() string {
+		t.Helper()
+		c, st := tlsDialRaw(t, addr, pki.clientConfig())
+		if g := c.greeting(); !strings.HasPrefix(g, "* OK") {
+			t.Fatalf("greeting %q", g)
+		}
+		return st.PeerCertificates[0].SerialNumber.String()
+	}
+	if got, want := serial(), first.Leaf.SerialNumber.String(); got != want {
+		t.Fatalf("serial before reload: got %s; want %s", got, want)
+	}
+	old, _ := tlsDialRaw(t, addr, pki.clientConfig())
+	old.greeting()
+	if _, st := old.cmd("l", "LOGIN demo demo"); !strings.HasPrefix(st, "l OK") {
+		t.Fatalf("login: %q", st)
+	}
+
+	writeKeyPair(t, dir, second)
+	proxy.cmd.Process.Signal(syscall.SIGHUP)
+	proxy.waitLog(regexp.MustCompile(`configuration reloaded`))
+	if got, want := serial(), second.Leaf.SerialNumber.String(); got != want {
+		t.Fatalf("serial after SIGHUP: got %s; want %s", got, want)
+	}
+	if _, st := old.cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
+		t.Fatalf("NOOP on the session opened before the reload: %q", st)
 	}
 }
