@@ -3,8 +3,6 @@ package test
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/test/testcert"
 )
 
 // buildOnce builds the binaries once per test run.
@@ -222,22 +222,12 @@ func TestCLIReload(t *testing.T) {
 	}
 }
 
-// writeKeyPair writes cert's chain and key as PEM files.
+// writeKeyPair writes cert's chain and key as PEM files dir/cert.pem and
+// dir/key.pem.
 func writeKeyPair(t *testing.T, dir string, cert tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
-	var chain []byte
-	for _, der := range cert.Certificate {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	certFile, keyFile, err := testcert.WritePEM(dir, cert)
 	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, chain, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return certFile, keyFile

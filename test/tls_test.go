@@ -12,18 +12,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -40,6 +33,7 @@ import (
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/dovecot"
+	"github.com/imapguard/imapguard/test/testcert"
 )
 
 // tlsTimeout bounds every TLS handshake, read and external command here.
@@ -51,86 +45,29 @@ const tlsUnavailable = "NO [UNAVAILABLE] Mail server unavailable, try again late
 
 // tlsPKI is a test certificate authority, made in memory.
 type tlsPKI struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte         // the CA certificate in PEM
-	pool *x509.CertPool // trusts exactly the CA
+	*testcert.CA
+	t *testing.T
 }
 
 // newTLSPKI makes a CA named name.
 func newTLSPKI(t *testing.T, name string) *tlsPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testcert.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          tlsSerial(t),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"imapguard tests"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsPKI{t: t, cert: cert, key: key, pool: pool,
-		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &tlsPKI{CA: ca, t: t}
 }
 
-func tlsSerial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// leaf issues a server certificate for names: IP literals become IP
-// subject alternative names, anything else DNS names.
+// leaf issues a certificate for names: IP literals become IP subject
+// alternative names, anything else DNS names.
 func (p *tlsPKI) leaf(names ...string) tls.Certificate {
-	t := p.t
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p.t.Helper()
+	cert, err := p.Leaf(names...)
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: tlsSerial(t),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, p.cert.Raw}, PrivateKey: key, Leaf: leaf}
+	return cert
 }
 
 // serverConfig is a server configuration like the one imapguard's tls
@@ -149,14 +86,14 @@ func (p *tlsPKI) serverConfig(names ...string) *tls.Config {
 
 // clientConfig trusts exactly this CA and expects 127.0.0.1.
 func (p *tlsPKI) clientConfig() *tls.Config {
-	return &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	return &tls.Config{RootCAs: p.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 }
 
 // caFile writes the CA certificate to a file for external clients.
 func (p *tlsPKI) caFile() string {
 	p.t.Helper()
 	path := filepath.Join(p.t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, p.pem, 0o644); err != nil {
+	if err := os.WriteFile(path, p.PEM, 0o644); err != nil {
 		p.t.Fatal(err)
 	}
 	return path
@@ -752,7 +689,7 @@ func TestTLSUpstreamModes(t *testing.T) {
 	plainAddr := startUpstream(t, tlsAlice) // no TLS at all
 	_, implicitPort, _ := net.SplitHostPort(implicitAddr)
 
-	trusted := func() *tls.Config { return &tls.Config{RootCAs: upPKI.pool, MinVersion: tls.VersionTLS12} }
+	trusted := func() *tls.Config { return &tls.Config{RootCAs: upPKI.Pool, MinVersion: tls.VersionTLS12} }
 	cases := []struct {
 		name         string
 		addr, mode   string
@@ -763,14 +700,14 @@ func TestTLSUpstreamModes(t *testing.T) {
 		{"implicit trusted", implicitAddr, "implicit", trusted(), 0, true},
 		{"starttls trusted", startAddr, "starttls", trusted(), 0, true},
 		{"implicit ServerName from UpstreamAddr localhost", net.JoinHostPort("localhost", implicitPort), "implicit", trusted(), 0, true},
-		{"implicit untrusted", implicitAddr, "implicit", &tls.Config{RootCAs: otherPKI.pool}, 0, false},
-		{"starttls untrusted", startAddr, "starttls", &tls.Config{RootCAs: otherPKI.pool}, 0, false},
+		{"implicit untrusted", implicitAddr, "implicit", &tls.Config{RootCAs: otherPKI.Pool}, 0, false},
+		{"starttls untrusted", startAddr, "starttls", &tls.Config{RootCAs: otherPKI.Pool}, 0, false},
 		{"implicit system roots", implicitAddr, "implicit", nil, 0, false},
 		{"starttls without STARTTLS upstream", plainAddr, "starttls", trusted(), 0, false},
 		{"implicit to a plaintext port", plainAddr, "implicit", trusted(), 0, false},
-		{"implicit ServerName mismatch", implicitAddr, "implicit", &tls.Config{RootCAs: upPKI.pool, ServerName: "mail.example.org"}, 0, false},
-		{"starttls ServerName mismatch", startAddr, "starttls", &tls.Config{RootCAs: upPKI.pool, ServerName: "mail.example.org"}, 0, false},
-		{"implicit InsecureSkipVerify", implicitAddr, "implicit", &tls.Config{RootCAs: otherPKI.pool, ServerName: "mail.example.org", InsecureSkipVerify: true}, 0, true},
+		{"implicit ServerName mismatch", implicitAddr, "implicit", &tls.Config{RootCAs: upPKI.Pool, ServerName: "mail.example.org"}, 0, false},
+		{"starttls ServerName mismatch", startAddr, "starttls", &tls.Config{RootCAs: upPKI.Pool, ServerName: "mail.example.org"}, 0, false},
+		{"implicit InsecureSkipVerify", implicitAddr, "implicit", &tls.Config{RootCAs: otherPKI.Pool, ServerName: "mail.example.org", InsecureSkipVerify: true}, 0, true},
 		{"starttls InsecureSkipVerify", startAddr, "starttls", &tls.Config{InsecureSkipVerify: true}, 0, true},
 		// Both sides wait for the other to speak first; login_timeout
 		// ends it.
@@ -823,7 +760,7 @@ func TestTLSBothLegs(t *testing.T) {
 		Users:     []server.User{{Username: "alice", Password: "secret"}},
 		TLSConfig: pki.serverConfig(),
 	})
-	upCfg := &tls.Config{RootCAs: pki.pool, MinVersion: tls.VersionTLS12}
+	upCfg := &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}
 	for _, up := range []struct{ mode, addr string }{{"implicit", implicitAddr}, {"starttls", startAddr}} {
 		p := startTLSProxy(t, up.addr, proxy.Options{
 			TLSConfig: pki.serverConfig(), UpstreamTLS: up.mode, UpstreamTLSConfig: upCfg,
@@ -875,7 +812,7 @@ func TestTLSIdleTimeout(t *testing.T) {
 	startAddr, implicitAddr := server.StartTLS(t, server.Options{
 		Users: []server.User{tlsAlice}, TLSConfig: pki.serverConfig(), InsecureAuth: true,
 	})
-	upCfg := &tls.Config{RootCAs: pki.pool, MinVersion: tls.VersionTLS12}
+	upCfg := &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}
 	const idle = time.Second
 	for _, tc := range []struct {
 		name           string
@@ -1103,7 +1040,7 @@ func (f tlsFake) serve(ln net.Listener, cfg *tls.Config) string {
 
 func TestTLSUpstreamInjection(t *testing.T) {
 	pki := newTLSPKI(t, "fake upstream CA")
-	upCfg := &tls.Config{RootCAs: pki.pool, MinVersion: tls.VersionTLS12}
+	upCfg := &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}
 	const hungUp = "after the STARTTLS answer the proxy sent 0 bytes, then <nil>"
 
 	// Logins that must work: they show the fake is a valid upstream.
@@ -1230,7 +1167,7 @@ func TestTLSDovecot(t *testing.T) {
 		for _, tc := range []struct{ mode, addr string }{{"implicit", tlsAddr}, {"starttls", addr}} {
 			p := startProxy(t, tc.addr, proxy.Options{
 				UpstreamTLS:       tc.mode,
-				UpstreamTLSConfig: &tls.Config{RootCAs: other.pool, ServerName: upCfg.ServerName},
+				UpstreamTLSConfig: &tls.Config{RootCAs: other.Pool, ServerName: upCfg.ServerName},
 			}, limits.Options{})
 			c := dialRaw(t, p.Addr)
 			c.greeting()

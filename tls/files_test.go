@@ -166,7 +166,7 @@ func TestFilesChain(t *testing.T) {
 	inter := root.intermediate(t)
 	leaf := inter.issue(t, "localhost")
 	dir := t.TempDir()
-	chain := append(append([]byte(nil), leaf.certPEM...), inter.pem...)
+	chain := append(append([]byte(nil), leaf.certPEM...), inter.PEM...)
 	m := newFilesManager(t, writeFile(t, dir, "chain.pem", chain), writeFile(t, dir, "key.pem", leaf.keyPEM))
 	addr := serveTLS(t, m.ServerConfig())
 	got, st := mustHandshake(t, addr, &tls.Config{RootCAs: root.pool(), ServerName: "localhost"})

@@ -1,79 +1,51 @@
 package imaptls
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/test/testcert"
 )
 
 // testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+type testCA struct{ *testcert.CA }
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	return makeCA(t, nil, "imaptls test CA")
+	return caOrFatal(t)(testcert.NewCA("imaptls test CA"))
 }
 
 // intermediate makes a CA signed by ca.
 func (ca *testCA) intermediate(t *testing.T) *testCA {
 	t.Helper()
-	return makeCA(t, ca, "imaptls test intermediate")
+	return caOrFatal(t)(ca.Intermediate("imaptls test intermediate"))
 }
 
-// makeCA makes a CA certificate, self-signed if parent is nil.
-func makeCA(t *testing.T, parent *testCA, name string) *testCA {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
+// caOrFatal turns a testcert constructor's result into a testCA, failing t on
+// error.
+func caOrFatal(t *testing.T) func(*testcert.CA, error) *testCA {
+	return func(ca *testcert.CA, err error) *testCA {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &testCA{ca}
 	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pemBlock("CERTIFICATE", der)}
 }
 
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
+func (ca *testCA) pool() *x509.CertPool { return ca.Pool }
 
 // issued is a certificate signed by a testCA, as DER and as PEM files'
-// contents.
+// contents (the leaf alone, without the CA).
 type issued struct {
 	der             []byte
 	certPEM, keyPEM []byte
@@ -83,31 +55,16 @@ type issued struct {
 // servers and clients.
 func (ca *testCA) issue(t *testing.T, names ...string) issued {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: randSerial(t),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	cert, err := ca.Leaf(names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	der := cert.Certificate[0]
+	certPEM, keyPEM, err := testcert.EncodePEM(tls.Certificate{Certificate: [][]byte{der}, PrivateKey: cert.PrivateKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return issued{der: der, certPEM: pemBlock("CERTIFICATE", der), keyPEM: pemBlock("PRIVATE KEY", keyDER)}
+	return issued{der: der, certPEM: certPEM, keyPEM: keyPEM}
 }
 
 func (c issued) tlsCert(t *testing.T) tls.Certificate {
@@ -117,28 +74,6 @@ func (c issued) tlsCert(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return pair
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func randSerial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
 // writeFile writes data to dir/name and returns the path.

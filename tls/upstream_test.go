@@ -12,7 +12,7 @@ import (
 func TestUpstreamConfig(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
-	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	caFile := writeFile(t, dir, "ca.pem", ca.PEM)
 	server := ca.issue(t, "upstream.test")
 	addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{server.tlsCert(t)}})
 
@@ -66,7 +66,7 @@ func TestUpstreamClientCertificate(t *testing.T) {
 	})
 	cfg, err := UpstreamConfig(UpstreamOptions{
 		ServerName: "upstream.test",
-		CAFile:     writeFile(t, dir, "ca.pem", ca.pem),
+		CAFile:     writeFile(t, dir, "ca.pem", ca.PEM),
 		CertFile:   writeFile(t, dir, "client.pem", client.certPEM),
 		KeyFile:    writeFile(t, dir, "client-key.pem", client.keyPEM),
 	})
