@@ -4,11 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -204,5 +212,73 @@ func TestServerErrorsAreCounted(t *testing.T) {
 	}
 	if r.Ops != 0 || r.Errors == 0 || !strings.Contains(r.FirstError, "BAD") {
 		t.Errorf("got %+v", r)
+	}
+}
+
+// fakeTLSServer is fakeServer behind implicit TLS (imaps), with a fresh
+// self-signed certificate. It counts completed handshakes.
+func fakeTLSServer(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var handshakes atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := tls.Server(c, cfg)
+				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					c.Close()
+					return
+				}
+				_ = tc.SetDeadline(time.Time{})
+				handshakes.Add(1)
+				serveFake(tc, nil)
+			}()
+		}
+	}()
+	return ln.Addr().String(), &handshakes
+}
+
+// held-tls in test/bench: every held session is opened over imaps.
+func TestHeldTLS(t *testing.T) {
+	addr, handshakes := fakeTLSServer(t)
+	r, out := runJSON(t, strings.NewReader("\n"), "-addr", addr, "-workload", "held", "-tls", "-sessions", "40", "-open-concurrency", "6")
+	if !strings.HasPrefix(out, "READY 40\n") || r.SessionsOpened != 40 || r.NoopOK != 40 || r.Errors != 0 {
+		t.Errorf("held -tls: %q %+v", out, r)
+	}
+	if n := handshakes.Load(); n != 40 {
+		t.Errorf("%d TLS handshakes for 40 sessions", n)
+	}
+	// Without -tls the same server cannot be logged in to: the sessions
+	// above were TLS.
+	var o, e bytes.Buffer
+	code := run(context.Background(), []string{"-addr", addr, "-workload", "held", "-sessions", "2", "-timeout", "1s", "-json", "-sources", ""}, strings.NewReader("\n"), &o, &e)
+	var plain result
+	if code != 0 || json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(o.String(), "READY 0\n"))), &plain) != nil || plain.SessionsOpened != 0 || plain.Errors != 2 {
+		t.Errorf("held without -tls against imaps: exit %d, %q, %s", code, o.String(), e.String())
 	}
 }

@@ -4,7 +4,7 @@
 // on one machine, all in front of the same upstream.
 //
 //	go run ./test/bench [-duration 10s] [-runs 3] [-out bench.json]
-//	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls]
+//	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
 //	                    [-targets direct,imapguard,haproxy,nginx]
 //
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
@@ -311,7 +311,7 @@ func (h *harness) startUpstreams() error {
 	if need[upDovecot] {
 		switch {
 		case h.bins.dovecot == "":
-			h.note("Dovecot is not installed: fetch, noop, fetchall, held, fetch-tls and noop-tls are skipped")
+			h.note("Dovecot is not installed: fetch, noop, fetchall, held, fetch-tls, noop-tls and held-tls are skipped")
 		default:
 			if v, err := dovecot.Version(h.bins.dovecot); err == nil && !strings.HasPrefix(v, "2.3.") {
 				h.note("Dovecot %s: the harness generates a Dovecot 2.3 configuration; it may not start", v)
@@ -432,8 +432,12 @@ func printEnvironment(w io.Writer, e environment, h *harness) {
 	if h.wantTLS() {
 		conc = append(conc, "(fetch-tls, noop-tls: as fetch, noop)")
 	}
-	fmt.Fprintf(w, "settings  %s per workload and target, median of %d runs; concurrency %s; held %d sessions, idle window %s; imapguard log level %s\n",
-		e.Duration, e.Runs, strings.Join(conc, " "), e.Sessions, e.IdleWindow, e.ImapguardLog)
+	held := "held"
+	if slices.Contains(h.opts.workloads, "held-tls") {
+		held = "held and held-tls"
+	}
+	fmt.Fprintf(w, "settings  %s per workload and target, median of %d runs; concurrency %s; %s %d sessions, idle window %s; imapguard log level %s\n",
+		e.Duration, e.Runs, strings.Join(conc, " "), held, e.Sessions, e.IdleWindow, e.ImapguardLog)
 	fmt.Fprintf(w, "          sources %s; upstream Dovecot (login: cmd/imapd); working directory %s\n", e.Sources, h.dir)
 	if h.tls != nil {
 		fmt.Fprintf(w, "          TLS workloads: imaps (implicit TLS) to every target, ECDSA P-256 self-signed certificate; the proxies relay to Dovecot in plaintext\n")

@@ -62,6 +62,9 @@ type target struct {
 	// tlsPids returns the processes whose CPU counts as this target's
 	// in the TLS workloads (nil for direct).
 	tlsPids func() []int
+	// tlsRestart starts a fresh instance of the process that serves
+	// tlsAddr, on the same address (for held-tls; nil for direct).
+	tlsRestart func() error
 	// tlsSkip says why the target is not measured in the TLS workloads
 	// ("" if it is).
 	tlsSkip string
@@ -254,20 +257,30 @@ func (h *harness) startImapguard() *target {
 		return nil
 	}
 	if h.tlsUpstreamReady() {
-		addr, err := tlsAddrFor("")
-		if err == nil {
-			var c *child
-			c, err = h.runImapguard("imapguard-tls", map[string]string{
+		var tlsProc *child
+		startTLS := func(addr string) error {
+			c, err := h.runImapguard("imapguard-tls", map[string]string{
 				"Listen": "", "ListenTLS": addr, "Upstream": h.dovecot.addr, "LogLevel": h.opts.imapguardLogLevel,
 				"CertFile": h.tls.cert, "KeyFile": h.tls.key,
 			})
-			if err == nil {
-				t.tlsAddr = addr
-				t.tlsPids = func() []int { return []int{c.pid()} }
+			if err != nil {
+				return err
 			}
+			t.tlsAddr, tlsProc = addr, c
+			return nil
+		}
+		addr, err := tlsAddrFor("")
+		if err == nil {
+			err = startTLS(addr)
 		}
 		if err != nil {
 			t.tlsSkip = err.Error()
+		} else {
+			t.tlsPids = func() []int { return []int{tlsProc.pid()} }
+			t.tlsRestart = func() error {
+				tlsProc.stop(10 * time.Second)
+				return startTLS(t.tlsAddr)
+			}
 		}
 	}
 	return t
@@ -431,6 +444,10 @@ func (h *harness) startHAProxy() *target {
 	t.restart = func(upstream) error {
 		proc.stop(10 * time.Second)
 		return start(t.tlsAddr != "")
+	}
+	// One process serves every listener, imaps included.
+	if t.tlsAddr != "" {
+		t.tlsRestart = func() error { return t.restart(upDovecot) }
 	}
 	return t
 }
@@ -596,6 +613,10 @@ func (h *harness) startNginx() *target {
 	t.restart = func(upstream) error {
 		proc.stop(10 * time.Second)
 		return start(t.tlsAddr != "")
+	}
+	// One process serves every listener, imaps included.
+	if t.tlsAddr != "" {
+		t.tlsRestart = func() error { return t.restart(upDovecot) }
 	}
 	return t
 }

@@ -222,3 +222,83 @@ func TestReportTLS(t *testing.T) {
 		t.Errorf("no noop-tls round trips line:\n%s", out)
 	}
 }
+
+func TestHeldTLSWorkload(t *testing.T) {
+	h := &harness{opts: options{sessions: 5000, openConcurrency: 100, sources: "127.0.0.2-127.0.0.9"}}
+	w := mustWorkload("held-tls")
+	if w.load != "held" || !w.tls || w.upstream != upDovecot {
+		t.Fatalf("held-tls: %+v", w)
+	}
+	args := strings.Join(h.loadArgs(w, "127.0.0.1:1", time.Second, 100), " ")
+	for _, want := range []string{"-workload held", "-sessions 5000", "-open-concurrency 100", " -tls"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("held-tls args lack %q: %s", want, args)
+		}
+	}
+	// The same rows as held.
+	var heldRows, tlsRows []string
+	for _, m := range metrics {
+		switch m.workload {
+		case "held":
+			heldRows = append(heldRows, m.name)
+		case "held-tls":
+			tlsRows = append(tlsRows, m.name)
+		}
+	}
+	if strings.Join(heldRows, "|") != strings.Join(tlsRows, "|") {
+		t.Errorf("held rows %v, held-tls rows %v", heldRows, tlsRows)
+	}
+	// The measured process is the one behind the imaps listener.
+	tg := &target{name: "imapguard", pidsFor: func(upstream) []int { return []int{1} }, tlsPids: func() []int { return []int{2} }}
+	if got := tg.proxyPids(w); len(got) != 1 || got[0] != 2 {
+		t.Errorf("held-tls pids %v, want the imaps instance's", got)
+	}
+}
+
+func TestReportHeldTLS(t *testing.T) {
+	h := &harness{opts: options{workloads: []string{"held", "held-tls"}}}
+	h.tls = &tlsFiles{}
+	h.dovecot = &service{addr: "127.0.0.1:2", tlsAddr: "127.0.0.3:3"}
+	h.targets = []*target{{name: "direct"}, {name: "imapguard"}, {name: "haproxy"}}
+	for run := 1; run <= 3; run++ {
+		for _, w := range []string{"held", "held-tls"} {
+			for i, tg := range []string{"direct", "imapguard", "haproxy"} {
+				r := runResult{Run: run, Workload: w, Target: tg, Load: &loadResult{
+					SessionsOpened: 5000, OpenPerSec: 150, LatencyP99Ms: 2, Seconds: 1,
+				}, DovecotProcs: 5010, DovecotBaseProcs: 10, DovecotPssKiB: 5000 * 400}
+				if tg != "direct" {
+					kib := float64(10 * i)
+					if w == "held-tls" {
+						kib *= 2.5
+					}
+					r.RSSPerSessionKiB, r.IdleCPUPercent = ptr(kib), ptr(0.1)
+				}
+				h.results = append(h.results, r)
+			}
+		}
+	}
+	rep := h.report(environment{})
+	var buf bytes.Buffer
+	rep.printTable(&buf)
+	out := buf.String()
+	var tlsLines int
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "held-tls") {
+			tlsLines++
+			if strings.Contains(l, "imapload CPU") {
+				t.Errorf("held-tls has an imapload CPU row: %q", l)
+			}
+		}
+		if strings.HasPrefix(l, "held-tls") && strings.Contains(l, "resident memory per session") && !strings.Contains(l, "25.0") {
+			t.Errorf("held-tls memory row: %q", l)
+		}
+	}
+	if tlsLines != 6 { // five figures and the errors
+		t.Errorf("%d held-tls lines:\n%s", tlsLines, out)
+	}
+	for _, want := range []string{"held-tls / held", "imapguard 2.50x (25.0 / 10.0 KiB)", "held-tls through haproxy: Dovecot ran 5000 more processes"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -31,6 +32,7 @@ var workloads = []workload{
 	{name: "held", load: "held", upstream: upDovecot},
 	{name: "fetch-tls", load: "fetch", upstream: upDovecot, mailbox: bigMailbox, tls: true},
 	{name: "noop-tls", load: "noop", upstream: upDovecot, tls: true},
+	{name: "held-tls", load: "held", upstream: upDovecot, tls: true},
 }
 
 func workloadNames() []string {
@@ -322,7 +324,10 @@ func (h *harness) measureOne(run int, w workload, t *target) runResult {
 // measureHeld opens -sessions sessions through t and measures what the
 // proxy holds for them. A proxy is restarted first, so that its memory
 // baseline is a fresh process (allocators keep freed memory, which would
-// make every run after the first look free).
+// make every run after the first look free). For held-tls the process
+// restarted and measured is the one that serves imaps: imapguard's
+// separate imaps instance (imapguard-tls), HAProxy's or nginx's only
+// process.
 func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) {
 	dovecotPid := 0
 	if h.dovecot != nil {
@@ -330,20 +335,35 @@ func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) 
 	}
 	var pids func() []int
 	if t.isProxy() {
-		if err := t.restart(w.upstream); err != nil {
+		first := mustWorkload("noop")
+		var err error
+		if w.tls {
+			first = mustWorkload("noop-tls")
+			if t.tlsRestart == nil {
+				err = errors.New("no way to restart its imaps listener")
+			} else if err = t.tlsRestart(); err == nil {
+				addr, err = h.tlsTarget(t)
+			}
+		} else if err = t.restart(w.upstream); err == nil {
+			addr = t.addrs[w.upstream]
+		}
+		if err != nil {
 			r.Error = fmt.Sprintf("restarting %s: %v", t.name, err)
-			t.skip = r.Error
+			if w.tls {
+				t.tlsSkip = r.Error
+			} else {
+				t.skip = r.Error
+			}
 			return
 		}
-		addr = t.addrs[w.upstream]
 		// One session first: whatever a proxy sets up on its first
 		// connection is not a per-session cost.
-		if _, err := h.runLoad(h.loadArgs(mustWorkload("noop"), addr, 300*time.Millisecond, 1), nil); err != nil {
+		if _, err := h.runLoad(h.loadArgs(first, addr, 300*time.Millisecond, 1), nil); err != nil {
 			r.Error = fmt.Sprintf("first session after restart: %v", err)
 			return
 		}
 		sleepCtx(h.ctx, time.Second)
-		pids = func() []int { return t.pidsFor(w.upstream) }
+		pids = func() []int { return t.proxyPids(w) }
 	} else {
 		pids = func() []int { return nil }
 	}
@@ -354,7 +374,7 @@ func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) 
 	var held, idle0, idle1 usage
 	var dov usage
 	res, err := h.runLoad(h.loadArgs(w, addr, h.opts.duration, h.opts.openConcurrency), func(opened int) {
-		h.logf("held: %d sessions open through %s; sampling", opened, t.name)
+		h.logf("%s: %d sessions open through %s; sampling", w.name, opened, t.name)
 		sleepCtx(h.ctx, h.opts.settle)
 		held = sample(pids(), false)
 		idle0 = held
@@ -425,7 +445,7 @@ func summary(r runResult) string {
 		s = fmt.Sprintf("%.1f FETCH 1:*/s, %.0f messages/s, p50 %.1f ms", l.OpsPerSec, l.MessagesPerSec, l.LatencyP50Ms)
 	case "login":
 		s = fmt.Sprintf("%.0f logins/s, p50 %.2f ms, p99 %.2f ms", l.OpsPerSec, l.LatencyP50Ms, l.LatencyP99Ms)
-	case "held":
+	case "held", "held-tls":
 		s = fmt.Sprintf("%d sessions (%.0f/s)", l.SessionsOpened, l.OpenPerSec)
 		if r.RSSPerSessionKiB != nil {
 			s += fmt.Sprintf(", %.1f KiB/session, idle CPU %.2f%%", *r.RSSPerSessionKiB, *r.IdleCPUPercent)
