@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"strconv"
@@ -100,6 +101,7 @@ type cmdFramer struct {
 	bufSize int
 	bufp    *[]byte // pooled; nil while waiting with nothing buffered
 	idle    *idleReader
+	one     [1]byte // waits for a non-socket client without a buffer
 	buf     []byte
 	r, w    int // buf[r:w] is read but not yet handled
 	out     int // buf[out:r] is handled and waits to be forwarded
@@ -190,22 +192,45 @@ func (f *cmdFramer) fill() error {
 	if f.r == f.w {
 		f.r, f.w, f.out = 0, 0, 0
 		f.releaseBuf()
-		if f.idle != nil {
-			bufp, n, err := f.idle.read()
-			if err != nil {
-				return err
-			}
-			f.bufp, f.buf, f.w = bufp, (*bufp)[:f.bufSize], n
-			f.noteActivity()
-			return nil
-		}
-		f.takeBuf()
-	} else if f.w == len(f.buf) && f.r > 0 {
+		return f.fillEmpty()
+	}
+	if f.w == len(f.buf) && f.r > 0 {
 		copy(f.buf, f.buf[f.r:f.w])
 		f.w -= f.r
 		f.r, f.out = 0, 0
 	}
-	n, err := f.src.Read(f.buf[f.w:])
+	return f.read(f.buf[f.w:])
+}
+
+// fillEmpty waits for the client with no buffer held, then reads.
+func (f *cmdFramer) fillEmpty() error {
+	if f.idle != nil { // a socket: see idleReader
+		bufp, n, err := f.idle.read()
+		if err != nil {
+			return err
+		}
+		f.bufp, f.buf, f.w = bufp, (*bufp)[:f.bufSize], n
+		f.noteActivity()
+		return nil
+	}
+	if _, ok := f.src.(*tls.Conn); !ok {
+		f.takeBuf()
+		return f.read(f.buf)
+	}
+	// TLS: wait on a one-byte read; the rest of the record is already
+	// decrypted in the TLS connection and comes with the next read,
+	// without a system call.
+	if err := f.read(f.one[:]); err != nil {
+		return err
+	}
+	f.takeBuf()
+	f.buf[0] = f.one[0]
+	return nil
+}
+
+// read reads into p, which is f.buf[f.w:] or f.one, advancing f.w.
+func (f *cmdFramer) read(p []byte) error {
+	n, err := f.src.Read(p)
 	f.w += n
 	if n > 0 {
 		f.noteActivity()

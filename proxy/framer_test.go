@@ -19,8 +19,12 @@ type chunkReader struct {
 	sizes  []int
 	i      int
 	before func(i int)
+	left   int // bytes of the current chunk not yet read
 }
 
+// Read returns the input in chunks of the given sizes, as a socket
+// would: a short read leaves the rest of its chunk for the next one, and
+// before runs as each chunk arrives.
 func (r *chunkReader) Read(p []byte) (int, error) {
 	if len(r.data) == 0 {
 		return 0, io.EOF
@@ -28,19 +32,23 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, errors.New("chunkReader: Read with an empty buffer")
 	}
-	if r.before != nil {
-		r.before(r.i)
-	}
-	n := len(r.data)
-	if len(r.sizes) > 0 {
-		if s := r.sizes[r.i%len(r.sizes)]; s > 0 {
-			n = s
+	if r.left == 0 {
+		if r.before != nil {
+			r.before(r.i)
 		}
+		n := len(r.data)
+		if len(r.sizes) > 0 {
+			if s := r.sizes[r.i%len(r.sizes)]; s > 0 {
+				n = s
+			}
+		}
+		r.left = min(n, len(r.data))
+		r.i++
 	}
-	n = min(n, len(p), len(r.data))
+	n := min(len(p), r.left)
 	copy(p, r.data[:n])
 	r.data = r.data[n:]
-	r.i++
+	r.left -= n
 	return n, nil
 }
 
