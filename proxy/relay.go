@@ -80,14 +80,20 @@ func (d *direction) pump() {
 			d.finish(errors.New("panic"))
 		}
 	}()
-	err := d.run()
-	if err == errPark {
-		if d.s.park(d) {
-			return
+	for {
+		err := d.run()
+		if err == errPark {
+			if d.s.park(d) {
+				return
+			}
+			if !d.s.isClosing() {
+				continue // could not park: wait on this goroutine
+			}
+			err = net.ErrClosed
 		}
-		err = net.ErrClosed
+		d.finish(err)
+		return
 	}
-	d.finish(err)
 }
 
 func (d *direction) finish(err error) {
@@ -95,6 +101,12 @@ func (d *direction) finish(err error) {
 	if d.s.live.Add(-1) == 0 {
 		d.s.end()
 	}
+}
+
+func (s *session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // park hands d to the parker, unless the session is closing.
