@@ -138,16 +138,7 @@ type address struct {
 	allowEmpty  bool // "" is allowed (no listener)
 }
 
-func (r address) convert(raw any) (any, string) {
-	s, ok := raw.(string)
-	if !ok {
-		return nil, "want a string, got " + describe(raw)
-	}
-	if msg := r.check(s); msg != "" {
-		return nil, msg
-	}
-	return s, ""
-}
+func (r address) convert(raw any) (any, string) { return convertString(r, raw) }
 
 func (r address) check(v any) string {
 	s := v.(string)
@@ -195,16 +186,7 @@ func (r address) valid() string {
 // oneOf is a string field with a fixed set of values.
 type oneOf []string
 
-func (r oneOf) convert(raw any) (any, string) {
-	s, ok := raw.(string)
-	if !ok {
-		return nil, "want a string, got " + describe(raw)
-	}
-	if msg := r.check(s); msg != "" {
-		return nil, msg
-	}
-	return s, ""
-}
+func (r oneOf) convert(raw any) (any, string) { return convertString(r, raw) }
 
 func (r oneOf) check(v any) string {
 	s := v.(string)
