@@ -40,6 +40,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imapguard/imapguard/cmd/imapload/loadresult"
 )
 
 type options struct {
@@ -129,7 +131,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		fmt.Fprintf(stdout, "%s\n", b)
 	} else {
-		res.print(stdout)
+		printResult(stdout, res)
 	}
 	if ctx.Err() != nil {
 		return 130
@@ -166,43 +168,11 @@ func raiseFileLimit(stderr io.Writer) {
 	}
 }
 
-// result is what one imapload run measured. Latencies are in
-// milliseconds, rates per second of the measured wall-clock time.
-type result struct {
-	Workload    string  `json:"workload"`
-	Addr        string  `json:"addr"`
-	Concurrency int     `json:"concurrency"`
-	Sources     int     `json:"sources"`
-	Seconds     float64 `json:"seconds"`
+// result is the JSON result of a run (shared with test/bench).
+type result = loadresult.Result
 
-	Ops       int64   `json:"ops"`
-	OpsPerSec float64 `json:"ops_per_sec"`
-	Bytes     int64   `json:"bytes"`
-	MBPerSec  float64 `json:"mb_per_sec"`
-	// Messages counts untagged FETCH responses (fetchall, fetch).
-	Messages       int64   `json:"messages"`
-	MessagesPerSec float64 `json:"messages_per_sec"`
-
-	LatencyP50Ms  float64 `json:"latency_p50_ms"`
-	LatencyP99Ms  float64 `json:"latency_p99_ms"`
-	LatencyMeanMs float64 `json:"latency_mean_ms"`
-	LatencyMaxMs  float64 `json:"latency_max_ms"`
-
-	Errors     int64  `json:"errors"`
-	FirstError string `json:"first_error,omitempty"`
-
-	// fetch
-	UID uint64 `json:"uid,omitempty"`
-	// held
-	Sessions       int     `json:"sessions,omitempty"`
-	SessionsOpened int     `json:"sessions_opened,omitempty"`
-	OpenSeconds    float64 `json:"open_seconds,omitempty"`
-	OpenPerSec     float64 `json:"open_per_sec,omitempty"`
-	HeldSeconds    float64 `json:"held_seconds,omitempty"`
-	NoopOK         int     `json:"noop_ok,omitempty"`
-}
-
-func (r *result) print(w io.Writer) {
+// printResult writes r for people to read.
+func printResult(w io.Writer, r *result) {
 	fmt.Fprintf(w, "workload     %s against %s (%d connections, %d source addresses)\n", r.Workload, r.Addr, r.Concurrency, r.Sources)
 	fmt.Fprintf(w, "measured     %.2f s\n", r.Seconds)
 	switch r.Workload {

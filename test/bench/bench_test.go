@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/cmd/imapload/loadresult"
 )
 
 func TestMedian(t *testing.T) {
@@ -63,9 +65,9 @@ func TestReportTable(t *testing.T) {
 	cpu := 1.0
 	for run := 1; run <= 3; run++ {
 		for i, tg := range []string{"direct", "imapguard", "haproxy"} {
-			r := runResult{Run: run, Workload: "noop", Target: tg, Load: &loadResult{
+			r := runResult{Run: run, Workload: "noop", Target: tg, Load: &loadResult{Result: loadresult.Result{
 				Seconds: 10, Ops: int64(10000 * (i + run)), OpsPerSec: float64(1000 * (i + run)), LatencyP50Ms: 0.5,
-			}}
+			}}}
 			if tg != "direct" {
 				r.ProxyCPUSeconds = &cpu
 			}

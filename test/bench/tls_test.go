@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapguard/imapguard/cmd/imapload/loadresult"
 	"github.com/imapguard/imapguard/config"
 )
 
@@ -183,9 +184,9 @@ func TestReportTLS(t *testing.T) {
 	cpu := 2.0
 	for run := 1; run <= 3; run++ {
 		for i, tg := range []string{"direct", "imapguard", "haproxy"} {
-			r := runResult{Run: run, Workload: "noop-tls", Target: tg, Load: &loadResult{
+			r := runResult{Run: run, Workload: "noop-tls", Target: tg, Load: &loadResult{Result: loadresult.Result{
 				Seconds: 10, Ops: 100000, OpsPerSec: float64(1000 * (i + 1)), LatencyP50Ms: 0.5, LatencyP99Ms: 1,
-			}}
+			}}}
 			if tg != "direct" {
 				r.ProxyCPUSeconds, r.ProxyCPUPercent = &cpu, &cpu
 			}
@@ -263,9 +264,9 @@ func TestReportHeldTLS(t *testing.T) {
 	for run := 1; run <= 3; run++ {
 		for _, w := range []string{"held", "held-tls"} {
 			for i, tg := range []string{"direct", "imapguard", "haproxy"} {
-				r := runResult{Run: run, Workload: w, Target: tg, Load: &loadResult{
+				r := runResult{Run: run, Workload: w, Target: tg, Load: &loadResult{Result: loadresult.Result{
 					SessionsOpened: 5000, OpenPerSec: 150, LatencyP99Ms: 2, Seconds: 1,
-				}, DovecotProcs: 5010, DovecotBaseProcs: 10, DovecotPssKiB: 5000 * 400}
+				}}, DovecotProcs: 5010, DovecotBaseProcs: 10, DovecotPssKiB: 5000 * 400}
 				if tg != "direct" {
 					kib := float64(10 * i)
 					if w == "held-tls" {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imapguard/imapguard/cmd/imapload/loadresult"
 )
 
 // workload is one row group of the table.
@@ -70,32 +72,9 @@ func mustWorkload(name string) workload {
 	return w
 }
 
-// loadResult is imapload's JSON result.
+// loadResult is imapload's JSON result, with what the harness adds.
 type loadResult struct {
-	Workload       string  `json:"workload"`
-	Addr           string  `json:"addr"`
-	Concurrency    int     `json:"concurrency"`
-	Sources        int     `json:"sources"`
-	Seconds        float64 `json:"seconds"`
-	Ops            int64   `json:"ops"`
-	OpsPerSec      float64 `json:"ops_per_sec"`
-	Bytes          int64   `json:"bytes"`
-	MBPerSec       float64 `json:"mb_per_sec"`
-	Messages       int64   `json:"messages"`
-	MessagesPerSec float64 `json:"messages_per_sec"`
-	LatencyP50Ms   float64 `json:"latency_p50_ms"`
-	LatencyP99Ms   float64 `json:"latency_p99_ms"`
-	LatencyMeanMs  float64 `json:"latency_mean_ms"`
-	LatencyMaxMs   float64 `json:"latency_max_ms"`
-	Errors         int64   `json:"errors"`
-	FirstError     string  `json:"first_error,omitempty"`
-	UID            uint64  `json:"uid,omitempty"`
-	Sessions       int     `json:"sessions,omitempty"`
-	SessionsOpened int     `json:"sessions_opened,omitempty"`
-	OpenSeconds    float64 `json:"open_seconds,omitempty"`
-	OpenPerSec     float64 `json:"open_per_sec,omitempty"`
-	HeldSeconds    float64 `json:"held_seconds,omitempty"`
-	NoopOK         int     `json:"noop_ok,omitempty"`
+	loadresult.Result
 
 	// LoadgenCPUSeconds is imapload's own CPU time (user + system), to
 	// tell whether the load generator was the bottleneck.
