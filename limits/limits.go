@@ -62,6 +62,7 @@ var ErrLimit = errors.New("limits: limit reached")
 type Error struct {
 	Limit string // configuration key: "max_connections", ...
 	Value int    // the cap in force
+	Count int    // the count the refused acquire found (at least Value)
 }
 
 func (e *Error) Error() string {
@@ -137,18 +138,36 @@ func UserKey(user string) string {
 	return strings.ToLower(strings.TrimSpace(user))
 }
 
+// Check is one limit consulted by an acquire: the limit's configuration
+// key, the count it found (before adding the new connection) and the cap.
+// Tracing records them as span events.
+type Check struct {
+	Limit string
+	Count int
+	Max   int
+}
+
 // AcquireConn counts one connection from addr against max_connections and
 // max_connections_per_ip, both or neither. The release function returned
 // on success may be called any number of times; it uncounts once.
 func (l *Limiter) AcquireConn(addr netip.Addr) (release func(), err error) {
+	release, _, err = l.AdmitConn(addr)
+	return release, err
+}
+
+// AdmitConn is AcquireConn that also returns the checks it made, in
+// order; on refusal the last one is the limit that refused.
+func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := AddrKey(addr, l.opts.IPv6PrefixLength)
+	checks = append(make([]Check, 0, 2), Check{"max_connections", l.conns, l.opts.MaxConnections})
 	if l.conns >= l.opts.MaxConnections {
-		return nil, &Error{Limit: "max_connections", Value: l.opts.MaxConnections}
+		return nil, checks, &Error{Limit: "max_connections", Value: l.opts.MaxConnections, Count: l.conns}
 	}
+	checks = append(checks, Check{"max_connections_per_ip", l.perIP[key], l.opts.MaxConnectionsPerIP})
 	if l.perIP[key] >= l.opts.MaxConnectionsPerIP {
-		return nil, &Error{Limit: "max_connections_per_ip", Value: l.opts.MaxConnectionsPerIP}
+		return nil, checks, &Error{Limit: "max_connections_per_ip", Value: l.opts.MaxConnectionsPerIP, Count: l.perIP[key]}
 	}
 	l.conns++
 	l.perIP[key]++
@@ -162,17 +181,24 @@ func (l *Limiter) AcquireConn(addr netip.Addr) (release func(), err error) {
 				delete(l.perIP, key)
 			}
 		})
-	}, nil
+	}, checks, nil
 }
 
 // AcquireUser counts one authenticated session of user against
 // max_connections_per_user.
 func (l *Limiter) AcquireUser(user string) (release func(), err error) {
+	release, _, err = l.AdmitUser(user)
+	return release, err
+}
+
+// AdmitUser is AcquireUser that also returns the check it made.
+func (l *Limiter) AdmitUser(user string) (release func(), check Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := UserKey(user)
+	check = Check{"max_connections_per_user", l.users[key], l.opts.MaxConnectionsPerUser}
 	if l.users[key] >= l.opts.MaxConnectionsPerUser {
-		return nil, &Error{Limit: "max_connections_per_user", Value: l.opts.MaxConnectionsPerUser}
+		return nil, check, &Error{Limit: "max_connections_per_user", Value: l.opts.MaxConnectionsPerUser, Count: l.users[key]}
 	}
 	l.users[key]++
 	var once sync.Once
@@ -184,7 +210,7 @@ func (l *Limiter) AcquireUser(user string) (release func(), err error) {
 				delete(l.users, key)
 			}
 		})
-	}, nil
+	}, check, nil
 }
 
 // Counts is a snapshot of what a Limiter holds.

@@ -713,3 +713,35 @@ func TestConcurrentCapNeverExceeded(t *testing.T) {
 		})
 	}
 }
+
+// TestAdmitChecks: the checks an admission reports carry the count found
+// and the cap, and a refusal ends with the limit that refused.
+func TestAdmitChecks(t *testing.T) {
+	l := New(Options{MaxConnections: 3, MaxConnectionsPerIP: 1, MaxConnectionsPerUser: 1})
+	a := netip.MustParseAddr("192.0.2.1")
+	rel, checks, err := l.AdmitConn(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel()
+	want := []Check{{"max_connections", 0, 3}, {"max_connections_per_ip", 0, 1}}
+	if fmt.Sprint(checks) != fmt.Sprint(want) {
+		t.Fatalf("checks = %v, want %v", checks, want)
+	}
+	_, checks, err = l.AdmitConn(a)
+	var le *Error
+	if !errors.As(err, &le) || le.Limit != "max_connections_per_ip" || le.Count != 1 || le.Value != 1 {
+		t.Fatalf("err = %#v", err)
+	}
+	if last := checks[len(checks)-1]; last != (Check{"max_connections_per_ip", 1, 1}) {
+		t.Fatalf("last check = %v", last)
+	}
+	relU, check, err := l.AdmitUser("Ann")
+	if err != nil || check != (Check{"max_connections_per_user", 0, 1}) {
+		t.Fatalf("AdmitUser = %v, %v", check, err)
+	}
+	defer relU()
+	if _, check, err = l.AdmitUser("ann"); !errors.Is(err, ErrLimit) || check.Count != 1 {
+		t.Fatalf("second AdmitUser = %v, %v", check, err)
+	}
+}
