@@ -160,16 +160,26 @@ func (c *conn) setOutcomeIfEmpty(s string) {
 func (c *conn) info() ConnInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return ConnInfo{ID: c.id, Client: c.nc.RemoteAddr().String(), Listener: c.listener,
-		User: c.user, Authenticated: c.sess != nil, Since: c.since}
+	i := ConnInfo{ID: c.id, Client: c.nc.RemoteAddr().String(), Listener: c.listener,
+		User: c.user, Authenticated: c.sess != nil, TLS: c.tlsActive, Since: c.since}
+	if c.sess != nil {
+		i.BytesToUpstream = c.sess.bytesToUpstream.Load()
+		i.BytesToClient = c.sess.bytesToClient.Load()
+	}
+	return i
 }
 
 // shutdown tells the client BYE (at a response boundary when relaying)
 // and closes the connection.
-func (c *conn) shutdown(text string) {
+func (c *conn) shutdown(text string) { c.closeWithBye("proxy shutdown", text) }
+
+// kick is shutdown on an administrator's request.
+func (c *conn) kick(text string) { c.closeWithBye("kicked", text) }
+
+func (c *conn) closeWithBye(outcome, text string) {
 	c.mu.Lock()
 	c.shuttingDown = true
-	c.outcome = "proxy shutdown"
+	c.outcome = outcome
 	sess := c.sess
 	c.mu.Unlock()
 	if sess != nil {

@@ -125,8 +125,9 @@ type cmdFramer struct {
 	skippingLine bool
 	tail         []byte
 
-	// Bytes forwarded to the upstream.
-	forwardedBytes int64
+	// Bytes forwarded to the upstream; a session points it at its own
+	// counter, read live by the admin API and metrics.
+	sentBytes *atomic.Int64
 }
 
 func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFramer {
@@ -142,6 +143,7 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 	}
 	f.reply = func(string) {}
 	f.noteActivity = func() {}
+	f.sentBytes = new(atomic.Int64)
 	f.gate = &literalGate{}
 	return f
 }
@@ -150,7 +152,7 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 func (f *cmdFramer) flush() error {
 	if f.r > f.out {
 		n, err := f.dst.Write(f.buf[f.out:f.r])
-		f.forwardedBytes += int64(n)
+		f.sentBytes.Add(int64(n))
 		f.out = f.r
 		f.noteActivity()
 		if err != nil {
@@ -476,7 +478,7 @@ func (f *cmdFramer) stepLiteral() error {
 			}
 			n, err := copyN(f.dst, f.src, min(f.litLeft, spliceChunk))
 			f.litLeft -= n
-			f.forwardedBytes += n
+			f.sentBytes.Add(n)
 			f.noteActivity()
 			if err != nil {
 				if err == io.EOF {

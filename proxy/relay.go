@@ -197,6 +197,7 @@ func (s *session) run() {
 	f := newCmdFramer(s.c.nc, s.up, s.max, s.clientInitial)
 	f.gate = &s.gate
 	f.noteActivity = s.noteActivity
+	f.sentBytes = &s.bytesToUpstream
 	f.reply = func(line string) { s.w.line(line, false) }
 	rc := newRespCopier(s.up, s.w, newRespFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
 		s.bytesToClient.Add(n)
@@ -220,9 +221,7 @@ func (s *session) run() {
 // copyClientToUpstream frames client commands into the upstream, until
 // the client ends or the direction parks.
 func (s *session) copyClientToUpstream() error {
-	err := s.cmd.run()
-	s.bytesToUpstream.Store(s.cmd.forwardedBytes)
-	return err
+	return s.cmd.run()
 }
 
 // copyUpstreamToClient relays upstream responses, noting response
