@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -48,6 +49,10 @@ type Config struct {
 	Limits Limits `toml:"limits"`
 	// Log is the "log" table: what the proxy logs and how.
 	Log Log `toml:"log"`
+	// Telemetry is the "telemetry" table: traces and metrics.
+	Telemetry Telemetry `toml:"telemetry"`
+	// Admin is the "admin" table: the HTTP admin API.
+	Admin Admin `toml:"admin"`
 }
 
 // Listen is the "listen" table.
@@ -376,6 +381,110 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// Telemetry is the "telemetry" table: OpenTelemetry traces and metrics,
+// and a Prometheus endpoint. Its keys take effect at start, except
+// record_user, which SIGHUP also applies.
+type Telemetry struct {
+	// Traces is where spans go: "none" (nowhere), "stdout" (as JSON
+	// lines on standard output) or "otlp" (to an OTLP collector, see
+	// otlp_endpoint).
+	//
+	// Default: none. Valid: none, stdout, otlp.
+	Traces string `toml:"traces"`
+
+	// Metrics is whether metrics are also pushed to an OTLP collector
+	// ("otlp") every metrics_interval, or not ("none"). The Prometheus
+	// endpoint of metrics_listen does not depend on it.
+	//
+	// Default: none. Valid: none, otlp.
+	Metrics string `toml:"metrics"`
+
+	// OTLPEndpoint is the OTLP collector that traces and metrics "otlp"
+	// are sent to: host:port, or an http:// or https:// URL. A URL's
+	// path, if any, is the base the signal paths /v1/traces and
+	// /v1/metrics are appended to (with otlp_protocol "http/protobuf").
+	// Empty means the standard environment variables
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
+	// or OTEL_EXPORTER_OTLP_ENDPOINT, else OpenTelemetry's default:
+	// localhost:4317 for "grpc", http://localhost:4318 for
+	// "http/protobuf".
+	//
+	// Default: "" (the OTEL_EXPORTER_OTLP_* environment variables, else localhost). Valid: host:port, port 1 .. 65535, an http:// or https:// URL, or empty.
+	OTLPEndpoint string `toml:"otlp_endpoint"`
+
+	// OTLPProtocol is how traces and metrics are sent to the collector:
+	// "grpc" or "http/protobuf". Empty means the environment variables
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL,
+	// else "http/protobuf", the OpenTelemetry specification's default.
+	//
+	// Default: "" (the OTEL_EXPORTER_OTLP_*PROTOCOL environment variables, else http/protobuf). Valid: grpc, http/protobuf, or empty.
+	OTLPProtocol string `toml:"otlp_protocol"`
+
+	// OTLPInsecure, when true, talks to the collector in plaintext,
+	// without TLS, when otlp_endpoint is host:port. An
+	// http:// URL is plaintext anyway, and an https:// URL always uses
+	// TLS.
+	//
+	// Default: false. Valid: true, false.
+	OTLPInsecure bool `toml:"otlp_insecure"`
+
+	// SampleRatio is the fraction of client connections that are traced:
+	// 0 traces none, 1 traces all. The sampler is parent-based with a
+	// trace ID ratio. The environment variable OTEL_TRACES_SAMPLER, when
+	// set, wins over this key. An integer (0 or 1) is accepted as well as
+	// a float.
+	//
+	// Default: 1.0. Valid: 0.0 .. 1.0.
+	SampleRatio float64 `toml:"sample_ratio"`
+
+	// MetricsInterval is how often metrics are pushed to the collector
+	// with metrics "otlp".
+	//
+	// Default: 1m. Valid: 1s .. 1h.
+	MetricsInterval Duration `toml:"metrics_interval"`
+
+	// MetricsListen is the address that serves the metrics in the
+	// Prometheus text format, at /metrics, as host:port written like
+	// listen.imap. The endpoint has no authentication: keep it on a
+	// loopback address or behind a firewall. Empty ("") means no such
+	// endpoint.
+	//
+	// Default: "" (no Prometheus endpoint). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
+	MetricsListen string `toml:"metrics_listen"`
+
+	// RecordUser, when true, puts the user name on spans as the attribute
+	// enduser.id. When false no span carries the user name (logs still
+	// name users). SIGHUP applies a change.
+	//
+	// Default: false. Valid: true, false.
+	RecordUser bool `toml:"record_user"`
+}
+
+// Admin is the "admin" table: the HTTP admin API, which answers in JSON on
+// /healthz, /readyz, /settings, /sessions, /sessions/kick and /metrics,
+// and which `imapguard who`, `imapguard kick` and `imapguard settings`
+// talk to. Its keys take effect at start.
+type Admin struct {
+	// Listen is the address the admin API listens on, as host:port
+	// written like listen.imap. A host other than a loopback address
+	// (127.0.0.0/8, ::1 or "localhost"; an empty host means all
+	// addresses, so it is not loopback) requires token. Empty ("") means
+	// no admin API.
+	//
+	// Default: "" (no admin API). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
+	Listen string `toml:"listen"`
+
+	// Token is the bearer token the admin API requires on every endpoint
+	// except /healthz and /readyz, sent as "Authorization: Bearer TOKEN".
+	// Empty means none is required, which is only allowed when listen is
+	// a loopback address. Generate one with, for example,
+	// "openssl rand -hex 32". It is a secret: -check and /settings show
+	// it as "(redacted)", and messages about it do not quote it.
+	//
+	// Default: "" (no token). Valid: 16 .. 256 printable ASCII characters without spaces, or empty.
+	Token string `toml:"token"`
+}
+
 // Default returns a Config with every key set to its default. It is the one
 // place defaults are defined.
 func Default() *Config {
@@ -407,6 +516,12 @@ func Default() *Config {
 			Level:  "info",
 			Format: "text",
 		},
+		Telemetry: Telemetry{
+			Traces:          "none",
+			Metrics:         "none",
+			SampleRatio:     1,
+			MetricsInterval: Duration(60 * time.Second),
+		},
 	}
 }
 
@@ -415,14 +530,22 @@ type Setting struct {
 	// Name is the dotted key, such as "limits.max_connections".
 	Name string
 	// Value is the value as it would be written in the file, without
-	// quotes: "2147483647", "60s", "127.0.0.1:2143".
+	// quotes: "2147483647", "60s", "127.0.0.1:2143"; for a secret such as
+	// admin.token, Redacted when it is set.
 	Value string
 }
+
+// Redacted is the Value of a Setting whose key holds a secret (see
+// secretKeys) and is set. An empty secret is shown as "".
+const Redacted = "(redacted)"
 
 // Settings returns every key with its effective value, in the order of the
 // Config struct (which is also the order of default.toml). The effective
 // value is the field's, except for tls.allow_plaintext_auth, which is
-// TLS.PlaintextAuthAllowed: true with tls.mode "off" whatever the field says.
+// TLS.PlaintextAuthAllowed: true with tls.mode "off" whatever the field
+// says, and for secrets (admin.token), which are Redacted when set.
+// Settings is what -check and the admin API's /settings show, so it never
+// holds a secret.
 func (c *Config) Settings() []Setting { return c.settings(true) }
 
 // effectiveValues holds the keys whose value in effect depends on other
@@ -431,8 +554,15 @@ var effectiveValues = map[string]func(*Config) string{
 	"tls.allow_plaintext_auth": func(c *Config) string { return strconv.FormatBool(c.TLS.PlaintextAuthAllowed()) },
 }
 
+// secretKeys holds the keys whose values are secrets: settings shows them
+// as Redacted when set, and their rules quote no value in messages.
+var secretKeys = map[string]bool{
+	"admin.token": true,
+}
+
 // settings returns every key with the value of its field or, with
-// effective, its effective value.
+// effective, its effective value. Secrets are Redacted either way, so
+// that no path prints them.
 func (c *Config) settings(effective bool) []Setting {
 	v := reflect.ValueOf(c).Elem()
 	out := make([]Setting, 0, len(schema.leaves))
@@ -440,6 +570,9 @@ func (c *Config) settings(effective bool) []Setting {
 		value := formatValue(v.FieldByIndex(l.index))
 		if f := effectiveValues[l.key]; effective && f != nil {
 			value = f(c)
+		}
+		if secretKeys[l.key] && value != "" {
+			value = Redacted
 		}
 		out = append(out, Setting{Name: l.key, Value: value})
 	}
@@ -454,6 +587,8 @@ func formatValue(v reflect.Value) string {
 		return x.String()
 	case int:
 		return strconv.Itoa(x)
+	case float64:
+		return formatFloat(x)
 	case bool:
 		return strconv.FormatBool(x)
 	case string:
@@ -463,6 +598,24 @@ func formatValue(v reflect.Value) string {
 	default:
 		panic(fmt.Sprintf("config: no format for %T", x))
 	}
+}
+
+// formatFloat formats x as a TOML float: with a decimal point ("1.0",
+// "0.25"), never an exponent, and nan, inf and -inf as TOML spells them.
+func formatFloat(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return "nan"
+	case math.IsInf(x, 1):
+		return "inf"
+	case math.IsInf(x, -1):
+		return "-inf"
+	}
+	s := strconv.FormatFloat(x, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
 }
 
 // WriteSettings writes Settings as one "name : value" line each, the names

@@ -170,6 +170,17 @@ func TestSettingsOrder(t *testing.T) {
 		"limits.max_auth_failures",
 		"log.level",
 		"log.format",
+		"telemetry.traces",
+		"telemetry.metrics",
+		"telemetry.otlp_endpoint",
+		"telemetry.otlp_protocol",
+		"telemetry.otlp_insecure",
+		"telemetry.sample_ratio",
+		"telemetry.metrics_interval",
+		"telemetry.metrics_listen",
+		"telemetry.record_user",
+		"admin.listen",
+		"admin.token",
 	}
 	var got []string
 	for _, s := range Default().Settings() {
@@ -222,6 +233,17 @@ limits.max_bad_commands         : 3
 limits.max_auth_failures        : 3
 log.level                       : info
 log.format                      : text
+telemetry.traces                : none
+telemetry.metrics               : none
+telemetry.otlp_endpoint         :
+telemetry.otlp_protocol         :
+telemetry.otlp_insecure         : false
+telemetry.sample_ratio          : 1.0
+telemetry.metrics_interval      : 1m
+telemetry.metrics_listen        :
+telemetry.record_user           : false
+admin.listen                    :
+admin.token                     :
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
@@ -264,10 +286,17 @@ func TestBounds(t *testing.T) {
 		{"limits.idle_timeout", `"30s"`, `"24h"`, `"29999999999ns"`, `"86400000000001ns"`, "30s", "24h", "30s .. 24h"},
 		{"limits.max_bad_commands", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
 		{"limits.max_auth_failures", `1`, `100`, `0`, `101`, "1", "100", "1 .. 100"},
+		{"telemetry.otlp_endpoint", `"h:1"`, `"https://h:65535"`, `"h:0"`, `"http://h:65536"`, "h:1", "https://h:65535", "host:port, port 1 .. 65535, an http:// or https:// URL, or empty"},
+		{"telemetry.sample_ratio", `0`, `1.0`, `-0.1`, `1.5`, "0.0", "1.0", "0.0 .. 1.0"},
+		{"telemetry.metrics_interval", `"1s"`, `"1h"`, `"999999999ns"`, `"3600000000001ns"`, "1s", "1h", "1s .. 1h"},
+		{"telemetry.metrics_listen", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535, or empty"},
+		{"admin.listen", `":0"`, `"[::1]:65535"`, ``, `":65536"`, ":0", "[::1]:65535", "host:port, host may be empty, port 0 .. 65535, or empty"},
+		{"admin.token", `"` + strings.Repeat("x", 16) + `"`, `"` + strings.Repeat("~", 256) + `"`, `"` + strings.Repeat("x", 15) + `"`, `"` + strings.Repeat("!", 257) + `"`, Redacted, Redacted, "16 .. 256 printable ASCII characters without spaces, or empty"},
 	}
 	// What a key needs besides itself, written after it.
 	context := map[string]string{
 		"listen.imaps": `tls.mode = "self_signed"` + "\n",
+		"admin.listen": `admin.token = "0123456789abcdef"` + "\n",
 	}
 	for _, tt := range tests {
 		for _, c := range []struct {
@@ -419,6 +448,62 @@ func TestParseMessages(t *testing.T) {
 		{"two relations on one line, in column order", `tls = { on_demand = true, cert_file = "c.pem" }`,
 			"x.toml:1: tls.on_demand: only allowed with tls.mode \"acme\", not \"off\"\n" +
 				"x.toml:1: tls.cert_file: only allowed with tls.mode \"files\", not \"off\""},
+		{"traces otlp", `telemetry = { traces = "otlp", metrics = "otlp", otlp_protocol = "grpc", otlp_insecure = true }`, ``},
+		{"traces unknown", `telemetry.traces = "jaeger"`,
+			`x.toml:1: telemetry.traces: unknown value "jaeger" (valid none, stdout, otlp)`},
+		{"metrics stdout", `telemetry.metrics = "stdout"`,
+			`x.toml:1: telemetry.metrics: unknown value "stdout" (valid none, otlp)`},
+		{"protocol empty", `telemetry.otlp_protocol = ""`, ``},
+		{"protocol http", `telemetry.otlp_protocol = "http"`,
+			`x.toml:1: telemetry.otlp_protocol: unknown value "http" (valid grpc, http/protobuf, or empty)`},
+		{"endpoint empty", `telemetry.otlp_endpoint = ""`, ``},
+		{"endpoint host port", `telemetry.otlp_endpoint = "otel-collector:4317"`, ``},
+		{"endpoint ipv6", `telemetry.otlp_endpoint = "[::1]:4317"`, ``},
+		{"endpoint url", `telemetry.otlp_endpoint = "https://otel.example.com"`, ``},
+		{"endpoint url with path", `telemetry.otlp_endpoint = "http://127.0.0.1:4318/otlp"`, ``},
+		{"endpoint without port", `telemetry.otlp_endpoint = "otel-collector"`,
+			`x.toml:1: telemetry.otlp_endpoint: "otel-collector": missing port in address (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"endpoint without host", `telemetry.otlp_endpoint = ":4317"`,
+			`x.toml:1: telemetry.otlp_endpoint: ":4317": host is missing (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"endpoint grpc scheme", `telemetry.otlp_endpoint = "grpc://otel:4317"`,
+			`x.toml:1: telemetry.otlp_endpoint: "grpc://otel:4317" does not start with http:// or https:// (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"endpoint url without host", `telemetry.otlp_endpoint = "http:///v1"`,
+			`x.toml:1: telemetry.otlp_endpoint: "http:///v1": host is missing (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"endpoint url port 0", `telemetry.otlp_endpoint = "http://otel:0"`,
+			`x.toml:1: telemetry.otlp_endpoint: "http://otel:0": port 0 is out of range (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"endpoint number", `telemetry.otlp_endpoint = 4317`,
+			`x.toml:1: telemetry.otlp_endpoint: want a string, got integer 4317 (valid host:port, port 1 .. 65535, an http:// or https:// URL, or empty)`},
+		{"insecure string", `telemetry.otlp_insecure = "yes"`,
+			`x.toml:1: telemetry.otlp_insecure: want true or false, got string "yes" (valid true, false)`},
+		{"sample ratio string", `telemetry.sample_ratio = "0.5"`,
+			`x.toml:1: telemetry.sample_ratio: want a number, got string "0.5" (valid 0.0 .. 1.0)`},
+		{"sample ratio nan", `telemetry.sample_ratio = nan`,
+			`x.toml:1: telemetry.sample_ratio: nan is out of range (valid 0.0 .. 1.0)`},
+		{"sample ratio inf", `telemetry.sample_ratio = +inf`,
+			`x.toml:1: telemetry.sample_ratio: inf is out of range (valid 0.0 .. 1.0)`},
+		{"sample ratio integer 2", `telemetry.sample_ratio = 2`,
+			`x.toml:1: telemetry.sample_ratio: 2.0 is out of range (valid 0.0 .. 1.0)`},
+		{"sample ratio exponent", `telemetry.sample_ratio = 1e-3`, ``},
+		{"metrics interval number", `telemetry.metrics_interval = 60`,
+			`x.toml:1: telemetry.metrics_interval: want a string such as "30s", got integer 60 (valid 1s .. 1h)`},
+		{"metrics listen without port", `telemetry.metrics_listen = "127.0.0.1"`,
+			`x.toml:1: telemetry.metrics_listen: "127.0.0.1": missing port in address (valid host:port, host may be empty, port 0 .. 65535, or empty)`},
+		{"metrics listen on all addresses", `telemetry.metrics_listen = ":9143"`, ``},
+		{"record user", `telemetry.record_user = true`, ``},
+		{"admin listen without port", `admin.listen = "localhost"`,
+			`x.toml:1: admin.listen: "localhost": missing port in address (valid host:port, host may be empty, port 0 .. 65535, or empty)`},
+		{"admin listen bad, no token", "admin.listen = \"0.0.0.0:x\"",
+			`x.toml:1: admin.listen: "0.0.0.0:x": port "x" is not a number (valid host:port, host may be empty, port 0 .. 65535, or empty)`},
+		{"admin non-loopback, token bad", "admin.listen = \":8143\"\nadmin.token = \"short\"",
+			`x.toml:2: admin.token: it is 5 characters long (valid 16 .. 256 printable ASCII characters without spaces, or empty)`},
+		{"admin token with space", `admin.token = "0123456789 abcdef"`,
+			`x.toml:1: admin.token: the character at byte 11 is not printable ASCII or is a space (valid 16 .. 256 printable ASCII characters without spaces, or empty)`},
+		{"admin token non-ASCII", `admin.token = "0123456789abcdéf"`,
+			`x.toml:1: admin.token: the character at byte 15 is not printable ASCII or is a space (valid 16 .. 256 printable ASCII characters without spaces, or empty)`},
+		{"admin token number", `admin.token = 12345678901234567`,
+			`x.toml:1: admin.token: want a string, got integer (valid 16 .. 256 printable ASCII characters without spaces, or empty)`},
+		{"admin token empty", `admin.token = ""`, ``},
+		{"admin token without listen", `admin.token = "0123456789abcdef"`, ``},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -508,9 +593,13 @@ func TestValidate(t *testing.T) {
 	c.Limits.MaxConnections = 0
 	c.Upstream.LoginTimeout = Duration(time.Hour)
 	c.Log.Format = "xml"
+	c.Telemetry.SampleRatio = 2
+	c.Telemetry.MetricsInterval = 0
 	want := "upstream.login_timeout: 1h is out of range (valid 1s .. 5m)\n" +
 		"limits.max_connections: 0 is out of range (valid 1 .. 2147483647)\n" +
-		`log.format: unknown value "xml" (valid text, json)`
+		`log.format: unknown value "xml" (valid text, json)` + "\n" +
+		"telemetry.sample_ratio: 2.0 is out of range (valid 0.0 .. 1.0)\n" +
+		"telemetry.metrics_interval: 0s is out of range (valid 1s .. 1h)"
 	if err := c.Validate(); err == nil || err.Error() != want {
 		t.Errorf("got %v; want %s", err, want)
 	}
@@ -702,7 +791,7 @@ func TestFieldDocs(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"Config.Listen", "Config.Upstream", "Config.TLS", "Config.Limits", "Config.Log"} {
+	for _, name := range []string{"Config.Listen", "Config.Upstream", "Config.TLS", "Config.Limits", "Config.Log", "Config.Telemetry", "Config.Admin"} {
 		if docs[name] == "" {
 			t.Errorf("%s: got no doc; want one", name)
 		}
@@ -715,6 +804,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(DefaultTOML)
 	f.Add([]byte(`tls = { mode = "acme", on_demand = true, on_demand_domains = ["*.xn--a.b"], self_signed_names = ["::ffff:1.2.3.4"] }`))
 	f.Add([]byte("listen.imap = \"\"\nupstream = { tls = \"none\", server_name = \"h\" }\ntls.domains = [\"a\", \"A\", 1]"))
+	f.Add([]byte("telemetry = { sample_ratio = -0.0, otlp_endpoint = \"https://[::1]:4318/x\" }\nadmin = { listen = \"[::ffff:127.0.0.1]:0\", token = \"\" }"))
 	for _, dir := range []string{"good", "bad"} {
 		files, _ := filepath.Glob(filepath.Join("testdata", dir, "*.toml"))
 		for _, file := range files {
@@ -756,5 +846,211 @@ func TestDemoTOML(t *testing.T) {
 	if c.TLS.Mode != "self_signed" || c.Listen.IMAPS == "" || c.TLS.PlaintextAuthAllowed() {
 		t.Errorf("demo: got mode %q, imaps %q, plaintext auth %v; want self_signed, an imaps listener, no plaintext login",
 			c.TLS.Mode, c.Listen.IMAPS, c.TLS.PlaintextAuthAllowed())
+	}
+	if c.Telemetry.MetricsListen != "127.0.0.1:9143" || c.Admin.Listen != "127.0.0.1:8143" || c.Admin.Token != "" {
+		t.Errorf("demo: got metrics_listen %q, admin.listen %q, admin.token set %v; want 127.0.0.1:9143, 127.0.0.1:8143, no token",
+			c.Telemetry.MetricsListen, c.Admin.Listen, c.Admin.Token != "")
+	}
+}
+
+func TestTelemetryAdminDefaults(t *testing.T) {
+	c := Default()
+	wantTelemetry := Telemetry{
+		Traces:          "none",
+		Metrics:         "none",
+		OTLPEndpoint:    "",
+		OTLPProtocol:    "",
+		OTLPInsecure:    false,
+		SampleRatio:     1,
+		MetricsInterval: Duration(60 * time.Second),
+		MetricsListen:   "",
+		RecordUser:      false,
+	}
+	if c.Telemetry != wantTelemetry {
+		t.Errorf("got %+v; want %+v", c.Telemetry, wantTelemetry)
+	}
+	if want := (Admin{}); c.Admin != want {
+		t.Errorf("got %+v; want %+v", c.Admin, want)
+	}
+}
+
+// TestSampleRatio checks that sample_ratio takes integers and floats in
+// 0 .. 1, and what -check prints for them.
+func TestSampleRatio(t *testing.T) {
+	for _, tt := range []struct {
+		value   string // as written in TOML
+		want    float64
+		setting string
+		ok      bool
+	}{
+		{"0", 0, "0.0", true},
+		{"0.0", 0, "0.0", true},
+		{"0.25", 0.25, "0.25", true},
+		{"1", 1, "1.0", true},
+		{"1.0", 1, "1.0", true},
+		{"1e0", 1, "1.0", true},
+		{"-0.0", 0, "-0.0", true},
+		{"0.000001", 0.000001, "0.000001", true},
+		{"-0.1", 0, "", false},
+		{"1.5", 0, "", false},
+		{"-1", 0, "", false},
+	} {
+		t.Run(tt.value, func(t *testing.T) {
+			c, err := Parse("x.toml", []byte("telemetry.sample_ratio = "+tt.value))
+			if !tt.ok {
+				want := "x.toml:1: telemetry.sample_ratio: " + tt.value + " is out of range (valid 0.0 .. 1.0)"
+				if tt.value == "-1" {
+					want = "x.toml:1: telemetry.sample_ratio: -1.0 is out of range (valid 0.0 .. 1.0)"
+				}
+				if err == nil || err.Error() != want {
+					t.Errorf("got %v; want %s", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v; want none", err)
+			}
+			if c.Telemetry.SampleRatio != tt.want {
+				t.Errorf("got %v; want %v", c.Telemetry.SampleRatio, tt.want)
+			}
+			if got := setting(c, "telemetry.sample_ratio"); got != tt.setting {
+				t.Errorf("got setting %s; want %s", got, tt.setting)
+			}
+			// What -check prints parses back to the same value.
+			back, err := Parse("y.toml", []byte("telemetry.sample_ratio = "+tt.setting))
+			if err != nil || back.Telemetry.SampleRatio != tt.want {
+				t.Errorf("got %v, %v parsing %s back; want %v, nil", back.Telemetry.SampleRatio, err, tt.setting, tt.want)
+			}
+		})
+	}
+}
+
+// TestAdminListenToken checks that the admin API needs a token unless it
+// listens on loopback only.
+func TestAdminListenToken(t *testing.T) {
+	const token = "0123456789abcdef"
+	for _, tt := range []struct {
+		listen   string
+		loopback bool
+	}{
+		{"localhost:8143", true},
+		{"127.0.0.1:8143", true},
+		{"127.1.2.3:8143", true},
+		{"[::1]:8143", true},
+		{"[::ffff:127.0.0.1]:8143", true},
+		{":8143", false},
+		{"0.0.0.0:8143", false},
+		{"[::]:8143", false},
+		{"192.0.2.1:8143", false},
+		{"mail.example.com:8143", false},
+		{"localhost.example.com:8143", false},
+	} {
+		t.Run(tt.listen, func(t *testing.T) {
+			doc := `admin.listen = "` + tt.listen + `"`
+			_, err := Parse("x.toml", []byte(doc))
+			switch {
+			case tt.loopback && err != nil:
+				t.Errorf("without token: got %v; want no error", err)
+			case !tt.loopback:
+				want := "x.toml:1: admin.listen: listens on a non-loopback address, which needs admin.token"
+				if err == nil || err.Error() != want {
+					t.Errorf("without token: got %v; want %s", err, want)
+				}
+			}
+			c, err := Parse("x.toml", []byte(doc+"\nadmin.token = \""+token+"\""))
+			if err != nil {
+				t.Fatalf("with token: got %v; want no error", err)
+			}
+			if c.Admin.Listen != tt.listen || c.Admin.Token != token {
+				t.Errorf("got %q, %q; want %q, %q", c.Admin.Listen, c.Admin.Token, tt.listen, token)
+			}
+
+			c = Default()
+			c.Admin.Listen = tt.listen
+			err = c.Validate()
+			if want := "admin.listen: listens on a non-loopback address, which needs admin.token"; tt.loopback && err != nil || !tt.loopback && (err == nil || err.Error() != want) {
+				t.Errorf("Validate: got %v; want loopback %v", err, tt.loopback)
+			}
+		})
+	}
+}
+
+func TestIsLoopbackListen(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:8143", true},
+		{"127.0.0.1:0", true},
+		{"127.255.255.254:1", true},
+		{"[::1]:8143", true},
+		{"[::1%lo]:8143", true},
+		{"[::ffff:127.0.0.1]:8143", true},
+		{"localhost:8143", true},
+		{"LocalHost:8143", true},
+		{":8143", false},
+		{"0.0.0.0:8143", false},
+		{"[::]:8143", false},
+		{"128.0.0.1:8143", false},
+		{"10.0.0.1:8143", false},
+		{"[::2]:8143", false},
+		{"mail.example.com:8143", false},
+		{"localhost.:8143", false},
+		{"localhost.example.com:8143", false},
+		{"127.0.0.1", false},
+		{"localhost", false},
+		{"", false},
+	} {
+		if got := IsLoopbackListen(tt.addr); got != tt.want {
+			t.Errorf("IsLoopbackListen(%q): got %v; want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestSecretRedacted checks that admin.token appears in no output: not in
+// Settings, not in WriteSettings, not in a message about it.
+func TestSecretRedacted(t *testing.T) {
+	const token = "s3cr3t-T0KEN-0123456789"
+	c, err := Parse("x.toml", []byte("[admin]\nlisten = \":8143\"\ntoken = \""+token+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Token != token {
+		t.Errorf("got token %q; want %q", c.Admin.Token, token)
+	}
+	if got := setting(c, "admin.token"); got != Redacted {
+		t.Errorf("got admin.token = %q; want %q", got, Redacted)
+	}
+	for _, effective := range []bool{true, false} {
+		for _, s := range c.settings(effective) {
+			if strings.Contains(s.Value, token) {
+				t.Errorf("settings(%v): got %s = %q; want no token", effective, s.Name, s.Value)
+			}
+		}
+	}
+	var b strings.Builder
+	if err := c.WriteSettings(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), token) || !strings.Contains(b.String(), "admin.token                     : "+Redacted+"\n") {
+		t.Errorf("got:\n%s\nwant admin.token redacted", b.String())
+	}
+
+	// An empty token is shown as empty, not as redacted.
+	if got := setting(Default(), "admin.token"); got != "" {
+		t.Errorf("got default admin.token = %q; want empty", got)
+	}
+
+	// Messages about an invalid token do not quote it.
+	for _, bad := range []string{token[:10], token + " x", strings.Repeat(token, 20)} {
+		_, err := Parse("x.toml", []byte(`admin.token = "`+bad+`"`))
+		if err == nil || strings.Contains(err.Error(), bad[:10]) {
+			t.Errorf("got %v; want an error without the token", err)
+		}
+		c := Default()
+		c.Admin.Token = bad
+		if err := c.Validate(); err == nil || strings.Contains(err.Error(), bad[:10]) {
+			t.Errorf("Validate: got %v; want an error without the token", err)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 package config
 
-import "strconv"
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
 
 // A relation is a problem with keys that depend on each other, such as
 // tls.mode "files" without tls.cert_file. Each key's own value is valid.
@@ -89,5 +94,28 @@ func relations(c *Config) []relation {
 				"tls.on_demand_domains", "tls.on_demand_permission_url", "tls.mode")
 		}
 	}
+
+	if a := &c.Admin; a.Listen != "" && a.Token == "" && !IsLoopbackListen(a.Listen) {
+		add("admin.listen", "listens on a non-loopback address, which needs admin.token", "admin.token")
+	}
 	return out
+}
+
+// IsLoopbackListen reports whether the listen address addr (host:port, as
+// admin.listen) accepts connections only from the machine itself: its
+// host is an IP address in 127.0.0.0/8 (also IPv4-mapped), ::1, or the
+// name "localhost". An empty host (":8143") listens on all addresses and
+// any other name may resolve to anything, so neither is loopback; nor is
+// an addr that is not host:port. The admin API requires admin.token
+// unless this holds, at start by Parse and at run time by its server.
+func IsLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

@@ -60,6 +60,19 @@ var rules = map[string]rule{
 
 	"log.level":  oneOf{"debug", "info", "warn", "error"},
 	"log.format": oneOf{"text", "json"},
+
+	"telemetry.traces":           oneOf{"none", "stdout", "otlp"},
+	"telemetry.metrics":          oneOf{"none", "otlp"},
+	"telemetry.otlp_endpoint":    endpoint{},
+	"telemetry.otlp_protocol":    oneOf{"", "grpc", "http/protobuf"},
+	"telemetry.otlp_insecure":    boolean{},
+	"telemetry.sample_ratio":     floatRange{0, 1},
+	"telemetry.metrics_interval": durationRange{time.Second, time.Hour},
+	"telemetry.metrics_listen":   address{allowPort0: true, allowEmpty: true},
+	"telemetry.record_user":      boolean{},
+
+	"admin.listen": address{allowPort0: true, allowEmpty: true},
+	"admin.token":  secret{min: 16, max: 256},
 }
 
 // A rule converts a value decoded from TOML into the Go type of its field
@@ -100,6 +113,37 @@ func (r intRange) checkInt(n int64) string {
 }
 
 func (r intRange) valid() string { return fmt.Sprintf("%d .. %d", r.min, r.max) }
+
+// floatRange is a float64 field with inclusive bounds. An integer is
+// accepted too: TOML has no implicit conversion, but a person writing
+// sample_ratio = 1 means 1.0.
+type floatRange struct{ min, max float64 }
+
+func (r floatRange) convert(raw any) (any, string) {
+	var x float64
+	switch n := raw.(type) {
+	case float64:
+		x = n
+	case int64:
+		x = float64(n)
+	default:
+		return nil, "want a number, got " + describe(raw)
+	}
+	if msg := r.check(x); msg != "" {
+		return nil, msg
+	}
+	return x, ""
+}
+
+func (r floatRange) check(v any) string {
+	x := v.(float64)
+	if !(x >= r.min && x <= r.max) { // NaN is out of every range
+		return formatFloat(x) + " is out of range"
+	}
+	return ""
+}
+
+func (r floatRange) valid() string { return formatFloat(r.min) + " .. " + formatFloat(r.max) }
 
 // durationRange is a Duration field with inclusive bounds.
 type durationRange struct{ min, max time.Duration }
@@ -198,7 +242,23 @@ func (r oneOf) check(v any) string {
 	return "unknown value " + quote(s)
 }
 
-func (r oneOf) valid() string { return strings.Join(r, ", ") }
+// valid lists the values; an empty one is written as "or empty" at the end.
+func (r oneOf) valid() string {
+	var values []string
+	empty := false
+	for _, x := range r {
+		if x == "" {
+			empty = true
+			continue
+		}
+		values = append(values, x)
+	}
+	v := strings.Join(values, ", ")
+	if empty {
+		v += ", or empty"
+	}
+	return v
+}
 
 // boolean is a bool field.
 type boolean struct{}
@@ -285,6 +345,69 @@ func (r webURL) prefixes() string {
 }
 
 func (r webURL) valid() string { return "an " + r.prefixes() + " URL, or empty" }
+
+// endpoint is a string field holding a network endpoint to connect to:
+// host:port (port 1 .. 65535), an http:// or https:// URL, or empty.
+type endpoint struct{}
+
+func (r endpoint) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (endpoint) check(v any) string {
+	s := v.(string)
+	if !strings.Contains(s, "://") {
+		return address{requireHost: true, allowEmpty: true}.check(s)
+	}
+	if msg := (webURL{"http", "https"}).check(s); msg != "" {
+		return msg
+	}
+	u, _ := url.Parse(s) // webURL parsed it
+	if port := u.Port(); port != "" {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return quote(s) + ": port " + port + " is out of range"
+		}
+	}
+	return ""
+}
+
+func (endpoint) valid() string {
+	return "host:port, port 1 .. 65535, an http:// or https:// URL, or empty"
+}
+
+// secret is a string field holding a secret such as a token: printable
+// ASCII without spaces, from min to max characters long, or empty. Its
+// messages never quote the value, since they end up in logs and
+// terminals. Every key with this rule is in secretKeys.
+type secret struct{ min, max int }
+
+func (r secret) convert(raw any) (any, string) {
+	s, ok := raw.(string)
+	if !ok {
+		kind, _, _ := strings.Cut(describe(raw), " ") // the type without the value
+		return nil, "want a string, got " + kind
+	}
+	if msg := r.check(s); msg != "" {
+		return nil, msg
+	}
+	return s, ""
+}
+
+func (r secret) check(v any) string {
+	s := v.(string)
+	if s == "" {
+		return ""
+	}
+	if i := strings.IndexFunc(s, func(c rune) bool { return c <= ' ' || c > '~' }); i >= 0 {
+		return "the character at byte " + strconv.Itoa(i+1) + " is not printable ASCII or is a space"
+	}
+	if len(s) < r.min || len(s) > r.max {
+		return "it is " + strconv.Itoa(len(s)) + " characters long"
+	}
+	return ""
+}
+
+func (r secret) valid() string {
+	return fmt.Sprintf("%d .. %d printable ASCII characters without spaces, or empty", r.min, r.max)
+}
 
 // hostName is a string field holding a DNS name (and, with ip, an IP
 // address), or empty.
@@ -495,6 +618,11 @@ func buildSchema() *schemaInfo {
 	s.raw = s.walk(reflect.TypeFor[Config](), "", nil)
 	if len(s.leaves) != len(rules) {
 		panic("config: rules do not match the Config fields")
+	}
+	for key, r := range rules {
+		if _, ok := r.(secret); ok != secretKeys[key] {
+			panic("config: " + key + " has a secret rule but is not in secretKeys, or the reverse")
+		}
 	}
 	return s
 }
