@@ -220,6 +220,10 @@ type Counts struct {
 	Users       int            // distinct users with a session
 	Sessions    int            // authenticated sessions, all users
 	PerUser     map[string]int // sessions by canonical user
+	// The largest per-address and per-user counts: how close anyone is
+	// to max_connections_per_ip and max_connections_per_user.
+	MaxPerAddress int
+	MaxPerUser    int
 }
 
 // Counts returns a snapshot of the counts.
@@ -230,6 +234,10 @@ func (l *Limiter) Counts() Counts {
 	for u, n := range l.users {
 		c.Sessions += n
 		c.PerUser[u] = n
+		c.MaxPerUser = max(c.MaxPerUser, n)
+	}
+	for _, n := range l.perIP {
+		c.MaxPerAddress = max(c.MaxPerAddress, n)
 	}
 	return c
 }

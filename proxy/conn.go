@@ -18,6 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/imapguard/imapguard/limits"
 )
 
@@ -68,24 +72,34 @@ type conn struct {
 
 	ready *session // logged in, to be relayed once the pre-auth loop ends
 
+	tel       *telemetry
+	span      trace.Span // the connection's root span
+	sessSpan  trace.Span // the relayed session's, once logged in
+	sessStart time.Time
+
 	mu           sync.Mutex
 	user         string
 	sess         *session
 	shuttingDown bool
 	outcome      string
+	refusedBy    string // the cap that refused the connection
 }
 
-func newConn(s *Server, nc net.Conn, listener string) *conn {
+func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 	c := &conn{
-		srv:      s,
-		id:       s.nextID.Add(1),
-		nc:       nc,
-		listener: listener,
-		opts:     s.options(),
-		since:    time.Now(),
+		srv:         s,
+		id:          s.nextID.Add(1),
+		nc:          nc,
+		listener:    listener,
+		implicitTLS: implicitTLS,
+		opts:        s.options(),
+		since:       time.Now(),
+		tel:         s.telemetry(),
+		ctx:         context.Background(),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = s.log.With("conn", c.id, "client", nc.RemoteAddr().String())
+	c.startConnSpan()
+	c.ctx, c.cancel = context.WithCancel(c.ctx)
 	c.w = newClientWriter(nc, c.close)
 	return c
 }
@@ -116,11 +130,18 @@ func (c *conn) clientConn() net.Conn {
 func (c *conn) startTLS() error {
 	tc := tls.Server(c.nc, c.opts.TLSConfig)
 	c.w.mute()
+	_, span := c.tel.tracer.Start(c.ctx, spanTLSHandshake, trace.WithAttributes(attribute.Bool("imapguard.implicit_tls", c.implicitTLS)))
 	if err := tc.HandshakeContext(c.ctx); err != nil {
+		endSpan(span, err)
 		c.setOutcome("tls handshake failed")
+		c.refuse(reasonTLSHandshake)
 		c.log.Info("client TLS handshake failed", "err", err)
 		return err
 	}
+	st := tc.ConnectionState()
+	span.SetAttributes(tlsAttrs(st)...)
+	span.End()
+	c.span.SetAttributes(tlsAttrs(st)...)
 	c.mu.Lock()
 	c.nc = tc
 	c.tlsActive = true
@@ -128,7 +149,6 @@ func (c *conn) startTLS() error {
 	c.w.setConn(tc)
 	c.br = bufio.NewReaderSize(tc, 4096)
 	c.r = c.newReader()
-	st := tc.ConnectionState()
 	c.log.Debug("client TLS established", "version", tls.VersionName(st.Version), "alpn", st.NegotiatedProtocol)
 	return nil
 }
@@ -194,16 +214,23 @@ func (c *conn) closeWithBye(outcome, text string) {
 // the connection on to a relay goroutine, which then finishes it;
 // otherwise the caller calls finish.
 func (c *conn) serve() (handedOff bool) {
-	release, err := c.srv.limiter.AcquireConn(clientAddr(c.nc.RemoteAddr()))
+	release, checks, err := c.srv.limiter.AdmitConn(clientAddr(c.nc.RemoteAddr()))
+	limitEvents(c.span, checks, err)
 	if err != nil {
 		// Refused before any command: no upstream connection is spent.
-		c.log.Info("connection refused", "reason", err.Error())
+		limit := checks[len(checks)-1]
+		c.mu.Lock()
+		c.refusedBy = limit.Limit
+		c.mu.Unlock()
+		c.refuse(limit.Limit)
+		c.log.Info("connection refused", "reason", err.Error(), "limit", limit.Limit, "count", limit.Count, "max", limit.Max)
 		if !c.implicitTLS { // an imaps client waits for a ServerHello, not IMAP
 			c.w.line("* BYE [UNAVAILABLE] "+err.Error(), false)
 		}
 		return false
 	}
 	c.release = release
+	c.tel.accepted.Add(context.Background(), 1, metric.WithAttributes(attribute.String("listener", c.listener)))
 
 	// The deadline covers an implicit TLS handshake too, which counts
 	// toward the caps like any connection.
@@ -265,6 +292,8 @@ func (c *conn) finish() {
 			c.logEnd()
 			c.release()
 		}
+		c.endSessionSpan()
+		c.endConnSpan()
 		c.srv.forget(c)
 	})
 }
@@ -277,6 +306,7 @@ func (c *conn) readError(err error) bool {
 	switch {
 	case errors.As(err, &tb):
 		text := "Command too long (max_command_size=" + strconv.Itoa(c.opts.MaxCommandSize) + ")"
+		c.refuse(reasonCommandTooBig)
 		if tb.fatal {
 			c.setOutcome("command too big")
 			c.w.line("* BYE [TOOBIG] "+text, true)
@@ -291,6 +321,7 @@ func (c *conn) readError(err error) bool {
 		c.mu.Unlock()
 		if !down {
 			c.setOutcome("preauth timeout")
+			c.refuse(reasonPreauthTimeout)
 			c.w.line("* BYE Autologout; not authenticated in time (preauth_timeout="+formatDuration(c.opts.PreauthTimeout)+")", true)
 		}
 		return false
@@ -321,6 +352,7 @@ func (c *conn) bad(line string) bool {
 	}
 	if c.badCommands >= c.opts.MaxBadCommands {
 		c.setOutcome("too many invalid commands")
+		c.refuse(reasonBadCommands)
 		c.w.line("* BYE Too many invalid commands (max_bad_commands="+strconv.Itoa(c.opts.MaxBadCommands)+")", true)
 		return false
 	}
@@ -359,6 +391,7 @@ func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
 	case "LOGIN", "AUTHENTICATE":
 		if !c.authAllowed() {
 			// RFC 9051 §6.2.3 (LOGINDISABLED); RFC 5530 PRIVACYREQUIRED.
+			c.startAuth(cmd.name, attemptedMechanism(cmd), "").end(authPrivacyRequired, nil)
 			return c.w.line(cmd.tag+" NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port before logging in", false) == nil
 		}
 		if cmd.name == "AUTHENTICATE" {
@@ -367,7 +400,7 @@ func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
 		if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
 			return c.bad(cmd.tag + " BAD LOGIN takes a user name and a password")
 		}
-		return c.login(cmd.tag, "LOGIN", cmd.args[0].val, cmd.args[1].val)
+		return c.login(cmd.tag, "LOGIN", "LOGIN", cmd.args[0].val, cmd.args[1].val)
 	case "STARTTLS":
 		return c.starttls(cmd)
 	}
@@ -495,9 +528,10 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 		if parts[0] != "" && parts[0] != parts[1] {
 			// RFC 4616 §2: acting as another user is an authorization
 			// request this proxy does not grant.
+			c.startAuth("AUTHENTICATE", "PLAIN", parts[1]).end(authAuthorizationFailed, nil)
 			return c.authFailed(cmd.tag, "NO [AUTHORIZATIONFAILED] Authorization as another user is not permitted")
 		}
-		return c.login(cmd.tag, "PLAIN", parts[1], parts[2])
+		return c.login(cmd.tag, "AUTHENTICATE", "PLAIN", parts[1], parts[2])
 	case "LOGIN":
 		user, cont := next("VXNlcm5hbWU6") // "Username:"
 		if user == nil {
@@ -507,7 +541,7 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 		if pass == nil {
 			return cont
 		}
-		return c.login(cmd.tag, "LOGIN", string(user), string(pass))
+		return c.login(cmd.tag, "AUTHENTICATE", "LOGIN", string(user), string(pass))
 	}
 	return c.bad(cmd.tag + " NO Unsupported authentication mechanism")
 }
@@ -521,24 +555,36 @@ func (c *conn) authFailed(tag, resp string) bool {
 	}
 	if c.authFailures >= c.opts.MaxAuthFailures {
 		c.setOutcome("too many authentication failures")
+		c.refuse(reasonAuthFailures)
 		c.w.line("* BYE Too many authentication failures (max_auth_failures="+strconv.Itoa(c.opts.MaxAuthFailures)+")", true)
 		return false
 	}
 	return true
 }
 
-// login logs in to the upstream as user and, on success, relays the
-// session to its end. It reports whether the connection goes on
-// unauthenticated.
-func (c *conn) login(tag, mech, user, pass string) bool {
+// login logs in to the upstream as user, for the IMAP command (LOGIN or
+// AUTHENTICATE) with the mechanism (LOGIN or PLAIN) the client used, and
+// on success readies the session for the relay. It reports whether the
+// connection goes on unauthenticated.
+func (c *conn) login(tag, command, mech, user, pass string) bool {
 	log := c.log.With("user", user, "mechanism", mech)
+	a := c.startAuth(command, mech, user)
 	if user == "" {
+		a.end(authFailed, nil)
 		return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
 	}
 	start := time.Now()
-	up, err := dialUpstream(c.ctx, c.opts)
+	dctx, dspan := a.upstreamSpan(spanDial)
+	up, err := dialUpstream(dctx, c.opts)
+	c.tel.dialTime.Record(context.Background(), since(start), metric.WithAttributes(attribute.Bool("ok", err == nil)))
+	endSpan(dspan, err)
 	if err == nil {
-		if err = up.login(c.ctx, user, pass); err != nil {
+		lstart := time.Now()
+		lctx, lspan := a.upstreamSpan(spanLogin)
+		err = up.login(lctx, user, pass)
+		c.tel.loginTime.Record(context.Background(), since(lstart), metric.WithAttributes(attribute.String("result", loginResultName(err))))
+		endSpan(lspan, err)
+		if err != nil {
 			up.logout()
 		}
 	}
@@ -549,23 +595,31 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 		}
 		switch le.kind {
 		case loginAuthFailed:
+			a.end(authFailed, nil)
 			log.Info("authentication failed", "upstream_time", time.Since(start), "detail", le.err)
 			return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
 		case loginRefused:
+			a.end(authRefused, le)
 			log.Info("upstream refused login", "code", le.code, "text", le.text)
 			return c.w.line(tag+" NO ["+le.code+"] "+le.text, false) == nil
 		}
+		a.end(authUnavailable, le)
+		c.refuse(reasonUpstreamUnavailable)
 		log.Warn("upstream unavailable", "err", le.err)
 		return c.w.line(tag+" NO [UNAVAILABLE] Mail server unavailable, try again later", false) == nil
 	}
-	releaseUser, err := c.srv.limiter.AcquireUser(user)
+	releaseUser, check, err := c.srv.limiter.AdmitUser(user)
+	limitEvents(a.span, []limits.Check{check}, err)
 	if err != nil {
 		// Checked only now that the upstream accepted the password, so the
 		// answer tells nothing to someone who does not know it.
 		up.logout()
-		log.Info("login refused", "reason", err.Error())
+		a.end(authLimit, err)
+		c.refuse(reasonMaxPerUser)
+		log.Info("login refused", "reason", err.Error(), "limit", check.Limit, "count", check.Count, "max", check.Max)
 		return c.w.line(tag+" NO [LIMIT] "+err.Error(), false) == nil
 	}
+	a.end(authSuccess, nil)
 	sess := &session{c: c, up: up.nc, idle: c.opts.IdleTimeout, max: c.opts.MaxCommandSize, releaseUser: releaseUser}
 	sess.w = c.w
 	c.mu.Lock()
@@ -578,6 +632,9 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 	c.user = user
 	c.sess = sess
 	c.mu.Unlock()
+	if c.opts.RecordUser {
+		c.span.SetAttributes(attribute.String("enduser.id", user))
+	}
 	// Relayed writes may wait on a slow reader for as long as a session
 	// may be idle.
 	c.w.setTimeout(sess.idle)
@@ -585,6 +642,8 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 	c.nc.SetDeadline(time.Time{})
 	up.nc.SetDeadline(time.Time{})
 	log.Info("logged in", "upstream_time", time.Since(start))
+	c.sessStart = time.Now()
+	_, c.sessSpan = c.tel.tracer.Start(c.ctx, spanSession)
 	if err := c.w.line(tag+" OK [CAPABILITY "+clientCaps(up.caps)+"] Logged in", false); err != nil {
 		releaseUser()
 		up.logout()
@@ -598,6 +657,36 @@ func (c *conn) login(tag, mech, user, pass string) bool {
 	sess.clientInitial = bytes.Clone(clientInitial)
 	c.ready = sess
 	return false
+}
+
+// loginResultName is the result attribute of the login duration.
+func loginResultName(err error) string {
+	var le *loginError
+	switch {
+	case err == nil:
+		return authSuccess
+	case errors.As(err, &le) && le.kind == loginAuthFailed:
+		return authFailed
+	case errors.As(err, &le) && le.kind == loginRefused:
+		return authRefused
+	}
+	return authUnavailable
+}
+
+// attemptedMechanism names the mechanism of a LOGIN or AUTHENTICATE
+// command for telemetry, from a fixed set (a metric label must not take
+// whatever a client sends).
+func attemptedMechanism(cmd *command) string {
+	if cmd.name == "LOGIN" {
+		return "LOGIN"
+	}
+	if len(cmd.args) > 0 {
+		switch m := strings.ToUpper(cmd.args[0].val); m {
+		case "PLAIN", "LOGIN":
+			return m
+		}
+	}
+	return "other"
 }
 
 // noteRelayEnd records how a relayed session ended.
@@ -625,5 +714,3 @@ func (c *conn) logEnd() {
 	}
 	c.log.Info("connection closed", attrs...)
 }
-
-var _ = limits.ErrLimit

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,6 +173,7 @@ func (s *session) checkIdle() {
 		return
 	}
 	s.c.setOutcome("idle timeout")
+	s.c.refuse(reasonIdleTimeout)
 	s.c.log.Info("closing idle session", "idle_timeout", s.idle)
 	s.w.mu.Lock()
 	mid := s.w.midResponse
@@ -198,7 +200,12 @@ func (s *session) run() {
 	f.gate = &s.gate
 	f.noteActivity = s.noteActivity
 	f.sentBytes = &s.bytesToUpstream
-	f.reply = func(line string) { s.w.line(line, false) }
+	f.reply = func(line string) {
+		if strings.Contains(line, " BAD [TOOBIG] ") {
+			s.c.refuse(reasonCommandTooBig)
+		}
+		s.w.line(line, false)
+	}
 	rc := newRespCopier(s.up, s.w, newRespFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
 		s.bytesToClient.Add(n)
 		s.noteActivity()
@@ -235,6 +242,7 @@ func (s *session) clientEnded(err error) {
 	switch {
 	case errors.Is(err, errCommandTooBig):
 		s.c.setOutcome("command too big")
+		s.c.refuse(reasonCommandTooBig)
 		s.c.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
 		s.w.line(tooBigBye(s.max), true)
 	case errors.Is(err, io.EOF):

@@ -85,6 +85,10 @@ type Options struct {
 	// defaults to the host of UpstreamAddr).
 	UpstreamTLS       string
 	UpstreamTLSConfig *tls.Config
+
+	// RecordUser puts the user name on spans as enduser.id (see
+	// Instrument). Off, no span carries it.
+	RecordUser bool
 }
 
 func (o Options) withDefaults() Options {
@@ -135,12 +139,14 @@ type Server struct {
 	opts    atomic.Pointer[Options]
 
 	nextID atomic.Uint64
+	tel    atomic.Pointer[telemetry]
 
 	sweeper sweeper
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	bytesDone [2]int64 // relayed by finished sessions: to upstream, to client
 	closing   bool
 	wg        sync.WaitGroup // live connection handlers
 }
@@ -158,6 +164,7 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.SetOptions(opts)
+	s.tel.Store(noopTelemetry())
 	return s
 }
 
@@ -247,8 +254,7 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 		nc.Close()
 		return
 	}
-	c := newConn(s, nc, listener)
-	c.implicitTLS = implicitTLS
+	c := newConn(s, nc, listener, implicitTLS)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -268,7 +274,12 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 
 // forget takes a finished connection off the registry.
 func (s *Server) forget(c *conn) {
+	i := c.info()
 	s.mu.Lock()
+	// With the connection's removal, under the same lock, so that the
+	// bytes metric never counts a session twice or goes back.
+	s.bytesDone[0] += i.BytesToUpstream
+	s.bytesDone[1] += i.BytesToClient
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()

@@ -51,9 +51,19 @@ type testProxy struct {
 // back to zero.
 func startProxy(t *testing.T, upstream string, opts proxy.Options, lim limits.Options) *testProxy {
 	t.Helper()
+	return startProxyWith(t, upstream, opts, lim, nil)
+}
+
+// startProxyWith is startProxy that lets setup prepare the server (such
+// as Instrument) before it serves.
+func startProxyWith(t *testing.T, upstream string, opts proxy.Options, lim limits.Options, setup func(*proxy.Server)) *testProxy {
+	t.Helper()
 	opts.UpstreamAddr = upstream
 	limiter := limits.New(lim)
 	srv := proxy.New(opts, limiter, testLogger(t))
+	if setup != nil {
+		setup(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
