@@ -137,7 +137,7 @@ func wantAttr(t *testing.T, n *spanNode, key string, want any) {
 		t.Errorf("span %s has no %s; attributes %v", n.s.Name, key, n.s.Attributes)
 		return
 	}
-	if got := v.Emit(); got != fmt.Sprint(want) {
+	if got := v.String(); got != fmt.Sprint(want) {
 		t.Errorf("span %s: %s = %s, want %v", n.s.Name, key, got, want)
 	}
 }
@@ -148,7 +148,7 @@ func limitEvent(t *testing.T, n *spanNode, limit string) map[string]string {
 	for _, e := range n.s.Events {
 		m := map[string]string{}
 		for _, kv := range e.Attributes {
-			m[string(kv.Key)] = kv.Value.Emit()
+			m[string(kv.Key)] = kv.Value.String()
 		}
 		if e.Name == "limit" && m["imapguard.limit.name"] == limit {
 			return m
@@ -165,12 +165,12 @@ func everyString(stubs tracetest.SpanStubs) string {
 	for _, s := range stubs {
 		fmt.Fprintln(&b, s.Name, s.Status.Description)
 		for _, kv := range s.Attributes {
-			fmt.Fprintln(&b, kv.Key, kv.Value.Emit())
+			fmt.Fprintln(&b, kv.Key, kv.Value.String())
 		}
 		for _, e := range s.Events {
 			fmt.Fprintln(&b, e.Name)
 			for _, kv := range e.Attributes {
-				fmt.Fprintln(&b, kv.Key, kv.Value.Emit())
+				fmt.Fprintln(&b, kv.Key, kv.Value.String())
 			}
 		}
 	}
@@ -233,7 +233,7 @@ func TestTraceSuccessfulSession(t *testing.T) {
 	sess := root.find("imap.session")
 	for _, k := range []string{"imapguard.bytes.to_upstream", "imapguard.bytes.to_client"} {
 		if v, ok := attrOf(sess.s, k); !ok || v.AsInt64() <= 0 {
-			t.Errorf("session %s = %v", k, v.Emit())
+			t.Errorf("session %s = %v", k, v.String())
 		}
 	}
 	// record_user is off: the user appears nowhere, the password never.
@@ -546,7 +546,7 @@ func matches(set attribute.Set, want []string) bool {
 	for _, w := range want {
 		k, v, _ := strings.Cut(w, "=")
 		got, ok := set.Value(attribute.Key(k))
-		if !ok || got.Emit() != v {
+		if !ok || got.String() != v {
 			return false
 		}
 	}
