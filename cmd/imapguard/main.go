@@ -2,6 +2,14 @@
 // connection limits. See the README for its configuration.
 //
 //	imapguard [-config FILE] [-check]
+//	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
+//	imapguard kick [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
+//	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
+//
+// who, kick and settings talk to the admin API (admin.listen) of a
+// running imapguard: they list its connections, close some, and print its
+// effective settings. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
+// or admin.token, in that order.
 //
 // Without -config it runs with the embedded demo configuration
 // (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
@@ -43,6 +51,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "who", "kick", "settings":
+			return runAdminCommand(args[0], args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("imapguard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration `file` (TOML); default: the embedded demo configuration (loopback, self-signed TLS)")

@@ -1,0 +1,408 @@
+package main
+
+// The admin commands, who, kick and settings, are clients of the admin
+// API (package proxy/admin) of a running imapguard, as doveadm who and
+// kick are of Dovecot.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imapguard/imapguard/proxy/admin"
+)
+
+// tokenEnv names the environment variable that holds the admin token; it
+// keeps the token out of ps, where -token shows it.
+const tokenEnv = "IMAPGUARD_ADMIN_TOKEN"
+
+// defaultAdminTimeout bounds one request to the admin API.
+const defaultAdminTimeout = 10 * time.Second
+
+// errUsage reports bad arguments; the command has printed why.
+var errUsage = errors.New("usage")
+
+// adminUsage is the synopsis of each command.
+var adminUsage = map[string]string{
+	"who":      "imapguard who [-user USER] [-address ADDRESS] [flags]\n\nLists the live connections of a running imapguard.",
+	"kick":     "imapguard kick [-address ADDRESS] [-reason TEXT] [flags] [USER]\n\nCloses the connections of USER (case-insensitive), from ADDRESS (an IP\naddress, a prefix such as 192.0.2.0/24, or host:port), or both; each\nclient is told \"* BYE [UNAVAILABLE] TEXT\".",
+	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
+}
+
+// runAdminCommand runs who, kick or settings and returns the exit code:
+// 0, 1 for a failure, 2 for bad arguments.
+func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\nFlags:\n", adminUsage[name])
+		fs.PrintDefaults()
+	}
+	var af adminFlags
+	af.register(fs)
+	var user, address, reason string
+	switch name {
+	case "who":
+		fs.StringVar(&user, "user", "", "only the connections of `USER` (case-insensitive)")
+		fs.StringVar(&address, "address", "", "only the connections from `ADDRESS`: an IP address, a prefix or host:port")
+	case "kick":
+		fs.StringVar(&user, "user", "", "kick the connections of `USER`, like the argument")
+		fs.StringVar(&address, "address", "", "kick the connections from `ADDRESS`: an IP address, a prefix or host:port")
+		fs.StringVar(&reason, "reason", "", "`TEXT` sent to the clients after \"* BYE [UNAVAILABLE] \" (default: Session closed by the administrator)")
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "imapguard %s: %s\n", name, fmt.Sprintf(format, a...))
+		fs.Usage()
+		return 2
+	}
+	if af.timeout <= 0 {
+		return usage("-timeout must be positive")
+	}
+	switch {
+	case name == "kick" && len(pos) == 1 && user != "" && pos[0] != user:
+		return usage("two users: -user %q and %q", user, pos[0])
+	case name == "kick" && len(pos) == 1:
+		user = pos[0]
+	case len(pos) > 0:
+		return usage("unexpected argument %q", pos[0])
+	}
+	if name == "kick" && strings.TrimSpace(user) == "" && strings.TrimSpace(address) == "" {
+		return usage("kick needs a USER, an -address or both")
+	}
+
+	c, err := af.client()
+	if err != nil {
+		fmt.Fprintf(stderr, "imapguard: %v\n", err)
+		return 1
+	}
+	switch name {
+	case "who":
+		err = c.who(stdout, user, address, af.json)
+	case "kick":
+		err = c.kick(stdout, admin.KickRequest{User: user, Address: address, Reason: reason}, af.json)
+	case "settings":
+		err = c.settings(stdout, af.json)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "imapguard: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseArgs parses flags and positional arguments in any order, so that
+// "kick alice -reason TEXT" works as "kick -reason TEXT alice" does.
+// Everything after "--" is positional.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, errUsage
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// adminFlags are the flags every admin command takes: where the API is
+// and how to talk to it.
+type adminFlags struct {
+	config  string
+	url     string
+	token   string
+	json    bool
+	timeout time.Duration
+}
+
+func (f *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "read admin.listen and admin.token from the configuration `FILE`; default: the embedded demo configuration (http://127.0.0.1:8143)")
+	fs.StringVar(&f.url, "admin", "", "the admin API's `URL`, such as http://127.0.0.1:8143; overrides admin.listen")
+	fs.StringVar(&f.token, "token", "", "the admin `TOKEN`; overrides $"+tokenEnv+" and admin.token (prefer those: -token shows in ps)")
+	fs.BoolVar(&f.json, "json", false, "print the API's JSON answer as it is")
+	fs.DurationVar(&f.timeout, "timeout", defaultAdminTimeout, "give up on the admin API after this `duration`")
+}
+
+// endpoint returns the API's base URL and the token: -admin, else
+// admin.listen of the configuration (-config, else the embedded demo
+// one); -token, else $IMAPGUARD_ADMIN_TOKEN, else admin.token.
+func (f *adminFlags) endpoint() (base, token string, err error) {
+	cfgToken := ""
+	if f.url == "" || f.config != "" {
+		cfg, err := load(f.config)
+		if err != nil {
+			return "", "", err
+		}
+		cfgToken = cfg.Admin.Token
+		if f.url == "" {
+			if cfg.Admin.Listen == "" {
+				return "", "", fmt.Errorf("%s has no admin API (admin.listen is empty); give -admin URL", configName(f.config))
+			}
+			if base, err = listenURL(cfg.Admin.Listen); err != nil {
+				return "", "", err
+			}
+		}
+	}
+	if f.url != "" {
+		if base, err = normalizeURL(f.url); err != nil {
+			return "", "", err
+		}
+	}
+	token = cfgToken
+	if env := os.Getenv(tokenEnv); env != "" {
+		token = env
+	}
+	if f.token != "" {
+		token = f.token
+	}
+	return base, token, nil
+}
+
+func configName(path string) string {
+	if path == "" {
+		return "the embedded demo configuration"
+	}
+	return path
+}
+
+// listenURL is the URL of an admin API that listens on addr. A server
+// listening on all addresses (empty host, 0.0.0.0 or ::) is reached on
+// loopback.
+func listenURL(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("admin.listen %q: %w", addr, err)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// normalizeURL checks the -admin URL; a bare host:port means http.
+func normalizeURL(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("-admin: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("-admin %q: want http://HOST:PORT", s)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+func (f *adminFlags) client() (*adminClient, error) {
+	base, token, err := f.endpoint()
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the token goes straight to the API, never to an HTTP_PROXY
+	return &adminClient{base: base, token: token, http: &http.Client{Timeout: f.timeout, Transport: tr}}, nil
+}
+
+// adminClient talks to one admin API.
+type adminClient struct {
+	base  string // such as http://127.0.0.1:8143, without a trailing slash
+	token string // "": none sent
+	http  *http.Client
+}
+
+// call sends a request and returns the body of a 2xx answer; any other
+// answer is an error with the API's message.
+func (c *adminClient) call(method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // drop the method and URL, said below
+		}
+		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized && c.token == "":
+		return nil, fmt.Errorf("the admin API wants a token (admin.token; -token or %s)", tokenEnv)
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil, fmt.Errorf("the admin API refused the token (admin.token; -token or %s)", tokenEnv)
+	case resp.StatusCode/100 != 2:
+		var e admin.ErrorBody
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("admin API at %s: %s", c.base, resp.Status)
+	}
+	return b, nil
+}
+
+// get calls and decodes the answer into v or, with raw, copies it to w.
+func (c *adminClient) get(w io.Writer, method, path string, body, v any, raw bool) error {
+	b, err := c.call(method, path, body)
+	if err != nil {
+		return err
+	}
+	if raw {
+		_, err := w.Write(b)
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("admin API at %s: %s: %w", c.base, path, err)
+	}
+	return nil
+}
+
+func (c *adminClient) who(w io.Writer, user, address string, raw bool) error {
+	q := url.Values{}
+	if user != "" {
+		q.Set("user", user)
+	}
+	if address != "" {
+		q.Set("address", address)
+	}
+	path := "/sessions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var list admin.SessionList
+	if err := c.get(w, http.MethodGet, path, nil, &list, raw); err != nil || raw {
+		return err
+	}
+	if err := writeSessions(w, list.Sessions); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, plural(len(list.Sessions), "connection"))
+	return err
+}
+
+func (c *adminClient) kick(w io.Writer, req admin.KickRequest, raw bool) error {
+	var res admin.KickResult
+	if err := c.get(w, http.MethodPost, "/sessions/kick", req, &res, raw); err != nil || raw {
+		return err
+	}
+	if len(res.Kicked) == 0 {
+		_, err := fmt.Fprintln(w, "no matching connections")
+		return err
+	}
+	if _, err := fmt.Fprintf(w, "kicked %s\n", plural(len(res.Kicked), "connection")); err != nil {
+		return err
+	}
+	return writeSessions(w, res.Kicked)
+}
+
+// settings prints "name : value" lines, the names padded to a common
+// width, as imapguard -check does (config.Config.WriteSettings).
+func (c *adminClient) settings(w io.Writer, raw bool) error {
+	var list admin.SettingList
+	if err := c.get(w, http.MethodGet, "/settings", nil, &list, raw); err != nil || raw {
+		return err
+	}
+	width := 0
+	for _, s := range list.Settings {
+		width = max(width, len(s.Name))
+	}
+	var b strings.Builder
+	for _, s := range list.Settings {
+		b.WriteString(s.Name)
+		b.WriteString(strings.Repeat(" ", width-len(s.Name)))
+		b.WriteString(" :")
+		if s.Value != "" {
+			b.WriteString(" " + s.Value)
+		}
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeSessions writes a table of sessions, with a header even when
+// there are none.
+func writeSessions(w io.Writer, list []admin.Session) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tUSER\tCLIENT\tSTATE\tTLS\tSINCE\tUP\tDOWN")
+	for _, s := range list {
+		user := s.User
+		if user == "" {
+			user = "-"
+		}
+		tls := "no"
+		if s.TLS {
+			tls = "yes"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, user, s.Client, s.State, tls,
+			formatAge(s.DurationSeconds), humanBytes(s.BytesToUpstream), humanBytes(s.BytesToClient))
+	}
+	return tw.Flush()
+}
+
+// formatAge formats seconds rounded to whole seconds, as 1h2m3s.
+func formatAge(seconds float64) string {
+	return time.Duration(seconds * float64(time.Second)).Round(time.Second).String()
+}
+
+// humanBytes formats n in binary units: 512 B, 1.2 KiB, 3.0 MiB.
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, unit := float64(n)/1024, 0
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	for v >= 1023.95 && unit < len(units)-1 { // what %.1f would show as 1024.0
+		v /= 1024
+		unit++
+	}
+	return fmt.Sprintf("%.1f %s", v, units[unit])
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -1,0 +1,92 @@
+package admin
+
+import (
+	"time"
+
+	"github.com/imapguard/imapguard/proxy"
+)
+
+// The JSON bodies of the API, one definition shared by the server and its
+// clients (cmd/imapguard's who, kick and settings).
+
+// Health is the body of GET /healthz: {"status":"ok"}.
+type Health struct {
+	Status string `json:"status"`
+}
+
+// Readiness is the body of GET /readyz. Status is "ready" or "not
+// ready"; Upstream is "ok" or why the upstream check failed.
+type Readiness struct {
+	Status    string   `json:"status"`
+	Listeners []string `json:"listeners"`
+	Upstream  string   `json:"upstream"`
+}
+
+// Setting is one effective configuration value.
+type Setting struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// SettingList is the body of GET /settings.
+type SettingList struct {
+	Settings []Setting `json:"settings"`
+}
+
+// Session is one live client connection.
+type Session struct {
+	ID       uint64 `json:"id"`
+	Client   string `json:"client"`   // host:port
+	Listener string `json:"listener"` // the local address it came in on
+	User     string `json:"user"`     // "" before authentication
+	State    string `json:"state"`    // "preauth" or "authenticated"
+	TLS      bool   `json:"tls"`
+	// Since is when the connection was accepted, in UTC.
+	Since           time.Time `json:"since"`
+	DurationSeconds float64   `json:"duration_seconds"`
+	// Bytes relayed since login, each way; zero before authentication.
+	BytesToUpstream int64 `json:"bytes_to_upstream"`
+	BytesToClient   int64 `json:"bytes_to_client"`
+}
+
+// SessionList is the body of GET /sessions.
+type SessionList struct {
+	Count    int       `json:"count"`
+	Sessions []Session `json:"sessions"`
+}
+
+// KickRequest is the JSON body of POST /sessions/kick. User, Address or
+// both must be set (see proxy.Match); Reason is the text after
+// "* BYE [UNAVAILABLE] " ("" for the proxy's default).
+type KickRequest struct {
+	User    string `json:"user,omitempty"`
+	Address string `json:"address,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// KickResult is the body of a successful POST /sessions/kick.
+type KickResult struct {
+	Count  int       `json:"count"`
+	Kicked []Session `json:"kicked"`
+}
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// sessions converts the proxy's view of connections at now; never nil, so
+// that an empty list is [] and not null.
+func sessions(infos []proxy.ConnInfo, now time.Time) []Session {
+	out := make([]Session, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, Session{
+			ID: i.ID, Client: i.Client, Listener: i.Listener, User: i.User,
+			State: i.State(), TLS: i.TLS,
+			Since:           i.Since.UTC(),
+			DurationSeconds: max(now.Sub(i.Since), 0).Seconds(),
+			BytesToUpstream: i.BytesToUpstream, BytesToClient: i.BytesToClient,
+		})
+	}
+	return out
+}
