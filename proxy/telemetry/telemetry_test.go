@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapguard/imapguard/test/otlpreceiver"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -25,6 +27,17 @@ import (
 )
 
 const testScope = "github.com/imapguard/imapguard/proxy/telemetry"
+
+// TestMain clears the OpenTelemetry variables of the environment the tests
+// run in, so that only the variables a test sets with t.Setenv apply.
+func TestMain(m *testing.M) {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "OTEL_") {
+			os.Unsetenv(name)
+		}
+	}
+	os.Exit(m.Run())
+}
 
 // setup calls Setup and registers a Shutdown for tests that fail early.
 func setup(t *testing.T, o Options) *Telemetry {
@@ -66,21 +79,21 @@ func emit(t *testing.T, tel *Telemetry) trace.SpanContext {
 
 // checkSpan asserts that the span emit records arrived with the resource
 // service.name wantService.
-func checkSpan(t *testing.T, r *receiver, wantService string) {
+func checkSpan(t *testing.T, r *otlpreceiver.Receiver, wantService string) {
 	t.Helper()
-	_, spans, _ := r.snapshot()
-	span, res := findSpan(spans, "imap.session")
+	got := r.Snapshot()
+	span, res := got.FindSpan("imap.session")
 	if span == nil {
-		t.Fatalf("span imap.session not received; got %d spans", countSpans(spans))
+		t.Fatalf("span imap.session not received; got %d spans", got.CountSpans())
 	}
-	a := attrs(span.GetAttributes())
+	a := otlpreceiver.Attrs(span.GetAttributes())
 	if got, want := a["imap.user"], "alice"; got != want {
 		t.Errorf("span attribute imap.user: got %v; want %v", got, want)
 	}
 	if got, want := a["imap.commands"], int64(7); got != want {
 		t.Errorf("span attribute imap.commands: got %v; want %v", got, want)
 	}
-	checkResource(t, attrs(res.GetAttributes()), wantService)
+	checkResource(t, otlpreceiver.Attrs(res.GetAttributes()), wantService)
 }
 
 func checkResource(t *testing.T, ra map[string]any, wantService string) {
@@ -97,12 +110,12 @@ func checkResource(t *testing.T, ra map[string]any, wantService string) {
 }
 
 // checkMetric asserts that the counter emit adds to arrived with value 3.
-func checkMetric(t *testing.T, r *receiver, wantService string) {
+func checkMetric(t *testing.T, r *otlpreceiver.Receiver, wantService string) {
 	t.Helper()
-	_, _, metrics := r.snapshot()
-	m, res := findMetric(metrics, "imapguard.connections.refused")
+	got := r.Snapshot()
+	m, res := got.FindMetric("imapguard.connections.refused")
 	if m == nil {
-		t.Fatalf("metric imapguard.connections.refused not received; got %d resource metrics", len(metrics))
+		t.Fatalf("metric imapguard.connections.refused not received; got %d resource metrics", len(got.ResourceMetrics))
 	}
 	if got, want := m.GetUnit(), "{connection}"; got != want {
 		t.Errorf("unit: got %q; want %q", got, want)
@@ -115,10 +128,10 @@ func checkMetric(t *testing.T, r *receiver, wantService string) {
 	if got, want := dp.GetAsInt(), int64(3); got != want {
 		t.Errorf("value: got %d; want %d", got, want)
 	}
-	if got, want := attrs(dp.GetAttributes())["reason"], "max_connections"; got != want {
+	if got, want := otlpreceiver.Attrs(dp.GetAttributes())["reason"], "max_connections"; got != want {
 		t.Errorf("attribute reason: got %v; want %v", got, want)
 	}
-	checkResource(t, attrs(res.GetAttributes()), wantService)
+	checkResource(t, otlpreceiver.Attrs(res.GetAttributes()), wantService)
 }
 
 func TestOTLPHTTP(t *testing.T) {
@@ -159,7 +172,7 @@ func TestOTLPHTTP(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
-			r, srv := newHTTPReceiver(t)
+			r, srv := otlpreceiver.NewHTTP(t)
 			tel := setup(t, Options{
 				Traces:         SignalOTLP,
 				Metrics:        SignalOTLP,
@@ -173,7 +186,8 @@ func TestOTLPHTTP(t *testing.T) {
 			shutdown(t, tel)
 			checkSpan(t, r, "imapguard")
 			checkMetric(t, r, "imapguard")
-			paths, _, _ := r.snapshot()
+			got := r.Snapshot()
+			paths := got.Paths
 			for _, want := range tt.wantPaths {
 				if !slices.Contains(paths, want) {
 					t.Errorf("paths posted to: got %q; want %q among them", paths, want)
@@ -184,10 +198,7 @@ func TestOTLPHTTP(t *testing.T) {
 					t.Errorf("posted to %q; want only %q", p, tt.wantPaths)
 				}
 			}
-			r.mu.Lock()
-			encodings := slices.Clone(r.encodings)
-			r.mu.Unlock()
-			for _, enc := range encodings {
+			for _, enc := range got.Encodings {
 				if got := enc == "gzip"; got != tt.wantGzip {
 					t.Errorf("Content-Encoding: got %q; want gzip %v", enc, tt.wantGzip)
 				}
@@ -207,7 +218,7 @@ func TestOTLPGRPC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, addr := newGRPCReceiver(t)
+			r, addr := otlpreceiver.NewGRPC(t)
 			tel := setup(t, Options{
 				Traces:       SignalOTLP,
 				Metrics:      SignalOTLP,
@@ -228,7 +239,7 @@ func TestOTLPGRPC(t *testing.T) {
 // options leave the choice open.
 func TestEnvironment(t *testing.T) {
 	t.Run("endpoint and service name", func(t *testing.T) {
-		r, srv := newHTTPReceiver(t)
+		r, srv := otlpreceiver.NewHTTP(t)
 		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
 		t.Setenv("OTEL_SERVICE_NAME", "edge-proxy")
 		t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes,deployment.environment.name=staging")
@@ -237,15 +248,14 @@ func TestEnvironment(t *testing.T) {
 		shutdown(t, tel)
 		checkSpan(t, r, "edge-proxy")
 		checkMetric(t, r, "edge-proxy")
-		_, spans, _ := r.snapshot()
-		_, res := findSpan(spans, "imap.session")
-		if got, want := attrs(res.GetAttributes())["deployment.environment.name"], "staging"; got != want {
+		_, res := r.Snapshot().FindSpan("imap.session")
+		if got, want := otlpreceiver.Attrs(res.GetAttributes())["deployment.environment.name"], "staging"; got != want {
 			t.Errorf("deployment.environment.name: got %v; want %v", got, want)
 		}
 	})
 
 	t.Run("resource attributes", func(t *testing.T) {
-		r, srv := newHTTPReceiver(t)
+		r, srv := otlpreceiver.NewHTTP(t)
 		t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")
 		tel := setup(t, Options{Traces: SignalOTLP, OTLPEndpoint: srv.URL, SampleRatio: 1})
 		emit(t, tel)
@@ -254,7 +264,7 @@ func TestEnvironment(t *testing.T) {
 	})
 
 	t.Run("protocol grpc", func(t *testing.T) {
-		r, addr := newGRPCReceiver(t)
+		r, addr := otlpreceiver.NewGRPC(t)
 		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", ProtocolGRPC)
 		tel := setup(t, Options{Traces: SignalOTLP, Metrics: SignalOTLP, OTLPEndpoint: addr, OTLPInsecure: true, SampleRatio: 1})
 		emit(t, tel)
@@ -264,8 +274,8 @@ func TestEnvironment(t *testing.T) {
 	})
 
 	t.Run("protocol and endpoint per signal", func(t *testing.T) {
-		grpcR, addr := newGRPCReceiver(t)
-		httpR, srv := newHTTPReceiver(t)
+		grpcR, addr := otlpreceiver.NewGRPC(t)
+		httpR, srv := otlpreceiver.NewHTTP(t)
 		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", ProtocolHTTPProtobuf)
 		t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ProtocolGRPC)
 		t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"+addr)
@@ -276,13 +286,13 @@ func TestEnvironment(t *testing.T) {
 		shutdown(t, tel)
 		checkSpan(t, grpcR, "imapguard")
 		checkMetric(t, httpR, "imapguard")
-		if paths, _, _ := httpR.snapshot(); !slices.Contains(paths, "/custom/v1/metrics") {
+		if paths := httpR.Snapshot().Paths; !slices.Contains(paths, "/custom/v1/metrics") {
 			t.Errorf("metrics posted to %q; want /custom/v1/metrics", paths)
 		}
 	})
 
 	t.Run("option beats environment", func(t *testing.T) {
-		r, srv := newHTTPReceiver(t)
+		r, srv := otlpreceiver.NewHTTP(t)
 		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", ProtocolGRPC)
 		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 		tel := setup(t, Options{Traces: SignalOTLP, OTLPEndpoint: srv.URL, OTLPProtocol: ProtocolHTTPProtobuf, SampleRatio: 1})
@@ -306,7 +316,7 @@ func TestEnvironment(t *testing.T) {
 	}
 	for _, tt := range samplers {
 		t.Run(tt.name, func(t *testing.T) {
-			r, srv := newHTTPReceiver(t)
+			r, srv := otlpreceiver.NewHTTP(t)
 			if tt.env != "" {
 				t.Setenv("OTEL_TRACES_SAMPLER", tt.env)
 			}
@@ -317,12 +327,11 @@ func TestEnvironment(t *testing.T) {
 			if got := sc.IsSampled(); got != tt.wantSampled {
 				t.Errorf("sampled: got %v; want %v", got, tt.wantSampled)
 			}
-			_, spans, _ := r.snapshot()
 			want := 0
 			if tt.wantSampled {
 				want = 1
 			}
-			if got := countSpans(spans); got != want {
+			if got := r.Snapshot().CountSpans(); got != want {
 				t.Errorf("spans received: got %d; want %d", got, want)
 			}
 		})
@@ -350,7 +359,7 @@ func TestParentBased(t *testing.T) {
 
 func TestSDKDisabled(t *testing.T) {
 	t.Setenv("OTEL_SDK_DISABLED", "TRUE")
-	r, srv := newHTTPReceiver(t)
+	r, srv := otlpreceiver.NewHTTP(t)
 	tel := setup(t, Options{Traces: SignalOTLP, Metrics: SignalOTLP, OTLPEndpoint: srv.URL, SampleRatio: 1, Prometheus: true})
 	if _, ok := tel.TracerProvider.(tracenoop.TracerProvider); !ok {
 		t.Errorf("TracerProvider: got %T; want a no-op provider", tel.TracerProvider)
@@ -362,7 +371,7 @@ func TestSDKDisabled(t *testing.T) {
 		t.Errorf("Prometheus: imapguard_connections_refused_total missing")
 	}
 	shutdown(t, tel)
-	if paths, _, _ := r.snapshot(); len(paths) != 0 {
+	if paths := r.Snapshot().Paths; len(paths) != 0 {
 		t.Errorf("OTLP with OTEL_SDK_DISABLED: got posts to %q; want none", paths)
 	}
 }
@@ -427,7 +436,7 @@ func TestNone(t *testing.T) {
 }
 
 func TestShutdownTwice(t *testing.T) {
-	r, srv := newHTTPReceiver(t)
+	r, srv := otlpreceiver.NewHTTP(t)
 	tel := setup(t, Options{Traces: SignalOTLP, Metrics: SignalOTLP, OTLPEndpoint: srv.URL, SampleRatio: 1, Prometheus: true})
 	emit(t, tel)
 	shutdown(t, tel)
