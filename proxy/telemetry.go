@@ -156,7 +156,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 	bytes, err := m.Int64ObservableCounter("imapguard.session.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes relayed in authenticated sessions, by direction (to_upstream, to_client)."))
 	check(err)
-	caps, err := m.Int64ObservableGauge("imapguard.limit", metric.WithUnit("1"),
+	caps, err := m.Int64ObservableGauge("imapguard.limit",
 		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_command_size), to set against the counts."))
 	check(err)
 	timeouts, err := m.Float64ObservableGauge("imapguard.timeout", metric.WithUnit("s"),

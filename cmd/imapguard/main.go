@@ -33,12 +33,15 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/proxy/admin"
+	"github.com/imapguard/imapguard/proxy/telemetry"
 	imaptls "github.com/imapguard/imapguard/tls"
 )
 
@@ -91,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 	}
-	if err := serve(cfg, *path, log); err != nil {
+	if err := serve(cfg, *path, stdout, log); err != nil {
 		log.Error("imapguard stopped", "err", err)
 		return 1
 	}
@@ -173,12 +176,54 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 		IdleTimeout:        time.Duration(c.Limits.IdleTimeout),
 		MaxBadCommands:     c.Limits.MaxBadCommands,
 		MaxAuthFailures:    c.Limits.MaxAuthFailures,
+		RecordUser:         c.Telemetry.RecordUser,
 	}
 }
 
-func serve(cfg *config.Config, path string, log *slog.Logger) error {
+// telemetryOptions maps the [telemetry] table onto the telemetry
+// package's options. The Prometheus exposition is built when something
+// serves it: telemetry.metrics_listen or the admin API's /metrics.
+func telemetryOptions(c *config.Config, stdout io.Writer, log *slog.Logger) telemetry.Options {
+	t := c.Telemetry
+	return telemetry.Options{
+		Traces: t.Traces, Metrics: t.Metrics,
+		OTLPEndpoint: t.OTLPEndpoint, OTLPProtocol: t.OTLPProtocol, OTLPInsecure: t.OTLPInsecure,
+		SampleRatio: t.SampleRatio, MetricsInterval: time.Duration(t.MetricsInterval),
+		Prometheus: t.MetricsListen != "" || c.Admin.Listen != "",
+		Stdout:     stdout,
+		Logger:     log.With("component", "telemetry"),
+	}
+}
+
+// httpServer is a small HTTP server beside the proxy (the Prometheus
+// endpoint), with the same bounds as the admin API's.
+func httpServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	tel, err := telemetry.Setup(ctx, telemetryOptions(cfg, stdout, log))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Spans still queued are exported before the process ends.
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer fcancel()
+		if err := tel.Shutdown(fctx); err != nil {
+			log.Warn("telemetry: flushing at shutdown", "err", err)
+		}
+	}()
 	certs, err := imaptls.New(ctx, tlsOptions(cfg, log))
 	if err != nil {
 		return err
@@ -199,6 +244,11 @@ func serve(cfg *config.Config, path string, log *slog.Logger) error {
 	}
 	limiter := limits.New(limitOptions(cfg))
 	srv := proxy.New(proxyOptions(cfg, serverTLS, upTLS), limiter, log)
+	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
+		return err
+	}
+	var live atomic.Pointer[config.Config] // what /settings shows, after reloads
+	live.Store(cfg)
 
 	served := make(chan error, 2)
 	listeners := 0
@@ -225,6 +275,61 @@ func serve(cfg *config.Config, path string, log *slog.Logger) error {
 		}
 	}
 
+	// The admin API and the Prometheus endpoint. Each failing to listen
+	// stops the start, like a proxy listener.
+	var side []func(context.Context) error
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, stop := range side {
+			stop(sctx)
+		}
+	}()
+	if addr := cfg.Telemetry.MetricsListen; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			srv.Shutdown(ctx)
+			return fmt.Errorf("telemetry.metrics_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", tel.MetricsHandler)
+		hs := httpServer(mux, log)
+		side = append(side, hs.Shutdown)
+		log.Info("Prometheus metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics endpoint stopped", "err", err)
+			}
+		}()
+	}
+	if addr := cfg.Admin.Listen; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			srv.Shutdown(ctx)
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		api := admin.New(admin.Options{
+			Token:     cfg.Admin.Token,
+			Sessions:  srv,
+			Settings:  func() []config.Setting { return live.Load().Settings() },
+			Metrics:   tel.MetricsHandler,
+			Listeners: listeners,
+			Logger:    log.With("component", "admin"),
+		})
+		side = append(side, api.Shutdown)
+		adminErr := make(chan error, 1)
+		go func() { adminErr <- api.Serve(ln) }()
+		// Serve refuses a public address without a token at once; wait
+		// for that answer or for the server to be up.
+		select {
+		case err := <-adminErr:
+			srv.Shutdown(ctx)
+			return fmt.Errorf("admin.listen: %w", err)
+		case <-api.Started():
+		}
+		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
+	}
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -239,6 +344,7 @@ func serve(cfg *config.Config, path string, log *slog.Logger) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
+				live.Store(cfg)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -272,9 +378,17 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		log.Error("SIGHUP: configuration not reloaded", "err", err)
 		return old
 	}
-	if cfg.Listen != old.Listen || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) {
-		log.Warn("SIGHUP: [listen], [log] and [tls] changes take effect only after a restart (certificate files are re-read)")
-		cfg.Listen, cfg.Log, cfg.TLS = old.Listen, old.Log, old.TLS
+	// Telemetry's exporters and the side listeners are set up once;
+	// record_user is a proxy option and applies at once.
+	tel := cfg.Telemetry
+	tel.RecordUser = old.Telemetry.RecordUser
+	if cfg.Listen != old.Listen || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
+		tel != old.Telemetry || cfg.Admin != old.Admin {
+		log.Warn("SIGHUP: [listen], [log], [tls], [telemetry] (but record_user) and [admin] changes take effect only after a restart (certificate files are re-read)")
+		cfg.Listen, cfg.Log, cfg.TLS, cfg.Admin = old.Listen, old.Log, old.TLS, old.Admin
+		record := cfg.Telemetry.RecordUser
+		cfg.Telemetry = old.Telemetry
+		cfg.Telemetry.RecordUser = record
 	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {
