@@ -622,3 +622,76 @@ func (m metrics) count(name string, want ...string) uint64 {
 	}
 	return total
 }
+
+// TestTraceAbruptEnds: the spans of a session end, and are exported, when
+// the client resets the connection mid-session, when the upstream dies,
+// and when the proxy shuts down.
+func TestTraceAbruptEnds(t *testing.T) {
+	up := startUpstream(t, server.User{Username: "alice", Password: tracedPassword, Messages: 1})
+
+	t.Run("client reset", func(t *testing.T) {
+		tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{})
+		c := login(t, tp.Addr, "alice", tracedPassword)
+		c.send("f FETCH 1 (BODY.PEEK[])\r\n") // in flight when the client goes
+		c.nc.(*net.TCPConn).SetLinger(0)
+		c.nc.Close()
+		root := tp.connTrees(t, 1)[0]
+		if sess := root.find("imap.session"); sess == nil {
+			t.Fatalf("no session span: %s", root.shape())
+		}
+		if v, _ := attrOf(root.s, "imapguard.outcome"); v.AsString() == "" {
+			t.Errorf("no outcome on %v", root.s.Attributes)
+		}
+		waitZero(t, tp.Limiter)
+	})
+	t.Run("upstream dies", func(t *testing.T) {
+		// A scripted upstream that greets, accepts the login and then
+		// drops the connection.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		dropped := make(chan struct{})
+		go func() {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer close(dropped)
+			defer nc.Close()
+			nc.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"))
+			buf := make([]byte, 4096)
+			n, _ := nc.Read(buf)
+			tag, _, _ := strings.Cut(string(buf[:n]), " ")
+			nc.Write([]byte(tag + " OK [CAPABILITY IMAP4rev1] in\r\n"))
+			nc.Read(buf) // the client's first command, then drop
+		}()
+		tp := startTracedProxy(t, ln.Addr().String(), proxy.Options{}, limits.Options{})
+		c := login(t, tp.Addr, "alice", tracedPassword)
+		c.send("n NOOP\r\n")
+		<-dropped
+		c.expectClosed()
+		root := tp.connTrees(t, 1)[0]
+		wantAttr(t, root, "imapguard.outcome", "upstream closed")
+		wantAttr(t, root.find("imap.session"), "imapguard.session.ended_by", "upstream")
+	})
+	t.Run("proxy shutdown", func(t *testing.T) {
+		tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{})
+		c := login(t, tp.Addr, "alice", tracedPassword)
+		pre := dialRaw(t, tp.Addr)
+		pre.greeting()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tp.Server.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.line() // BYE
+		c.expectClosed()
+		roots := tp.connTrees(t, 2)
+		for _, r := range roots {
+			wantAttr(t, r, "imapguard.outcome", "proxy shutdown")
+		}
+		wantAttr(t, roots[0].find("imap.session"), "imapguard.session.ended_by", "proxy")
+	})
+}
