@@ -128,6 +128,9 @@ type cmdFramer struct {
 	// Bytes forwarded to the upstream; a session points it at its own
 	// counter, read live by the admin API and metrics.
 	sentBytes *atomic.Int64
+	// onLogout is called when the client starts a LOGOUT command, so
+	// that the upstream's close after it counts as the client's doing.
+	onLogout func()
 }
 
 func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFramer {
@@ -143,6 +146,7 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 	}
 	f.reply = func(string) {}
 	f.noteActivity = func() {}
+	f.onLogout = func() {}
 	f.sentBytes = new(atomic.Int64)
 	f.gate = &literalGate{}
 	return f
@@ -300,6 +304,9 @@ func (f *cmdFramer) startCommand(line []byte) {
 	f.invalid = false
 	f.firstLit = true
 	f.appendCmd = equalFoldASCII(name, "APPEND")
+	if equalFoldASCII(name, "LOGOUT") {
+		f.onLogout()
+	}
 	f.mboxLit = false
 	if f.appendCmd {
 		// "tag APPEND {N}": the mailbox name itself is a literal and counts.

@@ -44,6 +44,7 @@ type session struct {
 
 	bytesToUpstream atomic.Int64
 	bytesToClient   atomic.Int64
+	loggingOut      atomic.Bool // the client sent LOGOUT
 
 	cmd                    *cmdFramer  // client to upstream
 	resp                   *respCopier // upstream to client
@@ -200,6 +201,7 @@ func (s *session) run() {
 	f.gate = &s.gate
 	f.noteActivity = s.noteActivity
 	f.sentBytes = &s.bytesToUpstream
+	f.onLogout = func() { s.loggingOut.Store(true) }
 	f.reply = func(line string) {
 		if strings.Contains(line, " BAD [TOOBIG] ") {
 			s.c.refuse(reasonCommandTooBig)
@@ -266,6 +268,9 @@ func (s *session) clientEnded(err error) {
 func (s *session) upstreamEnded(err error) {
 	s.upErr = err
 	if err == io.EOF {
+		if s.loggingOut.Load() {
+			s.c.setOutcomeIfEmpty("logout")
+		}
 		s.c.setOutcomeIfEmpty("upstream closed")
 	}
 	s.closeBoth()
@@ -281,6 +286,9 @@ func (s *session) end() {
 	s.mu.Unlock()
 	s.closeBoth()
 	s.c.srv.sweeper.remove(s)
+	if s.loggingOut.Load() && (errors.Is(s.clientErr, io.EOF) || errors.Is(s.upErr, io.EOF)) {
+		s.c.setOutcomeIfEmpty("logout")
+	}
 	s.c.noteRelayEnd(s.clientErr, s.upErr)
 	s.releaseUser()
 	s.c.finish()

@@ -359,7 +359,7 @@ func (c *conn) endConnSpan() {
 // upstream or the proxy.
 func endedBy(outcome string) string {
 	switch outcome {
-	case "client closed", "client error":
+	case "client closed", "client error", "logout":
 		return "client"
 	case "upstream closed":
 		return "upstream"
