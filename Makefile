@@ -62,8 +62,8 @@ fuzz:
 	  done; \
 	done
 
-# Micro-benchmarks of the framers and the pre-auth parser, then the
-# side-by-side benchmark (test/bench, README "Performance"): the upstream
+# Micro-benchmarks of the framers and the pre-auth parser, what telemetry
+# costs per connection (README "Telemetry"), then the side-by-side benchmark (test/bench, README "Performance"): the upstream
 # directly, imapguard, HAProxy and nginx's mail proxy, on loopback. Run as
 # root; installs haproxy, nginx-light, libnginx-mod-mail and dovecot-imapd
 # when missing. About 15-20 minutes with the defaults; for a quick look:
@@ -72,6 +72,7 @@ BENCHFLAGS ?=
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy
+	$(GO) test -run '^$$' -bench LoginTelemetry -benchmem -count 5 ./test
 	$(GO) run ./test/bench -out $(BIN)/bench.json $(BENCHFLAGS)
 
 clean:
