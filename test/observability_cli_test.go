@@ -1,0 +1,620 @@
+package test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/imapguard/imapguard/proxy/admin"
+	"github.com/imapguard/imapguard/test/otlpreceiver"
+)
+
+// The observability tests run the real imapguard and imapd binaries with
+// OTLP export to a receiver in the test (test/otlpreceiver), Prometheus
+// endpoints and the admin API, drive them with raw IMAP, the admin
+// commands (who, kick, settings) and HTTP, and check what each shows, and
+// that no secret shows anywhere.
+
+const (
+	// obsUser is distinctive so that its absence from OTLP exports (with
+	// record_user = false) means something.
+	obsUser      = "olivia.obs7d1c"
+	obsPassword  = "Right-pw-5c9e1f0a7b3d4e6f-obs"
+	obsWrongPass = "Wrong-pw-8a2d6c4e0f1b3a5c-obs"
+	obsToken     = "obs7token7f3a9c1e5b7d9f1a2c4e6a8" // 32 characters
+)
+
+// obsSecrets are the strings that must show nowhere: the passwords, the
+// AUTHENTICATE PLAIN payload (RFC 4616) and the admin token.
+var obsSecrets = []string{
+	obsPassword,
+	obsWrongPass,
+	e2eB64("\x00" + obsUser + "\x00" + obsPassword),
+	obsToken,
+}
+
+// obsSeen collects everything the test saw, for the secret grep at the end.
+type obsSeen struct {
+	t     *testing.T
+	texts map[string][]string // source → texts
+}
+
+func (s *obsSeen) add(source string, text []byte) {
+	s.texts[source] = append(s.texts[source], string(text))
+}
+
+// checkSecrets fails for each secret found in what was seen.
+func (s *obsSeen) checkSecrets(secrets ...string) {
+	s.t.Helper()
+	for source, texts := range s.texts {
+		for i, text := range texts {
+			for _, secret := range secrets {
+				if strings.Contains(text, secret) {
+					s.t.Errorf("secret %q found in %s #%d", secret, source, i)
+				}
+			}
+		}
+	}
+}
+
+// obsHTTP GETs url, with the bearer token if not empty, and returns the
+// status and the body, which seen records.
+func obsHTTP(t *testing.T, seen *obsSeen, method, url, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	seen.add("HTTP "+url, body)
+	return resp.StatusCode, body
+}
+
+// obsJSON GETs url with the token, wants 200, and decodes the body into v.
+func obsJSON(t *testing.T, seen *obsSeen, url string, v any) {
+	t.Helper()
+	code, body := obsHTTP(t, seen, http.MethodGet, url, obsToken)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: got status %d; want 200; body %s", url, code, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v; body %s", url, err, body)
+	}
+}
+
+// obsScrape GETs a Prometheus endpoint and parses the text exposition.
+func obsScrape(t *testing.T, seen *obsSeen, url, token string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := obsHTTP(t, seen, http.MethodGet, url, token)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: got status %d; want 200; body %q", url, code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return families
+}
+
+// obsValue sums the values of the series of family name whose labels
+// include labels (name=value pairs); a missing family sums to 0, and
+// ok is false.
+func obsValue(families map[string]*dto.MetricFamily, name string, labels ...string) (sum float64, ok bool) {
+	f := families[name]
+	if f == nil {
+		return 0, false
+	}
+series:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue series
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			sum += m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			sum += m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		case m.GetUntyped() != nil:
+			sum += m.GetUntyped().GetValue()
+		}
+	}
+	return sum, true
+}
+
+// obsCLI runs "imapguard args..." with the extra environment and wants
+// exit status 0; it returns stdout, and seen records stdout and stderr.
+func obsCLI(t *testing.T, seen *obsSeen, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary(t, "imapguard"), args...)
+	cmd.Env = append(binaryEnv(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	seen.add("imapguard "+args[0]+" stdout", stdout.Bytes())
+	seen.add("imapguard "+args[0]+" stderr", stderr.Bytes())
+	if err != nil {
+		t.Fatalf("imapguard %s: %v; stderr %s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return stdout.String()
+}
+
+// obsWait polls cond on a ticker until it holds, failing after a
+// deadline; for state that is updated after the event the test saw (a
+// connection leaves the registry after the client saw the close).
+func obsWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("%s: still not true after 10s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+var (
+	obsImapRe    = regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`)
+	obsSideRe    = regexp.MustCompile(`msg="(?:Prometheus metrics|admin API) listening"`)
+	obsPromRe    = regexp.MustCompile(`msg="Prometheus metrics listening" addr=(http://\S+/metrics)`)
+	obsAdminRe   = regexp.MustCompile(`msg="admin API listening" addr=(http://\S+) token=(true|false)`)
+	obsTraceIDRe = regexp.MustCompile(`\btrace_id=([0-9a-f]{32})\b`)
+)
+
+// TestCLIObservability runs imapguard with OTLP export of traces and
+// metrics, a Prometheus endpoint and the admin API, makes three
+// connections (a LOGIN session, an AUTHENTICATE PLAIN session that the
+// admin kicks, a wrong password) and checks the admin API and commands,
+// both Prometheus expositions, the exported spans and metrics, that log
+// lines and spans share trace ids, and that no secret leaks anywhere.
+func TestCLIObservability(t *testing.T) {
+	t.Parallel()
+	seen := &obsSeen{t: t, texts: map[string][]string{}}
+	recv, collector := otlpreceiver.NewHTTP(t)
+	upstream := startIMAPD(t, "-user", obsUser+":"+obsPassword)
+	path := writeFile(t, "imapguard.toml", `[listen]
+imap = "127.0.0.1:0"
+[upstream]
+address = "`+upstream+`"
+[telemetry]
+traces = "otlp"
+metrics = "otlp"
+otlp_endpoint = "`+collector.URL+`"
+otlp_protocol = "http/protobuf"
+metrics_interval = "1s"
+metrics_listen = "127.0.0.1:0"
+record_user = false
+[admin]
+listen = "127.0.0.1:0"
+token = "`+obsToken+`"
+`)
+	p := startImapguard(t, path)
+	imapAddr := p.waitLog(obsImapRe)[1]
+	p.waitLog(obsSideRe)
+	p.waitLog(obsSideRe)
+	promURL := obsPromRe.FindStringSubmatch(p.output())
+	adminMatch := obsAdminRe.FindStringSubmatch(p.output())
+	if promURL == nil || adminMatch == nil {
+		t.Fatalf("log lacks the Prometheus or admin address:\n%s", p.output())
+	}
+	metricsURL, adminURL := promURL[1], adminMatch[1]
+	if got, want := adminMatch[2], "true"; got != want {
+		t.Errorf("admin API listening token=%s; want %s", got, want)
+	}
+
+	// 1. LOGIN, SELECT, FETCH, LOGOUT.
+	a := login(t, imapAddr, obsUser, obsPassword)
+	if _, st := a.cmd("s", "SELECT INBOX"); !strings.HasPrefix(st, "s OK") {
+		t.Fatalf("SELECT: got %q; want OK", st)
+	}
+	if untagged, st := a.cmd("f", "FETCH 1:* (FLAGS RFC822.SIZE)"); !strings.HasPrefix(st, "f OK") || len(untagged) == 0 {
+		t.Fatalf("FETCH: got %q after %d untagged lines; want OK after some", st, len(untagged))
+	}
+	if untagged, st := a.cmd("o", "LOGOUT"); !strings.HasPrefix(st, "o OK") || len(untagged) == 0 || !strings.HasPrefix(untagged[0], "* BYE") {
+		t.Fatalf("LOGOUT: got %q, %q; want * BYE and OK", untagged, st)
+	}
+	a.expectClosed()
+
+	// 2. AUTHENTICATE PLAIN with an initial response (RFC 4959), kept open.
+	b := dialRaw(t, imapAddr)
+	if g := b.greeting(); !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("greeting %q", g)
+	}
+	b.send("a AUTHENTICATE PLAIN " + e2eB64("\x00"+obsUser+"\x00"+obsPassword) + "\r\n")
+	if _, st := b.until("a"); !strings.HasPrefix(st, "a OK") {
+		t.Fatalf("AUTHENTICATE PLAIN: got %q; want OK", st)
+	}
+
+	// 3. A wrong password, then LOGOUT.
+	c := dialRaw(t, imapAddr)
+	if g := c.greeting(); !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("greeting %q", g)
+	}
+	if _, st := c.cmd("l", "LOGIN "+quote(obsUser)+" "+quote(obsWrongPass)); !strings.HasPrefix(st, "l NO") {
+		t.Fatalf("LOGIN with a wrong password: got %q; want NO", st)
+	}
+	if _, st := c.cmd("o", "LOGOUT"); !strings.HasPrefix(st, "o OK") {
+		t.Fatalf("LOGOUT: got %q; want OK", st)
+	}
+	c.expectClosed()
+	const connections = 3
+
+	t.Run("admin API", func(t *testing.T) {
+		// Only b is left once the server has unwound a and c.
+		var list admin.SessionList
+		obsWait(t, "GET /sessions lists one connection", func() bool {
+			obsJSON(t, seen, adminURL+"/sessions", &list)
+			return list.Count == 1
+		})
+		if s := list.Sessions[0]; s.User != obsUser || s.State != "authenticated" {
+			t.Errorf("GET /sessions: got user %q state %q; want %q authenticated", s.User, s.State, obsUser)
+		}
+		for _, tt := range []struct {
+			path, token string
+			want        int
+		}{
+			{"/sessions", "", http.StatusUnauthorized},
+			{"/sessions", "wrong-token-wrong-token-wrong-tok", http.StatusUnauthorized},
+			{"/settings", "", http.StatusUnauthorized},
+			{"/metrics", "", http.StatusUnauthorized},
+			{"/healthz", "", http.StatusOK},
+			{"/readyz", "", http.StatusOK},
+		} {
+			if code, body := obsHTTP(t, seen, http.MethodGet, adminURL+tt.path, tt.token); code != tt.want {
+				t.Errorf("GET %s (token %q): got status %d; want %d; body %s", tt.path, tt.token, code, tt.want, body)
+			}
+		}
+		var settings admin.SettingList
+		obsJSON(t, seen, adminURL+"/settings", &settings)
+		found := false
+		for _, s := range settings.Settings {
+			if s.Name == "admin.token" {
+				found = true
+				if s.Value != "(redacted)" {
+					t.Errorf("GET /settings admin.token: got %q; want (redacted)", s.Value)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("GET /settings: no admin.token among %d settings", len(settings.Settings))
+		}
+	})
+
+	t.Run("Prometheus while open", func(t *testing.T) {
+		// The control for "open is 0" below: the gauge counts b.
+		f := obsScrape(t, seen, metricsURL, "")
+		if got, _ := obsValue(f, "imapguard_connections_open", "state", "authenticated"); got != 1 {
+			t.Errorf("imapguard_connections_open{state=authenticated} with one session: got %v; want 1", got)
+		}
+	})
+
+	t.Run("commands", func(t *testing.T) {
+		b.t = t // b's failures are this subtest's
+		env := []string{"IMAPGUARD_ADMIN_TOKEN="}
+		out := obsCLI(t, seen, env, "who", "-admin", adminURL, "-token", obsToken)
+		if !regexp.MustCompile(`(?m)^ID +USER +CLIENT +STATE +TLS +SINCE +UP +DOWN$`).MatchString(out) ||
+			!strings.Contains(out, obsUser) || !strings.Contains(out, "authenticated") || !strings.Contains(out, "1 connection\n") {
+			t.Errorf("imapguard who: got\n%s\nwant the header and one authenticated session of %s", out, obsUser)
+		}
+		out = obsCLI(t, seen, []string{"IMAPGUARD_ADMIN_TOKEN=" + obsToken}, "settings", "-admin", adminURL)
+		if !regexp.MustCompile(`(?m)^admin\.token +: \(redacted\)$`).MatchString(out) {
+			t.Errorf("imapguard settings: got\n%s\nwant admin.token : (redacted)", out)
+		}
+
+		// kick, with the token from the environment (out of ps).
+		out = obsCLI(t, seen, []string{"IMAPGUARD_ADMIN_TOKEN=" + obsToken}, "kick", "-admin", adminURL, obsUser)
+		if !strings.HasPrefix(out, "kicked 1 connection\n") {
+			t.Errorf("imapguard kick: got\n%s\nwant kicked 1 connection", out)
+		}
+		if l := b.line(); !strings.HasPrefix(l, "* BYE [UNAVAILABLE] ") {
+			t.Errorf("kicked client: got %q; want * BYE [UNAVAILABLE] ...", l)
+		}
+		b.expectClosed()
+	})
+
+	t.Run("Prometheus", func(t *testing.T) {
+		for _, ep := range []struct{ url, token string }{{metricsURL, ""}, {adminURL + "/metrics", obsToken}} {
+			var f map[string]*dto.MetricFamily
+			obsWait(t, "imapguard_connections_open at "+ep.url+" back to 0", func() bool {
+				f = obsScrape(t, seen, ep.url, ep.token)
+				open, ok := obsValue(f, "imapguard_connections_open")
+				return ok && open == 0
+			})
+			for _, tt := range []struct {
+				name    string
+				labels  []string
+				want    float64
+				atLeast bool
+			}{
+				{name: "imapguard_connections_accepted_total", want: connections},
+				{name: "imapguard_connections_closed_total", want: connections},
+				{name: "imapguard_auth_attempts_total", labels: []string{"result", "failed"}, want: 1},
+				{name: "imapguard_auth_attempts_total", labels: []string{"result", "success"}, want: 2},
+				{name: "imapguard_auth_attempts_total", labels: []string{"mechanism", "PLAIN", "result", "success"}, want: 1},
+				{name: "imapguard_limit", labels: []string{"limit", "max_connections_per_user"}, want: 16},
+				{name: "imapguard_upstream_login_duration_seconds", want: 3, atLeast: true},
+				{name: "imapguard_upstream_dial_duration_seconds", want: 3, atLeast: true},
+				{name: "imapguard_session_duration_seconds", want: 2},
+				{name: "imapguard_session_bytes_total", labels: []string{"direction", "to_client"}, want: 1, atLeast: true},
+				{name: "imapguard_session_bytes_total", labels: []string{"direction", "to_upstream"}, want: 1, atLeast: true},
+			} {
+				got, ok := obsValue(f, tt.name, tt.labels...)
+				if !ok {
+					t.Errorf("%s: family %s missing", ep.url, tt.name)
+					continue
+				}
+				if (tt.atLeast && got < tt.want) || (!tt.atLeast && got != tt.want) {
+					t.Errorf("%s: %s%q: got %v; want %v (at least: %v)", ep.url, tt.name, tt.labels, got, tt.want, tt.atLeast)
+				}
+			}
+			if t.Failed() {
+				var names []string
+				for name := range f {
+					if strings.HasPrefix(name, "imapguard") {
+						names = append(names, name)
+					}
+				}
+				t.Logf("imapguard families at %s: %q", ep.url, names)
+			}
+		}
+	})
+
+	// SIGTERM: imapguard flushes spans and metrics and exits 0. The
+	// exporters return only once the receiver answered, so everything is
+	// recorded once the process has exited.
+	if err := p.stop(); err != nil {
+		t.Fatalf("imapguard after SIGTERM: %v; want exit status 0; stderr:\n%s", err, p.output())
+	}
+	snap := recv.Snapshot()
+	for _, raw := range recv.Raw() {
+		seen.add("OTLP export", raw)
+	}
+	seen.add("imapguard stderr", []byte(p.output()))
+	seen.add("imapguard stdout", []byte(p.stdout.String()))
+
+	t.Run("spans", func(t *testing.T) {
+		spans := snap.Spans()
+		if len(spans) == 0 {
+			t.Fatalf("no spans received; paths %q", snap.Paths)
+		}
+		byID := map[string]otlpreceiver.Span{}
+		traceIDs := map[string]bool{}
+		for _, s := range spans {
+			if got := otlpreceiver.Attrs(s.Resource.GetAttributes())["service.name"]; got != "imapguard" {
+				t.Errorf("span %s: resource service.name %v; want imapguard", s.GetName(), got)
+			}
+			byID[hex.EncodeToString(s.GetSpanId())] = s
+			traceIDs[hex.EncodeToString(s.GetTraceId())] = true
+		}
+		var roots []otlpreceiver.Span
+		for _, s := range spans {
+			if len(s.GetParentSpanId()) == 0 {
+				roots = append(roots, s)
+				if s.GetName() != "imapguard.connection" {
+					t.Errorf("root span %q; want only imapguard.connection", s.GetName())
+				}
+			}
+		}
+		if len(roots) != connections {
+			t.Errorf("root spans: got %d; want %d (one per connection)", len(roots), connections)
+		}
+		// Each authentication: its result, status, command, and the
+		// upstream dial and login as children.
+		results := map[string]int{}
+		for _, s := range spans {
+			if s.GetName() != "imap.authenticate" {
+				continue
+			}
+			attrs := otlpreceiver.Attrs(s.GetAttributes())
+			result, _ := attrs["imapguard.auth.result"].(string)
+			command, _ := attrs["imap.command"].(string)
+			results[result+" "+command]++
+			if isErr := s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; isErr != (result == "failed") {
+				t.Errorf("imap.authenticate %s: status %v; want error only for failed", result, s.GetStatus())
+			}
+			if root := byID[hex.EncodeToString(s.GetParentSpanId())]; root.Span == nil || root.GetName() != "imapguard.connection" {
+				t.Errorf("imap.authenticate %s: parent is not an imapguard.connection span", result)
+			}
+			children := map[string]bool{}
+			for _, ch := range spans {
+				if bytes.Equal(ch.GetParentSpanId(), s.GetSpanId()) {
+					children[ch.GetName()] = true
+				}
+			}
+			if !children["upstream.dial"] || !children["upstream.login"] {
+				t.Errorf("imap.authenticate %s: children %v; want upstream.dial and upstream.login", result, children)
+			}
+		}
+		want := map[string]int{"success LOGIN": 1, "success AUTHENTICATE": 1, "failed LOGIN": 1}
+		if len(results) != len(want) || results["success LOGIN"] != 1 || results["success AUTHENTICATE"] != 1 || results["failed LOGIN"] != 1 {
+			t.Errorf("imap.authenticate spans by result and command: got %v; want %v", results, want)
+		}
+
+		// Logs and traces join: every trace id on a log line is a
+		// received trace, and every connection's trace is on a log line.
+		logged := map[string]bool{}
+		for _, m := range obsTraceIDRe.FindAllStringSubmatch(p.output(), -1) {
+			logged[m[1]] = true
+		}
+		if len(logged) == 0 {
+			t.Fatalf("no trace_id= on any log line:\n%s", p.output())
+		}
+		for id := range logged {
+			if !traceIDs[id] {
+				t.Errorf("log trace_id=%s: no span received with that trace id", id)
+			}
+		}
+		for _, r := range roots {
+			if id := hex.EncodeToString(r.GetTraceId()); !logged[id] {
+				t.Errorf("connection trace %s: on no log line", id)
+			}
+		}
+	})
+
+	t.Run("OTLP metrics", func(t *testing.T) {
+		if len(snap.ResourceMetrics) == 0 {
+			t.Fatalf("no metrics received; paths %q", snap.Paths)
+		}
+		m, res := snap.FindMetric("imapguard.connections.accepted")
+		if m == nil {
+			t.Fatalf("imapguard.connections.accepted not received")
+		}
+		if got := otlpreceiver.Attrs(res.GetAttributes())["service.name"]; got != "imapguard" {
+			t.Errorf("metrics resource service.name: got %v; want imapguard", got)
+		}
+		var sum int64
+		for _, dp := range m.GetSum().GetDataPoints() {
+			sum += dp.GetAsInt()
+		}
+		if sum != connections {
+			t.Errorf("imapguard.connections.accepted in the last export: got %d; want %d", sum, connections)
+		}
+	})
+
+	// No secret anywhere; and with record_user = false, no user name in
+	// the exports or the Prometheus expositions.
+	seen.checkSecrets(obsSecrets...)
+	for _, raw := range recv.Raw() {
+		if bytes.Contains(raw, []byte(obsUser)) {
+			t.Errorf("record_user = false: user name %q found in an OTLP export", obsUser)
+			break
+		}
+	}
+	for source, texts := range seen.texts {
+		if !strings.Contains(source, "/metrics") {
+			continue
+		}
+		for _, text := range texts {
+			if strings.Contains(text, obsUser) {
+				t.Errorf("record_user = false: user name %q found in %s", obsUser, source)
+				break
+			}
+		}
+	}
+}
+
+// TestCLIAdminPublicListen checks that imapguard refuses an admin API on
+// a non-loopback address without a token, and serves one with a token.
+func TestCLIAdminPublicListen(t *testing.T) {
+	t.Parallel()
+	cfg := func(token string) string {
+		s := "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"127.0.0.1:1\"\n[admin]\nlisten = \"0.0.0.0:0\"\n"
+		if token != "" {
+			s += "token = \"" + token + "\"\n"
+		}
+		return s
+	}
+	t.Run("without token", func(t *testing.T) {
+		p := startImapguard(t, writeFile(t, "imapguard.toml", cfg("")))
+		err := p.wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Fatalf("exit: got %v; want a non-zero exit status", err)
+		}
+		out := p.output()
+		if !strings.Contains(out, "admin.listen") || !strings.Contains(out, "admin.token") {
+			t.Errorf("stderr: got\n%s\nwant a message naming admin.listen and admin.token", out)
+		}
+	})
+	t.Run("with token", func(t *testing.T) {
+		p := startImapguard(t, writeFile(t, "imapguard.toml", cfg(obsToken)))
+		m := p.waitLog(obsAdminRe)
+		if m[2] != "true" {
+			t.Errorf("admin API listening token=%s; want true", m[2])
+		}
+		_, port, err := net.SplitHostPort(strings.TrimPrefix(m[1], "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := &obsSeen{t: t, texts: map[string][]string{}}
+		base := "http://127.0.0.1:" + port
+		if code, _ := obsHTTP(t, seen, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
+			t.Errorf("GET /healthz: got status %d; want 200", code)
+		}
+		if code, _ := obsHTTP(t, seen, http.MethodGet, base+"/sessions", ""); code != http.StatusUnauthorized {
+			t.Errorf("GET /sessions without token: got status %d; want 401", code)
+		}
+		if err := p.stop(); err != nil {
+			t.Errorf("imapguard after SIGTERM: %v; want exit status 0", err)
+		}
+		seen.add("imapguard stderr", []byte(p.output()))
+		seen.checkSecrets(obsToken)
+	})
+}
+
+// TestCLITracesStdout checks traces = "stdout": each span is a JSON line
+// on imapguard's stdout, and no password is among them.
+func TestCLITracesStdout(t *testing.T) {
+	t.Parallel()
+	upstream := startIMAPD(t, "-user", obsUser+":"+obsPassword)
+	p := startImapguard(t, writeFile(t, "imapguard.toml", "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \""+
+		upstream+"\"\n[telemetry]\ntraces = \"stdout\"\n"))
+	addr := p.waitLog(obsImapRe)[1]
+	c := login(t, addr, obsUser, obsPassword)
+	if _, st := c.cmd("o", "LOGOUT"); !strings.HasPrefix(st, "o OK") {
+		t.Fatalf("LOGOUT: got %q; want OK", st)
+	}
+	c.expectClosed()
+	if err := p.stop(); err != nil {
+		t.Fatalf("imapguard after SIGTERM: %v; want exit status 0", err)
+	}
+	out := p.stdout.String()
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var span struct{ Name string }
+		if err := json.Unmarshal([]byte(line), &span); err != nil {
+			t.Fatalf("stdout line %q: %v", line, err)
+		}
+		names = append(names, span.Name)
+	}
+	for _, want := range []string{"imapguard.connection", "imap.authenticate", "upstream.login", "imap.session"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("spans on stdout: got %q; want %s among them", names, want)
+		}
+	}
+	seen := &obsSeen{t: t, texts: map[string][]string{"imapguard stdout": {out}, "imapguard stderr": {p.output()}}}
+	seen.checkSecrets(obsPassword)
+}
