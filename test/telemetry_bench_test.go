@@ -23,7 +23,7 @@ import (
 type discardExporter struct{}
 
 func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (discardExporter) Shutdown(context.Context) error                           { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
 
 // BenchmarkLoginTelemetry measures a whole connection through the proxy
 // (greeting, LOGIN, NOOP, LOGOUT against the bundled upstream, on
