@@ -20,18 +20,31 @@ import (
 	"github.com/imapguard/imapguard/test/testcert"
 )
 
+// binDir is where buildOnce put the binaries, removed by TestMain.
+var binDir string
+
 // buildOnce builds the binaries once per test run.
 var buildOnce = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "imapguard-bin")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	out, err := exec.Command("go", "build", "-race", "-o", dir+"/", "../cmd/imapguard", "../cmd/imapd").CombinedOutput()
 	if err != nil {
 		return "", &buildError{out: string(out), err: err}
 	}
 	return dir, nil
 })
+
+// TestMain removes the binaries' folder after the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 type buildError struct {
 	out string
