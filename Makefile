@@ -32,6 +32,8 @@ run: build
 	echo "  curl -k --ssl-reqd 'imap://127.0.0.1:1143/' --user demo:demo              # STARTTLS"; \
 	echo "  openssl s_client -quiet -starttls imap -connect 127.0.0.1:1143           # by hand"; \
 	echo "  $(BIN)/imapguard -check                                                  # effective settings"; \
+	echo "  $(BIN)/imapguard who                                                     # sessions (admin API, 127.0.0.1:8143)"; \
+	echo "  curl -s 127.0.0.1:9143/metrics | grep ^imapguard_                         # Prometheus metrics"; \
 	echo; \
 	$(BIN)/imapguard
 

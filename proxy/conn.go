@@ -596,7 +596,11 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		switch le.kind {
 		case loginAuthFailed:
 			a.end(authFailed, nil)
-			log.Info("authentication failed", "upstream_time", time.Since(start), "detail", le.err)
+			attrs := []any{"upstream_time", time.Since(start)}
+			if le.err != nil {
+				attrs = append(attrs, "detail", le.err)
+			}
+			log.Info("authentication failed", attrs...)
 			return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
 		case loginRefused:
 			a.end(authRefused, le)
@@ -705,6 +709,9 @@ func (c *conn) logEnd() {
 	c.mu.Lock()
 	user, sess, outcome := c.user, c.sess, c.outcome
 	c.mu.Unlock()
+	if outcome == "" {
+		outcome = "closed" // as on the span and the metric
+	}
 	attrs := []any{"duration", time.Since(c.since).Round(time.Millisecond), "outcome", outcome}
 	if user != "" {
 		attrs = append(attrs, "user", user)

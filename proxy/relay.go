@@ -215,8 +215,12 @@ func (s *session) run() {
 	s.upInitial, s.clientInitial = nil, nil
 
 	s.cmd, s.resp = f, rc
+	// Under the lock: a shutdown or kick may close the session (closeBoth
+	// reads the directions) before it has started.
+	s.mu.Lock()
 	s.clientDir = &direction{s: s, name: "client", reader: f.idle, run: s.copyClientToUpstream, ended: s.clientEnded}
 	s.upstreamDir = &direction{s: s, name: "upstream", reader: rc.idle, run: s.copyUpstreamToClient, ended: s.upstreamEnded}
+	s.mu.Unlock()
 	s.live.Store(2)
 	s.noteActivity()
 	s.timer = time.AfterFunc(s.idle, s.checkIdle)

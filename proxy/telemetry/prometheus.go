@@ -23,7 +23,7 @@ import (
 // the unit is appended as a word unless it is an annotation in braces, and
 // monotonic counters get _total. So, checked in TestPrometheusNames:
 //
-//	counter   imapguard.connections.refused   {connection}  imapguard_connections_refused_total
+//	counter   imapguard.connections.refused   {refusal}     imapguard_connections_refused_total
 //	histogram imapguard.upstream.dial.duration s            imapguard_upstream_dial_duration_seconds_{bucket,sum,count}
 //	gauge     imapguard.connections.open      {connection}  imapguard_connections_open
 //	counter   imapguard.session.bytes         By            imapguard_session_bytes_total
