@@ -81,6 +81,7 @@ type conn struct {
 	user         string
 	sess         *session
 	shuttingDown bool
+	byeTimer     *time.Timer // closes a connection whose BYE is held up
 	outcome      string
 	refusedBy    string // the cap that refused the connection
 }
@@ -133,6 +134,9 @@ func (c *conn) startTLS() error {
 	_, span := c.tel.tracer.Start(c.ctx, spanTLSHandshake, trace.WithAttributes(attribute.Bool("imapguard.implicit_tls", c.implicitTLS)))
 	if err := tc.HandshakeContext(c.ctx); err != nil {
 		endSpan(span, err)
+		if c.ctx.Err() != nil {
+			return err // kicked or shut down: the outcome says so
+		}
 		c.setOutcome("tls handshake failed")
 		c.refuse(reasonTLSHandshake)
 		c.log.Info("client TLS handshake failed", "err", err)
@@ -196,18 +200,31 @@ func (c *conn) shutdown(text string) { c.closeWithBye("proxy shutdown", text) }
 // kick is shutdown on an administrator's request.
 func (c *conn) kick(text string) { c.closeWithBye("kicked", text) }
 
+// closeWithBye says BYE and closes without waiting: the caller (Kick,
+// Shutdown) may be closing many connections, and one whose client has
+// stopped reading must not hold it up. The BYE goes out at the next
+// response boundary; if that does not come within byeGrace, the
+// connection is closed without it.
 func (c *conn) closeWithBye(outcome, text string) {
 	c.mu.Lock()
+	if c.shuttingDown {
+		c.mu.Unlock()
+		return
+	}
 	c.shuttingDown = true
 	c.outcome = outcome
 	sess := c.sess
+	c.byeTimer = time.AfterFunc(byeGrace, c.close)
 	c.mu.Unlock()
-	if sess != nil {
-		sess.shutdown(text)
-		return
-	}
-	c.cancel() // abandons an upstream login under way
-	c.w.line("* BYE [UNAVAILABLE] "+text, true)
+	go func() {
+		if sess != nil {
+			sess.shutdown(text)
+			return
+		}
+		// The closing line closes the connection and cancels its context,
+		// which abandons an upstream login under way; the BYE goes first.
+		c.w.line("* BYE [UNAVAILABLE] "+text, true)
+	}()
 }
 
 // serve runs the connection up to login. It reports whether it handed
@@ -287,6 +304,11 @@ func (c *conn) serve() (handedOff bool) {
 // summary and takes it off the server's registry.
 func (c *conn) finish() {
 	c.finishOnce.Do(func() {
+		c.mu.Lock()
+		if c.byeTimer != nil {
+			c.byeTimer.Stop()
+		}
+		c.mu.Unlock()
 		c.close()
 		if c.release != nil {
 			c.logEnd()
@@ -306,12 +328,13 @@ func (c *conn) readError(err error) bool {
 	switch {
 	case errors.As(err, &tb):
 		text := "Command too long (max_command_size=" + strconv.Itoa(c.opts.MaxCommandSize) + ")"
-		c.refuse(reasonCommandTooBig)
 		if tb.fatal {
+			c.refuse(reasonCommandTooBig)
 			c.setOutcome("command too big")
 			c.w.line("* BYE [TOOBIG] "+text, true)
 			return false
 		}
+		c.refuseCommand(reasonCommandTooBig)
 		return c.bad(tagOr(tb.tag) + " BAD [TOOBIG] " + text)
 	case errors.As(err, &se):
 		return c.bad(tagOr(se.tag) + " BAD " + se.msg)
@@ -391,13 +414,14 @@ func (c *conn) dispatch(r *preauthReader, cmd *command) bool {
 	case "LOGIN", "AUTHENTICATE":
 		if !c.authAllowed() {
 			// RFC 9051 §6.2.3 (LOGINDISABLED); RFC 5530 PRIVACYREQUIRED.
-			c.startAuth(cmd.name, attemptedMechanism(cmd), "").end(authPrivacyRequired, nil)
+			c.startAuth(cmd.name, attemptedMechanism(cmd), "").end(authPrivacyRequired, "")
 			return c.w.line(cmd.tag+" NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port before logging in", false) == nil
 		}
 		if cmd.name == "AUTHENTICATE" {
 			return c.authenticate(r, cmd)
 		}
 		if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
+			c.startAuth("LOGIN", "LOGIN", "").end(authMalformed, "")
 			return c.bad(cmd.tag + " BAD LOGIN takes a user name and a password")
 		}
 		return c.login(cmd.tag, "LOGIN", "LOGIN", cmd.args[0].val, cmd.args[1].val)
@@ -475,8 +499,14 @@ func validID(args []arg) bool {
 // authenticate runs AUTHENTICATE PLAIN (RFC 4616) or LOGIN
 // (draft-murchison-sasl-login), with SASL-IR (RFC 4959).
 func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
+	// An attempt that never reaches login is recorded here, once, with
+	// why it stopped.
+	failed := func(result string) {
+		c.startAuth("AUTHENTICATE", attemptedMechanism(cmd), "").end(result, "")
+	}
 	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != argAtom ||
 		(len(cmd.args) == 2 && cmd.args[1].kind != argAtom) {
+		failed(authMalformed)
 		return c.bad(cmd.tag + " BAD AUTHENTICATE takes a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].val)
@@ -500,10 +530,12 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 				if errors.As(err, &tb) {
 					tb.tag = cmd.tag
 				}
+				failed(authAborted)
 				return nil, c.readError(err)
 			}
 		}
 		if string(line) == "*" {
+			failed(authCancelled)
 			return nil, c.bad(cmd.tag + " BAD Authentication cancelled")
 		}
 		if string(line) == "=" {
@@ -511,6 +543,7 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 		}
 		dec, err := base64.StdEncoding.DecodeString(string(line))
 		if err != nil {
+			failed(authMalformed)
 			return nil, c.bad(cmd.tag + " BAD Invalid base64 in SASL response")
 		}
 		return dec, true
@@ -523,12 +556,13 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 		}
 		parts := strings.Split(string(resp), "\x00")
 		if len(parts) != 3 {
+			failed(authMalformed)
 			return c.bad(cmd.tag + " BAD Malformed PLAIN response")
 		}
 		if parts[0] != "" && parts[0] != parts[1] {
 			// RFC 4616 §2: acting as another user is an authorization
 			// request this proxy does not grant.
-			c.startAuth("AUTHENTICATE", "PLAIN", parts[1]).end(authAuthorizationFailed, nil)
+			c.startAuth("AUTHENTICATE", "PLAIN", parts[1]).end(authAuthorizationFailed, "")
 			return c.authFailed(cmd.tag, "NO [AUTHORIZATIONFAILED] Authorization as another user is not permitted")
 		}
 		return c.login(cmd.tag, "AUTHENTICATE", "PLAIN", parts[1], parts[2])
@@ -543,6 +577,7 @@ func (c *conn) authenticate(r *preauthReader, cmd *command) bool {
 		}
 		return c.login(cmd.tag, "AUTHENTICATE", "LOGIN", string(user), string(pass))
 	}
+	failed(authUnsupported)
 	return c.bad(cmd.tag + " NO Unsupported authentication mechanism")
 }
 
@@ -570,23 +605,34 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 	log := c.log.With("user", user, "mechanism", mech)
 	a := c.startAuth(command, mech, user)
 	if user == "" {
-		a.end(authFailed, nil)
+		a.end(authFailed, "")
 		return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
 	}
 	start := time.Now()
 	dctx, dspan := a.upstreamSpan(spanDial)
 	up, err := dialUpstream(dctx, c.opts)
-	c.tel.dialTime.Record(context.Background(), since(start), metric.WithAttributes(attribute.Bool("ok", err == nil)))
 	endSpan(dspan, err)
+	if c.ctx.Err() == nil {
+		c.tel.dialTime.Record(context.Background(), since(start), metric.WithAttributes(attribute.Bool("ok", err == nil)))
+	}
 	if err == nil {
 		lstart := time.Now()
 		lctx, lspan := a.upstreamSpan(spanLogin)
 		err = up.login(lctx, user, pass)
-		c.tel.loginTime.Record(context.Background(), since(lstart), metric.WithAttributes(attribute.String("result", loginResultName(err))))
-		endSpan(lspan, err)
+		result, code := loginResult(err)
+		endLoginSpan(lspan, result, code)
+		if c.ctx.Err() == nil {
+			c.tel.loginTime.Record(context.Background(), since(lstart), metric.WithAttributes(attribute.String("result", result)))
+		}
 		if err != nil {
 			up.logout()
 		}
+	}
+	if err != nil && c.ctx.Err() != nil {
+		// Kicked or shut down during the login: not the upstream's
+		// doing, and the client has been told BYE.
+		a.end(authAborted, "")
+		return false
 	}
 	if err != nil {
 		var le *loginError
@@ -595,7 +641,7 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		}
 		switch le.kind {
 		case loginAuthFailed:
-			a.end(authFailed, nil)
+			a.end(authFailed, "")
 			attrs := []any{"upstream_time", time.Since(start)}
 			if le.err != nil {
 				attrs = append(attrs, "detail", le.err)
@@ -603,12 +649,12 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 			log.Info("authentication failed", attrs...)
 			return c.authFailed(tag, "NO [AUTHENTICATIONFAILED] Authentication failed")
 		case loginRefused:
-			a.end(authRefused, le)
+			a.end(authRefused, le.code)
 			log.Info("upstream refused login", "code", le.code, "text", le.text)
 			return c.w.line(tag+" NO ["+le.code+"] "+le.text, false) == nil
 		}
-		a.end(authUnavailable, le)
-		c.refuse(reasonUpstreamUnavailable)
+		a.end(authUnavailable, "")
+		c.refuseCommand(reasonUpstreamUnavailable)
 		log.Warn("upstream unavailable", "err", le.err)
 		return c.w.line(tag+" NO [UNAVAILABLE] Mail server unavailable, try again later", false) == nil
 	}
@@ -618,12 +664,12 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		// Checked only now that the upstream accepted the password, so the
 		// answer tells nothing to someone who does not know it.
 		up.logout()
-		a.end(authLimit, err)
-		c.refuse(reasonMaxPerUser)
+		a.end(authLimit, "")
+		c.refuseCommand(reasonMaxPerUser)
 		log.Info("login refused", "reason", err.Error(), "limit", check.Limit, "count", check.Count, "max", check.Max)
 		return c.w.line(tag+" NO [LIMIT] "+err.Error(), false) == nil
 	}
-	a.end(authSuccess, nil)
+	a.end(authSuccess, "")
 	sess := &session{c: c, up: up.nc, idle: c.opts.IdleTimeout, max: c.opts.MaxCommandSize, releaseUser: releaseUser}
 	sess.w = c.w
 	c.mu.Lock()
@@ -663,18 +709,20 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 	return false
 }
 
-// loginResultName is the result attribute of the login duration.
-func loginResultName(err error) string {
+// loginResult names the result of an upstream login for telemetry, from
+// a fixed set, with the upstream's response code when it refused: never
+// the upstream's text, which may name the user.
+func loginResult(err error) (result, code string) {
 	var le *loginError
 	switch {
 	case err == nil:
-		return authSuccess
+		return authSuccess, ""
 	case errors.As(err, &le) && le.kind == loginAuthFailed:
-		return authFailed
+		return authFailed, ""
 	case errors.As(err, &le) && le.kind == loginRefused:
-		return authRefused
+		return authRefused, le.code
 	}
-	return authUnavailable
+	return authUnavailable, ""
 }
 
 // attemptedMechanism names the mechanism of a LOGIN or AUTHENTICATE

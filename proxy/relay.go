@@ -204,7 +204,7 @@ func (s *session) run() {
 	f.onLogout = func() { s.loggingOut.Store(true) }
 	f.reply = func(line string) {
 		if strings.Contains(line, " BAD [TOOBIG] ") {
-			s.c.refuse(reasonCommandTooBig)
+			s.c.refuseCommand(reasonCommandTooBig)
 		}
 		s.w.line(line, false)
 	}
@@ -346,6 +346,7 @@ func (c *respCopier) run() error {
 		switch {
 		case c.fresh:
 			c.fresh = false
+			c.progress(int64(c.carry)) // read during login, relayed now
 		case c.carry == 0 && c.idle != nil:
 			// Nothing held back: wait without a buffer.
 			putBuf(c.bufp)

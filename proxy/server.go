@@ -54,6 +54,9 @@ const (
 	// writeTimeout bounds one write to the client before authentication
 	// and for injected responses (BYE) at the end.
 	writeTimeout = 10 * time.Second
+	// byeGrace is how long a kicked or shut-down connection has to reach
+	// a response boundary and get its BYE out before it is closed without.
+	byeGrace = 10 * time.Second
 	// lingerTimeout is how long the second direction of a relay may go on
 	// after the first has ended (half-close), before both are closed.
 	lingerTimeout = 5 * time.Second
@@ -313,11 +316,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		// Closed outside the lock: a closed session may finish on this
+		// goroutine, and finishing takes the lock (forget).
 		s.mu.Lock()
+		left := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.close()
+			left = append(left, c)
 		}
 		s.mu.Unlock()
+		for _, c := range left {
+			c.close()
+		}
 		<-done
 		return ctx.Err()
 	}
@@ -427,7 +436,8 @@ func (s *Server) Kick(m Match, text string) ([]ConnInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if text == "" {
+	// The text goes into a response line: no CR, LF or NUL.
+	if text = strings.TrimSpace(sanitizeText(text)); text == "" {
 		text = "Session closed by the administrator"
 	}
 	s.mu.Lock()

@@ -66,6 +66,10 @@ const (
 	authUnavailable         = "unavailable"
 	authAuthorizationFailed = "authorization_failed"
 	authPrivacyRequired     = "privacy_required"
+	authMalformed           = "malformed"
+	authCancelled           = "cancelled"
+	authUnsupported         = "unsupported_mechanism"
+	authAborted             = "aborted" // the client went away, or was kicked or shut down, mid-attempt
 )
 
 // telemetry holds the tracer and the instruments.
@@ -287,10 +291,19 @@ func limitEvents(span trace.Span, checks []limits.Check, err error) {
 	}
 }
 
-// refuse counts a refusal and marks the connection span with its reason.
+// refuse counts a refusal that ends the connection and marks the
+// connection span with its reason.
 func (c *conn) refuse(reason string) {
 	c.tel.refused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
 	c.span.SetAttributes(attribute.String("imapguard.refused.reason", reason))
+}
+
+// refuseCommand counts a refusal of one command or login that leaves the
+// connection open (BAD [TOOBIG], NO [UNAVAILABLE], NO [LIMIT]), as an
+// event on the connection span.
+func (c *conn) refuseCommand(reason string) {
+	c.tel.refused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+	c.span.AddEvent("refusal", trace.WithAttributes(attribute.String("imapguard.refused.reason", reason)))
 }
 
 // tlsAttrs describes an established TLS connection.
@@ -338,7 +351,7 @@ func (c *conn) endConnSpan() {
 	c.span.SetAttributes(attribute.String("imapguard.outcome", outcome),
 		attribute.Int("imapguard.auth.failures", c.authFailures),
 		attribute.Int("imapguard.bad_commands", c.badCommands))
-	if user != "" && c.opts.RecordUser {
+	if user != "" && c.srv.options().RecordUser { // as in force now (SIGHUP)
 		c.span.SetAttributes(attribute.String("enduser.id", user))
 	}
 	switch reason, failed := failedOutcomes[outcome]; {
@@ -415,13 +428,18 @@ func (c *conn) startAuth(command, mech, user string) *authSpan {
 	return &authSpan{c: c, ctx: ctx, span: span, mech: mech}
 }
 
-// end records the attempt's result; err, if any, becomes the status.
-func (a *authSpan) end(result string, err error) {
+// end records the attempt's result, and for a refusal the upstream's
+// response code. A failure sets the status, with the result as its
+// description: never free text, which may name the user.
+func (a *authSpan) end(result, code string) {
 	a.span.SetAttributes(attribute.String("imapguard.auth.result", result))
+	if code != "" {
+		a.span.SetAttributes(attribute.String("imap.response_code", code))
+	}
 	if result != authSuccess {
 		msg := result
-		if err != nil {
-			msg = err.Error()
+		if code != "" {
+			msg += " [" + code + "]"
 		}
 		a.span.SetStatus(codes.Error, msg)
 		a.span.SetAttributes(attribute.String("error.type", result))
@@ -446,6 +464,22 @@ func upstreamTLSMode(m string) string {
 		return "none"
 	}
 	return m
+}
+
+// endLoginSpan ends the upstream login's span with its result.
+func endLoginSpan(span trace.Span, result, code string) {
+	span.SetAttributes(attribute.String("imapguard.auth.result", result))
+	if code != "" {
+		span.SetAttributes(attribute.String("imap.response_code", code))
+	}
+	if result != authSuccess {
+		msg := result
+		if code != "" {
+			msg += " [" + code + "]"
+		}
+		span.SetStatus(codes.Error, msg)
+	}
+	span.End()
 }
 
 // endSpan ends a span with err as its status, if any.

@@ -104,6 +104,22 @@ func waitCounts(t *testing.T, lim *limits.Limiter, what string, ok func(limits.C
 	}
 }
 
+// waitFor waits until ok holds, failing after a deadline; for state the
+// proxy updates on its own goroutines, with no event to wait on.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !ok() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting: %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
 func waitZero(t *testing.T, lim *limits.Limiter) {
 	t.Helper()
 	waitCounts(t, lim, "counts did not return to zero", func(c limits.Counts) bool {

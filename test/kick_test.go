@@ -47,10 +47,12 @@ func TestKick(t *testing.T) {
 			t.Errorf("alice session %+v", i)
 		}
 	}
-	// The SELECT went one way and its answer the other.
-	if sel[0].BytesToUpstream == 0 || sel[0].BytesToClient == 0 {
-		t.Errorf("first alice session bytes %d/%d, want both > 0", sel[0].BytesToUpstream, sel[0].BytesToClient)
-	}
+	// The SELECT went one way and its answer the other (counted just
+	// after each write, so possibly after the client read it).
+	waitFor(t, "bytes counted both ways", func() bool {
+		sel, _ := p.Server.Select(proxy.Match{User: "alice"})
+		return len(sel) == 2 && sel[0].BytesToUpstream > 0 && sel[0].BytesToClient > 0
+	})
 	if sel, _ := p.Server.Select(proxy.Match{Address: "127.0.0.4"}); len(sel) != 1 || sel[0].State() != "preauth" {
 		t.Fatalf("Select(127.0.0.4) = %+v", sel)
 	}
@@ -97,9 +99,11 @@ func TestCheckUpstream(t *testing.T) {
 	if err := p.Server.CheckUpstream(ctx); err != nil {
 		t.Fatalf("CheckUpstream: %v", err)
 	}
-	if got := p.Server.Listening(); len(got) != 1 || got[0] != p.Addr {
-		t.Fatalf("Listening() = %v, want [%s]", got, p.Addr)
-	}
+	// Serve registers the listener on its own goroutine.
+	waitFor(t, "Listening() = ["+p.Addr+"]", func() bool {
+		got := p.Server.Listening()
+		return len(got) == 1 && got[0] == p.Addr
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,4 +114,72 @@ func TestCheckUpstream(t *testing.T) {
 	if err := p.Server.CheckUpstream(ctx); err == nil {
 		t.Fatal("CheckUpstream to a closed port succeeded")
 	}
+}
+
+// TestKickStuckClient: a client that stopped reading in the middle of a
+// large response holds the relay's writer; Kick must not wait for it, and
+// a Shutdown whose grace runs out closes it (and does not deadlock).
+func TestKickStuckClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		nc.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"))
+		buf := make([]byte, 4096)
+		n, _ := nc.Read(buf)
+		tag, _, _ := strings.Cut(string(buf[:n]), " ")
+		nc.Write([]byte(tag + " OK [CAPABILITY IMAP4rev1] in\r\n"))
+		nc.Read(buf) // the FETCH
+		// A literal far larger than the socket buffers, never finished.
+		nc.Write([]byte("* 1 FETCH (BODY[] {100000000}\r\n"))
+		chunk := make([]byte, 64<<10)
+		for {
+			nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := nc.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	p := startProxy(t, ln.Addr().String(), proxy.Options{}, limits.Options{})
+	c := login(t, p.Addr, "alice", "secret")
+	c.send("f FETCH 1 BODY[]\r\n") // and never read the answer
+	waitFor(t, "the relay is writing to the client", func() bool {
+		sel, _ := p.Server.Select(proxy.Match{User: "alice"})
+		return len(sel) == 1 && sel[0].BytesToClient > 1<<20
+	})
+
+	kicked := make(chan error, 1)
+	go func() {
+		_, err := p.Server.Kick(proxy.Match{User: "alice"}, "")
+		kicked <- err
+	}()
+	select {
+	case err := <-kicked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kick waited for a client that does not read")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- p.Server.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown = %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after its grace ran out")
+	}
+	waitZero(t, p.Limiter)
 }

@@ -158,6 +158,23 @@ func limitEvent(t *testing.T, n *spanNode, limit string) map[string]string {
 	return nil
 }
 
+// wantRefusalEvent checks that a refusal that left the connection open
+// is an event on the span, not its reason.
+func wantRefusalEvent(t *testing.T, n *spanNode, reason string) {
+	t.Helper()
+	if v, ok := attrOf(n.s, "imapguard.refused.reason"); ok {
+		t.Errorf("span %s has imapguard.refused.reason %s; the connection was not refused", n.s.Name, v.String())
+	}
+	for _, e := range n.s.Events {
+		for _, kv := range e.Attributes {
+			if e.Name == "refusal" && string(kv.Key) == "imapguard.refused.reason" && kv.Value.String() == reason {
+				return
+			}
+		}
+	}
+	t.Errorf("span %s has no refusal event for %s: %v", n.s.Name, reason, n.s.Events)
+}
+
 // everyString returns every attribute, event and status text of all
 // spans, for the secret-leak check.
 func everyString(stubs tracetest.SpanStubs) string {
@@ -325,7 +342,7 @@ func TestTraceUpstreamDown(t *testing.T) {
 		t.Errorf("dial status %+v", dial.s.Status)
 	}
 	wantAttr(t, root.find("imap.authenticate"), "imapguard.auth.result", "unavailable")
-	wantAttr(t, root, "imapguard.refused.reason", "upstream_unavailable")
+	wantRefusalEvent(t, root, "upstream_unavailable")
 	wantAttr(t, root, "imapguard.outcome", "logout")
 	m := collect(t, tp.reader)
 	if got := m.sum("imapguard.connections.refused", "reason=upstream_unavailable"); got != 1 {
@@ -396,7 +413,7 @@ func TestTraceRefusals(t *testing.T) {
 		if ev := limitEvent(t, auth, "max_connections_per_user"); ev["imapguard.limit.count"] != "1" || ev["imapguard.limit.exceeded"] != "true" {
 			t.Errorf("event %v", ev)
 		}
-		wantAttr(t, root, "imapguard.refused.reason", "max_connections_per_user")
+		wantRefusalEvent(t, root, "max_connections_per_user")
 	})
 	t.Run("preauth_timeout", func(t *testing.T) {
 		tp := startTracedProxy(t, up, proxy.Options{PreauthTimeout: 300 * time.Millisecond}, limits.Options{})
@@ -422,7 +439,7 @@ func TestTraceRefusals(t *testing.T) {
 		c.cmd("z", "LOGOUT")
 		c.expectClosed()
 		root := tp.connTrees(t, 1)[0]
-		wantAttr(t, root, "imapguard.refused.reason", "command_too_big")
+		wantRefusalEvent(t, root, "command_too_big")
 		if got := collect(t, tp.reader).sum("imapguard.connections.refused", "reason=command_too_big"); got != 1 {
 			t.Errorf("refused metric %v", got)
 		}
@@ -503,10 +520,10 @@ func TestMetricsAfterSessions(t *testing.T) {
 	waitZero(t, tp.Limiter)
 	tp.connTrees(t, 3)
 
-	m = collect(t, tp.reader)
-	if got := m.gauge("imapguard.connections.open"); got != 0 {
-		t.Errorf("open after all closed = %v", got)
-	}
+	// The spans end just before the connections leave the registry.
+	m = collectUntil(t, tp.reader, "no connection open", func(m metrics) bool {
+		return m.gauge("imapguard.connections.open") == 0
+	})
 	if got := m.sum("imapguard.connections.accepted"); got != 2 {
 		t.Errorf("accepted = %v", got)
 	}
@@ -540,6 +557,25 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// collectUntil collects until ok holds, failing after a deadline.
+func collectUntil(t *testing.T, r *sdkmetric.ManualReader, what string, ok func(metrics) bool) metrics {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m := collect(t, r)
+		if ok(m) {
+			return m
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("metrics: %s: never", what)
+		case <-tick.C:
+		}
+	}
 }
 
 // matches reports whether set has every "key=value" of want.

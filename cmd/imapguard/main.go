@@ -212,6 +212,12 @@ func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// From the start, so that a signal during start-up (when the
+	// listeners are up and a supervisor may already send one) is handled,
+	// not fatal.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	tel, err := telemetry.Setup(ctx, telemetryOptions(cfg, stdout, log))
 	if err != nil {
 		return err
@@ -330,9 +336,6 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case err := <-served:

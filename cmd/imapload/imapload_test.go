@@ -168,7 +168,7 @@ func TestWorkloads(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 70000) // 1.1 MB
 	addr := fakeServer(t, body)
 
-	r, _ := runJSON(t, nil, "-addr", addr, "-workload", "fetch", "-duration", "200ms", "-concurrency", "2")
+	r, _ := runJSON(t, nil, "-addr", addr, "-workload", "fetch", "-duration", "1s", "-concurrency", "2")
 	if r.Ops == 0 || r.Errors != 0 || r.UID != 7 || r.Messages != r.Ops {
 		t.Errorf("fetch: %+v", r)
 	}
