@@ -732,3 +732,36 @@ func TestTraceAbruptEnds(t *testing.T) {
 		wantAttr(t, roots[0].find("imap.session"), "imapguard.session.ended_by", "proxy")
 	})
 }
+
+// TestTraceAttemptsThatStopEarly: attempts that never reach the upstream
+// are recorded too, with a mechanism from a fixed set.
+func TestTraceAttemptsThatStopEarly(t *testing.T) {
+	up := startUpstream(t)
+	tp := startTracedProxy(t, up, proxy.Options{MaxBadCommands: 10}, limits.Options{})
+	c := dialRaw(t, tp.Addr)
+	c.greeting()
+	c.cmd("a", "AUTHENTICATE CRAM-MD5")
+	c.send("b AUTHENTICATE PLAIN\r\n")
+	c.line() // "+ "
+	c.send("*\r\n")
+	c.until("b")
+	c.cmd("c", "AUTHENTICATE PLAIN !!notbase64!!")
+	c.cmd("d", "LOGIN onlyuser")
+	c.cmd("z", "LOGOUT")
+	c.expectClosed()
+	root := tp.connTrees(t, 1)[0]
+	var got []string
+	for _, ch := range root.children {
+		m, _ := attrOf(ch.s, "imapguard.auth.mechanism")
+		r, _ := attrOf(ch.s, "imapguard.auth.result")
+		got = append(got, m.String()+"/"+r.String())
+	}
+	want := "other/unsupported_mechanism PLAIN/cancelled PLAIN/malformed LOGIN/malformed"
+	if strings.Join(got, " ") != want {
+		t.Errorf("attempts %v, want %s", got, want)
+	}
+	m := collect(t, tp.reader)
+	if n := m.sum("imapguard.auth.attempts", "mechanism=other", "result=unsupported_mechanism"); n != 1 {
+		t.Errorf("unsupported attempts = %v", n)
+	}
+}
