@@ -2,7 +2,10 @@ package main
 
 // The admin commands, who, kick and settings, are clients of the admin
 // API (package proxy/admin) of a running imapguard, as doveadm who and
-// kick are of Dovecot.
+// kick are of Dovecot. What the API answers comes in part from IMAP
+// clients (user names) and in all from whatever -admin points at, so
+// before it reaches the terminal every string is made printable (see
+// printable and terminalJSON) and the answer's size is bounded.
 
 import (
 	"bytes"
@@ -18,6 +21,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/imapguard/imapguard/proxy/admin"
 )
@@ -28,6 +33,11 @@ const tokenEnv = "IMAPGUARD_ADMIN_TOKEN"
 
 // defaultAdminTimeout bounds one request to the admin API.
 const defaultAdminTimeout = 10 * time.Second
+
+// maxAnswerBytes bounds an answer of the admin API: a list of sessions
+// takes about 300 bytes a connection, so this is some 200,000 of them,
+// and a server that sends more is not one to trust with the memory.
+const maxAnswerBytes = 64 << 20
 
 // errUsage reports bad arguments; the command has printed why.
 var errUsage = errors.New("usage")
@@ -139,7 +149,7 @@ func (f *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "read admin.listen and admin.token from the configuration `FILE`; default: the embedded demo configuration (http://127.0.0.1:8143)")
 	fs.StringVar(&f.url, "admin", "", "the admin API's `URL`, such as http://127.0.0.1:8143; overrides admin.listen")
 	fs.StringVar(&f.token, "token", "", "the admin `TOKEN`; overrides $"+tokenEnv+" and admin.token (prefer those: -token shows in ps)")
-	fs.BoolVar(&f.json, "json", false, "print the API's JSON answer as it is")
+	fs.BoolVar(&f.json, "json", false, "print the API's JSON answer as it is (DEL, C1 controls and bytes that are not UTF-8 \\u-escaped)")
 	fs.DurationVar(&f.timeout, "timeout", defaultAdminTimeout, "give up on the admin API after this `duration`")
 }
 
@@ -224,14 +234,16 @@ func (f *adminFlags) client() (*adminClient, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the token goes straight to the API, never to an HTTP_PROXY
-	return &adminClient{base: base, token: token, http: &http.Client{Timeout: f.timeout, Transport: tr}}, nil
+	return &adminClient{base: base, token: token, http: &http.Client{Timeout: f.timeout, Transport: tr},
+		maxAnswer: maxAnswerBytes}, nil
 }
 
 // adminClient talks to one admin API.
 type adminClient struct {
-	base  string // such as http://127.0.0.1:8143, without a trailing slash
-	token string // "": none sent
-	http  *http.Client
+	base      string // such as http://127.0.0.1:8143, without a trailing slash
+	token     string // "": none sent
+	http      *http.Client
+	maxAnswer int64 // the largest answer body read, in bytes
 }
 
 // call sends a request and returns the body of a 2xx answer; any other
@@ -263,9 +275,12 @@ func (c *adminClient) call(method, path string, body any) ([]byte, error) {
 		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxAnswer+1))
 	if err != nil {
 		return nil, fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	if int64(len(b)) > c.maxAnswer {
+		return nil, fmt.Errorf("admin API at %s: the answer is larger than %s; gave up", c.base, humanBytes(c.maxAnswer))
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized && c.token == "":
@@ -275,9 +290,9 @@ func (c *adminClient) call(method, path string, body any) ([]byte, error) {
 	case resp.StatusCode/100 != 2:
 		var e admin.ErrorBody
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
+			return nil, errors.New(printable(e.Error))
 		}
-		return nil, fmt.Errorf("admin API at %s: %s", c.base, resp.Status)
+		return nil, fmt.Errorf("admin API at %s: %s", c.base, printable(resp.Status))
 	}
 	return b, nil
 }
@@ -289,7 +304,11 @@ func (c *adminClient) get(w io.Writer, method, path string, body, v any, raw boo
 		return err
 	}
 	if raw {
-		_, err := w.Write(b)
+		out, err := terminalJSON(b)
+		if err != nil {
+			return fmt.Errorf("admin API at %s: %s: %w", c.base, path, err)
+		}
+		_, err = w.Write(out)
 		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
@@ -344,8 +363,9 @@ func (c *adminClient) settings(w io.Writer, raw bool) error {
 		return err
 	}
 	width := 0
-	for _, s := range list.Settings {
-		width = max(width, len(s.Name))
+	for i, s := range list.Settings {
+		list.Settings[i] = admin.Setting{Name: printable(s.Name), Value: printable(s.Value)}
+		width = max(width, len(list.Settings[i].Name))
 	}
 	var b strings.Builder
 	for _, s := range list.Settings {
@@ -362,12 +382,13 @@ func (c *adminClient) settings(w io.Writer, raw bool) error {
 }
 
 // writeSessions writes a table of sessions, with a header even when
-// there are none.
+// there are none. The strings of the API are made printable, which also
+// keeps a tab in a user name from shifting the columns.
 func writeSessions(w io.Writer, list []admin.Session) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tUSER\tCLIENT\tSTATE\tTLS\tSINCE\tUP\tDOWN")
 	for _, s := range list {
-		user := s.User
+		user := printable(s.User)
 		if user == "" {
 			user = "-"
 		}
@@ -375,10 +396,63 @@ func writeSessions(w io.Writer, list []admin.Session) error {
 		if s.TLS {
 			tls = "yes"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, user, s.Client, s.State, tls,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, user, printable(s.Client), printable(s.State), tls,
 			formatAge(s.DurationSeconds), humanBytes(s.BytesToUpstream), humanBytes(s.BytesToClient))
 	}
 	return tw.Flush()
+}
+
+// printable returns s, a string from the API, with each character a
+// terminal could obey replaced by '?': the C0 controls (ESC, which
+// starts the sequences that move the cursor, retitle the window or
+// rewrite the screen, and tab, CR and LF too), DEL and the C1 controls
+// U+0080 to U+009F (U+009B is CSI to some terminals), which is what
+// unicode.IsControl covers, and each byte that is not UTF-8.
+func printable(s string) string {
+	ok := true
+	for _, r := range s {
+		ok = ok && !unicode.IsControl(r) && r != utf8.RuneError
+	}
+	if ok {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		if _, n := utf8.DecodeRuneInString(s[i:]); unicode.IsControl(r) || (r == utf8.RuneError && n == 1) {
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// terminalJSON returns b, the answer printed by -json, as the same JSON
+// with DEL, the C1 controls and each byte that is not UTF-8 written as
+// \u escapes (\ufffd for the bytes, which is how a JSON decoder reads
+// them). An answer that is not JSON is an error: JSON can hold the other
+// controls only escaped, in strings (RFC 8259 §7), and those three only
+// in strings too, where an escape means the same.
+func terminalJSON(b []byte) ([]byte, error) {
+	if !json.Valid(b) {
+		return nil, errors.New("the answer is not JSON")
+	}
+	if !bytes.ContainsFunc(b, func(r rune) bool { return r >= 0x7f }) {
+		return b, nil
+	}
+	out := make([]byte, 0, len(b)+64)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			out = append(out, `\ufffd`...)
+		case r >= 0x7f && unicode.IsControl(r): // not \t, \n, \r: white space outside strings
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return out, nil
 }
 
 // formatAge formats seconds rounded to whole seconds, as 1h2m3s.

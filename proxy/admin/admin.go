@@ -10,8 +10,14 @@
 //
 // Every endpoint but /healthz and /readyz requires "Authorization: Bearer
 // TOKEN" when Options.Token is set, and Serve refuses a listener that is
-// not on a loopback address without one. Errors are {"error": "..."} with
-// a 4xx or 5xx status. The bodies are the types in wire.go.
+// not on a loopback address without one. Without a token, what keeps web
+// pages the operator visits away from the API is checked per request
+// instead (see localOnly): a Host that is not loopback or localhost, and
+// an Origin that is not, are refused, and the one endpoint that changes
+// anything, the kick, takes only a JSON body, which a cross-origin page
+// cannot send without a CORS preflight that this API never grants. Errors
+// are {"error": "..."} with a 4xx or 5xx status. The bodies are the types
+// in wire.go.
 //
 // The package takes the live settings as []config.Setting, which config
 // already redacts, rather than defining a copy of that type; it reads no
@@ -143,7 +149,8 @@ func New(o Options) *Server {
 }
 
 // Handler returns the API as an http.Handler, for tests and for serving it
-// some other way; it checks the token but not the listener.
+// some other way; it checks the token, Host and Origin but not the
+// listener.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Serve serves the API on ln until Shutdown, and then returns
@@ -182,6 +189,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, ok := s.routes[r.URL.Path]
+	if !s.localOnly(w, r, ok && rt.public) {
+		return
+	}
 	if !ok {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 		return
@@ -224,6 +234,83 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// localOnly refuses, with 403, what a web page in the operator's browser
+// could send when there is no token to stop it, and answers true for
+// everything else (and for everything when Options.Token is set: a page
+// cannot add the token):
+//
+//   - A Host header that is not a loopback literal or localhost, except
+//     on the probes /healthz and /readyz, which tell nothing secret: DNS
+//     rebinding points a name the attacker controls at 127.0.0.1, and the
+//     page of that name may then read the API's answers as its own
+//     (RFC 9110 §7.2: the Host names the authority the client meant).
+//   - An Origin header (RFC 6454 §7) whose host is not loopback or
+//     localhost, on any endpoint: the browser sends it on cross-origin
+//     requests, which no client of this API makes.
+func (s *Server) localOnly(w http.ResponseWriter, r *http.Request, probe bool) bool {
+	if s.opts.Token != "" {
+		return true
+	}
+	var msg string
+	if !probe && !loopbackAuthority(r.Host) {
+		msg = fmt.Sprintf("Host %q is not a loopback address or localhost; without admin.token the API answers no other", r.Host)
+	} else if o, ok := foreignOrigin(r.Header); ok {
+		msg = fmt.Sprintf("Origin %q is not on a loopback address or localhost; without admin.token the API refuses cross-origin requests", o)
+	} else {
+		return true
+	}
+	s.log.Warn("admin API: refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
+		"host", r.Host, "origin", r.Header.Get("Origin"))
+	writeError(w, http.StatusForbidden, msg)
+	return false
+}
+
+// loopbackAuthority reports whether hostport, a Host header or the
+// authority of an origin (RFC 3986 §3.2.2: host [":" port]), names a
+// loopback address as an IP literal (127.0.0.0/8; ::1, in brackets) or
+// "localhost", which browsers never send to DNS. Anything else, a name
+// that resolves to loopback included, is not.
+func loopbackAuthority(hostport string) bool {
+	host := hostport
+	if h, port, err := net.SplitHostPort(hostport); err == nil {
+		if strings.Trim(port, "0123456789") != "" {
+			return false
+		}
+		host = h
+	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		host = hostport[1 : len(hostport)-1]
+	}
+	// An IPv6 literal, and only it, comes in brackets.
+	bracketed := strings.HasPrefix(hostport, "[")
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback() && bracketed == strings.Contains(host, ":")
+	}
+	return !bracketed && strings.EqualFold(host, "localhost")
+}
+
+// foreignOrigin returns the first Origin in h that is not loopbackOrigin,
+// an empty one included.
+func foreignOrigin(h http.Header) (string, bool) {
+	for _, o := range h.Values("Origin") {
+		if !loopbackOrigin(o) {
+			return o, true
+		}
+	}
+	return "", false
+}
+
+// loopbackOrigin reports whether origin, the value of an Origin header
+// (RFC 6454 §7: scheme "://" host [":" port], or "null"), is an http or
+// https origin on a loopback host.
+func loopbackOrigin(origin string) bool {
+	scheme, authority, ok := strings.Cut(origin, "://")
+	if !ok || (!strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https")) ||
+		strings.ContainsAny(authority, "/?#@") {
+		return false
+	}
+	return loopbackAuthority(authority)
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Health{Status: "ok"})
 }
@@ -239,7 +326,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	body := Readiness{Status: "ready", Listeners: ln, Upstream: "ok"}
 	status := http.StatusOK
 	if err := s.ready.result(r.Context()); err != nil {
-		body.Upstream = err.Error()
+		// The error names the upstream's address and TLS details, which are
+		// no business of an endpoint without a token; the check logs it.
+		body.Upstream = upstreamUnreachable
 		status = http.StatusServiceUnavailable
 	}
 	if len(ln) == 0 || len(ln) < s.opts.Listeners {
@@ -277,12 +366,25 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 }
 
 // kick closes the matching connections. The match comes as a JSON body
-// (Content-Type application/json) or as form values, in the query or an
-// urlencoded body; unknown fields are refused, lest a misspelt "user"
+// with Content-Type application/json, and no other way: that type is not
+// one a cross-origin page may send without a CORS preflight (Fetch
+// standard, "CORS-safelisted request-header"), and the API answers no
+// preflight, so a page the operator visits cannot kick anyone, as it
+// could with a form. Unknown fields are refused, lest a misspelt "user"
 // widen a kick by address to everyone there.
 func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
+	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType,
+			`POST /sessions/kick takes a JSON body with Content-Type: application/json, such as {"user":"alice"}`)
+		return
+	}
+	if r.URL.RawQuery != "" {
+		writeError(w, http.StatusBadRequest,
+			`POST /sessions/kick takes no query parameters; give the match in the JSON body, such as {"user":"alice"}`)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	req, err := kickRequest(r)
+	req, err := kickRequest(r.Body)
 	if err != nil {
 		status := http.StatusBadRequest
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -312,31 +414,19 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, KickResult{Count: len(list), Kicked: list})
 }
 
-// kickRequest reads the match of a kick from r.
-func kickRequest(r *http.Request) (KickRequest, error) {
+// kickRequest decodes the JSON body of a kick: one object, no unknown
+// fields.
+func kickRequest(body io.Reader) (KickRequest, error) {
 	var req KickRequest
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if ct == "application/json" {
-		if len(r.URL.RawQuery) > 0 {
-			return req, errors.New("give the match either as a JSON body or as form values, not both")
-		}
-		dec := json.NewDecoder(r.Body)
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return req, fmt.Errorf("bad JSON body: %w", err)
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return req, errors.New("bad JSON body: more than one value")
-		}
-		return req, nil
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("bad JSON body: %w", err)
 	}
-	if err := r.ParseForm(); err != nil {
-		return req, err
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errors.New("bad JSON body: more than one value")
 	}
-	if err := onlyKeys(r.Form, "user", "address", "reason"); err != nil {
-		return req, err
-	}
-	return KickRequest{User: r.Form.Get("user"), Address: r.Form.Get("address"), Reason: r.Form.Get("reason")}, nil
+	return req, nil
 }
 
 // onlyKeys refuses parameters other than keys, and repeated ones.

@@ -328,25 +328,37 @@ func TestSessionsAndKick(t *testing.T) {
 		}
 	}
 
-	// Requests that kick nobody.
+	// Requests that kick nobody. Only a JSON body kicks: the three content
+	// types an HTML form can send (and query parameters, which a form can
+	// send with any of them) would let any page the operator visits kick
+	// users, with no CORS preflight to stop it. These ones name alice,
+	// who must still be there for the JSON kick below.
 	for _, tc := range []struct {
 		name, ct, query, body string
 		status                int
 	}{
 		{"empty JSON", "application/json", "", `{}`, http.StatusBadRequest},
 		{"blank user", "application/json", "", `{"user":"  "}`, http.StatusBadRequest},
-		{"empty form", "application/x-www-form-urlencoded", "", ``, http.StatusBadRequest},
-		{"no body", "", "", ``, http.StatusBadRequest},
+		{"form", "application/x-www-form-urlencoded", "", `user=alice`, http.StatusUnsupportedMediaType},
+		{"multipart form", "multipart/form-data; boundary=b", "", "--b\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nalice\r\n--b--\r\n", http.StatusUnsupportedMediaType},
+		{"JSON as text/plain", "text/plain", "", `{"user":"alice"}`, http.StatusUnsupportedMediaType},
+		{"query", "", "?user=alice", ``, http.StatusUnsupportedMediaType},
+		{"form and query", "application/x-www-form-urlencoded", "?user=alice", `user=alice`, http.StatusUnsupportedMediaType},
+		{"no body", "", "", ``, http.StatusUnsupportedMediaType},
+		{"bad content type", "application/json; charset", "", `{"user":"alice"}`, http.StatusUnsupportedMediaType},
+		{"JSON and query", "application/json", "?user=alice", `{"user":"alice"}`, http.StatusBadRequest},
+		{"JSON empty body, query", "application/json", "?user=alice", ``, http.StatusBadRequest},
 		{"bad address", "application/json", "", `{"address":"nonsense"}`, http.StatusBadRequest},
 		{"unknown field", "application/json", "", `{"user":"alice","adress":"127.0.0.2"}`, http.StatusBadRequest},
-		{"unknown form field", "application/x-www-form-urlencoded", "", `usr=alice&address=127.0.0.2`, http.StatusBadRequest},
 		{"bad JSON", "application/json", "", `{"user":`, http.StatusBadRequest},
 		{"two values", "application/json", "", `{"user":"alice"}{"user":"bob"}`, http.StatusBadRequest},
-		{"JSON and query", "application/json", "?user=bob", `{"user":"alice"}`, http.StatusBadRequest},
 		{"too big", "application/json", "", `{"reason":"` + strings.Repeat("x", 65<<10) + `"}`, http.StatusRequestEntityTooLarge},
 	} {
 		t.Run("kick "+tc.name, func(t *testing.T) {
-			do(t, "POST", base+"/sessions/kick"+tc.query, "", tc.ct, tc.body).wantError(t, tc.status)
+			msg := do(t, "POST", base+"/sessions/kick"+tc.query, "", tc.ct, tc.body).wantError(t, tc.status)
+			if tc.status == http.StatusUnsupportedMediaType && !strings.Contains(msg, "Content-Type: application/json") {
+				t.Errorf("error %q; want it to name Content-Type: application/json", msg)
+			}
 		})
 	}
 	r = do(t, "GET", base+"/sessions/kick?user=alice", "", "", "")
@@ -360,9 +372,9 @@ func TestSessionsAndKick(t *testing.T) {
 		t.Fatalf("kick carol: %+v; want count 0 and []", none)
 	}
 
-	// Kick alice by user, JSON body.
+	// Kick alice by user; a charset parameter is fine.
 	var kicked KickResult
-	r = do(t, "POST", base+"/sessions/kick", "", "application/json", `{"user":"alice"}`)
+	r = do(t, "POST", base+"/sessions/kick", "", "application/json; charset=utf-8", `{"user":"alice"}`)
 	r.decode(t, http.StatusOK, &kicked)
 	if kicked.Count != 1 || len(kicked.Kicked) != 1 || kicked.Kicked[0].User != "alice" || kicked.Kicked[0].State != "authenticated" {
 		t.Fatalf("kick alice: %s", r.body)
@@ -372,18 +384,18 @@ func TestSessionsAndKick(t *testing.T) {
 		t.Fatalf("bob after kicking alice: %q", st)
 	}
 
-	// Kick the pre-auth connection by address, form values, with a reason
-	// that tries to inject a line.
-	r = do(t, "POST", base+"/sessions/kick", "", "application/x-www-form-urlencoded",
-		url.Values{"address": {"127.0.0.4"}, "reason": {"Maintenance\r\nA1 OK  done\x00 é"}}.Encode())
+	// Kick the pre-auth connection by address, with a reason that tries
+	// to inject a line.
+	r = do(t, "POST", base+"/sessions/kick", "", "application/json",
+		`{"address":"127.0.0.4","reason":"Maintenance\r\nA1 OK  done\u0000 é"}`)
 	r.decode(t, http.StatusOK, &kicked)
 	if kicked.Count != 1 || kicked.Kicked[0].State != "preauth" {
 		t.Fatalf("kick 127.0.0.4: %s", r.body)
 	}
 	pre.wantBye("* BYE [UNAVAILABLE] Maintenance A1 OK done")
 
-	// And bob by query values.
-	r = do(t, "POST", base+"/sessions/kick?address=127.0.0.3&reason=Bye+bob", "", "", "")
+	// And bob by address.
+	r = do(t, "POST", base+"/sessions/kick", "", "application/json", `{"address":"127.0.0.3","reason":"Bye bob"}`)
 	r.decode(t, http.StatusOK, &kicked)
 	if kicked.Count != 1 || kicked.Kicked[0].User != "bob" {
 		t.Fatalf("kick 127.0.0.3: %s", r.body)
@@ -482,6 +494,175 @@ func TestToken(t *testing.T) {
 	}
 }
 
+// TestLocalOnly: without a token, the API answers only requests for a
+// loopback Host (DNS rebinding) that carry no foreign Origin (CSRF), but
+// the probes for any Host; with a token, any Host and Origin.
+func TestLocalOnly(t *testing.T) {
+	f := &fakeSessions{}
+	var logs syncBuffer
+	_, open := startAdmin(t, Options{Sessions: f, Listeners: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	_, withToken := startAdmin(t, Options{Token: testToken, Sessions: f, Listeners: 1})
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(open, "http://"))
+
+	const (
+		noOrigin = "-" // send no Origin header
+		ctJSON   = "application/json"
+	)
+	for _, tc := range []struct {
+		name, method, path, host, origin, body string
+		token                                  bool
+		status                                 int
+	}{
+		{"IPv4 loopback", "GET", "/sessions", "127.0.0.1:" + port, noOrigin, "", false, http.StatusOK},
+		{"other loopback", "GET", "/sessions", "127.0.0.2", noOrigin, "", false, http.StatusOK},
+		{"localhost", "GET", "/settings", "localhost:" + port, noOrigin, "", false, http.StatusOK},
+		{"LOCALHOST", "GET", "/settings", "LOCALHOST", noOrigin, "", false, http.StatusOK},
+		{"IPv6 loopback", "GET", "/sessions", "[::1]:" + port, noOrigin, "", false, http.StatusOK},
+		{"IPv6 loopback without port", "GET", "/sessions", "[::1]", noOrigin, "", false, http.StatusOK},
+		{"rebinding name", "GET", "/sessions", "attacker.example:" + port, noOrigin, "", false, http.StatusForbidden},
+		{"rebinding name settings", "GET", "/settings", "attacker.example", noOrigin, "", false, http.StatusForbidden},
+		{"rebinding name kick", "POST", "/sessions/kick", "attacker.example", noOrigin, `{"user":"alice"}`, false, http.StatusForbidden},
+		{"rebinding name metrics", "GET", "/metrics", "attacker.example", noOrigin, "", false, http.StatusForbidden},
+		{"rebinding name unknown path", "GET", "/nothing", "attacker.example", noOrigin, "", false, http.StatusForbidden},
+		{"name resolving to loopback", "GET", "/sessions", "127.0.0.1.nip.io", noOrigin, "", false, http.StatusForbidden},
+		{"localhost subdomain", "GET", "/sessions", "localhost.attacker.example", noOrigin, "", false, http.StatusForbidden},
+		{"public address", "GET", "/sessions", "192.0.2.1:" + port, noOrigin, "", false, http.StatusForbidden},
+		{"unspecified address", "GET", "/sessions", "0.0.0.0:" + port, noOrigin, "", false, http.StatusForbidden},
+		{"healthz any host", "GET", "/healthz", "attacker.example", noOrigin, "", false, http.StatusOK},
+		{"readyz any host", "GET", "/readyz", "attacker.example", noOrigin, "", false, http.StatusOK},
+		{"loopback origin", "GET", "/sessions", "127.0.0.1:" + port, "http://127.0.0.1:" + port, "", false, http.StatusOK},
+		{"localhost origin", "GET", "/sessions", "127.0.0.1:" + port, "https://localhost", "", false, http.StatusOK},
+		{"IPv6 origin", "GET", "/sessions", "127.0.0.1:" + port, "http://[::1]:" + port, "", false, http.StatusOK},
+		{"foreign origin", "GET", "/sessions", "127.0.0.1:" + port, "https://attacker.example", "", false, http.StatusForbidden},
+		{"foreign origin kick", "POST", "/sessions/kick", "127.0.0.1:" + port, "https://attacker.example", `{"user":"alice"}`, false, http.StatusForbidden},
+		{"null origin kick", "POST", "/sessions/kick", "127.0.0.1:" + port, "null", `{"user":"alice"}`, false, http.StatusForbidden},
+		{"empty origin", "GET", "/sessions", "127.0.0.1:" + port, "", "", false, http.StatusForbidden},
+		{"extension origin", "GET", "/sessions", "127.0.0.1:" + port, "chrome-extension://abcdef", "", false, http.StatusForbidden},
+		{"foreign origin healthz", "GET", "/healthz", "127.0.0.1:" + port, "https://attacker.example", "", false, http.StatusForbidden},
+		{"token, any host", "GET", "/sessions", "admin.example:8143", noOrigin, "", true, http.StatusOK},
+		{"token, any origin", "POST", "/sessions/kick", "admin.example", "https://attacker.example", `{"user":"alice"}`, true, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base, token := open, ""
+			if tc.token {
+				base, token = withToken, testToken
+			}
+			req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			if tc.origin != noOrigin {
+				req.Header.Set("Origin", tc.origin)
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			if tc.method == "POST" {
+				req.Header.Set("Content-Type", ctJSON)
+			}
+			kicks := f.kicks.Load()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			r := response{resp.StatusCode, resp.Header, body}
+			if tc.status != http.StatusForbidden {
+				if r.status != tc.status {
+					t.Fatalf("status %d (%s); want %d", r.status, body, tc.status)
+				}
+				return
+			}
+			msg := r.wantError(t, http.StatusForbidden)
+			if !strings.Contains(msg, "admin.token") {
+				t.Errorf("error %q; want it to say what admin.token would change", msg)
+			}
+			if n := f.kicks.Load(); n != kicks {
+				t.Errorf("%d kicks after a refused request; want %d", n, kicks)
+			}
+		})
+	}
+	if log := logs.String(); !strings.Contains(log, `level=WARN msg="admin API: refused"`) || !strings.Contains(log, "host=attacker.example") {
+		t.Errorf("log:\n%s\nwant refusals at WARN with the host", log)
+	}
+
+	// HTTP/1.0 allows a request without Host; it is not a loopback one.
+	nc, err := net.Dial("tcp", strings.TrimPrefix(open, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(nc, "GET /sessions HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("HTTP/1.0 without Host: status %d; want 403", resp.StatusCode)
+	}
+}
+
+func TestLoopbackAuthority(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"127.0.0.1", true}, {"127.0.0.1:8143", true}, {"127.255.255.254:1", true}, {"localhost", true},
+		{"Localhost:8143", true}, {"localhost:", true}, {"[::1]", true}, {"[::1]:8143", true},
+		{"[0:0:0:0:0:0:0:1]:80", true}, {"[::ffff:127.0.0.1]:80", true},
+		{"", false}, {":8143", false}, {"::1", false}, {"::1:8143", false}, {"[127.0.0.1]:80", false},
+		{"[localhost]:80", false}, {"[::1]x", false}, {"[::1%25lo]:80", false}, {"127.0.0.1:x", false},
+		{"127.0.0.1:80:80", false}, {"127.1", false}, {"2130706433", false}, {"localhost.", false},
+		{"localhost.example", false}, {"a.localhost", false}, {"10.0.0.1", false}, {"0.0.0.0", false},
+		{"[::]:80", false}, {"attacker.example:8143", false}, {"127.0.0.1.nip.io", false},
+	} {
+		if got := loopbackAuthority(tc.in); got != tc.want {
+			t.Errorf("loopbackAuthority(%q) = %v; want %v", tc.in, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"http://127.0.0.1:8143", true}, {"https://localhost", true}, {"HTTP://[::1]:8143", true},
+		{"null", false}, {"", false}, {"127.0.0.1", false}, {"file://", false}, {"ftp://127.0.0.1", false},
+		{"http://attacker.example", false}, {"http://127.0.0.1@attacker.example", false},
+		{"http://localhost/", false}, {"http://localhost.attacker.example", false}, {"http://[::1", false},
+	} {
+		if got := loopbackOrigin(tc.in); got != tc.want {
+			t.Errorf("loopbackOrigin(%q) = %v; want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzLoopbackAuthority checks loopbackAuthority against net/url: what
+// it accepts parses as an authority whose host is localhost or a
+// loopback IP.
+func FuzzLoopbackAuthority(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:8143", "localhost", "[::1]:80", "::1", "[127.0.0.1]", "attacker.example", "localhost:", "[::1%25lo]:80", "127.0.0.1:80:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !loopbackAuthority(s) {
+			return
+		}
+		u, err := url.Parse("http://" + s + "/")
+		if err != nil || u.Host != s || u.User != nil {
+			t.Fatalf("loopbackAuthority(%q) but url.Parse gives host %q, %v", s, u.Host, err)
+		}
+		h := u.Hostname()
+		if ip := net.ParseIP(h); !strings.EqualFold(h, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			t.Fatalf("loopbackAuthority(%q) but its host %q is neither localhost nor a loopback IP", s, h)
+		}
+	})
+}
+
 // TestReadyz: ready with the listeners and a reachable upstream; not
 // ready with too few listeners or a dead upstream.
 func TestReadyz(t *testing.T) {
@@ -514,6 +695,8 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("readyz without listeners: %s; want listeners []", r.body)
 	}
 
+	// A dead upstream: "unreachable", and the details (its address) only
+	// in the log, since the endpoint needs no token.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -521,25 +704,83 @@ func TestReadyz(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	p.srv.SetOptions(proxy.Options{UpstreamAddr: dead})
-	_, base = startAdmin(t, Options{Sessions: p.srv, Listeners: 1})
-	do(t, "GET", base+"/readyz", "", "", "").decode(t, http.StatusServiceUnavailable, &rd)
-	if rd.Status != "not ready" || rd.Upstream == "ok" || rd.Upstream == "" {
-		t.Fatalf("readyz with a dead upstream: %+v", rd)
+	var logs syncBuffer
+	_, base = startAdmin(t, Options{Sessions: p.srv, Listeners: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	r = do(t, "GET", base+"/readyz", "", "", "")
+	r.decode(t, http.StatusServiceUnavailable, &rd)
+	if rd.Status != "not ready" || rd.Upstream != "unreachable" {
+		t.Fatalf("readyz with a dead upstream: %+v; want not ready, upstream unreachable", rd)
+	}
+	if _, port, _ := net.SplitHostPort(dead); bytes.Contains(r.body, []byte(port)) {
+		t.Errorf("readyz with a dead upstream: %s; want no upstream address", r.body)
+	}
+	if log := logs.String(); !strings.Contains(log, `level=WARN msg="admin API: upstream check failed"`) || !strings.Contains(log, dead) {
+		t.Errorf("log:\n%s\nwant a WARN line with the upstream's address %s", log, dead)
 	}
 }
 
-// fakeSessions counts upstream checks, which wait for release.
+// TestReadyzLogsOnce: a failed check is logged once, however many
+// requests its cached result answers, and its text never reaches them.
+func TestReadyzLogsOnce(t *testing.T) {
+	const detail = "dial 10.9.8.7:993: tls: failed to verify certificate: x509: certificate is valid for internal.example"
+	f := &fakeSessions{err: errors.New(detail)}
+	var logs syncBuffer
+	s := New(Options{Sessions: f, Listeners: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer s.Shutdown(context.Background())
+	var clock atomic.Int64 // nanoseconds
+	s.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	h := s.Handler()
+	get := func() string {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("readyz: %d; want 503", rec.Code)
+		}
+		return rec.Body.String()
+	}
+	const want = `{"status":"not ready","listeners":["127.0.0.1:1143"],"upstream":"unreachable"}` + "\n"
+	for range 3 {
+		if got := get(); got != want {
+			t.Fatalf("readyz: %s; want %s", got, want)
+		}
+	}
+	count := func() int { return strings.Count(logs.String(), "upstream check failed") }
+	if n, c := count(), f.checks.Load(); n != 1 || c != 1 {
+		t.Fatalf("%d log lines for %d checks and 3 requests; want 1 and 1:\n%s", n, c, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "10.9.8.7:993") {
+		t.Errorf("log:\n%s\nwant the detail at WARN", logs.String())
+	}
+	clock.Add(int64(readyCacheTTL))
+	get()
+	if n, c := count(), f.checks.Load(); n != 2 || c != 2 {
+		t.Fatalf("after the cache time: %d log lines for %d checks; want 2 and 2", n, c)
+	}
+}
+
+// fakeSessions counts kicks and upstream checks. A check returns err at
+// once when started is nil; otherwise it says it started and waits for
+// release.
 type fakeSessions struct {
+	kicks   atomic.Int32
 	checks  atomic.Int32
+	err     error
 	started chan struct{}
 	release chan struct{}
 }
 
-func (f *fakeSessions) Select(proxy.Match) ([]proxy.ConnInfo, error)       { return nil, nil }
-func (f *fakeSessions) Kick(proxy.Match, string) ([]proxy.ConnInfo, error) { return nil, nil }
-func (f *fakeSessions) Listening() []string                                { return []string{"127.0.0.1:1143"} }
+func (f *fakeSessions) Select(proxy.Match) ([]proxy.ConnInfo, error) { return nil, nil }
+func (f *fakeSessions) Kick(proxy.Match, string) ([]proxy.ConnInfo, error) {
+	f.kicks.Add(1)
+	return nil, nil
+}
+func (f *fakeSessions) Listening() []string { return []string{"127.0.0.1:1143"} }
 func (f *fakeSessions) CheckUpstream(ctx context.Context) error {
 	f.checks.Add(1)
+	if f.started == nil {
+		return f.err
+	}
 	f.started <- struct{}{}
 	select {
 	case <-f.release:

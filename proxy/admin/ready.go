@@ -17,6 +17,8 @@ const (
 	// endpoint needs no token, so it must not let anyone make the proxy
 	// hammer the upstream.
 	readyCacheTTL = time.Second
+	// upstreamUnreachable is all /readyz says of a failed check.
+	upstreamUnreachable = "unreachable"
 )
 
 // upstreamCheck runs the upstream check for /readyz: at most one at a
@@ -64,12 +66,16 @@ func (u *upstreamCheck) result(ctx context.Context) error {
 }
 
 // run runs f on a context of its own, so that a request that gives up
-// does not cancel the check for the others waiting on it.
+// does not cancel the check for the others waiting on it. A failure is
+// logged here, once per check however many requests it answers; a check
+// cut short by Shutdown is not a failure worth a line.
 func (u *upstreamCheck) run(f *flight) {
 	defer func() {
 		if v := recover(); v != nil {
 			u.log.Error("admin API: upstream check panicked", "panic", v, "stack", string(debug.Stack()))
 			f.err = errors.New("upstream check failed (panic; see the log)")
+		} else if f.err != nil && u.base.Err() == nil {
+			u.log.Warn("admin API: upstream check failed", "err", f.err)
 		}
 		u.mu.Lock()
 		f.finished = u.now()

@@ -15,7 +15,8 @@ type Health struct {
 }
 
 // Readiness is the body of GET /readyz. Status is "ready" or "not
-// ready"; Upstream is "ok" or why the upstream check failed.
+// ready"; Upstream is "ok" or "unreachable" (the reason is logged, not
+// shown: the endpoint needs no token).
 type Readiness struct {
 	Status    string   `json:"status"`
 	Listeners []string `json:"listeners"`
