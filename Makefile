@@ -13,8 +13,10 @@ FUZZTIME    ?= 60s
 
 all: build
 
+# -buildvcs=auto stamps the git revision (service.version in telemetry)
+# even where GOFLAGS turns it off; outside a git checkout it does nothing.
 build:
-	$(GO) build -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
 # on 127.0.0.1:2143, and imapguard with its embedded demo configuration
