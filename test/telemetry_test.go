@@ -765,3 +765,42 @@ func TestTraceAttemptsThatStopEarly(t *testing.T) {
 		t.Errorf("unsupported attempts = %v", n)
 	}
 }
+
+// TestTraceDovecot: the span tree and metrics with a real Dovecot behind
+// the proxy, a wrong password then the right one, and no password in
+// what is recorded.
+func TestTraceDovecot(t *testing.T) {
+	up := startDovecot(t, []dovecotUser{{Username: "carol", Password: tracedPassword}})
+	tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{})
+	c := dialRaw(t, tp.Addr)
+	c.greeting()
+	if _, st := c.cmd("a", "LOGIN carol wrong-"+tracedPassword); !strings.HasPrefix(st, "a NO [AUTHENTICATIONFAILED]") {
+		t.Fatalf("wrong password: %q", st)
+	}
+	c.send("b AUTHENTICATE PLAIN " + e2eB64("\x00carol\x00"+tracedPassword) + "\r\n")
+	if _, st := c.until("b"); !strings.HasPrefix(st, "b OK") {
+		t.Fatalf("login: %q", st)
+	}
+	c.cmd("s", "SELECT INBOX")
+	c.cmd("z", "LOGOUT")
+	c.expectClosed()
+
+	root := tp.connTrees(t, 1)[0]
+	want := "imapguard.connection(imap.authenticate(upstream.dial upstream.login) imap.authenticate(upstream.dial upstream.login) imap.session)"
+	if got := root.shape(); got != want {
+		t.Fatalf("span tree %s, want %s", got, want)
+	}
+	wantAttr(t, root.children[0], "imapguard.auth.result", "failed")
+	wantAttr(t, root.children[1], "imapguard.auth.result", "success")
+	wantAttr(t, root, "imapguard.outcome", "logout")
+	if all := everyString(tp.spans.GetSpans()); strings.Contains(all, tracedPassword) || strings.Contains(all, "carol") {
+		t.Errorf("password or user in spans:\n%s", all)
+	}
+	m := collect(t, tp.reader)
+	if n := m.count("imapguard.upstream.login.duration", "result=failed"); n != 1 {
+		t.Errorf("failed login durations = %v", n)
+	}
+	if n := m.sum("imapguard.auth.attempts", "mechanism=PLAIN", "result=success"); n != 1 {
+		t.Errorf("PLAIN successes = %v", n)
+	}
+}
