@@ -97,43 +97,17 @@ func newSpanExporter(ctx context.Context, o Options) (sdktrace.SpanExporter, err
 		}
 		return exp, nil
 	}
-	protocol, err := resolveProtocol(o.OTLPProtocol, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	protocol, ep, err := resolveTarget(o, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	if err != nil {
 		return nil, err
 	}
-	var ep endpoint
-	if o.OTLPEndpoint != "" {
-		if ep, err = parseEndpoint(o.OTLPEndpoint); err != nil {
-			return nil, err
-		}
-	}
 	var exp sdktrace.SpanExporter
-	switch protocol {
-	case ProtocolGRPC:
-		var opts []otlptracegrpc.Option
-		switch {
-		case ep.url != nil:
-			// Host and port from the URL; http means plain text.
-			opts = append(opts, otlptracegrpc.WithEndpointURL(ep.url.String()))
-		case ep.hostPort != "":
-			opts = append(opts, otlptracegrpc.WithEndpoint(ep.hostPort))
-			if o.OTLPInsecure {
-				opts = append(opts, otlptracegrpc.WithInsecure())
-			}
-		}
-		exp, err = otlptracegrpc.New(ctx, opts...)
-	default:
-		var opts []otlptracehttp.Option
-		switch {
-		case ep.url != nil:
-			opts = append(opts, otlptracehttp.WithEndpointURL(ep.signalURL(tracesPath)))
-		case ep.hostPort != "":
-			opts = append(opts, otlptracehttp.WithEndpoint(ep.hostPort))
-			if o.OTLPInsecure {
-				opts = append(opts, otlptracehttp.WithInsecure())
-			}
-		}
-		exp, err = otlptracehttp.New(ctx, opts...)
+	if protocol == ProtocolGRPC {
+		exp, err = otlptracegrpc.New(ctx, endpointOptions(o, ep, "",
+			otlptracegrpc.WithEndpointURL, otlptracegrpc.WithEndpoint, otlptracegrpc.WithInsecure)...)
+	} else {
+		exp, err = otlptracehttp.New(ctx, endpointOptions(o, ep, tracesPath,
+			otlptracehttp.WithEndpointURL, otlptracehttp.WithEndpoint, otlptracehttp.WithInsecure)...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp trace exporter (%s): %w", protocol, err)
@@ -144,45 +118,54 @@ func newSpanExporter(ctx context.Context, o Options) (sdktrace.SpanExporter, err
 // newMetricExporter builds the OTLP metric exporter, resolving protocol and
 // endpoint as newSpanExporter does.
 func newMetricExporter(ctx context.Context, o Options) (sdkmetric.Exporter, error) {
-	protocol, err := resolveProtocol(o.OTLPProtocol, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+	protocol, ep, err := resolveTarget(o, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
 	if err != nil {
 		return nil, err
 	}
-	var ep endpoint
-	if o.OTLPEndpoint != "" {
-		if ep, err = parseEndpoint(o.OTLPEndpoint); err != nil {
-			return nil, err
-		}
-	}
 	var exp sdkmetric.Exporter
-	switch protocol {
-	case ProtocolGRPC:
-		var opts []otlpmetricgrpc.Option
-		switch {
-		case ep.url != nil:
-			opts = append(opts, otlpmetricgrpc.WithEndpointURL(ep.url.String()))
-		case ep.hostPort != "":
-			opts = append(opts, otlpmetricgrpc.WithEndpoint(ep.hostPort))
-			if o.OTLPInsecure {
-				opts = append(opts, otlpmetricgrpc.WithInsecure())
-			}
-		}
-		exp, err = otlpmetricgrpc.New(ctx, opts...)
-	default:
-		var opts []otlpmetrichttp.Option
-		switch {
-		case ep.url != nil:
-			opts = append(opts, otlpmetrichttp.WithEndpointURL(ep.signalURL(metricsPath)))
-		case ep.hostPort != "":
-			opts = append(opts, otlpmetrichttp.WithEndpoint(ep.hostPort))
-			if o.OTLPInsecure {
-				opts = append(opts, otlpmetrichttp.WithInsecure())
-			}
-		}
-		exp, err = otlpmetrichttp.New(ctx, opts...)
+	if protocol == ProtocolGRPC {
+		exp, err = otlpmetricgrpc.New(ctx, endpointOptions(o, ep, "",
+			otlpmetricgrpc.WithEndpointURL, otlpmetricgrpc.WithEndpoint, otlpmetricgrpc.WithInsecure)...)
+	} else {
+		exp, err = otlpmetrichttp.New(ctx, endpointOptions(o, ep, metricsPath,
+			otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithEndpoint, otlpmetrichttp.WithInsecure)...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp metric exporter (%s): %w", protocol, err)
 	}
 	return exp, nil
+}
+
+// resolveTarget resolves a signal's protocol (signalVar is its protocol
+// variable) and parses the endpoint key; an empty key gives the zero
+// endpoint, leaving the exporter to its environment variables.
+func resolveTarget(o Options, signalVar string) (protocol string, ep endpoint, err error) {
+	if protocol, err = resolveProtocol(o.OTLPProtocol, signalVar); err != nil {
+		return "", endpoint{}, err
+	}
+	if o.OTLPEndpoint != "" {
+		if ep, err = parseEndpoint(o.OTLPEndpoint); err != nil {
+			return "", endpoint{}, err
+		}
+	}
+	return protocol, ep, nil
+}
+
+// endpointOptions turns the endpoint into one exporter's options, given
+// that exporter's option constructors: a URL as it is (gRPC: path "",
+// host and port from it, http meaning plain text) or with the signal path
+// appended (HTTP); a host:port with otlp_insecure as plain text. The four
+// OTLP exporters have the same options under different types.
+func endpointOptions[O any](o Options, ep endpoint, path string, withURL, withEndpoint func(string) O, withInsecure func() O) []O {
+	switch {
+	case ep.url != nil && path == "":
+		return []O{withURL(ep.url.String())}
+	case ep.url != nil:
+		return []O{withURL(ep.signalURL(path))}
+	case ep.hostPort != "" && o.OTLPInsecure:
+		return []O{withEndpoint(ep.hostPort), withInsecure()}
+	case ep.hostPort != "":
+		return []O{withEndpoint(ep.hostPort)}
+	}
+	return nil
 }
