@@ -548,11 +548,14 @@ func TestMetricsAfterSessions(t *testing.T) {
 }
 
 // metrics is one collection, flattened for lookups.
-type metrics struct{ rm metricdata.ResourceMetrics }
+type metrics struct {
+	t  *testing.T
+	rm metricdata.ResourceMetrics
+}
 
 func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
 	t.Helper()
-	var m metrics
+	m := metrics{t: t}
 	if err := r.Collect(context.Background(), &m.rm); err != nil {
 		t.Fatal(err)
 	}
@@ -590,71 +593,69 @@ func matches(set attribute.Set, want []string) bool {
 	return true
 }
 
-func (m metrics) find(name string) *metricdata.Metrics {
+// find returns the metric's data; a metric that is not there fails the
+// test, so that a lookup cannot pass by finding nothing.
+func (m metrics) find(name string) metricdata.Aggregation {
+	m.t.Helper()
 	for _, sm := range m.rm.ScopeMetrics {
-		for i := range sm.Metrics {
-			if sm.Metrics[i].Name == name {
-				return &sm.Metrics[i]
+		for _, mm := range sm.Metrics {
+			if mm.Name == name {
+				return mm.Data
 			}
 		}
 	}
+	m.t.Fatalf("no metric %s collected", name)
 	return nil
+}
+
+// addPoints adds up the values of the points with the given attributes.
+func addPoints[N int64 | float64](points []metricdata.DataPoint[N], want []string) float64 {
+	var total float64
+	for _, p := range points {
+		if matches(p.Attributes, want) {
+			total += float64(p.Value)
+		}
+	}
+	return total
 }
 
 // sum adds up a counter's points with the given attributes (0 if none).
 func (m metrics) sum(name string, want ...string) float64 {
-	var total float64
-	if mm := m.find(name); mm != nil {
-		switch d := mm.Data.(type) {
-		case metricdata.Sum[int64]:
-			for _, p := range d.DataPoints {
-				if matches(p.Attributes, want) {
-					total += float64(p.Value)
-				}
-			}
-		case metricdata.Sum[float64]:
-			for _, p := range d.DataPoints {
-				if matches(p.Attributes, want) {
-					total += p.Value
-				}
-			}
-		}
+	m.t.Helper()
+	switch d := m.find(name).(type) {
+	case metricdata.Sum[int64]:
+		return addPoints(d.DataPoints, want)
+	case metricdata.Sum[float64]:
+		return addPoints(d.DataPoints, want)
 	}
-	return total
+	m.t.Fatalf("metric %s is not a sum", name)
+	return 0
 }
 
 // gauge adds up a gauge's points with the given attributes.
 func (m metrics) gauge(name string, want ...string) float64 {
-	var total float64
-	if mm := m.find(name); mm != nil {
-		switch d := mm.Data.(type) {
-		case metricdata.Gauge[int64]:
-			for _, p := range d.DataPoints {
-				if matches(p.Attributes, want) {
-					total += float64(p.Value)
-				}
-			}
-		case metricdata.Gauge[float64]:
-			for _, p := range d.DataPoints {
-				if matches(p.Attributes, want) {
-					total += p.Value
-				}
-			}
-		}
+	m.t.Helper()
+	switch d := m.find(name).(type) {
+	case metricdata.Gauge[int64]:
+		return addPoints(d.DataPoints, want)
+	case metricdata.Gauge[float64]:
+		return addPoints(d.DataPoints, want)
 	}
-	return total
+	m.t.Fatalf("metric %s is not a gauge", name)
+	return 0
 }
 
 // count adds up a histogram's counts with the given attributes.
 func (m metrics) count(name string, want ...string) uint64 {
+	m.t.Helper()
+	d, ok := m.find(name).(metricdata.Histogram[float64])
+	if !ok {
+		m.t.Fatalf("metric %s is not a histogram", name)
+	}
 	var total uint64
-	if mm := m.find(name); mm != nil {
-		if d, ok := mm.Data.(metricdata.Histogram[float64]); ok {
-			for _, p := range d.DataPoints {
-				if matches(p.Attributes, want) {
-					total += p.Count
-				}
-			}
+	for _, p := range d.DataPoints {
+		if matches(p.Attributes, want) {
+			total += p.Count
 		}
 	}
 	return total
