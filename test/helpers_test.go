@@ -5,7 +5,6 @@ package test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // testLogger logs to the test's output when -v is given.
@@ -40,11 +40,7 @@ func startUpstream(t *testing.T, users ...server.User) string {
 }
 
 // testProxy is a running proxy.
-type testProxy struct {
-	Addr    string
-	Server  *proxy.Server
-	Limiter *limits.Limiter
-}
+type testProxy = proxytest.Proxy
 
 // startProxy starts a proxy in front of upstream, listening on
 // 127.0.0.1:0. Its cleanup shuts it down and checks that every count went
@@ -58,74 +54,17 @@ func startProxy(t *testing.T, upstream string, opts proxy.Options, lim limits.Op
 // as Instrument) before it serves.
 func startProxyWith(t *testing.T, upstream string, opts proxy.Options, lim limits.Options, setup func(*proxy.Server)) *testProxy {
 	t.Helper()
-	opts.UpstreamAddr = upstream
-	limiter := limits.New(lim)
-	srv := proxy.New(opts, limiter, testLogger(t))
-	if setup != nil {
-		setup(srv)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
-		if c := limiter.Counts(); c.Connections != 0 || c.Addresses != 0 || c.Users != 0 || c.Sessions != 0 {
-			t.Errorf("counts after shutdown: %+v; want all zero", c)
-		}
-	})
-	return &testProxy{Addr: ln.Addr().String(), Server: srv, Limiter: limiter}
+	return proxytest.Start(t, proxytest.Config{Upstream: upstream, Options: opts, Limits: lim, Logger: testLogger(t), Setup: setup})
 }
 
-// waitCounts waits until the limiter's counts satisfy ok, failing after
-// a deadline. The proxy releases slots when handlers unwind, which is
-// after the client has seen the close; this polls on a ticker with a
-// deadline, it does not sleep for a guessed time.
-func waitCounts(t *testing.T, lim *limits.Limiter, what string, ok func(limits.Counts) bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !ok(lim.Counts()) {
-		select {
-		case <-deadline:
-			t.Fatalf("%s: counts %+v", what, lim.Counts())
-		case <-tick.C:
-		}
-	}
-}
-
-// waitFor waits until ok holds, failing after a deadline; for state the
-// proxy updates on its own goroutines, with no event to wait on.
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting: %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
-func waitZero(t *testing.T, lim *limits.Limiter) {
-	t.Helper()
-	waitCounts(t, lim, "counts did not return to zero", func(c limits.Counts) bool {
-		return c.Connections == 0 && c.Addresses == 0 && c.Users == 0 && c.Sessions == 0
-	})
-}
+// The proxy releases slots and updates its registry when handlers
+// unwind, after the client has seen the close: these poll on a ticker
+// with a deadline, they do not sleep for a guessed time.
+var (
+	waitCounts = proxytest.WaitCounts
+	waitFor    = proxytest.WaitFor
+	waitZero   = proxytest.WaitZero
+)
 
 // rawConn is a line-oriented test client.
 type rawConn struct {

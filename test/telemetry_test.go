@@ -19,6 +19,7 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // tracedProxy is a proxy whose spans go to an in-memory exporter and
@@ -57,37 +58,34 @@ type spanNode struct {
 // trees, in the order they started.
 func (tp *tracedProxy) connTrees(t *testing.T, n int) []*spanNode {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		stubs := tp.spans.GetSpans()
-		var roots []*spanNode
-		byID := map[string]*spanNode{}
-		for _, s := range stubs {
-			byID[s.SpanContext.SpanID().String()] = &spanNode{s: s}
-		}
-		for _, s := range stubs {
-			node := byID[s.SpanContext.SpanID().String()]
-			if parent, ok := byID[s.Parent.SpanID().String()]; ok && s.Parent.IsValid() {
-				parent.children = append(parent.children, node)
-			} else if s.Name == "imapguard.connection" {
-				roots = append(roots, node)
-			}
-		}
-		if len(roots) >= n {
-			sort.Slice(roots, func(i, j int) bool { return roots[i].s.StartTime.Before(roots[j].s.StartTime) })
-			for _, r := range roots {
-				r.sort()
-			}
-			return roots
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("%d connection spans ended, want %d", len(roots), n)
-		case <-tick.C:
+	var roots []*spanNode
+	if !proxytest.Eventually(func() bool { roots = tp.trees(); return len(roots) >= n }) {
+		t.Fatalf("%d connection spans ended, want %d", len(roots), n)
+	}
+	sort.Slice(roots, func(i, j int) bool { return roots[i].s.StartTime.Before(roots[j].s.StartTime) })
+	for _, r := range roots {
+		r.sort()
+	}
+	return roots
+}
+
+// trees returns the trees of the connection spans exported so far.
+func (tp *tracedProxy) trees() []*spanNode {
+	stubs := tp.spans.GetSpans()
+	var roots []*spanNode
+	byID := map[string]*spanNode{}
+	for _, s := range stubs {
+		byID[s.SpanContext.SpanID().String()] = &spanNode{s: s}
+	}
+	for _, s := range stubs {
+		node := byID[s.SpanContext.SpanID().String()]
+		if parent, ok := byID[s.Parent.SpanID().String()]; ok && s.Parent.IsValid() {
+			parent.children = append(parent.children, node)
+		} else if s.Name == "imapguard.connection" {
+			roots = append(roots, node)
 		}
 	}
+	return roots
 }
 
 func (n *spanNode) sort() {
@@ -565,20 +563,11 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
 // collectUntil collects until ok holds, failing after a deadline.
 func collectUntil(t *testing.T, r *sdkmetric.ManualReader, what string, ok func(metrics) bool) metrics {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		m := collect(t, r)
-		if ok(m) {
-			return m
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("metrics: %s: never", what)
-		case <-tick.C:
-		}
+	var m metrics
+	if !proxytest.Eventually(func() bool { m = collect(t, r); return ok(m) }) {
+		t.Fatalf("metrics: %s: never", what)
 	}
+	return m
 }
 
 // matches reports whether set has every "key=value" of want.

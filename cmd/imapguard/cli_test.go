@@ -22,8 +22,8 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
-	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/proxy/admin"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 const cliToken = "cli-test-token-0123456789"
@@ -45,49 +45,29 @@ func startAdminEnv(t *testing.T, token string) *adminEnv {
 		{Username: "alice", Password: "secret", Messages: 2},
 		{Username: "bob", Password: "hunter2", Messages: 1},
 	}})
-	lim := limits.New(limits.Options{})
-	srv := proxy.New(proxy.Options{UpstreamAddr: up}, lim, nil)
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := proxytest.Start(t, proxytest.Config{Upstream: up})
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	adm := admin.New(admin.Options{Token: token, Sessions: srv, Listeners: 1, Settings: config.Default().Settings})
-	served := make(chan error, 2)
-	go func() { served <- srv.Serve(pln) }()
+	adm := admin.New(admin.Options{Token: token, Sessions: p.Server, Listeners: 1, Settings: config.Default().Settings})
+	served := make(chan error, 1)
 	go func() { served <- adm.Serve(aln) }()
+	// Runs before the proxy's cleanup, which checks the counts.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := adm.Shutdown(ctx); err != nil {
 			t.Errorf("admin shutdown: %v", err)
 		}
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("proxy shutdown: %v", err)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("admin serve: %v", err)
 		}
-		for range 2 {
-			if err := <-served; err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
-				t.Errorf("serve: %v", err)
-			}
-		}
-		waitZero(t, lim)
 	})
-	return &adminEnv{proxy: pln.Addr().String(), url: "http://" + aln.Addr().String(), limiter: lim}
+	return &adminEnv{proxy: p.Addr, url: "http://" + aln.Addr().String(), limiter: p.Limiter}
 }
 
-func waitZero(t *testing.T, lim *limits.Limiter) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for c := lim.Counts(); c.Connections != 0 || c.Addresses != 0 || c.Users != 0 || c.Sessions != 0; c = lim.Counts() {
-		if time.Now().After(deadline) {
-			t.Fatalf("limiter counts %+v; want all zero", c)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+var waitZero = proxytest.WaitZero
 
 // imapConn is a logged-in raw IMAP client.
 type imapConn struct {

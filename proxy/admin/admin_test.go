@@ -23,69 +23,24 @@ import (
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 const testToken = "0123456789abcdef-admin-token"
 
-// testProxy is a proxy.Server on 127.0.0.1:0 in front of the bundled
-// upstream (alice/secret, bob/hunter2).
-type testProxy struct {
-	addr    string
-	srv     *proxy.Server
-	limiter *limits.Limiter
-}
-
-// startProxy starts the upstream and the proxy. Its cleanup shuts the
-// proxy down and checks that every count went back to zero.
-func startProxy(t *testing.T) *testProxy {
+// startProxy starts the bundled upstream (alice/secret, bob/hunter2) and
+// a proxy in front of it; proxytest checks at cleanup that every count
+// went back to zero.
+func startProxy(t *testing.T) *proxytest.Proxy {
 	t.Helper()
 	up := server.Start(t, server.Options{InsecureAuth: true, Users: []server.User{
 		{Username: "alice", Password: "secret", Messages: 2},
 		{Username: "bob", Password: "hunter2", Messages: 1},
 	}})
-	lim := limits.New(limits.Options{})
-	srv := proxy.New(proxy.Options{UpstreamAddr: up}, lim, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("proxy shutdown: %v", err)
-		}
-		if err := <-done; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			t.Errorf("proxy serve: %v", err)
-		}
-		waitZero(t, lim)
-	})
-	// Serve registers the listener in its own goroutine.
-	poll(t, "proxy listening", func() bool { return len(srv.Listening()) == 1 })
-	return &testProxy{addr: ln.Addr().String(), srv: srv, limiter: lim}
+	return proxytest.Start(t, proxytest.Config{Upstream: up})
 }
 
-// poll waits for ok, failing after a deadline.
-func poll(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func waitZero(t *testing.T, lim *limits.Limiter) {
-	t.Helper()
-	poll(t, "limiter counts to return to zero", func() bool {
-		c := lim.Counts()
-		return c.Connections == 0 && c.Addresses == 0 && c.Users == 0 && c.Sessions == 0
-	})
-}
+var waitZero = proxytest.WaitZero
 
 // startAdmin serves an admin Server on 127.0.0.1:0 and returns its base
 // URL.
@@ -254,11 +209,11 @@ func byClient(list []Session, host string) *Session {
 // user and by address, over real sockets.
 func TestSessionsAndKick(t *testing.T) {
 	p := startProxy(t)
-	_, base := startAdmin(t, Options{Sessions: p.srv, Listeners: 1})
+	_, base := startAdmin(t, Options{Sessions: p.Server, Listeners: 1})
 
-	alice := login(t, "127.0.0.2", p.addr, "alice", "secret")
-	bob := login(t, "127.0.0.3", p.addr, "bob", "hunter2")
-	pre := dialFrom(t, "127.0.0.4", p.addr)
+	alice := login(t, "127.0.0.2", p.Addr, "alice", "secret")
+	bob := login(t, "127.0.0.3", p.Addr, "bob", "hunter2")
+	pre := dialFrom(t, "127.0.0.4", p.Addr)
 	alice.cmd("s1", "SELECT INBOX")
 	start := time.Now()
 
@@ -279,8 +234,8 @@ func TestSessionsAndKick(t *testing.T) {
 		if s == nil {
 			t.Fatalf("no session from %s in %s", tc.host, r.body)
 		}
-		if s.User != tc.user || s.State != tc.state || s.TLS || s.Listener != p.addr || s.ID == 0 {
-			t.Errorf("session from %s: %+v; want user %q, state %s, no TLS, listener %s", tc.host, *s, tc.user, tc.state, p.addr)
+		if s.User != tc.user || s.State != tc.state || s.TLS || s.Listener != p.Addr || s.ID == 0 {
+			t.Errorf("session from %s: %+v; want user %q, state %s, no TLS, listener %s", tc.host, *s, tc.user, tc.state, p.Addr)
 		}
 		if s.Since.Location() != time.UTC || s.Since.After(start) || start.Sub(s.Since) > time.Minute || s.DurationSeconds < 0 {
 			t.Errorf("session from %s: since %v, duration %v", tc.host, s.Since, s.DurationSeconds)
@@ -401,7 +356,7 @@ func TestSessionsAndKick(t *testing.T) {
 		t.Fatalf("kick 127.0.0.3: %s", r.body)
 	}
 	bob.wantBye("* BYE [UNAVAILABLE] Bye bob")
-	waitZero(t, p.limiter)
+	waitZero(t, p.Limiter)
 }
 
 // syncBuffer is a bytes.Buffer for a logger written from several
@@ -428,7 +383,7 @@ func (b *syncBuffer) String() string {
 func TestToken(t *testing.T) {
 	p := startProxy(t)
 	var logs syncBuffer
-	_, base := startAdmin(t, Options{Token: testToken, Sessions: p.srv, Listeners: 1,
+	_, base := startAdmin(t, Options{Token: testToken, Sessions: p.Server, Listeners: 1,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	for _, tc := range []struct {
@@ -475,7 +430,7 @@ func TestToken(t *testing.T) {
 		})
 	}
 
-	login(t, "127.0.0.2", p.addr, "alice", "secret").cmd("n1", "NOOP")
+	login(t, "127.0.0.2", p.Addr, "alice", "secret").cmd("n1", "NOOP")
 	var kicked KickResult
 	do(t, "POST", base+"/sessions/kick", testToken, "application/json", `{"user":"alice","reason":"Bye"}`).decode(t, http.StatusOK, &kicked)
 	if kicked.Count != 1 {
@@ -668,10 +623,10 @@ func FuzzLoopbackAuthority(f *testing.F) {
 func TestReadyz(t *testing.T) {
 	p := startProxy(t)
 
-	_, base := startAdmin(t, Options{Sessions: p.srv, Listeners: 1})
+	_, base := startAdmin(t, Options{Sessions: p.Server, Listeners: 1})
 	var rd Readiness
 	do(t, "GET", base+"/readyz", "", "", "").decode(t, http.StatusOK, &rd)
-	if rd.Status != "ready" || rd.Upstream != "ok" || !slices.Equal(rd.Listeners, []string{p.addr}) {
+	if rd.Status != "ready" || rd.Upstream != "ok" || !slices.Equal(rd.Listeners, []string{p.Addr}) {
 		t.Fatalf("readyz: %+v", rd)
 	}
 	var h Health
@@ -680,7 +635,7 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("healthz: %+v", h)
 	}
 
-	_, base = startAdmin(t, Options{Sessions: p.srv, Listeners: 2})
+	_, base = startAdmin(t, Options{Sessions: p.Server, Listeners: 2})
 	do(t, "GET", base+"/readyz", "", "", "").decode(t, http.StatusServiceUnavailable, &rd)
 	if rd.Status != "not ready" || rd.Upstream != "ok" || len(rd.Listeners) != 1 {
 		t.Fatalf("readyz expecting 2 listeners: %+v", rd)
@@ -703,9 +658,9 @@ func TestReadyz(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	p.srv.SetOptions(proxy.Options{UpstreamAddr: dead})
+	p.Server.SetOptions(proxy.Options{UpstreamAddr: dead})
 	var logs syncBuffer
-	_, base = startAdmin(t, Options{Sessions: p.srv, Listeners: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	_, base = startAdmin(t, Options{Sessions: p.Server, Listeners: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	r = do(t, "GET", base+"/readyz", "", "", "")
 	r.decode(t, http.StatusServiceUnavailable, &rd)
 	if rd.Status != "not ready" || rd.Upstream != "unreachable" {
