@@ -14,8 +14,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/imapguard/imapguard/cmd/imapd/server"
-	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // discardExporter takes spans and drops them: the cost measured is the
@@ -35,33 +35,24 @@ func BenchmarkLoginTelemetry(b *testing.B) {
 	up := server.Start(b, server.Options{Users: []server.User{{Username: "alice", Password: "secret"}}, InsecureAuth: true})
 	for _, mode := range []string{"off", "traced"} {
 		b.Run(mode, func(b *testing.B) {
-			srv := proxy.New(proxy.Options{UpstreamAddr: up}, limits.New(limits.Options{}), nil)
+			var setup func(*proxy.Server)
 			if mode == "traced" {
 				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
 				mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-				defer tp.Shutdown(context.Background())
-				defer mp.Shutdown(context.Background())
-				if err := srv.Instrument(tp, mp); err != nil {
-					b.Fatal(err)
+				b.Cleanup(func() {
+					tp.Shutdown(context.Background())
+					mp.Shutdown(context.Background())
+				})
+				setup = func(s *proxy.Server) {
+					if err := s.Instrument(tp, mp); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ln) }()
-			defer func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				srv.Shutdown(ctx)
-				if err := <-done; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-					b.Error(err)
-				}
-			}()
+			p := proxytest.Start(b, proxytest.Config{Upstream: up, Setup: setup})
 			b.ResetTimer()
 			for b.Loop() {
-				if err := benchSession(ln.Addr().String()); err != nil {
+				if err := benchSession(p.Addr); err != nil {
 					b.Fatal(err)
 				}
 			}

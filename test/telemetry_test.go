@@ -672,32 +672,11 @@ func TestTraceAbruptEnds(t *testing.T) {
 		waitZero(t, tp.Limiter)
 	})
 	t.Run("upstream dies", func(t *testing.T) {
-		// A scripted upstream that greets, accepts the login and then
-		// drops the connection.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		dropped := make(chan struct{})
-		go func() {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer close(dropped)
-			defer nc.Close()
-			nc.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"))
-			buf := make([]byte, 4096)
-			n, _ := nc.Read(buf)
-			tag, _, _ := strings.Cut(string(buf[:n]), " ")
-			nc.Write([]byte(tag + " OK [CAPABILITY IMAP4rev1] in\r\n"))
-			nc.Read(buf) // the client's first command, then drop
-		}()
-		tp := startTracedProxy(t, ln.Addr().String(), proxy.Options{}, limits.Options{})
+		f := e2eForward(t, up)
+		tp := startTracedProxy(t, f.ln.Addr().String(), proxy.Options{}, limits.Options{})
 		c := login(t, tp.Addr, "alice", tracedPassword)
-		c.send("n NOOP\r\n")
-		<-dropped
+		c.cmd("n", "NOOP")
+		f.cutAll()
 		c.expectClosed()
 		root := tp.connTrees(t, 1)[0]
 		wantAttr(t, root, "imapguard.outcome", "upstream closed")
