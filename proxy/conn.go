@@ -183,14 +183,24 @@ func (c *conn) setOutcomeIfEmpty(s string) {
 
 func (c *conn) info() ConnInfo {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	i := ConnInfo{ID: c.id, Client: c.nc.RemoteAddr().String(), Listener: c.listener,
-		User: c.user, Authenticated: c.sess != nil, TLS: c.tlsActive, Since: c.since}
-	if c.sess != nil {
-		i.BytesToUpstream = c.sess.bytesToUpstream.Load()
-		i.BytesToClient = c.sess.bytesToClient.Load()
-	}
+		User: c.user, TLS: c.tlsActive, Since: c.since}
+	c.mu.Unlock()
+	i.Authenticated, i.BytesToUpstream, i.BytesToClient = c.relayed()
 	return i
+}
+
+// relayed reports whether the connection is an authenticated session and
+// the bytes relayed each way; without the allocations of info, for the
+// metrics.
+func (c *conn) relayed() (authenticated bool, toUpstream, toClient int64) {
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess == nil {
+		return false, 0, 0
+	}
+	return true, sess.bytesToUpstream.Load(), sess.bytesToClient.Load()
 }
 
 // shutdown tells the client BYE (at a response boundary when relaying)

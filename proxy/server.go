@@ -277,12 +277,12 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 
 // forget takes a finished connection off the registry.
 func (s *Server) forget(c *conn) {
-	i := c.info()
+	_, up, down := c.relayed()
 	s.mu.Lock()
 	// With the connection's removal, under the same lock, so that the
 	// bytes metric never counts a session twice or goes back.
-	s.bytesDone[0] += i.BytesToUpstream
-	s.bytesDone[1] += i.BytesToClient
+	s.bytesDone[0] += up
+	s.bytesDone[1] += down
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()

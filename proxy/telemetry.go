@@ -233,10 +233,10 @@ func (s *Server) observe(o metric.Observer, open metric.Int64ObservableGauge, by
 		counts[key{ln.Addr().String(), true}] += 0
 	}
 	for c := range s.conns {
-		i := c.info()
-		counts[key{i.Listener, i.Authenticated}]++
-		up += i.BytesToUpstream
-		down += i.BytesToClient
+		auth, u, d := c.relayed()
+		counts[key{c.listener, auth}]++
+		up += u
+		down += d
 	}
 	s.mu.Unlock()
 	for k, n := range counts {
@@ -388,14 +388,14 @@ func (c *conn) endSessionSpan() {
 	if c.sessSpan == nil {
 		return
 	}
-	i := c.info()
+	_, up, down := c.relayed()
 	c.mu.Lock()
 	outcome := c.outcome
 	c.mu.Unlock()
 	by := endedBy(outcome)
 	attrs := []attribute.KeyValue{
-		attribute.Int64("imapguard.bytes.to_upstream", i.BytesToUpstream),
-		attribute.Int64("imapguard.bytes.to_client", i.BytesToClient),
+		attribute.Int64("imapguard.bytes.to_upstream", up),
+		attribute.Int64("imapguard.bytes.to_client", down),
 		attribute.String("imapguard.session.ended_by", by),
 		attribute.String("imapguard.outcome", outcome),
 	}
