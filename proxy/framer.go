@@ -131,6 +131,9 @@ type cmdFramer struct {
 	// onLogout is called when the client starts a LOGOUT command, so
 	// that the upstream's close after it counts as the client's doing.
 	onLogout func()
+	// onTooBig is called when an oversize command is refused with BAD
+	// [TOOBIG] (the session goes on).
+	onTooBig func()
 }
 
 func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFramer {
@@ -147,6 +150,7 @@ func newCmdFramer(src io.Reader, dst io.Writer, max int, initial []byte) *cmdFra
 	f.reply = func(string) {}
 	f.noteActivity = func() {}
 	f.onLogout = func() {}
+	f.onTooBig = func() {}
 	f.sentBytes = new(atomic.Int64)
 	f.gate = &literalGate{}
 	return f
@@ -272,6 +276,7 @@ func (f *cmdFramer) endCommand() {
 	case f.invalid:
 		f.reply(f.replyTag() + " BAD Invalid literal")
 	case f.discarding:
+		f.onTooBig()
 		f.reply(f.tooBigLine())
 	}
 	f.inCmd = false

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,12 +201,8 @@ func (s *session) run() {
 	f.noteActivity = s.noteActivity
 	f.sentBytes = &s.bytesToUpstream
 	f.onLogout = func() { s.loggingOut.Store(true) }
-	f.reply = func(line string) {
-		if strings.Contains(line, " BAD [TOOBIG] ") {
-			s.c.refuseCommand(reasonCommandTooBig)
-		}
-		s.w.line(line, false)
-	}
+	f.reply = func(line string) { s.w.line(line, false) }
+	f.onTooBig = func() { s.c.refuseCommand(reasonCommandTooBig) }
 	rc := newRespCopier(s.up, s.w, newRespFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
 		s.bytesToClient.Add(n)
 		s.noteActivity()

@@ -428,18 +428,26 @@ func TestTraceRefusals(t *testing.T) {
 	})
 	t.Run("command_too_big", func(t *testing.T) {
 		tp := startTracedProxy(t, up, proxy.Options{MaxCommandSize: 1024}, limits.Options{})
+		// Once before login and once after: both are refused with BAD
+		// and the session goes on.
 		c := dialRaw(t, tp.Addr)
 		c.greeting()
 		c.send("a NOOP " + strings.Repeat("x", 2000) + "\r\n")
 		if l := c.line(); !strings.Contains(l, "[TOOBIG]") {
 			t.Fatalf("got %q", l)
 		}
+		if _, st := c.cmd("l", "LOGIN alice "+tracedPassword); !strings.HasPrefix(st, "l OK") {
+			t.Fatalf("login: %q", st)
+		}
+		if _, st := c.cmd("b", "NOOP "+strings.Repeat("y", 2000)); !strings.HasPrefix(st, "b BAD [TOOBIG]") {
+			t.Fatalf("after login: %q", st)
+		}
 		c.cmd("z", "LOGOUT")
 		c.expectClosed()
 		root := tp.connTrees(t, 1)[0]
 		wantRefusalEvent(t, root, "command_too_big")
-		if got := collect(t, tp.reader).sum("imapguard.connections.refused", "reason=command_too_big"); got != 1 {
-			t.Errorf("refused metric %v", got)
+		if got := collect(t, tp.reader).sum("imapguard.connections.refused", "reason=command_too_big"); got != 2 {
+			t.Errorf("refused metric %v, want 2", got)
 		}
 	})
 	t.Run("tls_handshake", func(t *testing.T) {
