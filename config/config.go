@@ -626,8 +626,11 @@ func formatFloat(x float64) string {
 //	limits.preauth_timeout   : 60s
 //	tls.domains              : mail.example.com, imap.example.com
 //	tls.email                :
-func (c *Config) WriteSettings(w io.Writer) error {
-	settings := c.Settings()
+func (c *Config) WriteSettings(w io.Writer) error { return WriteSettingList(w, c.Settings()) }
+
+// WriteSettingList writes settings as WriteSettings does; imapguard
+// settings writes those the admin API returns with it.
+func WriteSettingList(w io.Writer, settings []Setting) error {
 	width := 0
 	for _, s := range settings {
 		width = max(width, len(s.Name))

@@ -24,6 +24,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/proxy/admin"
 )
 
@@ -362,23 +363,11 @@ func (c *adminClient) settings(w io.Writer, raw bool) error {
 	if err := c.get(w, http.MethodGet, "/settings", nil, &list, raw); err != nil || raw {
 		return err
 	}
-	width := 0
+	settings := make([]config.Setting, len(list.Settings))
 	for i, s := range list.Settings {
-		list.Settings[i] = admin.Setting{Name: printable(s.Name), Value: printable(s.Value)}
-		width = max(width, len(list.Settings[i].Name))
+		settings[i] = config.Setting{Name: printable(s.Name), Value: printable(s.Value)}
 	}
-	var b strings.Builder
-	for _, s := range list.Settings {
-		b.WriteString(s.Name)
-		b.WriteString(strings.Repeat(" ", width-len(s.Name)))
-		b.WriteString(" :")
-		if s.Value != "" {
-			b.WriteString(" " + s.Value)
-		}
-		b.WriteByte('\n')
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return config.WriteSettingList(w, settings)
 }
 
 // writeSessions writes a table of sessions, with a header even when
