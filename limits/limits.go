@@ -18,14 +18,6 @@ import (
 	"sync"
 )
 
-// Defaults are Exchange Server 2013's (Set-ImapSettings).
-const (
-	DefaultMaxConnections        = 2147483647
-	DefaultMaxConnectionsPerIP   = 2147483647
-	DefaultMaxConnectionsPerUser = 16
-	DefaultIPv6PrefixLength      = 64
-)
-
 // Options are the caps. A zero field means its default.
 type Options struct {
 	MaxConnections        int // all connections, authenticated or not
@@ -147,16 +139,11 @@ type Check struct {
 	Max   int
 }
 
-// AcquireConn counts one connection from addr against max_connections and
+// AdmitConn counts one connection from addr against max_connections and
 // max_connections_per_ip, both or neither. The release function returned
-// on success may be called any number of times; it uncounts once.
-func (l *Limiter) AcquireConn(addr netip.Addr) (release func(), err error) {
-	release, _, err = l.AdmitConn(addr)
-	return release, err
-}
-
-// AdmitConn is AcquireConn that also returns the checks it made, in
-// order; on refusal the last one is the limit that refused.
+// on success may be called any number of times; it uncounts once. It also
+// returns the checks it made, in order; on refusal the last one is the
+// limit that refused.
 func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -184,14 +171,9 @@ func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, er
 	}, checks, nil
 }
 
-// AcquireUser counts one authenticated session of user against
-// max_connections_per_user.
-func (l *Limiter) AcquireUser(user string) (release func(), err error) {
-	release, _, err = l.AdmitUser(user)
-	return release, err
-}
-
-// AdmitUser is AcquireUser that also returns the check it made.
+// AdmitUser counts one authenticated session of user against
+// max_connections_per_user, and returns the check it made. The release
+// function works as AdmitConn's.
 func (l *Limiter) AdmitUser(user string) (release func(), check Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

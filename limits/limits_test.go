@@ -56,24 +56,24 @@ func wantCounts(t *testing.T, l *Limiter, conns, addrs, users, sessions int) {
 
 func mustConn(t *testing.T, l *Limiter, addr netip.Addr) func() {
 	t.Helper()
-	rel, err := l.AcquireConn(addr)
+	rel, err := admitConn(l, addr)
 	if err != nil {
-		t.Fatalf("AcquireConn(%v): got error %v; want success", addr, err)
+		t.Fatalf("AdmitConn(%v): got error %v; want success", addr, err)
 	}
 	if rel == nil {
-		t.Fatalf("AcquireConn(%v): got nil release; want a function", addr)
+		t.Fatalf("AdmitConn(%v): got nil release; want a function", addr)
 	}
 	return rel
 }
 
 func mustUser(t *testing.T, l *Limiter, user string) func() {
 	t.Helper()
-	rel, err := l.AcquireUser(user)
+	rel, err := admitUser(l, user)
 	if err != nil {
-		t.Fatalf("AcquireUser(%q): got error %v; want success", user, err)
+		t.Fatalf("AdmitUser(%q): got error %v; want success", user, err)
 	}
 	if rel == nil {
-		t.Fatalf("AcquireUser(%q): got nil release; want a function", user)
+		t.Fatalf("AdmitUser(%q): got nil release; want a function", user)
 	}
 	return rel
 }
@@ -133,7 +133,7 @@ func TestGlobalCap(t *testing.T) {
 				rels = append(rels, mustConn(t, l, ipN(i))) // distinct addresses
 			}
 			wantCounts(t, l, n, n, 0, 0)
-			rel, err := l.AcquireConn(ipN(n))
+			rel, err := admitConn(l, ipN(n))
 			if rel != nil {
 				t.Errorf("got a release function with the error; want nil")
 			}
@@ -142,7 +142,7 @@ func TestGlobalCap(t *testing.T) {
 			// One slot freed: exactly one more fits.
 			rels[0]()
 			rels[0] = mustConn(t, l, ipN(n))
-			if _, err := l.AcquireConn(ipN(n + 1)); err == nil {
+			if _, err := admitConn(l, ipN(n+1)); err == nil {
 				t.Fatalf("got success after refilling the freed slot; want max_connections error")
 			}
 			for _, r := range rels {
@@ -162,7 +162,7 @@ func TestPerIPCap(t *testing.T) {
 				rels = append(rels, mustConn(t, l, ip2))
 			}
 			wantCounts(t, l, n, 1, 0, 0)
-			_, err := l.AcquireConn(ip2)
+			_, err := admitConn(l, ip2)
 			wantLimitErr(t, err, "max_connections_per_ip", n,
 				fmt.Sprintf("Too many connections from your address (max_connections_per_ip=%d)", n))
 			// Another address is not affected.
@@ -199,7 +199,7 @@ func TestPerUserCap(t *testing.T) {
 			if got := l.Counts().PerUser["alice"]; got != tt.want {
 				t.Errorf("got PerUser[alice] %d; want %d", got, tt.want)
 			}
-			_, err := l.AcquireUser("alice")
+			_, err := admitUser(l, "alice")
 			wantLimitErr(t, err, "max_connections_per_user", tt.want,
 				fmt.Sprintf("Too many connections for this user (max_connections_per_user=%d)", tt.want))
 			bob := mustUser(t, l, "bob")
@@ -212,14 +212,14 @@ func TestPerUserCap(t *testing.T) {
 	}
 }
 
-// TestAllOrNothing: a refused AcquireConn counts nothing, whichever cap
+// TestAllOrNothing: a refused AdmitConn counts nothing, whichever cap
 // refused it.
 func TestAllOrNothing(t *testing.T) {
 	t.Run("per-ip refusal keeps global slot", func(t *testing.T) {
 		l := New(Options{MaxConnections: 3, MaxConnectionsPerIP: 1})
 		a := mustConn(t, l, ip2)
 		for range 5 {
-			if _, err := l.AcquireConn(ip2); err == nil {
+			if _, err := admitConn(l, ip2); err == nil {
 				t.Fatalf("got success; want per-ip refusal")
 			}
 		}
@@ -227,7 +227,7 @@ func TestAllOrNothing(t *testing.T) {
 		// Had the refusals taken global slots, these would fail.
 		b := mustConn(t, l, ip3)
 		c := mustConn(t, l, ipN(1))
-		_, err := l.AcquireConn(ipN(2))
+		_, err := admitConn(l, ipN(2))
 		wantLimitErr(t, err, "max_connections", 3, "Too many connections (max_connections=3)")
 		a()
 		b()
@@ -238,7 +238,7 @@ func TestAllOrNothing(t *testing.T) {
 		l := New(Options{MaxConnections: 1, MaxConnectionsPerIP: 1})
 		a := mustConn(t, l, ip3)
 		for range 5 {
-			if _, err := l.AcquireConn(ip2); err == nil {
+			if _, err := admitConn(l, ip2); err == nil {
 				t.Fatalf("got success; want max_connections refusal")
 			}
 		}
@@ -254,7 +254,7 @@ func TestAllOrNothing(t *testing.T) {
 		l := New(Options{MaxConnectionsPerUser: 1})
 		a := mustUser(t, l, "alice")
 		for range 5 {
-			if _, err := l.AcquireUser("alice"); err == nil {
+			if _, err := admitUser(l, "alice"); err == nil {
 				t.Fatalf("got success; want per-user refusal")
 			}
 		}
@@ -277,7 +277,7 @@ func TestReleaseIdempotent(t *testing.T) {
 		// Only a's slot was uncounted: b's is still held.
 		wantCounts(t, l, 1, 1, 0, 0)
 		c := mustConn(t, l, ip2)
-		if _, err := l.AcquireConn(ip2); err == nil {
+		if _, err := admitConn(l, ip2); err == nil {
 			t.Fatalf("got success; want refusal (b and c hold both slots)")
 		}
 		b()
@@ -379,7 +379,7 @@ func TestUserCaseInsensitive(t *testing.T) {
 		t.Run(tt.first+"/"+tt.second, func(t *testing.T) {
 			l := New(Options{MaxConnectionsPerUser: 1})
 			rel := mustUser(t, l, tt.first)
-			_, err := l.AcquireUser(tt.second)
+			_, err := admitUser(l, tt.second)
 			wantLimitErr(t, err, "max_connections_per_user", 1,
 				"Too many connections for this user (max_connections_per_user=1)")
 			c := l.Counts()
@@ -398,7 +398,7 @@ func TestUserCaseInsensitive(t *testing.T) {
 		a := mustUser(t, l, "alice")
 		b := mustUser(t, l, "Alice")
 		c := mustUser(t, l, "ALICE")
-		if _, err := l.AcquireUser("aLiCe"); err == nil {
+		if _, err := admitUser(l, "aLiCe"); err == nil {
 			t.Fatalf("got success for a 4th spelling; want per-user refusal")
 		}
 		if got := l.Counts().PerUser; len(got) != 1 || got["alice"] != 3 {
@@ -453,7 +453,7 @@ func TestIPv4Mapped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := New(Options{MaxConnectionsPerIP: 1})
 			rel := mustConn(t, l, tt.first)
-			_, err := l.AcquireConn(tt.second)
+			_, err := admitConn(l, tt.second)
 			wantLimitErr(t, err, "max_connections_per_ip", 1,
 				"Too many connections from your address (max_connections_per_ip=1)")
 			wantCounts(t, l, 1, 1, 0, 0)
@@ -492,7 +492,7 @@ func TestIPv6Prefix(t *testing.T) {
 				first = netip.MustParseAddr("2001:db8:1:2::1%eth0")
 			}
 			rel := mustConn(t, l, first)
-			rel2, err := l.AcquireConn(tt.second)
+			rel2, err := admitConn(l, tt.second)
 			if tt.shared {
 				wantLimitErr(t, err, "max_connections_per_ip", 1,
 					"Too many connections from your address (max_connections_per_ip=1)")
@@ -523,12 +523,12 @@ func TestSetOptions(t *testing.T) {
 		}
 		// Existing ones are kept.
 		wantCounts(t, l, 4, 4, 0, 0)
-		_, err := l.AcquireConn(ipN(10))
+		_, err := admitConn(l, ipN(10))
 		wantLimitErr(t, err, "max_connections", 2, "Too many connections (max_connections=2)")
 		rels[0]()
 		rels[1]()
 		// Count 2, still at the new cap.
-		if _, err := l.AcquireConn(ipN(10)); err == nil {
+		if _, err := admitConn(l, ipN(10)); err == nil {
 			t.Fatalf("got success at count 2 with cap 2; want refusal")
 		}
 		rels[2]()
@@ -538,7 +538,7 @@ func TestSetOptions(t *testing.T) {
 		for i := range 4 {
 			rels = append(rels, mustConn(t, l, ipN(20+i)))
 		}
-		_, err = l.AcquireConn(ipN(30))
+		_, err = admitConn(l, ipN(30))
 		wantLimitErr(t, err, "max_connections", 6, "Too many connections (max_connections=6)")
 		for _, r := range rels {
 			r()
@@ -549,7 +549,7 @@ func TestSetOptions(t *testing.T) {
 		l := New(Options{MaxConnectionsPerIP: 3})
 		a, b, c := mustConn(t, l, ip2), mustConn(t, l, ip2), mustConn(t, l, ip2)
 		l.SetOptions(Options{MaxConnectionsPerIP: 1})
-		_, err := l.AcquireConn(ip2)
+		_, err := admitConn(l, ip2)
 		wantLimitErr(t, err, "max_connections_per_ip", 1,
 			"Too many connections from your address (max_connections_per_ip=1)")
 		wantCounts(t, l, 3, 1, 0, 0)
@@ -568,7 +568,7 @@ func TestSetOptions(t *testing.T) {
 			rels = append(rels, mustUser(t, l, "alice"))
 		}
 		l.SetOptions(Options{MaxConnectionsPerUser: 2})
-		_, err := l.AcquireUser("alice")
+		_, err := admitUser(l, "alice")
 		wantLimitErr(t, err, "max_connections_per_user", 2,
 			"Too many connections for this user (max_connections_per_user=2)")
 		wantCounts(t, l, 0, 0, 1, 3)
@@ -608,17 +608,17 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 		wg.Go(func() {
 			for i := range cycles {
 				addr := addrs[(g+i)%len(addrs)]
-				relC, err := l.AcquireConn(addr)
+				relC, err := admitConn(l, addr)
 				if err != nil {
 					if !errors.Is(err, ErrLimit) {
-						t.Errorf("AcquireConn: got %v; want nil or ErrLimit", err)
+						t.Errorf("AdmitConn: got %v; want nil or ErrLimit", err)
 						return
 					}
 					refused.Add(1)
 					continue
 				}
 				ok.Add(1)
-				relU, err := l.AcquireUser(users[(g*7+i)%len(users)])
+				relU, err := admitUser(l, users[(g*7+i)%len(users)])
 				if err == nil {
 					if i%3 == 0 {
 						_ = l.Counts()
@@ -626,7 +626,7 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 					relU()
 					relU()
 				} else if !errors.Is(err, ErrLimit) {
-					t.Errorf("AcquireUser: got %v; want nil or ErrLimit", err)
+					t.Errorf("AdmitUser: got %v; want nil or ErrLimit", err)
 				}
 				relC()
 				if i%5 == 0 {
@@ -655,19 +655,19 @@ func TestConcurrentCapNeverExceeded(t *testing.T) {
 		acquire func(l *Limiter, g, i int) (func(), error)
 	}{
 		{"max_connections", Options{MaxConnections: 8}, 8, func(l *Limiter, g, i int) (func(), error) {
-			return l.AcquireConn(ipN(g))
+			return admitConn(l, ipN(g))
 		}},
 		{"max_connections_per_ip", Options{MaxConnectionsPerIP: 5}, 5, func(l *Limiter, g, i int) (func(), error) {
 			if i%2 == 0 {
-				return l.AcquireConn(netip.MustParseAddr("::ffff:127.0.0.2"))
+				return admitConn(l, netip.MustParseAddr("::ffff:127.0.0.2"))
 			}
-			return l.AcquireConn(ip2)
+			return admitConn(l, ip2)
 		}},
 		{"max_connections_per_user", Options{MaxConnectionsPerUser: 4}, 4, func(l *Limiter, g, i int) (func(), error) {
 			if i%2 == 0 {
-				return l.AcquireUser("ALICE")
+				return admitUser(l, "ALICE")
 			}
-			return l.AcquireUser("alice")
+			return admitUser(l, "alice")
 		}},
 	}
 	for _, tt := range tests {
@@ -744,4 +744,16 @@ func TestAdmitChecks(t *testing.T) {
 	if _, check, err = l.AdmitUser("ann"); !errors.Is(err, ErrLimit) || check.Count != 1 {
 		t.Fatalf("second AdmitUser = %v, %v", check, err)
 	}
+}
+
+// admitConn and admitUser are AdmitConn and AdmitUser for tests that do
+// not look at the checks.
+func admitConn(l *Limiter, addr netip.Addr) (release func(), err error) {
+	release, _, err = l.AdmitConn(addr)
+	return release, err
+}
+
+func admitUser(l *Limiter, user string) (release func(), err error) {
+	release, _, err = l.AdmitUser(user)
+	return release, err
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/imapguard/imapguard/limits"
 )
 
 // repeatReader serves data n times, in reads of at most chunk bytes, then
@@ -59,7 +61,7 @@ func BenchmarkCmdFramer(b *testing.B) {
 			reps := b.N/perRep + 1
 			b.SetBytes(int64(len(bc.cmds) / perRep))
 			src := &repeatReader{data: []byte(bc.cmds), n: reps, chunk: bc.chunk}
-			f := newCmdFramer(src, io.Discard, DefaultMaxCommandSize, nil)
+			f := newCmdFramer(src, io.Discard, limits.DefaultMaxCommandSize, nil)
 			replies := 0
 			f.reply = func(string) { replies++ }
 			b.ReportAllocs()
@@ -107,7 +109,7 @@ func BenchmarkRespFramer(b *testing.B) {
 func BenchmarkPreauthParse(b *testing.B) {
 	line := []byte(`a1 LOGIN "alice@example.com" "correct horse \"battery\" staple"` + "\r\n")
 	src := &repeatReader{data: line, n: b.N}
-	pr := newPreauthReader(bufio.NewReaderSize(src, 4096), DefaultMaxCommandSize, func() error { return nil })
+	pr := newPreauthReader(bufio.NewReaderSize(src, 4096), limits.DefaultMaxCommandSize, func() error { return nil })
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()
 	b.ResetTimer()

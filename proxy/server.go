@@ -27,30 +27,9 @@ import (
 	"github.com/imapguard/imapguard/limits"
 )
 
-// Defaults, each keyed to the protocol state it bounds.
+// Timeouts of the proxy's own, each keyed to the protocol state it
+// bounds. The configurable ones default to limits.Default*.
 const (
-	// DefaultPreauthTimeout is Exchange's PreAuthenticatedConnectionTimeout;
-	// RFC 9051 §5.4 leaves the pre-authentication timer to the server.
-	DefaultPreauthTimeout = 60 * time.Second
-	// DefaultIdleTimeout is Exchange's AuthenticatedConnectionTimeout; RFC
-	// 9051 §5.4 asks for at least 30 minutes after authentication.
-	DefaultIdleTimeout = 30 * time.Minute
-	// DefaultMaxCommandSize is Exchange's MaxCommandSize.
-	DefaultMaxCommandSize = 10240
-	// DefaultConnectTimeout bounds the TCP dial to the upstream.
-	DefaultConnectTimeout = 5 * time.Second
-	// DefaultLoginTimeout bounds the upstream exchange from greeting to the
-	// tagged answer of LOGIN/AUTHENTICATE (an upstream may delay failed
-	// logins on purpose, Dovecot by 2 s).
-	DefaultLoginTimeout = 30 * time.Second
-	// DefaultMaxBadCommands closes a pre-authentication connection after
-	// this many invalid commands, as Dovecot and nginx (max_errors) do
-	// against cross-protocol attacks (ALPACA).
-	DefaultMaxBadCommands = 3
-	// DefaultMaxAuthFailures closes a connection after this many failed
-	// authentications.
-	DefaultMaxAuthFailures = 3
-
 	// writeTimeout bounds one write to the client before authentication
 	// and for injected responses (BYE) at the end.
 	writeTimeout = 10 * time.Second
@@ -62,7 +41,8 @@ const (
 	lingerTimeout = 5 * time.Second
 )
 
-// Options configure a Server. Zero fields take the defaults above.
+// Options configure a Server. Zero fields take the defaults in package
+// limits (limits.Default*).
 type Options struct {
 	UpstreamAddr    string
 	ConnectTimeout  time.Duration
@@ -96,25 +76,25 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = DefaultConnectTimeout
+		o.ConnectTimeout = limits.DefaultConnectTimeout
 	}
 	if o.LoginTimeout <= 0 {
-		o.LoginTimeout = DefaultLoginTimeout
+		o.LoginTimeout = limits.DefaultLoginTimeout
 	}
 	if o.MaxCommandSize <= 0 {
-		o.MaxCommandSize = DefaultMaxCommandSize
+		o.MaxCommandSize = limits.DefaultMaxCommandSize
 	}
 	if o.PreauthTimeout <= 0 {
-		o.PreauthTimeout = DefaultPreauthTimeout
+		o.PreauthTimeout = limits.DefaultPreauthTimeout
 	}
 	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = DefaultIdleTimeout
+		o.IdleTimeout = limits.DefaultIdleTimeout
 	}
 	if o.MaxBadCommands <= 0 {
-		o.MaxBadCommands = DefaultMaxBadCommands
+		o.MaxBadCommands = limits.DefaultMaxBadCommands
 	}
 	if o.MaxAuthFailures <= 0 {
-		o.MaxAuthFailures = DefaultMaxAuthFailures
+		o.MaxAuthFailures = limits.DefaultMaxAuthFailures
 	}
 	if o.Dial == nil {
 		var d net.Dialer

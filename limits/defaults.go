@@ -1,0 +1,44 @@
+package limits
+
+import "time"
+
+// The default of every cap and timeout imapguard enforces, in one place:
+// the configuration's defaults (config.Default) and the zero values of
+// limits.Options and proxy.Options all come from here. Where Exchange
+// Server 2013 has the same setting (Set-ImapSettings), the default is
+// Exchange's.
+const (
+	// DefaultMaxConnections is Exchange's MaxConnections: no practical
+	// limit.
+	DefaultMaxConnections = 2147483647
+	// DefaultMaxConnectionsPerIP is Exchange's MaxConnectionFromSingleIP.
+	DefaultMaxConnectionsPerIP = 2147483647
+	// DefaultMaxConnectionsPerUser is Exchange's MaxConnectionsPerUser.
+	DefaultMaxConnectionsPerUser = 16
+	// DefaultIPv6PrefixLength groups IPv6 clients by /64, the usual
+	// allocation to one site (RFC 6177).
+	DefaultIPv6PrefixLength = 64
+
+	// DefaultMaxCommandSize is Exchange's MaxCommandSize, in bytes.
+	DefaultMaxCommandSize = 10240
+	// DefaultMaxBadCommands closes a pre-authentication connection after
+	// this many invalid commands, as Dovecot and nginx (max_errors) do
+	// against cross-protocol attacks (ALPACA).
+	DefaultMaxBadCommands = 3
+	// DefaultMaxAuthFailures closes a connection after this many failed
+	// authentications.
+	DefaultMaxAuthFailures = 3
+
+	// DefaultPreauthTimeout is Exchange's PreAuthenticatedConnectionTimeout;
+	// RFC 9051 §5.4 leaves the pre-authentication timer to the server.
+	DefaultPreauthTimeout = 60 * time.Second
+	// DefaultIdleTimeout is Exchange's AuthenticatedConnectionTimeout;
+	// RFC 9051 §5.4 asks for at least 30 minutes after authentication.
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultConnectTimeout bounds the TCP dial to the upstream.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultLoginTimeout bounds the upstream exchange from greeting to the
+	// tagged answer of LOGIN/AUTHENTICATE (an upstream may delay failed
+	// logins on purpose, Dovecot by 2 s and more).
+	DefaultLoginTimeout = 30 * time.Second
+)
