@@ -1,0 +1,100 @@
+package imapwire
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+)
+
+// repeatReader serves data n times, then io.EOF.
+type repeatReader struct {
+	data []byte
+	n    int
+	off  int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	total := 0
+	for len(p) > 0 && r.n > 0 {
+		k := copy(p, r.data[r.off:])
+		p = p[k:]
+		total += k
+		r.off += k
+		if r.off == len(r.data) {
+			r.off = 0
+			r.n--
+		}
+	}
+	return total, nil
+}
+
+// BenchmarkCommandFramer feeds pipelined commands to the framer alone;
+// one op is one command line.
+func BenchmarkCommandFramer(b *testing.B) {
+	cmds := []byte(strings.Repeat("a1 NOOP\r\na2 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])\r\n", 64))
+	f := NewCommandFramer(10240, nil)
+	b.SetBytes(int64(len(cmds) / 128))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += 128 {
+		in := cmds
+		for len(in) > 0 {
+			st, err := f.Next(in)
+			if err != nil || st.More || st.Refusal.Kind != RefuseNone {
+				b.Fatal(st, err)
+			}
+			in = in[st.Forward+st.Drop:]
+		}
+	}
+}
+
+// BenchmarkResponseFramer scans a typical FETCH response stream in
+// relay-sized reads; one op is one FETCH response with a 2 KiB body
+// literal.
+func BenchmarkResponseFramer(b *testing.B) {
+	body := strings.Repeat("The quick brown fox jumps over the lazy dog. 0123456789 padding text..\r\n", 28)
+	resp := fmt.Sprintf("* 1 FETCH (UID 17 FLAGS (\\Seen) RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n", len(body), len(body), body)
+	stream := []byte(strings.Repeat(resp, 64) + "a OK FETCH completed\r\n")
+	perStream := 64
+	f := NewResponseFramer(&LiteralGate{})
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(resp)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += perStream {
+		src := &repeatReader{data: stream, n: 1}
+		carry := 0
+		for {
+			n, err := src.Read(buf[carry:])
+			total := carry + n
+			if total > 0 {
+				newLen, d, _ := f.Scan(buf[:total], total == len(buf) || err != nil)
+				carry = copy(buf, buf[d:newLen])
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+}
+
+// BenchmarkReader parses LOGIN with quoted arguments.
+func BenchmarkReader(b *testing.B) {
+	line := []byte(`a1 LOGIN "alice@example.com" "correct horse \"battery\" staple"` + "\r\n")
+	src := &repeatReader{data: line, n: b.N}
+	pr := NewReader(bufio.NewReaderSize(src, 4096), 10240, func() error { return nil })
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd, err := pr.ReadCommand()
+		if err != nil || len(cmd.Args) != 2 {
+			b.Fatal(cmd, err)
+		}
+	}
+}

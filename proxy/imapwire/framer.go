@@ -1,0 +1,343 @@
+package imapwire
+
+import (
+	"bytes"
+	"errors"
+)
+
+// This file frames the client-to-upstream stream after authentication:
+// it finds where each command starts and ends (lines and literals, RFC
+// 9051 §2.2.1, §4.3; RFC 7888 LITERAL+/-; RFC 3516 literal8) so that
+// max_command_size holds for the whole session, COMPRESS (RFC 4978) and a
+// late STARTTLS cannot blind the framing, and the proxy can answer a
+// refused command itself.
+//
+// The size policy: every line and literal of a command counts toward
+// max_command_size, except the message literals of APPEND (RFC 9051
+// §6.3.12, MULTIAPPEND), which are mail, not commands; the mailbox name
+// of "APPEND {N}" is a literal that counts. A literal announced so that
+// its octets and the CRLF after it cannot fit is over the cap at once.
+
+// ErrCommandTooBig ends a session whose oversize command was already
+// partly passed on to the upstream: it can be neither refused nor
+// completed.
+var ErrCommandTooBig = errors.New("imapwire: command too big after part of it was relayed")
+
+// RefusalKind is why the proxy answers a command itself.
+type RefusalKind int
+
+const (
+	RefuseNone           RefusalKind = iota
+	RefuseTooBig                     // over max_command_size: BAD [TOOBIG]
+	RefuseInvalidLiteral             // a literal announcement that is not one
+	RefuseCompress                   // COMPRESS would blind the framing (RFC 4978)
+	RefuseStartTLS                   // STARTTLS is not valid after login (RFC 9051 §6.2.1)
+)
+
+// Refusal is a command the proxy answers itself instead of passing it
+// on. Tag is the command's tag, or empty when the tag is not valid (the
+// answer is then untagged).
+type Refusal struct {
+	Kind RefusalKind
+	Tag  string
+}
+
+// Step is what the caller does next with the framer's input, in this
+// order: pass the first Forward bytes on to the upstream, or throw the
+// first Drop bytes away; write out what it has passed on if Flush is
+// set; answer Refusal. With More, nothing further can be decided from
+// the input: the caller reads more and calls Next again with the bytes
+// not yet consumed and the new ones; if Stream is positive, the next
+// Stream bytes of the client's stream are literal octets that the caller
+// may copy to the upstream without reading them into its buffer, and
+// report with Streamed.
+type Step struct {
+	Forward int
+	Drop    int
+	Flush   bool
+	Refusal Refusal
+	More    bool
+	Stream  int64
+	// Logout is set when a LOGOUT command begins: the upstream's close
+	// after it is the client's doing.
+	Logout bool
+}
+
+// CommandFramer follows the client's command stream. It is a state
+// machine that does no I/O: the caller feeds it the bytes it read and
+// carries out each Step.
+type CommandFramer struct {
+	max  int
+	gate *LiteralGate
+
+	// The command being framed.
+	inCmd      bool
+	size       int  // bytes of it that count toward max
+	forwarded  bool // part of it reached the upstream
+	discarding bool // it is too big and thrown away to its end
+	invalid    bool // it is thrown away for an invalid literal
+	appendCmd  bool // APPEND: message literals do not count
+	firstLit   bool // the next literal is the command's first
+	mboxLit    bool // APPEND's first literal is its mailbox name
+	tag        []byte
+	tagOK      bool // tag is a valid tag followed by SP: answer with it
+
+	// Inside a literal.
+	litLeft  int64
+	awaitsGo bool // a synchronizing literal waits for the upstream's "+"
+	// Inside an overlong line being thrown away.
+	skippingLine bool
+	tail         Tail
+}
+
+// NewCommandFramer returns a framer for commands of at most max octets;
+// gate carries the upstream's answers to synchronizing literals (see
+// ResponseFramer); nil gives it one of its own.
+func NewCommandFramer(max int, gate *LiteralGate) *CommandFramer {
+	if gate == nil {
+		gate = new(LiteralGate)
+	}
+	return &CommandFramer{max: max, gate: gate}
+}
+
+// Max is the command size cap the framer enforces.
+func (f *CommandFramer) Max() int { return f.max }
+
+// Streamed notes n literal octets (at most the Step's Stream) that the
+// caller copied to the upstream without Next.
+func (f *CommandFramer) Streamed(n int64) { f.litLeft -= n }
+
+// Next examines in, the bytes read from the client and not yet consumed,
+// and says what to do with them. Its error is ErrCommandTooBig, after
+// which the session cannot go on.
+func (f *CommandFramer) Next(in []byte) (Step, error) {
+	switch {
+	case f.awaitsGo:
+		return f.nextGate(in), nil
+	case f.litLeft > 0:
+		return f.nextLiteral(in), nil
+	case f.skippingLine:
+		return f.nextSkipLine(in)
+	default:
+		return f.nextLine(in)
+	}
+}
+
+// nextGate decides, once the client sends again after a synchronizing
+// literal was passed on, what its bytes are: by then the upstream has
+// answered the literal.
+func (f *CommandFramer) nextGate(in []byte) Step {
+	if len(in) == 0 {
+		return Step{More: true}
+	}
+	f.awaitsGo = false
+	if f.gate.Take() == GateRejected {
+		// The upstream refused the literal with a tagged response; the
+		// client will not send it, and what follows is a new command
+		// (RFC 9051 §7.5).
+		f.litLeft = 0
+		f.inCmd = false
+	}
+	return Step{}
+}
+
+func (f *CommandFramer) nextLiteral(in []byte) Step {
+	if len(in) == 0 {
+		if f.discarding {
+			return Step{More: true}
+		}
+		return Step{More: true, Stream: f.litLeft}
+	}
+	take := int(min(int64(len(in)), f.litLeft))
+	f.litLeft -= int64(take)
+	if f.discarding {
+		return Step{Drop: take}
+	}
+	return Step{Forward: take}
+}
+
+// nextSkipLine throws away an overlong line to its end.
+func (f *CommandFramer) nextSkipLine(in []byte) (Step, error) {
+	if len(in) == 0 {
+		return Step{More: true}, nil
+	}
+	i := bytes.IndexByte(in, '\n')
+	if i < 0 {
+		f.tail.Keep(in)
+		return Step{Drop: len(in)}, nil
+	}
+	f.tail.Keep(in[:i+1])
+	f.skippingLine = false
+	st, err := f.lineEnd(f.tail.Bytes(), 0, false)
+	st.Drop = i + 1
+	return st, err
+}
+
+func (f *CommandFramer) nextLine(in []byte) (Step, error) {
+	i := bytes.IndexByte(in, '\n')
+	if i < 0 {
+		partial := len(in)
+		size := 0 // a new command starts with nothing counted
+		if f.inCmd {
+			size = f.size
+		}
+		if size+partial <= f.max {
+			return Step{More: true}, nil
+		}
+		var st Step
+		if !f.inCmd {
+			st.Logout = f.startCommand(in)
+		}
+		if err := f.oversize(); err != nil {
+			return st, err
+		}
+		// Throw the line away to its end, watching its tail for a
+		// literal announcement.
+		f.tail.Reset()
+		f.tail.Keep(in)
+		f.skippingLine = true
+		st.Drop = partial
+		return st, nil
+	}
+	line := in[:i+1]
+	var logout bool
+	if !f.inCmd {
+		logout = f.startCommand(line)
+		if r := f.local(line); r.Kind != RefuseNone {
+			f.inCmd = false
+			return Step{Drop: len(line), Refusal: r}, nil
+		}
+	}
+	f.size += len(line)
+	st, err := f.lineEnd(line, len(line), true)
+	st.Logout = logout
+	return st, err
+}
+
+// lineEnd handles the end of a line of n bytes (line holds at least its
+// end); inBuf says whether the line is still at the front of the input.
+func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool) (Step, error) {
+	var st Step
+	lit, sync, isLit, malformed := LiteralAt(line)
+	counted := isLit && !(f.appendCmd && !(f.firstLit && f.mboxLit))
+	// At least CRLF follows a literal: a literal without room for it
+	// cannot make a command within the cap.
+	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit+2 > int64(f.max))) {
+		if err := f.oversize(); err != nil {
+			return st, err
+		}
+	}
+	if malformed && !f.discarding {
+		// The upstream may read a literal here that we cannot frame:
+		// refuse the command rather than lose track of it.
+		if err := f.oversize(); err != nil {
+			return st, err
+		}
+		f.invalid = true
+	}
+	if inBuf {
+		if f.discarding {
+			st.Drop = n
+		} else {
+			st.Forward = n
+			f.forwarded = true
+		}
+	}
+	if !isLit {
+		st.Flush = !f.discarding
+		st.Refusal = f.endCommand()
+		return st, nil
+	}
+	f.firstLit = false
+	if sync && f.discarding {
+		// The client waits for "+" that will not come: the tagged BAD
+		// ends the command (RFC 9051 §7.5).
+		st.Refusal = f.endCommand()
+		return st, nil
+	}
+	f.litLeft = lit
+	if counted {
+		f.size += int(lit)
+	}
+	if sync && !f.discarding {
+		// Learn whether the upstream says "+" before the client sends.
+		f.gate.Open(f.tag)
+		f.awaitsGo = true
+		st.Flush = true
+	}
+	return st, nil
+}
+
+// oversize handles a command found too big. Nothing of it reached the
+// upstream: it is thrown away and refused. Otherwise the session cannot
+// go on.
+func (f *CommandFramer) oversize() error {
+	if f.forwarded {
+		return ErrCommandTooBig
+	}
+	f.discarding = true
+	return nil
+}
+
+// endCommand finishes the current command and returns the proxy's
+// answer to it, if any.
+func (f *CommandFramer) endCommand() Refusal {
+	var r Refusal
+	switch {
+	case f.invalid:
+		r = f.refusal(RefuseInvalidLiteral)
+	case f.discarding:
+		r = f.refusal(RefuseTooBig)
+	}
+	f.inCmd = false
+	f.discarding = false
+	f.invalid = false
+	return r
+}
+
+func (f *CommandFramer) refusal(k RefusalKind) Refusal {
+	if f.tagOK {
+		return Refusal{Kind: k, Tag: string(f.tag)}
+	}
+	return Refusal{Kind: k}
+}
+
+// startCommand notes the first line of a command and reports whether it
+// is LOGOUT.
+func (f *CommandFramer) startCommand(line []byte) (logout bool) {
+	tag, name := SplitTagName(line)
+	f.tag = append(f.tag[:0], tag...)
+	// Seen whole however the line was read: a partial line is
+	// examined only once it is over max octets.
+	f.tagOK = name != nil && len(tag) < f.max && ValidTag(tag)
+	f.inCmd = true
+	f.size = 0
+	f.forwarded = false
+	f.discarding = false
+	f.invalid = false
+	f.firstLit = true
+	f.appendCmd = EqualFoldASCII(name, "APPEND")
+	f.mboxLit = false
+	if f.appendCmd {
+		// "tag APPEND {N}": the mailbox name itself is a literal and counts.
+		rest := line[len(tag)+1+len(name):]
+		rest = bytes.TrimLeft(rest, " ")
+		f.mboxLit = len(rest) > 0 && (rest[0] == '{' || (rest[0] == '~' && len(rest) > 1 && rest[1] == '{'))
+	}
+	return EqualFoldASCII(name, "LOGOUT")
+}
+
+// local returns the refusal of a command the proxy must not pass on,
+// given its whole first line.
+func (f *CommandFramer) local(line []byte) Refusal {
+	_, name := SplitTagName(line)
+	switch {
+	case EqualFoldASCII(name, "COMPRESS"):
+		// RFC 4978 would turn the rest of the stream into deflate data and
+		// blind the framing; the capability is hidden too.
+		return f.refusal(RefuseCompress)
+	case EqualFoldASCII(name, "STARTTLS"):
+		return f.refusal(RefuseStartTLS)
+	}
+	return Refusal{}
+}
