@@ -7,7 +7,7 @@ import (
 
 // Buffers are pooled so that an idle session holds none: a relay loop
 // returns its buffer before it waits for the next bytes and takes one
-// again when they are there (see waitReadable). Pools are kept per power
+// again when they are there (see idleReader). Pools are kept per power
 // of two, since max_command_size decides the command buffer's size and
 // may change on reload.
 //

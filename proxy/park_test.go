@@ -7,23 +7,64 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
+	"github.com/imapguard/imapguard/proxy/park"
 )
 
-// parkedCount is how many directions the process's parker holds.
-func parkedCount() int {
-	p := getParker()
+// countingParker is the epoll parker, counting what it holds.
+type countingParker struct {
+	park.Parker
+	mu     sync.Mutex
+	parked map[park.Resumer]*countedResumer
+}
+
+type countedResumer struct {
+	r park.Resumer
+	p *countingParker
+}
+
+func (c *countedResumer) Resume() {
+	c.p.mu.Lock()
+	delete(c.p.parked, c.r)
+	c.p.mu.Unlock()
+	c.r.Resume()
+}
+
+func (p *countingParker) Park(fd int, r park.Resumer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := &countedResumer{r: r, p: p}
+	if !p.Parker.Park(fd, w) {
+		return false
+	}
+	p.parked[r] = w
+	return true
+}
+
+func (p *countingParker) Unpark(fd int, r park.Resumer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.parked[r]
+	if w == nil || !p.Parker.Unpark(fd, w) {
+		return false
+	}
+	delete(p.parked, r)
+	return true
+}
+
+func (p *countingParker) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.parked)
 }
 
-// waitFor polls cond on a ticker until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// eventually polls cond on a ticker until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -69,13 +110,15 @@ func (c *parkClient) cmd(tag, s string) string {
 func TestParkAndResume(t *testing.T) {
 	up := server.Start(t, server.Options{Users: []server.User{{Username: "u", Password: "p"}}, InsecureAuth: true})
 	lim := limits.New(limits.Options{})
-	srv := New(Options{UpstreamAddr: up}, lim, nil)
+	pk := &countingParker{Parker: park.New(), parked: make(map[park.Resumer]*countedResumer)}
+	t.Cleanup(func() { pk.Close() })
+	srv := New(Options{UpstreamAddr: up, Parker: pk}, lim, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	base := parkedCount()
+	t.Cleanup(func() { ln.Close() })
 
 	const n = 5
 	var cs []*parkClient
@@ -91,7 +134,8 @@ func TestParkAndResume(t *testing.T) {
 		}
 		cs = append(cs, c)
 	}
-	waitFor(t, "every direction parked", func() bool { return parkedCount() == base+2*n })
+	allParked := func() bool { return pk.count() == 2*n }
+	eventually(t, "every direction parked", allParked)
 
 	// Client traffic resumes the client direction, and the response
 	// resumes the upstream direction.
@@ -100,7 +144,7 @@ func TestParkAndResume(t *testing.T) {
 			t.Fatalf("client %d: SELECT after parking: %q", i, st)
 		}
 	}
-	waitFor(t, "parked again", func() bool { return parkedCount() == base+2*n })
+	eventually(t, "parked again", allParked)
 
 	// Upstream-initiated traffic: cs[0] idles, cs[1] appends, cs[0] sees
 	// EXISTS although both its directions were parked.
@@ -108,7 +152,7 @@ func TestParkAndResume(t *testing.T) {
 	if l := cs[0].line(); !strings.HasPrefix(l, "+") {
 		t.Fatalf("IDLE: %q", l)
 	}
-	waitFor(t, "parked in IDLE", func() bool { return parkedCount() == base+2*n })
+	eventually(t, "parked in IDLE", allParked)
 	fmt.Fprintf(cs[1].nc, "c APPEND INBOX {5}\r\n")
 	if l := cs[1].line(); !strings.HasPrefix(l, "+") {
 		t.Fatalf("APPEND: %q", l)
@@ -128,12 +172,12 @@ func TestParkAndResume(t *testing.T) {
 	}
 
 	// Closing parked sessions frees everything.
-	waitFor(t, "parked again", func() bool { return parkedCount() == base+2*n })
+	eventually(t, "parked again", allParked)
 	for _, c := range cs {
 		c.nc.Close()
 	}
-	waitFor(t, "parker empty and counts zero", func() bool {
+	eventually(t, "parker empty and counts zero", func() bool {
 		c := lim.Counts()
-		return parkedCount() == base && c.Connections == 0 && c.Sessions == 0
+		return pk.count() == 0 && c.Connections == 0 && c.Sessions == 0
 	})
 }

@@ -3,61 +3,274 @@ package proxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/imapguard/imapguard/proxy/clock"
+	"github.com/imapguard/imapguard/proxy/imapwire"
+	"github.com/imapguard/imapguard/proxy/park"
 )
 
-// relayBufSize is the upstream-to-client buffer. Large literals bypass it
-// (spliced), so it only has to hold response lines.
-const relayBufSize = 32 << 10
-
-// errPark is returned by a relay direction's read that the sweeper
-// evicted: the direction parks (see parker) instead of ending.
-var errPark = errors.New("proxy: direction parked")
-
-// parkAfter is how long a direction waits without traffic before it is
-// parked and gives up its goroutine; sweepEvery is how often the sweeper
-// looks.
-const (
-	parkAfter  = 500 * time.Millisecond
-	sweepEvery = 250 * time.Millisecond
-)
-
-// session is an authenticated connection being relayed. Each direction
-// runs on its own goroutine while it has traffic, and is parked without
-// one when idle; the session ends when both directions have.
+// A session relays an authenticated connection. Its invariants:
+//
+//   - Goroutines: at most two, one per direction (copyClientToUpstream,
+//     copyUpstreamToClient, in copy.go). A direction idle for parkAfter
+//     gives its goroutine up and parks (package park); it resumes on a
+//     new one when its socket turns readable. Timers (idle_timeout, the
+//     half-close linger) run on the clock's goroutines.
+//   - Ownership: from login on, the session owns both connections and the
+//     client writer. close closes each connection exactly once
+//     (closeOnce); it runs after a closing line (the writer's onClose),
+//     when either direction ends, from the linger timer, and from the
+//     conn when it is kicked or shut down. Nothing else closes them.
+//   - Reporting: when both directions have ended, end runs once (the
+//     last one to end calls it) and reports a result to done; the session
+//     calls nothing else of its connection.
+//   - Locks: session.mu guards closing, the directions' parked flags and
+//     the linger timer; it is held while calling the parker (which has a
+//     lock of its own) and never while taking another. clientWriter.mu is
+//     never held while session.mu is taken: the writer calls onClose
+//     after releasing it.
 type session struct {
-	c    *conn
-	up   net.Conn
-	w    *clientWriter
-	idle time.Duration
-	max  int
+	client  net.Conn // TCP, or TLS over it
+	up      net.Conn
+	w       *clientWriter
+	log     *slog.Logger
+	clock   clock.Clock
+	parker  park.Parker
+	sweeper *park.Sweeper
+	idle    time.Duration // idle_timeout
+	max     int           // max_command_size
+	done    func(result)
 
-	lastActivity atomic.Int64 // unix nanoseconds
-	timer        *time.Timer  // idle_timeout
-	linger       *time.Timer  // bounds the upstream direction after a client half-close
-	gate         literalGate
+	lastActivity atomic.Int64 // on clock, unix nanoseconds
+	idleTimer    clock.Timer
+	gate         imapwire.LiteralGate
 
-	bytesToUpstream atomic.Int64
-	bytesToClient   atomic.Int64
-	loggingOut      atomic.Bool // the client sent LOGOUT
+	toUpstream atomic.Int64
+	toClient   atomic.Int64
+	loggingOut atomic.Bool // the client sent LOGOUT
 
-	cmd                    *cmdFramer  // client to upstream
-	resp                   *respCopier // upstream to client
+	cmd                    *commandCopier // client to upstream
+	resp                   *respCopier    // upstream to client
 	clientDir, upstreamDir *direction
 	live                   atomic.Int32 // directions not yet ended
 	clientErr, upErr       error        // how each ended (set once, before live drops)
+	observed               outcome      // how the relay ended as seen; first wins
 
-	mu        sync.Mutex // closing and the directions' parked flags
+	mu        sync.Mutex
 	closing   bool
+	linger    clock.Timer // bounds the upstream direction after a client half-close
 	closeOnce sync.Once
 
-	releaseUser   func() // the user's slot, freed when the relay ends
 	upInitial     []byte // read from the upstream during login, not yet relayed
 	clientInitial []byte // pipelined by the client behind its login
+}
+
+// result is what a session reports when it ends.
+type result struct {
+	outcome              outcome // how the relay ended, as the session saw it
+	toUpstream, toClient int64   // bytes relayed each way
+}
+
+// newSession returns the session that will relay client and up, writing
+// to the client through w, with the connection's logger and the server's
+// clock, parker and sweeper; done is told its result once.
+func newSession(c *conn, up net.Conn) *session {
+	return &session{
+		client:  c.nc,
+		up:      up,
+		w:       c.w,
+		log:     c.log,
+		clock:   c.clock,
+		parker:  c.srv.parker,
+		sweeper: &c.srv.sweeper,
+		idle:    c.opts.IdleTimeout,
+		max:     c.opts.MaxCommandSize,
+		done:    func(r result) { c.finish(&r) },
+	}
+}
+
+// bytes returns the bytes relayed so far, to the upstream and to the
+// client.
+func (s *session) bytes() (toUpstream, toClient int64) {
+	return s.toUpstream.Load(), s.toClient.Load()
+}
+
+// run starts the relay: the client direction on this goroutine, the
+// upstream direction on a new one. The session ends (end) when both have.
+func (s *session) run() {
+	f := imapwire.NewCommandFramer(s.max, &s.gate)
+	cc := newCommandCopier(s.client, s.up, f, s.clientInitial)
+	cc.noteActivity = s.noteActivity
+	cc.sent = &s.toUpstream
+	cc.onLogout = func() { s.loggingOut.Store(true) }
+	cc.refuse = func(r imapwire.Refusal) { s.w.respond(framerRefusal(r, s.max)) }
+	rc := newRespCopier(s.up, s.w, imapwire.NewResponseFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
+		s.toClient.Add(n)
+		s.noteActivity()
+	})
+	s.upInitial, s.clientInitial = nil, nil
+
+	s.cmd, s.resp = cc, rc
+	// Under the lock: a shutdown or kick may close the session (close
+	// reads the directions) before it has started.
+	s.mu.Lock()
+	s.clientDir = &direction{s: s, name: "client", reader: cc.idle, run: s.copyClientToUpstream, ended: s.clientEnded}
+	s.upstreamDir = &direction{s: s, name: "upstream", reader: rc.idle, run: s.copyUpstreamToClient, ended: s.upstreamEnded}
+	s.mu.Unlock()
+	s.live.Store(2)
+	s.noteActivity()
+	s.idleTimer = s.clock.AfterFunc(s.idle, s.checkIdle)
+	if cc.idle != nil || rc.idle != nil {
+		s.sweeper.Add(s)
+	}
+	go s.upstreamDir.pump()
+	s.clientDir.pump()
+}
+
+// copyClientToUpstream frames client commands into the upstream, until
+// the client ends or the direction parks.
+func (s *session) copyClientToUpstream() error { return s.cmd.run() }
+
+// copyUpstreamToClient relays upstream responses, noting response
+// boundaries for injected lines, until the upstream ends or the direction
+// parks.
+func (s *session) copyUpstreamToClient() error { return s.resp.run() }
+
+func (s *session) noteActivity() { s.lastActivity.Store(s.clock.Now().UnixNano()) }
+
+// EvictIdle is called by the sweeper: the waiting reads of a session with
+// no traffic since idleSince are evicted, so that its directions park.
+func (s *session) EvictIdle(idleSince time.Time) {
+	if s.lastActivity.Load() > idleSince.UnixNano() {
+		return
+	}
+	for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
+		// Parked directions are not waiting: a load, no lock.
+		if d.reader != nil && d.reader.waiting() {
+			d.reader.evict()
+		}
+	}
+}
+
+// checkIdle runs from the idle timer. A session with no traffic either
+// way for idle_timeout is told BYE at a response boundary and closed.
+func (s *session) checkIdle() {
+	since := s.clock.Now().Sub(time.Unix(0, s.lastActivity.Load()))
+	if since < s.idle {
+		s.idleTimer.Reset(s.idle - since)
+		return
+	}
+	s.log.Info("closing idle session", "idle_timeout", s.idle)
+	bye := idleTimeoutBye(s.idle)
+	// An upstream stalled inside a response for the whole timeout leaves
+	// no boundary to wait for.
+	bye.silent = s.w.inResponse()
+	s.w.respond(bye)
+}
+
+// close closes both connections, once; running directions then unwind,
+// and parked ones are finished here.
+func (s *session) close() {
+	var unparked []*direction
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
+			// Off the epoll set before the descriptor can be reused.
+			if d != nil && d.parked && s.parker.Unpark(d.reader.fd, d) {
+				unparked = append(unparked, d)
+			}
+		}
+		s.mu.Unlock()
+		s.client.Close()
+		s.up.Close()
+	})
+	for _, d := range unparked {
+		d.finish(net.ErrClosed)
+	}
+}
+
+func (s *session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// clientEnded handles the end of the client direction.
+func (s *session) clientEnded(err error) {
+	s.clientErr = err
+	switch {
+	case errors.Is(err, imapwire.ErrCommandTooBig):
+		s.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
+		s.w.respond(tooBigBye(s.max))
+	case errors.Is(err, io.EOF):
+		// The client half-closed: let the upstream finish what it is
+		// sending, for a bounded time.
+		if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		}
+		s.mu.Lock()
+		s.linger = s.clock.AfterFunc(lingerTimeout, s.close)
+		s.mu.Unlock()
+	default:
+		// Reset, or closed by the proxy: nothing more can reach the
+		// client, so free the upstream and the slots at once.
+		s.close()
+	}
+}
+
+// upstreamEnded handles the end of the upstream direction: nothing more
+// can reach the client, so the client direction ends too.
+func (s *session) upstreamEnded(err error) {
+	s.upErr = err
+	if err == io.EOF {
+		if s.loggingOut.Load() {
+			s.observe(outcomeLogout)
+		}
+		s.observe(outcomeUpstreamClosed)
+	}
+	s.close()
+}
+
+// observe records how the relay ended, unless that is known already.
+func (s *session) observe(o outcome) {
+	s.mu.Lock()
+	if s.observed == outcomeClosed {
+		s.observed = o
+	}
+	s.mu.Unlock()
+}
+
+// end runs once, after both directions have ended, and reports.
+func (s *session) end() {
+	s.idleTimer.Stop()
+	s.mu.Lock()
+	if s.linger != nil {
+		s.linger.Stop()
+	}
+	s.mu.Unlock()
+	s.close()
+	s.sweeper.Remove(s)
+	clientEOF, upEOF := errors.Is(s.clientErr, io.EOF), errors.Is(s.upErr, io.EOF)
+	if s.loggingOut.Load() && (clientEOF || upEOF) {
+		s.observe(outcomeLogout)
+	}
+	if clientEOF {
+		s.observe(outcomeClientClosed)
+	}
+	if upEOF {
+		s.observe(outcomeUpstreamClosed)
+	}
+	s.observe(outcomeConnectionError)
+	s.mu.Lock()
+	o := s.observed
+	s.mu.Unlock()
+	s.done(result{outcome: o, toUpstream: s.toUpstream.Load(), toClient: s.toClient.Load()})
 }
 
 // direction is one copy loop of a session, resumable: run returns errPark
@@ -72,19 +285,22 @@ type direction struct {
 	parked bool        // guarded by s.mu
 }
 
+// Resume continues a parked direction (park.Resumer).
+func (d *direction) Resume() { d.pump() }
+
 // pump runs d until it parks or ends.
 func (d *direction) pump() {
 	defer func() {
 		if v := recover(); v != nil {
-			d.s.c.logPanic(v)
-			d.s.closeBoth()
+			logPanic(d.s.log, v)
+			d.s.close()
 			d.finish(errors.New("panic"))
 		}
 	}()
 	for {
 		err := d.run()
 		if err == errPark {
-			if d.s.park(d) {
+			if d.park() {
 				return
 			}
 			if !d.s.isClosing() {
@@ -97,312 +313,21 @@ func (d *direction) pump() {
 	}
 }
 
-func (d *direction) finish(err error) {
-	d.ended(err)
-	if d.s.live.Add(-1) == 0 {
-		d.s.end()
-	}
-}
-
-func (s *session) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
 // park hands d to the parker, unless the session is closing.
-func (s *session) park(d *direction) bool {
-	p := getParker()
+func (d *direction) park() bool {
+	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing || p == nil || d.reader == nil || !p.park(d.reader.fd, d) {
+	if s.closing || d.reader == nil || !s.parker.Park(d.reader.fd, d) {
 		return false
 	}
 	d.parked = true
 	return true
 }
 
-func (s *session) noteActivity() { s.lastActivity.Store(time.Now().UnixNano()) }
-
-// evictIdle is called by the sweeper: directions of a session idle for
-// parkAfter stop waiting on a goroutine.
-func (s *session) evictIdle(now int64) {
-	if now-s.lastActivity.Load() < int64(parkAfter) {
-		return
+func (d *direction) finish(err error) {
+	d.ended(err)
+	if d.s.live.Add(-1) == 0 {
+		d.s.end()
 	}
-	for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
-		// Parked directions are not waiting: a load, no lock.
-		if d.reader != nil && d.reader.waiting() {
-			d.reader.evict()
-		}
-	}
-}
-
-// closeBoth closes both connections; running directions then unwind, and
-// parked ones are finished here.
-func (s *session) closeBoth() {
-	var unparked []*direction
-	s.closeOnce.Do(func() {
-		p := getParker()
-		s.mu.Lock()
-		s.closing = true
-		for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
-			// Off the epoll set before the descriptor can be reused.
-			if d != nil && d.parked && p.unpark(d.reader.fd, d) {
-				unparked = append(unparked, d)
-			}
-		}
-		s.mu.Unlock()
-		s.c.nc.Close()
-		s.up.Close()
-	})
-	for _, d := range unparked {
-		d.finish(net.ErrClosed)
-	}
-}
-
-// checkIdle runs from the idle timer. A session with no traffic either
-// way for idle_timeout is told BYE at a response boundary and closed.
-// Because any traffic restarts the wait, an IDLE command (RFC 2177) is
-// never cut before idle_timeout, which is at least 30 minutes by default
-// as RFC 9051 §5.4 asks.
-func (s *session) checkIdle() {
-	since := time.Since(time.Unix(0, s.lastActivity.Load()))
-	if since < s.idle {
-		s.timer.Reset(s.idle - since)
-		return
-	}
-	s.c.setOutcome("idle timeout")
-	s.c.refuse(reasonIdleTimeout)
-	s.c.log.Info("closing idle session", "idle_timeout", s.idle)
-	s.w.mu.Lock()
-	mid := s.w.midResponse
-	s.w.mu.Unlock()
-	if mid {
-		// The upstream stalled inside a response for the whole timeout:
-		// there is no boundary to wait for.
-		s.w.closeNow()
-		s.closeBoth()
-		return
-	}
-	s.w.line("* BYE Autologout; idle for too long (idle_timeout="+formatDuration(s.idle)+")", true)
-}
-
-// shutdown says BYE at the next response boundary and closes.
-func (s *session) shutdown(text string) {
-	s.w.line("* BYE [UNAVAILABLE] "+text, true)
-}
-
-// run starts the relay: the client direction on this goroutine, the
-// upstream direction on a new one. The session ends (end) when both have.
-func (s *session) run() {
-	f := newCmdFramer(s.c.nc, s.up, s.max, s.clientInitial)
-	f.gate = &s.gate
-	f.noteActivity = s.noteActivity
-	f.sentBytes = &s.bytesToUpstream
-	f.onLogout = func() { s.loggingOut.Store(true) }
-	f.reply = func(line string) { s.w.line(line, false) }
-	f.onTooBig = func() { s.c.refuseCommand(reasonCommandTooBig) }
-	rc := newRespCopier(s.up, s.w, newRespFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
-		s.bytesToClient.Add(n)
-		s.noteActivity()
-	})
-	s.upInitial, s.clientInitial = nil, nil
-
-	s.cmd, s.resp = f, rc
-	// Under the lock: a shutdown or kick may close the session (closeBoth
-	// reads the directions) before it has started.
-	s.mu.Lock()
-	s.clientDir = &direction{s: s, name: "client", reader: f.idle, run: s.copyClientToUpstream, ended: s.clientEnded}
-	s.upstreamDir = &direction{s: s, name: "upstream", reader: rc.idle, run: s.copyUpstreamToClient, ended: s.upstreamEnded}
-	s.mu.Unlock()
-	s.live.Store(2)
-	s.noteActivity()
-	s.timer = time.AfterFunc(s.idle, s.checkIdle)
-	if getParker() != nil && (f.idle != nil || rc.idle != nil) {
-		s.c.srv.sweeper.add(s)
-	}
-	go s.upstreamDir.pump()
-	s.clientDir.pump()
-}
-
-// copyClientToUpstream frames client commands into the upstream, until
-// the client ends or the direction parks.
-func (s *session) copyClientToUpstream() error {
-	return s.cmd.run()
-}
-
-// copyUpstreamToClient relays upstream responses, noting response
-// boundaries for injected lines, until the upstream ends or the direction
-// parks.
-func (s *session) copyUpstreamToClient() error { return s.resp.run() }
-
-// clientEnded handles the end of the client direction.
-func (s *session) clientEnded(err error) {
-	s.clientErr = err
-	switch {
-	case errors.Is(err, errCommandTooBig):
-		s.c.setOutcome("command too big")
-		s.c.refuse(reasonCommandTooBig)
-		s.c.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
-		s.w.line(tooBigBye(s.max), true)
-	case errors.Is(err, io.EOF):
-		// The client half-closed: let the upstream finish what it is
-		// sending, for a bounded time.
-		if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
-			tc.CloseWrite()
-		}
-		s.mu.Lock()
-		s.linger = time.AfterFunc(lingerTimeout, s.closeBoth)
-		s.mu.Unlock()
-	default:
-		// Reset, or closed by the proxy: nothing more can reach the
-		// client, so free the upstream and the slots at once.
-		s.closeBoth()
-	}
-}
-
-// upstreamEnded handles the end of the upstream direction: nothing more
-// can reach the client, so the client direction ends too.
-func (s *session) upstreamEnded(err error) {
-	s.upErr = err
-	if err == io.EOF {
-		if s.loggingOut.Load() {
-			s.c.setOutcomeIfEmpty("logout")
-		}
-		s.c.setOutcomeIfEmpty("upstream closed")
-	}
-	s.closeBoth()
-}
-
-// end runs once, after both directions have ended.
-func (s *session) end() {
-	s.timer.Stop()
-	s.mu.Lock()
-	if s.linger != nil {
-		s.linger.Stop()
-	}
-	s.mu.Unlock()
-	s.closeBoth()
-	s.c.srv.sweeper.remove(s)
-	if s.loggingOut.Load() && (errors.Is(s.clientErr, io.EOF) || errors.Is(s.upErr, io.EOF)) {
-		s.c.setOutcomeIfEmpty("logout")
-	}
-	s.c.noteRelayEnd(s.clientErr, s.upErr)
-	s.releaseUser()
-	s.c.finish()
-}
-
-// responseSink is where a respCopier writes: the clientWriter, or a
-// recorder in tests.
-type responseSink interface {
-	relay(p []byte, boundary int, mid bool) error
-	copyLiteral(src io.Reader, n int64) (int64, error)
-}
-
-// respCopier copies upstream responses to the client through a
-// respFramer, with a pooled buffer of bufSize (> holdMax) that it gives
-// back whenever it waits with nothing held back. run is resumable after
-// errPark.
-type respCopier struct {
-	src      io.Reader
-	dst      responseSink
-	f        *respFramer
-	bufSize  int
-	progress func(n int64)
-	idle     *idleReader
-
-	bufp  *[]byte // nil while waiting with nothing held
-	carry int     // bytes held back at the start of the buffer
-	fresh bool    // the buffer holds initial bytes not yet scanned
-}
-
-func newRespCopier(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) *respCopier {
-	c := &respCopier{src: src, dst: dst, f: f, bufSize: bufSize, progress: progress, idle: newIdleReader(src, bufSize)}
-	if len(initial) > 0 {
-		c.bufp = getBuf(bufSize)
-		c.carry = copy((*c.bufp)[:bufSize], initial)
-		c.fresh = true
-	}
-	return c
-}
-
-// copyResponses copies src to dst through f until src ends, starting with
-// initial (bytes read from src before). progress is told of every read
-// and literal copy.
-func copyResponses(src io.Reader, dst responseSink, f *respFramer, bufSize int, initial []byte, progress func(n int64)) error {
-	return newRespCopier(src, dst, f, bufSize, initial, progress).run()
-}
-
-func (c *respCopier) run() error {
-	for {
-		var n int
-		var err error
-		switch {
-		case c.fresh:
-			c.fresh = false
-			c.progress(int64(c.carry)) // read during login, relayed now
-		case c.carry == 0 && c.idle != nil:
-			// Nothing held back: wait without a buffer.
-			putBuf(c.bufp)
-			if c.bufp, n, err = c.idle.read(); err != nil {
-				return err
-			}
-		default:
-			if c.bufp == nil {
-				c.bufp = getBuf(c.bufSize)
-			}
-			n, err = c.src.Read((*c.bufp)[c.carry:c.bufSize])
-		}
-		if n > 0 {
-			c.progress(int64(n))
-		}
-		if total := c.carry + n; total > 0 {
-			buf := (*c.bufp)[:c.bufSize]
-			// A short partial line is held back even in a full buffer: it
-			// moves to the front (holdMax < bufSize).
-			newLen, done, boundary := c.f.scan(buf[:total], err != nil)
-			werr := c.dst.relay(buf[:done], boundary, c.f.mid())
-			c.carry = copy(buf, buf[done:newLen])
-			if werr != nil {
-				c.release()
-				return werr
-			}
-			for c.carry == 0 && c.f.litLeft >= spliceMin {
-				k, cerr := c.dst.copyLiteral(c.src, min(c.f.litLeft, spliceChunk))
-				c.f.litLeft -= k
-				c.progress(k)
-				if cerr != nil {
-					c.release()
-					return cerr
-				}
-				if k == 0 {
-					c.release()
-					return io.ErrUnexpectedEOF
-				}
-			}
-		}
-		if err != nil {
-			c.release()
-			return err
-		}
-	}
-}
-
-func (c *respCopier) release() {
-	putBuf(c.bufp)
-	c.bufp = nil
-}
-
-// formatDuration prints a duration the way the configuration takes it.
-func formatDuration(d time.Duration) string {
-	switch {
-	case d%time.Hour == 0:
-		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
-	case d%time.Minute == 0:
-		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
-	case d%time.Second == 0:
-		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
-	}
-	return d.String()
 }

@@ -2,16 +2,16 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/imapguard/imapguard/proxy/imapwire"
 )
 
 // maxUpstreamLine bounds a response line read from the upstream during
@@ -21,8 +21,8 @@ const (
 	maxUpstreamLiteral = 1 << 20
 )
 
-// loginError is an upstream login that did not succeed; it maps to the
-// client's tagged NO in (*conn).replyLoginError.
+// loginError is an upstream login that did not succeed; (*conn).login
+// maps it to the client's tagged NO.
 type loginError struct {
 	kind loginFailure
 	code string // upstream's response code, when passed on
@@ -63,12 +63,19 @@ var passedCodes = map[string]bool{
 	"INUSE": true, "SERVERBUG": true,
 }
 
-// upstream is a connection to the upstream server during login.
+// upstream is a connection to the upstream server during login, where
+// the proxy is the IMAP client.
 type upstream struct {
 	nc   net.Conn
 	br   *bufio.Reader
+	rr   *imapwire.ResponseReader
 	caps []string
-	line []byte
+}
+
+func newUpstream(nc net.Conn) *upstream {
+	u := &upstream{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
+	u.rr = imapwire.NewResponseReader(u.br, maxUpstreamLine, maxUpstreamLiteral)
+	return u
 }
 
 // dialUpstream connects and reads the greeting. The whole exchange up to
@@ -98,24 +105,24 @@ func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
 		}
 		nc = tc
 	}
-	u := &upstream{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
+	u := newUpstream(nc)
 
-	line, err := u.readResponse()
+	line, err := u.rr.Read()
 	if err != nil {
 		nc.Close()
 		return nil, unavailable("reading greeting: %w", err)
 	}
 	switch {
-	case hasPrefixFold(line, "* OK"):
-		u.caps = capsFromCode(line)
-	case hasPrefixFold(line, "* PREAUTH"):
+	case imapwire.HasPrefixFold(line, "* OK"):
+		u.caps = imapwire.CapsFromCode(line)
+	case imapwire.HasPrefixFold(line, "* PREAUTH"):
 		// RFC 9051 §7.1.4: the upstream logged us in as someone already;
 		// we cannot know as whom.
 		nc.Close()
 		return nil, unavailable("upstream greeted with PREAUTH")
 	default:
 		nc.Close()
-		return nil, unavailable("upstream greeting: %q", sanitizeText(string(line)))
+		return nil, unavailable("upstream greeting: %q", imapwire.SanitizeText(string(line)))
 	}
 	if o.UpstreamTLS == "starttls" {
 		if err := u.starttls(ctx, o.UpstreamTLSConfig); err != nil {
@@ -147,8 +154,8 @@ func (u *upstream) starttls(ctx context.Context, cfg *tls.Config) error {
 	if err != nil {
 		return unavailable("reading STARTTLS answer: %w", err)
 	}
-	if !hasPrefixFold(st[len("igt "):], "OK") {
-		return unavailable("upstream refused STARTTLS: %q", sanitizeText(string(st)))
+	if !imapwire.HasPrefixFold(st[len("igt "):], "OK") {
+		return unavailable("upstream refused STARTTLS: %q", imapwire.SanitizeText(string(st)))
 	}
 	if n := u.br.Buffered(); n > 0 {
 		return unavailable("upstream sent %d bytes after its STARTTLS answer, before TLS: possible injection", n)
@@ -157,9 +164,7 @@ func (u *upstream) starttls(ctx context.Context, cfg *tls.Config) error {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return unavailable("TLS handshake with upstream: %w", err)
 	}
-	u.nc = tc
-	u.br = bufio.NewReaderSize(tc, 4096)
-	u.caps = nil // stale after TLS (RFC 9051 §6.2.1)
+	*u = *newUpstream(tc) // capabilities are stale after TLS (RFC 9051 §6.2.1)
 	return nil
 }
 
@@ -172,47 +177,10 @@ func (u *upstream) capability(tag string) error {
 	if err != nil {
 		return unavailable("reading CAPABILITY: %w", err)
 	}
-	if !hasPrefixFold(st[len(tag)+1:], "OK") {
-		return unavailable("CAPABILITY failed: %q", sanitizeText(string(st)))
+	if !imapwire.HasPrefixFold(st[len(tag)+1:], "OK") {
+		return unavailable("CAPABILITY failed: %q", imapwire.SanitizeText(string(st)))
 	}
 	return nil
-}
-
-// readResponse reads one response (its first line, without CRLF),
-// throwing away any literal octets in it, bounded.
-func (u *upstream) readResponse() ([]byte, error) {
-	u.line = u.line[:0]
-	first := -1
-	for {
-		chunk, err := u.br.ReadSlice('\n')
-		if len(u.line)+len(chunk) > maxUpstreamLine {
-			return nil, errors.New("response line too long")
-		}
-		u.line = append(u.line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		if first < 0 {
-			first = len(u.line)
-		}
-		n, _, ok, _ := literalAt(u.line)
-		if !ok {
-			break
-		}
-		if n > maxUpstreamLiteral {
-			return nil, errors.New("response literal too large")
-		}
-		if _, err := io.CopyN(io.Discard, u.br, n); err != nil {
-			return nil, err
-		}
-	}
-	return trimEOL(u.line[:first]), nil
 }
 
 func (u *upstream) write(s string) error {
@@ -233,7 +201,7 @@ func (u *upstream) hasCap(name string) bool {
 // instead is returned as a status.
 func (u *upstream) waitContinuation(tag string) (status []byte, err error) {
 	for {
-		line, err := u.readResponse()
+		line, err := u.rr.Read()
 		if err != nil {
 			return nil, err
 		}
@@ -250,12 +218,12 @@ func (u *upstream) waitContinuation(tag string) (status []byte, err error) {
 // CAPABILITY data on the way.
 func (u *upstream) waitTagged(tag string) ([]byte, error) {
 	for {
-		line, err := u.readResponse()
+		line, err := u.rr.Read()
 		if err != nil {
 			return nil, err
 		}
 		switch {
-		case hasPrefixFold(line, "* CAPABILITY "):
+		case imapwire.HasPrefixFold(line, "* CAPABILITY "):
 			u.caps = strings.Fields(string(line[len("* CAPABILITY "):]))
 		case len(line) > 0 && line[0] == '+':
 			// A challenge we did not expect: cancel (RFC 9051 §6.2.2).
@@ -323,12 +291,12 @@ func (u *upstream) sendLogin(tag, user, pass string) (status []byte, err error) 
 	var b strings.Builder
 	b.WriteString(tag + " LOGIN")
 	for _, a := range []string{user, pass} {
-		q, lit := quoteOrLiteral(a)
+		q, lit := imapwire.QuoteOrLiteral(a)
 		if !lit {
 			b.WriteString(" " + q)
 			continue
 		}
-		b.WriteString(" " + literalPrefix(len(a), plus) + "\r\n")
+		b.WriteString(" " + imapwire.LiteralPrefix(len(a), plus) + "\r\n")
 		if !plus {
 			if err := u.write(b.String()); err != nil {
 				return nil, err
@@ -349,8 +317,8 @@ func (u *upstream) sendLogin(tag, user, pass string) (status []byte, err error) 
 func (u *upstream) loginResult(tag string, status []byte) error {
 	rest := status[len(tag)+1:]
 	switch {
-	case hasPrefixFold(rest, "OK"):
-		if caps := capsFromCode(status); caps != nil {
+	case imapwire.HasPrefixFold(rest, "OK"):
+		if caps := imapwire.CapsFromCode(status); caps != nil {
 			u.caps = caps
 			return nil
 		}
@@ -363,22 +331,22 @@ func (u *upstream) loginResult(tag string, status []byte) error {
 		if err != nil {
 			return unavailable("reading CAPABILITY: %w", err)
 		}
-		if !hasPrefixFold(st[len("ig2 "):], "OK") || u.caps == nil {
-			return unavailable("CAPABILITY after login failed: %q", sanitizeText(string(st)))
+		if !imapwire.HasPrefixFold(st[len("ig2 "):], "OK") || u.caps == nil {
+			return unavailable("CAPABILITY after login failed: %q", imapwire.SanitizeText(string(st)))
 		}
 		return nil
-	case hasPrefixFold(rest, "NO"):
-		code, text := responseCode(rest[2:])
+	case imapwire.HasPrefixFold(rest, "NO"):
+		code, text := imapwire.ResponseCode(rest[2:])
 		if passedCodes[code] {
-			return &loginError{kind: loginRefused, code: code, text: sanitizeText(text)}
+			return &loginError{kind: loginRefused, code: code, text: imapwire.SanitizeText(text)}
 		}
 		return &loginError{kind: loginAuthFailed}
-	case hasPrefixFold(rest, "BAD"):
+	case imapwire.HasPrefixFold(rest, "BAD"):
 		// The upstream could not parse what we sent: to the user this is
 		// a failed login; the log says more.
-		return &loginError{kind: loginAuthFailed, err: fmt.Errorf("upstream answered BAD: %q", sanitizeText(string(rest)))}
+		return &loginError{kind: loginAuthFailed, err: fmt.Errorf("upstream answered BAD: %q", imapwire.SanitizeText(string(rest)))}
 	}
-	return unavailable("unexpected login answer: %q", sanitizeText(string(status)))
+	return unavailable("unexpected login answer: %q", imapwire.SanitizeText(string(status)))
 }
 
 // logout ends an upstream session we will not use and closes it.
@@ -386,38 +354,6 @@ func (u *upstream) logout() {
 	u.nc.SetDeadline(time.Now().Add(time.Second))
 	u.write("ig9 LOGOUT\r\n")
 	u.nc.Close()
-}
-
-// responseCode splits " [CODE args] text" into CODE (upper case) and text.
-func responseCode(rest []byte) (code, text string) {
-	rest = bytes.TrimLeft(rest, " ")
-	if len(rest) == 0 || rest[0] != '[' {
-		return "", string(rest)
-	}
-	end := bytes.IndexByte(rest, ']')
-	if end < 0 {
-		return "", string(rest)
-	}
-	inner := rest[1:end]
-	if sp := bytes.IndexByte(inner, ' '); sp >= 0 {
-		inner = inner[:sp]
-	}
-	return strings.ToUpper(string(inner)), strings.TrimLeft(string(rest[end+1:]), " ")
-}
-
-// capsFromCode returns the list in a "[CAPABILITY ...]" code of a status
-// response line, or nil.
-func capsFromCode(line []byte) []string {
-	i := indexFold(line, "[CAPABILITY ")
-	if i < 0 {
-		return nil
-	}
-	rest := line[i+len("[CAPABILITY "):]
-	end := bytes.IndexByte(rest, ']')
-	if end < 0 {
-		return nil
-	}
-	return strings.Fields(string(rest[:end]))
 }
 
 // clientCaps filters the upstream's post-login capabilities for the

@@ -8,25 +8,34 @@ import (
 	"time"
 )
 
-// errClientClosed is returned by writes after a closing BYE was sent.
+// errClientClosed is returned by writes after a closing line was sent.
 var errClientClosed = errors.New("proxy: client connection closed by proxy")
 
 // clientWriter is the one writer to the client connection. The proxy's
-// own lines (greeting, pre-authentication responses, injected BAD/NO/BYE)
-// and the bytes relayed from the upstream all go through it, so they never
-// interleave. After login the relay tells it whether the upstream stream is
-// inside a response; an injected line waits for the next response
-// boundary, so it never cuts a literal or a response in half.
+// own responses (greeting, pre-authentication responses, injected
+// BAD/NO/BYE) and the bytes relayed from the upstream all go through it,
+// so they never interleave. After login the relay tells it whether the
+// upstream stream is inside a response; an injected line waits for the
+// next response boundary, so it never cuts a literal or a response in
+// half.
 type clientWriter struct {
+	// record is told of every response with an outcome or a refusal,
+	// before it is written (respond); set once.
+	record func(response)
+
 	mu          sync.Mutex
 	nc          net.Conn
 	midResponse bool   // relayed stream is inside a response
 	pending     []byte // injected lines waiting for a boundary
 	closeAfter  bool   // close once pending is written
 	closed      bool   // a closing line was sent; drop all writes
-	onClose     func() // closes the connections after a closing line; set once
+	onClose     func() // closes the connection(s) after a closing line
 	timeout     time.Duration
 	muted       bool // a TLS handshake has begun on nc: no plaintext may follow
+}
+
+func newClientWriter(nc net.Conn, onClose func(), record func(response)) *clientWriter {
+	return &clientWriter{nc: nc, onClose: onClose, record: record, timeout: writeTimeout}
 }
 
 // mute drops every write until setConn: once a TLS handshake has begun,
@@ -37,10 +46,6 @@ func (w *clientWriter) mute() {
 	w.mu.Unlock()
 }
 
-func newClientWriter(nc net.Conn, onClose func()) *clientWriter {
-	return &clientWriter{nc: nc, onClose: onClose, timeout: writeTimeout}
-}
-
 // setConn switches to a new connection (after STARTTLS).
 func (w *clientWriter) setConn(nc net.Conn) {
 	w.mu.Lock()
@@ -49,13 +54,17 @@ func (w *clientWriter) setConn(nc net.Conn) {
 	w.mu.Unlock()
 }
 
-func (w *clientWriter) setTimeout(d time.Duration) {
+// handOver gives the writer to a session: relayed writes may wait on a
+// slow reader for up to timeout, and a closing line closes what onClose
+// closes.
+func (w *clientWriter) handOver(timeout time.Duration, onClose func()) {
 	w.mu.Lock()
-	w.timeout = d
+	w.timeout = timeout
+	w.onClose = onClose
 	w.mu.Unlock()
 }
 
-// write sends raw bytes under the lock; callers hold w.mu.
+// writeLocked sends raw bytes; callers hold w.mu.
 func (w *clientWriter) writeLocked(p []byte) error {
 	if len(p) == 0 || w.muted {
 		return nil
@@ -65,56 +74,47 @@ func (w *clientWriter) writeLocked(p []byte) error {
 	return err
 }
 
-// line writes one of the proxy's own response lines (without CRLF). With
-// closing set, it is the connection's last: later writes are dropped and
-// onClose runs. Outside a relay it is written at once.
-func (w *clientWriter) line(s string, closing bool) error {
+// respond sends responses, in one write: at once, or at the next
+// response boundary while the relayed stream is inside a response. It
+// is the one place the proxy's own lines are written. Each response's
+// outcome and refusal are recorded first; after a closing one the writer
+// drops every later write and closes the connection. A silent response
+// is recorded and, if closing, closes at once without waiting for a
+// boundary.
+func (w *clientWriter) respond(rs ...response) error {
+	var buf []byte
+	closing, silent := false, true
+	for _, r := range rs {
+		if r.outcome != outcomeClosed || r.refusal != "" {
+			w.record(r)
+		}
+		if !r.silent {
+			buf = r.appendTo(buf)
+			silent = false
+		}
+		closing = closing || r.closing
+	}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return errClientClosed
 	}
-	if w.midResponse {
-		w.pending = append(w.pending, s...)
-		w.pending = append(w.pending, '\r', '\n')
+	if w.midResponse && !silent {
+		w.pending = append(w.pending, buf...)
 		w.closeAfter = w.closeAfter || closing
 		w.mu.Unlock()
 		return nil
 	}
-	buf := make([]byte, 0, len(s)+2)
-	buf = append(append(buf, s...), '\r', '\n')
 	err := w.writeLocked(buf)
 	if closing {
 		w.closed = true
 	}
+	onClose := w.onClose
 	w.mu.Unlock()
-	if closing && w.onClose != nil {
-		w.onClose()
+	if closing {
+		onClose()
 	}
 	return err
-}
-
-// lines writes several lines in one write (an untagged response and its
-// tagged completion).
-func (w *clientWriter) lines(ss ...string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return errClientClosed
-	}
-	var buf []byte
-	for _, s := range ss {
-		buf = append(append(buf, s...), '\r', '\n')
-	}
-	return w.writeLocked(buf)
-}
-
-// closeNow marks the writer closed without writing (an idle session whose
-// upstream stalled inside a response: there is no boundary to wait for).
-func (w *clientWriter) closeNow() {
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
 }
 
 // relay writes bytes from the upstream. boundary is the offset in p just
@@ -144,10 +144,9 @@ func (w *clientWriter) relay(p []byte, boundary int, mid bool) error {
 	w.pending = w.pending[:0]
 	if w.closeAfter {
 		w.closed = true
+		onClose := w.onClose
 		w.mu.Unlock()
-		if w.onClose != nil {
-			w.onClose()
-		}
+		onClose()
 		return errClientClosed
 	}
 	if err == nil {
@@ -189,4 +188,11 @@ func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 		err = io.EOF
 	}
 	return k, err
+}
+
+// inResponse reports whether the relayed stream is inside a response.
+func (w *clientWriter) inResponse() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.midResponse
 }

@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"github.com/imapguard/imapguard/limits"
+	"github.com/imapguard/imapguard/proxy/clock"
+	"github.com/imapguard/imapguard/proxy/park"
+)
+
+// Options configure a Server. Zero fields take the defaults in package
+// limits (limits.Default*).
+type Options struct {
+	UpstreamAddr    string
+	ConnectTimeout  time.Duration
+	LoginTimeout    time.Duration
+	MaxCommandSize  int
+	PreauthTimeout  time.Duration
+	IdleTimeout     time.Duration
+	MaxBadCommands  int
+	MaxAuthFailures int
+	// Dial, when set, replaces the TCP dial to the upstream (tests).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSConfig enables TLS towards clients: implicit TLS (RFC 8314) on
+	// listeners given to ServeTLS, and STARTTLS on those given to Serve.
+	// nil: no TLS, and plaintext login is allowed.
+	TLSConfig *tls.Config
+	// AllowPlaintextAuth permits LOGIN and AUTHENTICATE before STARTTLS
+	// while TLSConfig is set (trusted networks). Without it such a
+	// connection advertises LOGINDISABLED and gets NO [PRIVACYREQUIRED].
+	AllowPlaintextAuth bool
+	// UpstreamTLS is how the proxy talks to the upstream: "" or "none",
+	// "starttls" or "implicit", with UpstreamTLSConfig (its ServerName
+	// defaults to the host of UpstreamAddr).
+	UpstreamTLS       string
+	UpstreamTLSConfig *tls.Config
+
+	// RecordUser puts the user name on spans as enduser.id (see
+	// Instrument). Off, no span carries it.
+	RecordUser bool
+
+	// Clock runs the protocol timers (preauth_timeout, idle_timeout and
+	// the proxy's own graces); nil is the wall clock. Tests pass a
+	// clock.Fake. Only New reads it.
+	Clock clock.Clock
+	// Parker holds idle relay directions without a goroutine; nil makes
+	// the Server its own (park.New: epoll on Linux, none elsewhere),
+	// closed by Shutdown. Only New reads it.
+	Parker park.Parker
+}
+
+// The proxy's own timeouts, each keyed to the protocol state it bounds.
+// The configurable ones are in Options.
+const (
+	// writeTimeout bounds one write to the client before authentication
+	// and for injected responses (BYE) at the end.
+	writeTimeout = 10 * time.Second
+	// byeGrace is how long a kicked or shut-down connection has to reach
+	// a response boundary and get its BYE out before it is closed without.
+	byeGrace = 10 * time.Second
+	// lingerTimeout is how long the second direction of a relay may go on
+	// after the first has ended (half-close), before both are closed.
+	lingerTimeout = 5 * time.Second
+	// parkAfter is how long a relay direction waits without traffic
+	// before it parks and gives up its goroutine; sweepEvery is how often
+	// the sweeper looks.
+	parkAfter  = 500 * time.Millisecond
+	sweepEvery = 250 * time.Millisecond
+)
+
+func (o Options) withDefaults() Options {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = limits.DefaultConnectTimeout
+	}
+	if o.LoginTimeout <= 0 {
+		o.LoginTimeout = limits.DefaultLoginTimeout
+	}
+	if o.MaxCommandSize <= 0 {
+		o.MaxCommandSize = limits.DefaultMaxCommandSize
+	}
+	if o.PreauthTimeout <= 0 {
+		o.PreauthTimeout = limits.DefaultPreauthTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = limits.DefaultIdleTimeout
+	}
+	if o.MaxBadCommands <= 0 {
+		o.MaxBadCommands = limits.DefaultMaxBadCommands
+	}
+	if o.MaxAuthFailures <= 0 {
+		o.MaxAuthFailures = limits.DefaultMaxAuthFailures
+	}
+	if o.Dial == nil {
+		var d net.Dialer
+		o.Dial = d.DialContext
+	}
+	if o.UpstreamTLS != "" && o.UpstreamTLS != "none" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.UpstreamTLSConfig != nil {
+			cfg = o.UpstreamTLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			if host, _, err := net.SplitHostPort(o.UpstreamAddr); err == nil {
+				cfg.ServerName = host
+			}
+		}
+		o.UpstreamTLSConfig = cfg
+	}
+	return o
+}

@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/imapguard/imapguard/limits"
+	"github.com/imapguard/imapguard/proxy/imapwire"
+)
+
+// This file is the proxy's response vocabulary. Every line the proxy
+// itself sends to a client is a response made by one of the functions
+// below, and clientWriter.respond is the one function that writes it: it
+// formats the line, records the outcome of a line that ends the
+// connection and counts refusals for telemetry. The text of each limit's
+// refusal is written once, here (the connection caps' texts are
+// limits.Error's).
+
+// respKind is the kind of a response line (RFC 9051 §7).
+type respKind uint8
+
+const (
+	respOK       respKind = iota
+	respNO                // a command failed
+	respBAD               // a command was invalid or refused as such
+	respBYE               // the connection is closing
+	respData              // untagged data: "* CAPABILITY ...", "* ID ..."
+	respContinue          // a continuation request: "+ ..."
+)
+
+var respWords = [...]string{respOK: "OK", respNO: "NO", respBAD: "BAD", respBYE: "BYE"}
+
+// response is one line the proxy sends: "tag KIND [CODE] text", untagged
+// ("* ...") when tag is empty.
+type response struct {
+	tag  string
+	kind respKind
+	code string // response code without the brackets, if any
+	text string
+
+	// closing makes it the connection's last line: the writer closes the
+	// connection once it is out.
+	closing bool
+	// silent: nothing is written (the client cannot take a line now: an
+	// imaps client before its handshake, an upstream stalled inside a
+	// response), but the rest applies.
+	silent bool
+	// outcome is how a closing response ends the connection.
+	outcome outcome
+	// refusal, when set, counts the response in
+	// imapguard.connections.refused with this reason.
+	refusal string
+}
+
+// appendTo appends the line, CRLF included.
+func (r response) appendTo(b []byte) []byte {
+	switch {
+	case r.kind == respContinue:
+		return append(append(append(b, "+ "...), r.text...), '\r', '\n')
+	case r.tag == "":
+		b = append(b, '*')
+	default:
+		b = append(b, r.tag...)
+	}
+	if r.kind != respData {
+		b = append(append(b, ' '), respWords[r.kind]...)
+	}
+	if r.code != "" {
+		b = append(append(append(b, " ["...), r.code...), ']')
+	}
+	if r.text != "" {
+		b = append(append(b, ' '), r.text...)
+	}
+	return append(b, '\r', '\n')
+}
+
+// String is the line without CRLF (tests and logs).
+func (r response) String() string {
+	b := r.appendTo(nil)
+	return string(b[:len(b)-2])
+}
+
+// Before authentication.
+
+func greeting(caps string) response {
+	return response{kind: respOK, code: "CAPABILITY " + caps, text: "imapguard ready"}
+}
+
+func capabilityData(caps string) response {
+	return response{kind: respData, text: "CAPABILITY " + caps}
+}
+
+// completed is "tag OK NAME completed".
+func completed(tag, name string) response {
+	return response{tag: tag, kind: respOK, text: name + " completed"}
+}
+
+func logoutBye() response {
+	return response{kind: respBYE, text: "Logging out", closing: true, outcome: outcomeLogout}
+}
+
+func idData() response { return response{kind: respData, text: `ID ("name" "imapguard")`} }
+
+func beginTLS(tag string) response {
+	return response{tag: tag, kind: respOK, text: "Begin TLS negotiation now"}
+}
+
+// continueReq is "+ text": a synchronizing literal's go-ahead or a SASL
+// challenge.
+func continueReq(text string) response { return response{kind: respContinue, text: text} }
+
+func literalGoAhead() response { return continueReq("Ready for literal data") }
+
+// bad is a tagged BAD, or untagged when the tag could not be read.
+func bad(tag, text string) response { return response{tag: tag, kind: respBAD, text: text} }
+
+// no is a tagged NO without a code.
+func no(tag, text string) response { return response{tag: tag, kind: respNO, text: text} }
+
+// RFC 9051 §6.2.3 (LOGINDISABLED); RFC 5530 PRIVACYREQUIRED.
+func privacyRequired(tag string) response {
+	return response{tag: tag, kind: respNO, code: "PRIVACYREQUIRED", text: "Use STARTTLS or the TLS port before logging in"}
+}
+
+func authenticationFailed(tag string) response {
+	return response{tag: tag, kind: respNO, code: "AUTHENTICATIONFAILED", text: "Authentication failed"}
+}
+
+// RFC 4616 §2: acting as another user is an authorization request this
+// proxy does not grant.
+func authorizationFailed(tag string) response {
+	return response{tag: tag, kind: respNO, code: "AUTHORIZATIONFAILED", text: "Authorization as another user is not permitted"}
+}
+
+// upstreamRefused passes on the upstream's refusal of a login with one
+// of the codes in passedCodes.
+func upstreamRefused(tag, code, text string) response {
+	return response{tag: tag, kind: respNO, code: code, text: text}
+}
+
+func upstreamUnavailable(tag string) response {
+	return response{tag: tag, kind: respNO, code: "UNAVAILABLE", text: "Mail server unavailable, try again later",
+		refusal: reasonUpstreamUnavailable}
+}
+
+func loggedIn(tag, caps string) response {
+	return response{tag: tag, kind: respOK, code: "CAPABILITY " + caps, text: "Logged in"}
+}
+
+// The limits.
+
+// connLimitBye refuses a connection over max_connections or
+// max_connections_per_ip.
+func connLimitBye(e *limits.Error) response {
+	return response{kind: respBYE, code: "UNAVAILABLE", text: e.Error(), closing: true,
+		outcome: outcomeRefused, refusal: e.Limit}
+}
+
+// userLimitNo refuses a login over max_connections_per_user.
+func userLimitNo(tag string, e *limits.Error) response {
+	return response{tag: tag, kind: respNO, code: "LIMIT", text: e.Error(), refusal: e.Limit}
+}
+
+func tooBigText(max int) string {
+	return "Command too long (max_command_size=" + strconv.Itoa(max) + ")"
+}
+
+// tooBig refuses one command over max_command_size; the connection goes
+// on.
+func tooBig(tag string, max int) response {
+	return response{tag: tag, kind: respBAD, code: "TOOBIG", text: tooBigText(max), refusal: reasonCommandTooBig}
+}
+
+// tooBigBye ends a connection whose oversize command could not be
+// skipped, or was already partly relayed.
+func tooBigBye(max int) response {
+	return response{kind: respBYE, code: "TOOBIG", text: tooBigText(max), closing: true,
+		outcome: outcomeCommandTooBig, refusal: reasonCommandTooBig}
+}
+
+func preauthTimeoutBye(d time.Duration) response {
+	return response{kind: respBYE, text: "Autologout; not authenticated in time (preauth_timeout=" + formatDuration(d) + ")",
+		closing: true, outcome: outcomePreauthTimeout, refusal: reasonPreauthTimeout}
+}
+
+// idleTimeoutBye ends a session idle for idle_timeout. Because any
+// traffic restarts the wait, an IDLE command (RFC 2177) is never cut
+// before idle_timeout, which is at least 30 minutes by default as RFC
+// 9051 §5.4 asks.
+func idleTimeoutBye(d time.Duration) response {
+	return response{kind: respBYE, text: "Autologout; idle for too long (idle_timeout=" + formatDuration(d) + ")",
+		closing: true, outcome: outcomeIdleTimeout, refusal: reasonIdleTimeout}
+}
+
+// tooManyBadCommands closes a connection after max_bad_commands (ALPACA:
+// a non-IMAP client sent here by an attacker is cut off quickly).
+func tooManyBadCommands(n int) response {
+	return response{kind: respBYE, text: "Too many invalid commands (max_bad_commands=" + strconv.Itoa(n) + ")",
+		closing: true, outcome: outcomeBadCommands, refusal: reasonBadCommands}
+}
+
+func tooManyAuthFailures(n int) response {
+	return response{kind: respBYE, text: "Too many authentication failures (max_auth_failures=" + strconv.Itoa(n) + ")",
+		closing: true, outcome: outcomeAuthFailures, refusal: reasonAuthFailures}
+}
+
+// tlsHandshakeFailed ends a connection whose TLS handshake failed: no
+// line can reach the client.
+func tlsHandshakeFailed() response {
+	return response{silent: true, closing: true, outcome: outcomeTLSHandshake, refusal: reasonTLSHandshake}
+}
+
+// unavailableBye ends a connection for the proxy's own reasons (a kick,
+// a shutdown), with the text the caller gives; the outcome is recorded by
+// the caller, before it waits for a response boundary.
+func unavailableBye(text string) response {
+	return response{kind: respBYE, code: "UNAVAILABLE", text: text, closing: true}
+}
+
+// After authentication: the proxy's answers to the commands the framer
+// refuses.
+
+func framerRefusal(r imapwire.Refusal, max int) response {
+	switch r.Kind {
+	case imapwire.RefuseTooBig:
+		return tooBig(r.Tag, max)
+	case imapwire.RefuseInvalidLiteral:
+		return bad(r.Tag, "Invalid literal")
+	case imapwire.RefuseCompress:
+		// RFC 4978 would turn the rest of the stream into deflate data;
+		// the capability is hidden too (clientCaps, FilterCaps).
+		return response{tag: r.Tag, kind: respNO, code: "CANNOT", text: "COMPRESS is not available through this proxy"}
+	case imapwire.RefuseStartTLS:
+		// RFC 9051 §6.2.1: only valid before authentication.
+		return bad(r.Tag, "STARTTLS is not valid in the authenticated state")
+	}
+	return bad(r.Tag, "Command refused")
+}
+
+// formatDuration prints a duration the way the configuration takes it.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	case d%time.Second == 0:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return d.String()
+}

@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/imapguard/imapguard/limits"
+)
+
+// login logs in to the upstream as user, for the IMAP command (LOGIN or
+// AUTHENTICATE) with the mechanism (LOGIN or PLAIN) the client used,
+// checks the per-user cap and, on success, readies the session that will
+// relay the connection. It reports whether the connection goes on
+// unauthenticated.
+func (c *conn) login(tag, command, mech, user, pass string) bool {
+	log := c.log.With("user", user, "mechanism", mech)
+	a := c.trace.startAuth(c.ctx, command, mech, user)
+	if user == "" {
+		a.end(authFailed, "")
+		return c.authFailed(authenticationFailed(tag))
+	}
+	start := time.Now()
+	up, err := c.upstreamLogin(a, user, pass)
+	if err != nil && c.ctx.Err() != nil {
+		// Kicked or shut down during the login: not the upstream's
+		// doing, and the client has been told BYE.
+		a.end(authAborted, "")
+		return false
+	}
+	if err != nil {
+		var le *loginError
+		if !errors.As(err, &le) {
+			le = &loginError{kind: loginUnavailable, err: err}
+		}
+		switch le.kind {
+		case loginAuthFailed:
+			a.end(authFailed, "")
+			attrs := []any{"upstream_time", time.Since(start)}
+			if le.err != nil {
+				attrs = append(attrs, "detail", le.err)
+			}
+			log.Info("authentication failed", attrs...)
+			return c.authFailed(authenticationFailed(tag))
+		case loginRefused:
+			a.end(authRefused, le.code)
+			log.Info("upstream refused login", "code", le.code, "text", le.text)
+			return c.w.respond(upstreamRefused(tag, le.code, le.text)) == nil
+		}
+		a.end(authUnavailable, "")
+		log.Warn("upstream unavailable", "err", le.err)
+		return c.w.respond(upstreamUnavailable(tag)) == nil
+	}
+	releaseUser, check, err := c.srv.limiter.AdmitUser(user)
+	c.trace.limitEvents(a.span, []limits.Check{check}, err)
+	var lim *limits.Error
+	if errors.As(err, &lim) {
+		// Checked only now that the upstream accepted the password, so the
+		// answer tells nothing to someone who does not know it.
+		up.logout()
+		a.end(authLimit, "")
+		log.Info("login refused", "reason", lim.Error(), "limit", lim.Limit, "count", lim.Count, "max", lim.Value)
+		return c.w.respond(userLimitNo(tag, lim)) == nil
+	}
+	a.end(authSuccess, "")
+	sess := newSession(c, up.nc)
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		releaseUser()
+		up.logout()
+		return false
+	}
+	c.releaseUser = releaseUser
+	c.user = user
+	c.sess = sess
+	c.mu.Unlock()
+	c.trace.loggedIn(user, c.opts.RecordUser)
+	c.w.handOver(c.opts.IdleTimeout, sess.close)
+	c.nc.SetDeadline(time.Time{})
+	up.nc.SetDeadline(time.Time{})
+	log.Info("logged in", "upstream_time", time.Since(start))
+	c.trace.startSession()
+	if c.w.respond(loggedIn(tag, clientCaps(up.caps))) != nil {
+		return false
+	}
+	// Bytes either side sent right behind the login (pipelined
+	// commands) are already in the readers; the relay starts with them.
+	upInitial, _ := up.br.Peek(up.br.Buffered())
+	sess.upInitial = bytes.Clone(upInitial)
+	sess.clientInitial = bytes.Clone(c.r.Buffered())
+	c.ready = sess
+	return false
+}
+
+// upstreamLogin dials the upstream and logs in there with the client's
+// credentials, tracing both steps.
+func (c *conn) upstreamLogin(a *authSpan, user, pass string) (*upstream, error) {
+	start := time.Now()
+	dctx, dspan := a.upstreamSpan(spanDial)
+	up, err := dialUpstream(dctx, c.opts)
+	endSpan(dspan, err)
+	if c.ctx.Err() == nil {
+		c.trace.dialed(time.Since(start), err == nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lstart := time.Now()
+	lctx, lspan := a.upstreamSpan(spanLogin)
+	err = up.login(lctx, user, pass)
+	result, code := loginResult(err)
+	endLoginSpan(lspan, result, code)
+	if c.ctx.Err() == nil {
+		c.trace.loginAnswered(time.Since(lstart), result)
+	}
+	if err != nil {
+		up.logout()
+		return nil, err
+	}
+	return up, nil
+}
+
+// loginResult names the result of an upstream login for telemetry, from
+// a fixed set, with the upstream's response code when it refused: never
+// the upstream's text, which may name the user.
+func loginResult(err error) (result, code string) {
+	var le *loginError
+	switch {
+	case err == nil:
+		return authSuccess, ""
+	case errors.As(err, &le) && le.kind == loginAuthFailed:
+		return authFailed, ""
+	case errors.As(err, &le) && le.kind == loginRefused:
+		return authRefused, le.code
+	}
+	return authUnavailable, ""
+}
