@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imapguard/imapguard/limits"
 )
 
 // DefaultTOML is a configuration file that sets every key to its default,
@@ -494,23 +496,23 @@ func Default() *Config {
 		},
 		Upstream: Upstream{
 			Address:        "127.0.0.1:2143",
-			ConnectTimeout: Duration(5 * time.Second),
-			LoginTimeout:   Duration(30 * time.Second),
+			ConnectTimeout: Duration(limits.DefaultConnectTimeout),
+			LoginTimeout:   Duration(limits.DefaultLoginTimeout),
 			TLS:            "none",
 		},
 		TLS: TLS{
 			Mode: "off",
 		},
 		Limits: Limits{
-			MaxConnections:        2147483647,
-			MaxConnectionsPerIP:   2147483647,
-			MaxConnectionsPerUser: 16,
-			IPv6PrefixLength:      64,
-			MaxCommandSize:        10240,
-			PreauthTimeout:        Duration(60 * time.Second),
-			IdleTimeout:           Duration(30 * time.Minute),
-			MaxBadCommands:        3,
-			MaxAuthFailures:       3,
+			MaxConnections:        limits.DefaultMaxConnections,
+			MaxConnectionsPerIP:   limits.DefaultMaxConnectionsPerIP,
+			MaxConnectionsPerUser: limits.DefaultMaxConnectionsPerUser,
+			IPv6PrefixLength:      limits.DefaultIPv6PrefixLength,
+			MaxCommandSize:        limits.DefaultMaxCommandSize,
+			PreauthTimeout:        Duration(limits.DefaultPreauthTimeout),
+			IdleTimeout:           Duration(limits.DefaultIdleTimeout),
+			MaxBadCommands:        limits.DefaultMaxBadCommands,
+			MaxAuthFailures:       limits.DefaultMaxAuthFailures,
 		},
 		Log: Log{
 			Level:  "info",
