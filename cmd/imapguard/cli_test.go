@@ -50,7 +50,7 @@ func startAdminEnv(t *testing.T, token string) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adm := admin.New(admin.Options{Token: token, Sessions: p.Server, Listeners: 1, Settings: config.Default().Settings})
+	adm := admin.New(admin.Options{Token: token, Sessions: p.Server, Listeners: 1, Settings: func() []admin.Setting { return adminSettings(config.Default()) }})
 	served := make(chan error, 1)
 	go func() { served <- adm.Serve(aln) }()
 	// Runs before the proxy's cleanup, which checks the counts.

@@ -195,6 +195,18 @@ func telemetryOptions(c *config.Config, stdout io.Writer, log *slog.Logger) tele
 	}
 }
 
+// adminSettings is c's effective settings as the admin API shows them.
+// The API has its own Setting type, so that proxy/admin does not import
+// config; imapguard settings converts back (adminClient.settings).
+func adminSettings(c *config.Config) []admin.Setting {
+	settings := c.Settings()
+	out := make([]admin.Setting, len(settings))
+	for i, s := range settings {
+		out[i] = admin.Setting(s)
+	}
+	return out
+}
+
 // httpServer is a small HTTP server beside the proxy (the Prometheus
 // endpoint), with the same bounds as the admin API's.
 func httpServer(h http.Handler, log *slog.Logger) *http.Server {
@@ -317,7 +329,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		api := admin.New(admin.Options{
 			Token:     cfg.Admin.Token,
 			Sessions:  srv,
-			Settings:  func() []config.Setting { return live.Load().Settings() },
+			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Listeners: listeners,
 			Logger:    log.With("component", "admin"),

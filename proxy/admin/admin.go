@@ -19,9 +19,9 @@
 // are {"error": "..."} with a 4xx or 5xx status. The bodies are the types
 // in wire.go.
 //
-// The package takes the live settings as []config.Setting, which config
-// already redacts, rather than defining a copy of that type; it reads no
-// configuration file.
+// The package reads no configuration file and does not import config: it
+// takes the live settings as a function returning []Setting, secrets
+// already redacted, which cmd/imapguard builds from the configuration.
 package admin
 
 import (
@@ -41,7 +41,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/proxy"
 )
 
@@ -78,9 +77,9 @@ type Options struct {
 	Token string
 	// Sessions is the proxy.
 	Sessions Sessions
-	// Settings returns the live effective settings, secrets already
-	// redacted (config.Config.Settings); nil: an empty list.
-	Settings func() []config.Setting
+	// Settings returns the live effective settings, in order, secrets
+	// already redacted; nil: an empty list.
+	Settings func() []Setting
 	// Metrics is served at /metrics when non-nil; otherwise /metrics is 404.
 	Metrics http.Handler
 	// Listeners is how many listeners /readyz expects the proxy to have;
@@ -341,11 +340,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
-	out := SettingList{Settings: []Setting{}}
+	out := SettingList{Settings: []Setting{}} // [], not null, when there are none
 	if s.opts.Settings != nil {
-		for _, st := range s.opts.Settings() {
-			out.Settings = append(out.Settings, Setting{Name: st.Name, Value: st.Value})
-		}
+		out.Settings = append(out.Settings, s.opts.Settings()...)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

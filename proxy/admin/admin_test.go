@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/imapguard/imapguard/cmd/imapd/server"
-	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
@@ -800,13 +799,13 @@ func TestReadyzShared(t *testing.T) {
 
 // TestSettings: /settings returns what the function gives, in order.
 func TestSettings(t *testing.T) {
-	want := []config.Setting{
+	want := []Setting{
 		{Name: "limits.max_connections", Value: "2147483647"},
-		{Name: "admin.token", Value: config.Redacted},
+		{Name: "admin.token", Value: "(redacted)"},
 		{Name: "tls.email", Value: ""},
 	}
 	f := &fakeSessions{}
-	_, base := startAdmin(t, Options{Sessions: f, Settings: func() []config.Setting { return want }})
+	_, base := startAdmin(t, Options{Sessions: f, Settings: func() []Setting { return want }})
 	r := do(t, "GET", base+"/settings", "", "", "")
 	var got SettingList
 	r.decode(t, http.StatusOK, &got)

@@ -23,7 +23,9 @@ type Readiness struct {
 	Upstream  string   `json:"upstream"`
 }
 
-// Setting is one effective configuration value.
+// Setting is one effective configuration value: Name is the dotted key,
+// such as "limits.max_connections", and Value the value as -check prints
+// it, "(redacted)" for a secret that is set.
 type Setting struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
