@@ -3,7 +3,6 @@ module github.com/imapguard/imapguard
 go 1.26.8
 
 require (
-	github.com/BurntSushi/toml v1.6.0
 	github.com/caddyserver/certmagic v0.25.6
 	github.com/emersion/go-imap/v2 v2.0.0-beta.8
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6

@@ -26,6 +26,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -39,7 +40,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/BurntSushi/toml"
+	toml "github.com/pelletier/go-toml/v2"
 
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 )
@@ -167,20 +168,29 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 }
 
 // loadConfig decodes the TOML file at path strictly: keys that do not map
-// to a field are an error.
+// to a field are an error naming them all. It uses go-toml, as package
+// config does, so that the module has one TOML library.
 func loadConfig(path string) (fileConfig, error) {
-	var fc fileConfig
-	md, err := toml.DecodeFile(path, &fc)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return fileConfig{}, fmt.Errorf("config %s: %w", path, err)
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
+	var fc fileConfig
+	err = toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(&fc)
+	if strict, ok := errors.AsType[*toml.StrictMissingError](err); ok {
+		keys := make([]string, len(strict.Errors))
+		for i, e := range strict.Errors {
+			keys[i] = strings.Join(e.Key(), ".")
 		}
 		slices.Sort(keys)
 		return fileConfig{}, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	if de, ok := errors.AsType[*toml.DecodeError](err); ok {
+		line, col := de.Position()
+		return fileConfig{}, fmt.Errorf("config %s:%d:%d: %w", path, line, col, err)
+	}
+	if err != nil {
+		return fileConfig{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	return fc, nil
 }

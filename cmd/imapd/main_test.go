@@ -66,22 +66,29 @@ message_size = 4096
 }
 
 func TestParseArgsErrors(t *testing.T) {
-	unknown := writeConfig(t, "[[user]]\nusername = \"a\"\npasword = \"typo\"\n")
-	cases := map[string][]string{
-		"unknown config key": {"-config", unknown},
-		"missing config":     {"-config", filepath.Join(t.TempDir(), "nope.toml")},
-		"user without colon": {"-user", "alice"},
-		"negative messages":  {"-messages", "-1"},
-		"stray argument":     {"extra"},
-	}
-	for name, args := range cases {
-		if _, err := parseArgs(args, io.Discard); err == nil {
-			t.Errorf("%s: parseArgs(%q) succeeded, want error", name, args)
-		}
-	}
-	_, err := parseArgs([]string{"-config", unknown}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "user.pasword") {
-		t.Errorf("unknown key error = %v, want it to name user.pasword", err)
+	unknown := writeConfig(t, "[[user]]\nusername = \"a\"\npasword = \"typo\"\n[[user]]\nusernam = \"b\"\n")
+	wrongType := writeConfig(t, "[[user]]\nusername = \"a\"\nmessages = \"ten\"\n")
+	syntax := writeConfig(t, "listen =\n")
+	missing := filepath.Join(t.TempDir(), "nope.toml")
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string // a part of the error
+	}{
+		{"unknown config keys", []string{"-config", unknown}, "config " + unknown + ": unknown keys: user.pasword, user.usernam"},
+		{"wrong type", []string{"-config", wrongType}, "config " + wrongType + ":3:12: "},
+		{"syntax error", []string{"-config", syntax}, "config " + syntax + ":1:9: "},
+		{"missing config", []string{"-config", missing}, "config " + missing + ": open "},
+		{"user without colon", []string{"-user", "alice"}, "want name:password"},
+		{"negative messages", []string{"-messages", "-1"}, "-messages must not be negative, got -1"},
+		{"stray argument", []string{"extra"}, `unexpected arguments: ["extra"]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseArgs(tt.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v; want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
 
