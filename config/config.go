@@ -1,16 +1,16 @@
 // Package config reads imapguard's TOML configuration file.
 //
-// Every key is optional: an absent key takes its default (see Default and
-// default.toml). A key that is present must hold a valid value; zero is
-// not a shorthand for the default. Unknown keys and tables are errors, so
-// that a misspelt key is reported instead of silently ignored. Parse
-// reports all problems of a file at once, one per line, each of the form
+// Every key is optional: an absent key takes its default (Default). A
+// key that is present must hold a valid value; zero is not a shorthand
+// for the default. Unknown keys and tables are errors, so that a misspelt
+// key is reported instead of silently ignored. Parse reports all problems
+// of a file at once, each with its file, line and key.
 //
-//	FILE:LINE: KEY: what is wrong (valid RANGE)
-//
-// or, for keys that depend on each other (tls.mode "files" requires
-// tls.cert_file), "FILE:LINE: KEY: what is wrong".
+// README.md, the configuration reference, and default.toml are generated
+// from this package (see Config) by go generate; do not edit them.
 package config
+
+//go:generate go run gen.go
 
 import (
 	_ "embed"
@@ -26,8 +26,9 @@ import (
 	"github.com/imapguard/imapguard/limits"
 )
 
-// DefaultTOML is a configuration file that sets every key to its default,
-// with a comment for each. Parsing it yields Default().
+// DefaultTOML is default.toml: a configuration file that sets every key
+// to its default, with its documentation as comments. Parsing it yields
+// Default().
 //
 //go:embed default.toml
 var DefaultTOML []byte
@@ -39,25 +40,41 @@ var DefaultTOML []byte
 //go:embed demo.toml
 var DemoTOML []byte
 
-// Config is the whole configuration file.
+// Config is the whole configuration file. Every fact about a key is
+// written once, here or beside it:
+//
+//   - its name is the field's toml tag, its type the field's type;
+//   - its documentation is the field's doc comment, which starts with the
+//     field's name (the reference writes the key's name in its place);
+//   - its valid values are its rule in rules (schema.go);
+//   - its default is the field's value in Default;
+//   - where the default value alone does not say what it does (0 for a
+//     port, "" for a file), the field's means tag says it in words.
+//
+// config/internal/gen writes default.toml and README.md, the
+// configuration reference, from these (go generate ./config), and a test
+// fails when they are stale. The means tag is a struct tag rather than a
+// map beside rules so that it sits on the field it describes and is read
+// by reflection with the toml tag, from the compiled package.
 type Config struct {
-	// Listen is the "listen" table: where clients connect.
+	// Listen is the [listen] table.
 	Listen Listen `toml:"listen"`
-	// Upstream is the "upstream" table: the IMAP server behind the proxy.
+	// Upstream is the [upstream] table.
 	Upstream Upstream `toml:"upstream"`
-	// TLS is the "tls" table: the certificate the proxy presents to clients.
+	// TLS is the [tls] table.
 	TLS TLS `toml:"tls"`
-	// Limits is the "limits" table: caps on connections, commands and time.
+	// Limits is the [limits] table.
 	Limits Limits `toml:"limits"`
-	// Log is the "log" table: what the proxy logs and how.
+	// Log is the [log] table.
 	Log Log `toml:"log"`
-	// Telemetry is the "telemetry" table: traces and metrics.
+	// Telemetry is the [telemetry] table.
 	Telemetry Telemetry `toml:"telemetry"`
-	// Admin is the "admin" table: the HTTP admin API.
+	// Admin is the [admin] table.
 	Admin Admin `toml:"admin"`
 }
 
-// Listen is the "listen" table.
+// Listen holds the addresses clients connect to. Changes take effect
+// after a restart.
 type Listen struct {
 	// IMAP is the address the proxy accepts IMAP client connections on,
 	// as host:port. Clients connect in plaintext here and, when tls.mode is
@@ -67,219 +84,182 @@ type Listen struct {
 	// lets the system pick a free port, which is only useful in tests.
 	// Empty ("") means no such listener, for a proxy that accepts only
 	// implicit TLS on imaps; imap and imaps cannot both be empty.
-	//
-	// Default: 127.0.0.1:1143. Valid: host:port, host may be empty, port 0 .. 65535, or empty.
 	IMAP string `toml:"imap"`
 
 	// IMAPS is the address the proxy accepts implicit TLS connections on
 	// (RFC 8314: TLS from the first byte, the usual port is 993), as
 	// host:port, written like imap. It needs a certificate, so tls.mode
 	// must not be "off". Empty ("") means no such listener.
-	//
-	// Default: "" (no implicit TLS listener). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
-	IMAPS string `toml:"imaps"`
+	IMAPS string `toml:"imaps" means:"no implicit TLS listener"`
 }
 
-// Upstream is the "upstream" table.
+// Upstream is the IMAP server behind the proxy, and how the proxy
+// connects and logs in to it. SIGHUP applies changes to new connections.
 type Upstream struct {
 	// Address is the IMAP server the proxy forwards clients to, as
 	// host:port. The proxy logs in there with the credentials each client
 	// presents. IPv6 addresses go in brackets ("[2001:db8::1]:143").
-	//
-	// Default: 127.0.0.1:2143. Valid: host:port, port 1 .. 65535.
 	Address string `toml:"address"`
 
 	// ConnectTimeout is how long the proxy waits for the TCP connection to
 	// the upstream server to be established. If it is not, the client's
 	// login fails.
-	//
-	// Default: 5s. Valid: 100ms .. 5m.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 
 	// LoginTimeout is how long the upstream server may take from its
-	// greeting to the tagged answer of the client's LOGIN or AUTHENTICATE
-	// command. If it answers later, the client's login fails. Some servers
-	// delay failed logins on purpose (Dovecot by 2 seconds), so keep this
-	// well above such delays.
-	//
-	// Default: 30s. Valid: 1s .. 5m.
+	// greeting (and the TLS handshake) to the tagged answer of the
+	// client's LOGIN or AUTHENTICATE command. If it answers later, the
+	// client's login fails. Some servers delay failed logins on purpose
+	// (Dovecot by 2 seconds), so keep this well above such delays.
 	LoginTimeout Duration `toml:"login_timeout"`
 
 	// TLS is how the proxy protects its connection to the upstream
 	// server: "none" (plaintext; only for an upstream on the same machine
 	// or a trusted network), "starttls" (connect in plaintext, then
-	// switch to TLS with STARTTLS before logging in; the login fails if
-	// the server does not offer it) or "implicit" (TLS from the first
-	// byte, as on port 993). With "starttls" and "implicit" the server's
-	// certificate is verified.
-	//
-	// Default: none. Valid: none, starttls, implicit.
+	// switch to TLS with STARTTLS before logging in) or "implicit" (TLS
+	// from the first byte, as on port 993). With "starttls" and
+	// "implicit" the server's certificate is verified. With "starttls" an
+	// upstream that does not offer STARTTLS is refused (no silent
+	// downgrade), and one that sends anything between its answer to
+	// STARTTLS and the handshake is dropped (an injection). A TLS failure
+	// reaches the client as NO [UNAVAILABLE].
 	TLS string `toml:"tls"`
 
 	// ServerName is the name the upstream server's certificate is
 	// verified against, and sent in the TLS handshake (SNI). Set it when
 	// address holds an IP address or a name other than the one in the
 	// certificate. Only allowed when tls is not "none".
-	//
-	// Default: "" (the host part of address). Valid: a DNS name or IP address, or empty.
-	ServerName string `toml:"server_name"`
+	ServerName string `toml:"server_name" means:"the host part of address"`
 
 	// CAFile is a PEM file with the CA certificates that the upstream
 	// server's certificate must chain to, instead of the system's trusted
 	// roots; for an upstream with a private or self-signed certificate.
 	// Only allowed when tls is not "none".
-	//
-	// Default: "" (the system's trusted roots). Valid: a path, or empty.
-	CAFile string `toml:"ca_file"`
+	CAFile string `toml:"ca_file" means:"the system's trusted roots"`
 
 	// InsecureSkipVerify, when true, accepts any certificate from the
 	// upstream server without verifying it. The connection is then
 	// encrypted but not authenticated: anyone who can intercept it can
-	// read the users' passwords. Prefer ca_file. Only allowed when tls is
-	// not "none".
-	//
-	// Default: false. Valid: true, false.
+	// read the users' passwords, and the start-up log warns so. Prefer
+	// ca_file. Only allowed when tls is not "none".
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
 
 	// CertFile is a PEM file with a client certificate (and its chain)
 	// that the proxy presents to the upstream server, for servers that
 	// require one. Set it together with key_file, or neither. Only allowed
 	// when tls is not "none".
-	//
-	// Default: "" (no client certificate). Valid: a path, or empty.
-	CertFile string `toml:"cert_file"`
+	CertFile string `toml:"cert_file" means:"no client certificate"`
 
 	// KeyFile is a PEM file with the private key of cert_file. Set it
 	// together with cert_file, or neither. Only allowed when tls is not
 	// "none".
-	//
-	// Default: "" (no client certificate). Valid: a path, or empty.
-	KeyFile string `toml:"key_file"`
+	KeyFile string `toml:"key_file" means:"no client certificate"`
 }
 
-// TLS is the "tls" table: the certificate the proxy presents to clients,
-// on listen.imaps and after STARTTLS on listen.imap.
+// TLS is the certificate the proxy presents to clients, on listen.imaps
+// and after STARTTLS on listen.imap. Every TLS listener uses TLS 1.2 or
+// later, Go's default cipher suites and session tickets, and offers the
+// ALPN protocol "imap". A connection in its handshake counts toward the
+// connection limits, and the handshake toward limits.preauth_timeout.
+// Changes take effect after a restart, except that SIGHUP reads the files
+// of cert_file and key_file again.
 type TLS struct {
 	// Mode is where the certificate comes from: "off" (no TLS: the proxy
-	// offers no STARTTLS, listen.imaps cannot be used, and clients log in
-	// over plaintext), "files" (read from cert_file and key_file),
-	// "acme" (obtained and renewed automatically from an ACME certificate
-	// authority such as Let's Encrypt, for the names in domains) or
-	// "self_signed" (generated at start for self_signed_names; clients
-	// will warn about it, so only for tests and private setups).
-	//
-	// Default: off. Valid: off, files, acme, self_signed.
+	// offers no STARTTLS, listen.imaps cannot be used, clients log in
+	// over plaintext, and the start-up log says so), "files" (read from
+	// cert_file and key_file), "acme" (obtained and renewed automatically
+	// from an ACME certificate authority such as Let's Encrypt, for the
+	// names in domains) or "self_signed" (generated at start for
+	// self_signed_names; clients will warn about it, so only for tests
+	// and private setups).
 	Mode string `toml:"mode"`
 
 	// CertFile is a PEM file with the certificate followed by its
 	// intermediate certificates. Required with mode "files", and only
 	// allowed then. Whether the file exists and matches key_file is
-	// checked when imapguard starts, not by -check.
-	//
-	// Default: "". Valid: a path, or empty.
+	// checked when imapguard starts, not by -check. It is read again on
+	// SIGHUP and when it changes on disk (checked at handshakes); a bad
+	// pair keeps the certificate in use and is logged.
 	CertFile string `toml:"cert_file"`
 
 	// KeyFile is a PEM file with the private key of cert_file. Required
 	// with mode "files", and only allowed then. Keep it readable only by
-	// the user imapguard runs as.
-	//
-	// Default: "". Valid: a path, or empty.
+	// the user imapguard runs as. It is read again with cert_file.
 	KeyFile string `toml:"key_file"`
 
 	// Domains are the names to obtain certificates for with mode "acme",
-	// such as ["mail.example.com", "imap.example.com"]. Each must resolve
-	// to this machine, which must be reachable from the internet on port
-	// 80 or 443 (see http_challenge_port) for the certificate authority
-	// to check it. Wildcard names are not supported. Required with mode
-	// "acme" unless on_demand is true.
-	//
-	// Default: []. Valid: DNS names.
+	// at start, such as ["mail.example.com", "imap.example.com"]. Each
+	// must resolve to this machine, which must be reachable from the
+	// internet on port 80 or 443 (see http_challenge_port) for the
+	// certificate authority to check it. Wildcard names are not
+	// supported. Required with mode "acme" unless on_demand is true.
 	Domains []string `toml:"domains"`
 
 	// Email is the contact address given to the ACME certificate
 	// authority when the account is created; Let's Encrypt no longer
 	// sends expiry warnings, but other authorities may write to it.
-	//
-	// Default: "" (no contact address). Valid: an e-mail address, or empty.
-	Email string `toml:"email"`
+	Email string `toml:"email" means:"no contact address"`
 
 	// CA is the directory URL of the ACME certificate authority, such as
 	// "https://acme-staging-v02.api.letsencrypt.org/directory" for Let's
 	// Encrypt's staging environment, which has higher rate limits and is
-	// meant for trying out a setup.
-	//
-	// Default: "" (Let's Encrypt's production environment). Valid: an https:// URL, or empty.
-	CA string `toml:"ca"`
+	// meant for trying out a setup, or that of a private authority.
+	CA string `toml:"ca" means:"Let's Encrypt's production environment"`
 
 	// CARoot is a PEM file with the root certificate of the ACME
 	// certificate authority's own HTTPS server, for a private authority
 	// whose server certificate is not trusted by the system.
-	//
-	// Default: "" (the system's trusted roots). Valid: a path, or empty.
-	CARoot string `toml:"ca_root"`
+	CARoot string `toml:"ca_root" means:"the system's trusted roots"`
 
 	// Storage is the directory where ACME accounts, certificates and keys
 	// are kept, so that they survive restarts. It must be writable by
 	// the user imapguard runs as; keep it private.
-	//
-	// Default: "" (certmagic's default, a "certmagic" directory under $XDG_DATA_HOME or ~/.local/share). Valid: a path, or empty.
-	Storage string `toml:"storage"`
+	Storage string `toml:"storage" means:"certmagic's default, a certmagic directory under $XDG_DATA_HOME or ~/.local/share"`
 
 	// HTTPChallengePort is the port on which the proxy answers the ACME
-	// HTTP-01 challenge. The certificate authority always connects to
-	// port 80; set another port only when port 80 is forwarded there.
-	//
-	// Default: 0 (port 80). Valid: 0 .. 65535.
-	HTTPChallengePort int `toml:"http_challenge_port"`
+	// HTTP-01 challenge, only while one is being solved. The certificate
+	// authority always connects to port 80; set another port only when
+	// port 80 is forwarded there.
+	HTTPChallengePort int `toml:"http_challenge_port" means:"port 80"`
 
 	// TLSALPNChallengePort is the port on which the proxy answers the
 	// ACME TLS-ALPN-01 challenge. The certificate authority always
 	// connects to port 443; set another port only when port 443 is
 	// forwarded there.
-	//
-	// Default: 0 (port 443). Valid: 0 .. 65535.
-	TLSALPNChallengePort int `toml:"tls_alpn_challenge_port"`
+	TLSALPNChallengePort int `toml:"tls_alpn_challenge_port" means:"port 443"`
 
 	// OnDemand, when true, obtains a certificate during the first TLS
 	// handshake that asks for a name (SNI) not yet covered, instead of
-	// only for domains at start. To stop clients from making the proxy
-	// request certificates for arbitrary names, it requires
-	// on_demand_domains or on_demand_permission_url (or both: a name
-	// must then pass both). Only allowed with mode "acme".
-	//
-	// Default: false. Valid: true, false.
+	// only for domains at start: for a host serving many mail domains. To
+	// stop clients from making the proxy request certificates for
+	// arbitrary names, it requires on_demand_domains or
+	// on_demand_permission_url, or both. Only allowed with mode "acme".
 	OnDemand bool `toml:"on_demand"`
 
 	// OnDemandDomains are the names for which on_demand may obtain
-	// certificates. A name "*.example.com" allows every name one label
-	// below example.com, such as "mail.example.com".
-	//
-	// Default: []. Valid: DNS names, or wildcards such as *.example.com.
+	// certificates, besides domains. A name "*.example.com" allows every
+	// name one label below example.com, such as "mail.example.com".
 	OnDemandDomains []string `toml:"on_demand_domains"`
 
 	// OnDemandPermissionURL is asked before on_demand obtains a
-	// certificate: the proxy sends a GET request with "?domain=NAME"
-	// added, and goes ahead only if the answer has status 200.
-	//
-	// Default: "" (not asked). Valid: an http:// or https:// URL, or empty.
-	OnDemandPermissionURL string `toml:"on_demand_permission_url"`
+	// certificate for a name that is in neither domains nor
+	// on_demand_domains: the proxy sends a GET request with
+	// "?domain=NAME" added, and goes ahead only if the answer has status
+	// 200.
+	OnDemandPermissionURL string `toml:"on_demand_permission_url" means:"not asked"`
 
 	// SelfSignedNames are the DNS names and IP addresses that the
-	// certificate of mode "self_signed" is made for.
-	//
-	// Default: [] (localhost, 127.0.0.1 and ::1). Valid: DNS names, wildcards such as *.example.com, or IP addresses.
-	SelfSignedNames []string `toml:"self_signed_names"`
+	// certificate of mode "self_signed" is made for. The certificate is
+	// kept in memory only; its SHA-256 fingerprint is logged at start.
+	SelfSignedNames []string `toml:"self_signed_names" means:"localhost, 127.0.0.1 and ::1"`
 
 	// AllowPlaintextAuth, when true, lets clients log in (LOGIN and
 	// AUTHENTICATE) on listen.imap before they have switched to TLS with
-	// STARTTLS, sending their password in plaintext. When false, they
-	// must switch to TLS first. With mode
-	// "off" there is no TLS, so plaintext login is always allowed whatever
-	// this key says, and -check shows true; use PlaintextAuthAllowed for
-	// the value in effect.
-	//
-	// Default: false (with mode "off": true regardless). Valid: true, false.
-	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+	// STARTTLS, sending their password in plaintext; for trusted
+	// networks. When false, they must switch to TLS first. With mode
+	// "off" there is no TLS, so plaintext login is always allowed
+	// whatever this key says, and -check shows true.
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth" means:"with mode \"off\": true regardless"`
 }
 
 // PlaintextAuthAllowed reports whether clients may log in without TLS:
@@ -289,116 +269,100 @@ func (t TLS) PlaintextAuthAllowed() bool {
 	return t.Mode == "off" || t.AllowPlaintextAuth
 }
 
-// Limits is the "limits" table. The connection limits and timeouts are
-// modelled on the IMAP4 settings of Exchange Server 2013
-// (Set-ImapSettings) and have the same defaults.
+// Limits are the caps on connections, commands and time. The connection
+// limits and timeouts are modelled on the IMAP4 settings of Exchange
+// Server 2013 (Set-ImapSettings) and have the same defaults. SIGHUP
+// applies changes: new connections use the new values, connections
+// already open stay even when a lowered cap now counts them as too many,
+// and a session already being relayed keeps the command size and idle
+// timeout it started with.
 type Limits struct {
 	// MaxConnections is the maximum number of client connections open at
 	// the same time, from all clients together, authenticated or not.
 	// Further connections are refused until one closes. Exchange:
 	// MaxConnections.
-	//
-	// Default: 2147483647 (no practical limit). Valid: 1 .. 2147483647.
-	MaxConnections int `toml:"max_connections"`
+	MaxConnections int `toml:"max_connections" means:"no practical limit"`
 
 	// MaxConnectionsPerIP is the maximum number of client connections open
 	// at the same time from one client address, authenticated or not.
-	// IPv6 clients are grouped by network prefix, see IPv6PrefixLength.
+	// IPv6 clients are grouped by network prefix, see ipv6_prefix_length.
 	// Further connections from that address are refused until one closes.
 	// Exchange: MaxConnectionFromSingleIP.
-	//
-	// Default: 2147483647 (no practical limit). Valid: 1 .. 2147483647.
-	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip" means:"no practical limit"`
 
 	// MaxConnectionsPerUser is the maximum number of authenticated
 	// sessions of one user at the same time, from all addresses together.
 	// User names are compared case-insensitively. A login beyond the limit
 	// is refused. Exchange: MaxConnectionsPerUser.
-	//
-	// Default: 16. Valid: 1 .. 2147483647.
 	MaxConnectionsPerUser int `toml:"max_connections_per_user"`
 
 	// IPv6PrefixLength is the length, in bits, of the network prefix by
 	// which IPv6 clients are grouped for max_connections_per_ip. A single
 	// IPv6 client usually holds a whole /64 network, so counting single
 	// addresses would let it open unlimited connections. Use 128 to count
-	// every IPv6 address separately. IPv4 clients are always counted by
-	// their single address.
-	//
-	// Default: 64. Valid: 32 .. 128.
+	// every IPv6 address separately. IPv4 clients, IPv4-mapped IPv6
+	// addresses included, are always counted by their single address.
 	IPv6PrefixLength int `toml:"ipv6_prefix_length"`
 
 	// MaxCommandSize is the maximum size in bytes of one client command,
-	// before and after authentication. Longer commands are rejected and
-	// not forwarded to the upstream server. Exchange: MaxCommandSize.
-	//
-	// Default: 10240. Valid: 1024 .. 1048576.
+	// before and after authentication; the message literals of APPEND do
+	// not count. Longer commands are rejected and not forwarded to the
+	// upstream server. Exchange: MaxCommandSize.
 	MaxCommandSize int `toml:"max_command_size"`
 
 	// PreauthTimeout is how long a client connection may stay
-	// unauthenticated. A connection that has not logged in by then is
-	// closed. Exchange: PreAuthenticatedConnectionTimeout.
-	//
-	// Default: 1m. Valid: 30s .. 1h.
+	// unauthenticated. A connection that has not logged in by then gets
+	// a BYE and is closed. Exchange: PreAuthenticatedConnectionTimeout.
 	PreauthTimeout Duration `toml:"preauth_timeout"`
 
 	// IdleTimeout is how long an authenticated session may stay idle,
 	// with no traffic in either direction, before it is closed (with a
-	// BYE at a response boundary). RFC 9051 asks
-	// servers to allow at least 30 minutes, because clients waiting in
-	// IDLE renew it only about every 29 minutes; lower values disconnect
-	// such clients. Exchange: AuthenticatedConnectionTimeout.
-	//
-	// Default: 30m. Valid: 30s .. 24h.
+	// BYE at a response boundary). RFC 9051 asks servers to allow at
+	// least 30 minutes, because clients waiting in IDLE renew it only
+	// about every 29 minutes; lower values disconnect such clients.
+	// Exchange: AuthenticatedConnectionTimeout.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
 	// MaxBadCommands is the number of invalid commands a client may send
 	// before authentication; at that many the connection is closed. This
 	// stops cross-protocol attacks (such as ALPACA) that send other
-	// protocols' traffic to the IMAP port.
-	//
-	// Default: 3. Valid: 1 .. 100.
+	// protocols' traffic to the IMAP port, as Dovecot does and nginx's
+	// max_errors.
 	MaxBadCommands int `toml:"max_bad_commands"`
 
 	// MaxAuthFailures is the number of failed authentications (LOGIN or
 	// AUTHENTICATE) allowed on one connection; at that many the connection
 	// is closed. This slows down password guessing.
-	//
-	// Default: 3. Valid: 1 .. 100.
 	MaxAuthFailures int `toml:"max_auth_failures"`
 }
 
-// Log is the "log" table.
+// Log is what the proxy logs and how. Logs go to standard error: a line
+// when a session logs in, one for each refusal, and a summary when a
+// connection ends (client address, user, duration, bytes each way,
+// outcome). Passwords and message contents are never logged. Changes
+// take effect after a restart.
 type Log struct {
 	// Level is the least severe level of log messages that are written,
 	// from most to least verbose: "debug", "info", "warn" or "error".
-	//
-	// Default: info. Valid: debug, info, warn, error.
 	Level string `toml:"level"`
 
 	// Format is the format of log lines: "text" for people to read, or
 	// "json", one JSON object per line, for log collectors.
-	//
-	// Default: text. Valid: text, json.
 	Format string `toml:"format"`
 }
 
-// Telemetry is the "telemetry" table: OpenTelemetry traces and metrics,
-// and a Prometheus endpoint. Its keys take effect at start, except
-// record_user, which SIGHUP also applies.
+// Telemetry is OpenTelemetry traces and metrics, and a Prometheus
+// endpoint. Its keys take effect at start, except record_user, which
+// SIGHUP also applies.
 type Telemetry struct {
 	// Traces is where spans go: "none" (nowhere), "stdout" (as JSON
 	// lines on standard output) or "otlp" (to an OTLP collector, see
 	// otlp_endpoint).
-	//
-	// Default: none. Valid: none, stdout, otlp.
 	Traces string `toml:"traces"`
 
 	// Metrics is whether metrics are also pushed to an OTLP collector
 	// ("otlp") every metrics_interval, or not ("none"). The Prometheus
 	// endpoint of metrics_listen does not depend on it.
-	//
-	// Default: none. Valid: none, otlp.
 	Metrics string `toml:"metrics"`
 
 	// OTLPEndpoint is the OTLP collector that traces and metrics "otlp"
@@ -410,24 +374,18 @@ type Telemetry struct {
 	// or OTEL_EXPORTER_OTLP_ENDPOINT, else OpenTelemetry's default:
 	// localhost:4317 for "grpc", http://localhost:4318 for
 	// "http/protobuf".
-	//
-	// Default: "" (the OTEL_EXPORTER_OTLP_* environment variables, else localhost). Valid: host:port, port 1 .. 65535, an http:// or https:// URL, or empty.
-	OTLPEndpoint string `toml:"otlp_endpoint"`
+	OTLPEndpoint string `toml:"otlp_endpoint" means:"the OTEL_EXPORTER_OTLP_* environment variables, else localhost"`
 
 	// OTLPProtocol is how traces and metrics are sent to the collector:
 	// "grpc" or "http/protobuf". Empty means the environment variables
 	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL,
 	// else "http/protobuf", the OpenTelemetry specification's default.
-	//
-	// Default: "" (the OTEL_EXPORTER_OTLP_*PROTOCOL environment variables, else http/protobuf). Valid: grpc, http/protobuf, or empty.
-	OTLPProtocol string `toml:"otlp_protocol"`
+	OTLPProtocol string `toml:"otlp_protocol" means:"the OTEL_EXPORTER_OTLP_*PROTOCOL environment variables, else http/protobuf"`
 
 	// OTLPInsecure, when true, talks to the collector in plaintext,
 	// without TLS, when otlp_endpoint is host:port. An
 	// http:// URL is plaintext anyway, and an https:// URL always uses
 	// TLS.
-	//
-	// Default: false. Valid: true, false.
 	OTLPInsecure bool `toml:"otlp_insecure"`
 
 	// SampleRatio is the fraction of client connections that are traced:
@@ -435,14 +393,10 @@ type Telemetry struct {
 	// trace ID ratio. The environment variable OTEL_TRACES_SAMPLER, when
 	// set, wins over this key. An integer (0 or 1) is accepted as well as
 	// a float.
-	//
-	// Default: 1.0. Valid: 0.0 .. 1.0.
 	SampleRatio float64 `toml:"sample_ratio"`
 
 	// MetricsInterval is how often metrics are pushed to the collector
 	// with metrics "otlp".
-	//
-	// Default: 1m. Valid: 1s .. 1h.
 	MetricsInterval Duration `toml:"metrics_interval"`
 
 	// MetricsListen is the address that serves the metrics in the
@@ -450,31 +404,25 @@ type Telemetry struct {
 	// listen.imap. The endpoint has no authentication: keep it on a
 	// loopback address or behind a firewall. Empty ("") means no such
 	// endpoint.
-	//
-	// Default: "" (no Prometheus endpoint). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
-	MetricsListen string `toml:"metrics_listen"`
+	MetricsListen string `toml:"metrics_listen" means:"no Prometheus endpoint"`
 
 	// RecordUser, when true, puts the user name on spans as the attribute
 	// enduser.id. When false no span carries the user name (logs still
 	// name users). SIGHUP applies a change.
-	//
-	// Default: false. Valid: true, false.
 	RecordUser bool `toml:"record_user"`
 }
 
-// Admin is the "admin" table: the HTTP admin API, which answers in JSON on
-// /healthz, /readyz, /settings, /sessions, /sessions/kick and /metrics,
-// and which `imapguard who`, `imapguard kick` and `imapguard settings`
-// talk to. Its keys take effect at start.
+// Admin is the HTTP admin API, which answers in JSON on /healthz,
+// /readyz, /settings, /sessions, /sessions/kick and /metrics, and which
+// `imapguard who`, `imapguard kick` and `imapguard settings` talk to. Its
+// keys take effect at start.
 type Admin struct {
 	// Listen is the address the admin API listens on, as host:port
 	// written like listen.imap. A host other than a loopback address
 	// (127.0.0.0/8, ::1 or "localhost"; an empty host means all
 	// addresses, so it is not loopback) requires token. Empty ("") means
 	// no admin API.
-	//
-	// Default: "" (no admin API). Valid: host:port, host may be empty, port 0 .. 65535, or empty.
-	Listen string `toml:"listen"`
+	Listen string `toml:"listen" means:"no admin API"`
 
 	// Token is the bearer token the admin API requires on every endpoint
 	// except /healthz and /readyz, sent as "Authorization: Bearer TOKEN".
@@ -482,13 +430,13 @@ type Admin struct {
 	// a loopback address. Generate one with, for example,
 	// "openssl rand -hex 32". It is a secret: -check and /settings show
 	// it as "(redacted)", and messages about it do not quote it.
-	//
-	// Default: "" (no token). Valid: 16 .. 256 printable ASCII characters without spaces, or empty.
-	Token string `toml:"token"`
+	Token string `toml:"token" means:"no token"`
 }
 
 // Default returns a Config with every key set to its default. It is the one
-// place defaults are defined.
+// place the configuration's defaults are defined; those of the caps and
+// timeouts are package limits' (limits/defaults.go), which the proxy
+// also falls back to.
 func Default() *Config {
 	return &Config{
 		Listen: Listen{

@@ -1,5 +1,6 @@
 // Command imapguard is an IMAP-aware reverse proxy with Exchange-style
-// connection limits. See the README for its configuration.
+// connection limits. config/README.md is the reference of its
+// configuration file.
 //
 //	imapguard [-config FILE] [-check]
 //	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
