@@ -110,8 +110,8 @@ func Write(dir string) error {
 
 // document pairs the tables and keys with their doc comments; docs maps
 // "Limits" and "Limits.MaxConnections" to theirs. A table or key without
-// one, with one that does not start with its Go name, or with a
-// "Default:" or "Valid:" line (facts the code holds) is an error.
+// one, with one that does not start with its Go name, with a "Default:"
+// or "Valid:" line (facts the code holds) or with a heading is an error.
 func document(tables []config.Table, docs map[string]string) ([]Table, error) {
 	var out []Table
 	var problems []string
@@ -131,7 +131,11 @@ func document(tables []config.Table, docs map[string]string) ([]Table, error) {
 			}
 		}
 		var p comment.Parser
-		return Doc{parsed: p.Parse(text), goName: goName, name: name}
+		d := Doc{parsed: p.Parse(text), goName: goName, name: name}
+		if _, err := d.Markdown(); err != nil {
+			problems = append(problems, err.Error())
+		}
+		return d
 	}
 	for _, t := range tables {
 		dt := Table{Name: t.Name, Doc: parse(t.GoType, t.GoType, docs[t.GoType], "["+t.Name+"]")}
@@ -203,8 +207,8 @@ var funcs = template.FuncMap{
 }
 
 // Markdown renders d as Markdown, with the TOML name as code, without a
-// final newline.
-func (d Doc) Markdown() string {
+// final newline. A heading is an error: the reference has its own.
+func (d Doc) Markdown() (string, error) {
 	var b strings.Builder
 	for i, block := range d.parsed.Content {
 		if i > 0 {
@@ -226,10 +230,10 @@ func (d Doc) Markdown() string {
 				b.WriteByte('\n')
 			}
 		default:
-			fmt.Fprintf(&b, "(%T is not supported in the reference)\n", x)
+			return "", fmt.Errorf("the doc comment of %s has a %T, which the reference does not take", d.goName, x)
 		}
 	}
-	return "`" + d.name + "`" + strings.TrimSuffix(strings.TrimPrefix(b.String(), d.goName), "\n")
+	return "`" + d.name + "`" + strings.TrimSuffix(strings.TrimPrefix(b.String(), d.goName), "\n"), nil
 }
 
 // markdownText renders the text of one paragraph on one line.

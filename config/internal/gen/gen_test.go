@@ -120,6 +120,8 @@ func TestDocument(t *testing.T) {
 		{"other name", map[string]string{"Limits": "Limits are caps.\n", "Limits.MaxConnections": "MaxConns caps.\n"}, `the doc comment of Limits.MaxConnections does not start with "MaxConnections "`},
 		{"default line", map[string]string{"Limits": "Limits are caps.\n", "Limits.MaxConnections": "MaxConnections caps.\n\nDefault: 3.\n"}, `has a "Default: 3." line`},
 		{"valid line", map[string]string{"Limits": "Limits are caps.\n", "Limits.MaxConnections": "MaxConnections caps.\n\nValid: 1 .. 3.\n"}, `has a "Valid: 1 .. 3." line`},
+		{"heading", map[string]string{"Limits": "Limits are caps.\n\n# Caps\n\nMore.\n", "Limits.MaxConnections": "MaxConnections caps.\n"}, "the doc comment of Limits has a *comment.Heading"},
+		{"heading", map[string]string{"Limits": "Limits are caps.\n\n# Heading\n\nMore.\n", "Limits.MaxConnections": "MaxConnections caps.\n"}, "the doc comment of Limits has a *comment.Heading"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := document(tables, tt.docs)
@@ -127,8 +129,8 @@ func TestDocument(t *testing.T) {
 			case tt.want == "" && err != nil:
 				t.Fatalf("got %v; want no error", err)
 			case tt.want == "":
-				if md := got[0].Keys[0].Doc.Markdown(); md != "`max_connections`, when set, caps." {
-					t.Errorf("got Markdown %q; want the TOML name in place of the Go name", md)
+				if md, err := got[0].Keys[0].Doc.Markdown(); err != nil || md != "`max_connections`, when set, caps." {
+					t.Errorf("got Markdown %q, %v; want the TOML name in place of the Go name", md, err)
 				}
 				if text := got[0].Keys[0].Doc.Text(); text != "max_connections, when set, caps.\n" {
 					t.Errorf("got Text %q; want the TOML name in place of the Go name", text)
