@@ -86,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	if addr := os.Getenv("IMAPGUARD_PPROF"); addr != "" {
-		// Profiling for the performance work (README, Performance): Go's
+		// Profiling for the performance work (test/bench/README.md): Go's
 		// net/http/pprof on addr, which should be a loopback address.
 		go func() {
 			log.Info("pprof listening", "addr", addr)
