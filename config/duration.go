@@ -1,8 +1,9 @@
 package config
 
 import (
-	"strconv"
 	"time"
+
+	"github.com/imapguard/imapguard/limits"
 )
 
 // Duration is a time.Duration written in the configuration file as a
@@ -14,21 +15,7 @@ type Duration time.Duration
 // String formats d in its largest exact unit: "1h", "30m", "90s". A
 // duration that is not a whole number of seconds is formatted as
 // time.Duration does ("1.5s", "100ms"). The result parses back to d.
-func (d Duration) String() string {
-	td := time.Duration(d)
-	switch {
-	case td == 0:
-		return "0s"
-	case td%time.Hour == 0:
-		return strconv.FormatInt(int64(td/time.Hour), 10) + "h"
-	case td%time.Minute == 0:
-		return strconv.FormatInt(int64(td/time.Minute), 10) + "m"
-	case td%time.Second == 0:
-		return strconv.FormatInt(int64(td/time.Second), 10) + "s"
-	default:
-		return td.String()
-	}
-}
+func (d Duration) String() string { return limits.FormatDuration(time.Duration(d)) }
 
 // MarshalText encodes d as String does, so that TOML encoders write it as
 // a string.

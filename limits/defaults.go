@@ -1,6 +1,9 @@
 package limits
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // The default of every cap and timeout imapguard enforces, in one place:
 // the configuration's defaults (config.Default) and the zero values of
@@ -42,3 +45,23 @@ const (
 	// logins on purpose, Dovecot by 2 s and more).
 	DefaultLoginTimeout = 30 * time.Second
 )
+
+// FormatDuration writes d as the configuration takes it, in its largest
+// exact unit: "1h", "30m", "90s"; a duration that is not a whole number
+// of seconds as time.Duration does ("1.5s", "100ms"). The refusals that
+// name a timeout (preauth_timeout=1m) and the configuration's own
+// listing use it, so the two always agree.
+func FormatDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	case d%time.Second == 0:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	default:
+		return d.String()
+	}
+}

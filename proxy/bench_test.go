@@ -7,37 +7,8 @@ import (
 
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy/imapwire"
+	"github.com/imapguard/imapguard/proxy/imapwire/wiretest"
 )
-
-// repeatReader serves data n times, in reads of at most chunk bytes, then
-// io.EOF.
-type repeatReader struct {
-	data  []byte
-	n     int
-	off   int
-	chunk int
-}
-
-func (r *repeatReader) Read(p []byte) (int, error) {
-	if r.n == 0 {
-		return 0, io.EOF
-	}
-	if r.chunk > 0 && len(p) > r.chunk {
-		p = p[:r.chunk]
-	}
-	total := 0
-	for len(p) > 0 && r.n > 0 {
-		k := copy(p, r.data[r.off:])
-		p = p[k:]
-		total += k
-		r.off += k
-		if r.off == len(r.data) {
-			r.off = 0
-			r.n--
-		}
-	}
-	return total, nil
-}
 
 // BenchmarkCommandCopier measures the steady state of the client-to-
 // upstream copy loop and its framer: one op is one command line
@@ -60,7 +31,7 @@ func BenchmarkCommandCopier(b *testing.B) {
 			}
 			reps := b.N/perRep + 1
 			b.SetBytes(int64(len(bc.cmds) / perRep))
-			src := &repeatReader{data: []byte(bc.cmds), n: reps, chunk: bc.chunk}
+			src := &wiretest.RepeatReader{Data: []byte(bc.cmds), N: reps, Chunk: bc.chunk}
 			c := newCommandCopier(src, io.Discard, imapwire.NewCommandFramer(limits.DefaultMaxCommandSize, nil), nil)
 			replies := 0
 			c.refuse = func(imapwire.Refusal) { replies++ }

@@ -241,12 +241,19 @@ func (c *conn) readError(err error) bool {
 // max_bad_commands of them (ALPACA: a non-IMAP client sent here by an
 // attacker is cut off quickly).
 func (c *conn) bad(r response) bool {
-	c.badCommands++
+	return c.countedFailure(r, &c.badCommands, c.opts.MaxBadCommands, tooManyBadCommands)
+}
+
+// countedFailure answers r, counts it in *n and closes the connection
+// with bye(max) once max of them are reached. It reports whether the
+// connection goes on.
+func (c *conn) countedFailure(r response, n *int, max int, bye func(int) response) bool {
+	*n++
 	if c.w.respond(r) != nil {
 		return false
 	}
-	if c.badCommands >= c.opts.MaxBadCommands {
-		c.w.respond(tooManyBadCommands(c.opts.MaxBadCommands))
+	if *n >= max {
+		c.w.respond(bye(max))
 		return false
 	}
 	return true

@@ -28,15 +28,7 @@ func (c *conn) privacyRequired(cmd *imapwire.Command) bool {
 // authFailed answers a failed authentication and closes the connection
 // after max_auth_failures of them.
 func (c *conn) authFailed(r response) bool {
-	c.authFailures++
-	if c.w.respond(r) != nil {
-		return false
-	}
-	if c.authFailures >= c.opts.MaxAuthFailures {
-		c.w.respond(tooManyAuthFailures(c.opts.MaxAuthFailures))
-		return false
-	}
-	return true
+	return c.countedFailure(r, &c.authFailures, c.opts.MaxAuthFailures, tooManyAuthFailures)
 }
 
 // attemptedMechanism names the mechanism of a LOGIN or AUTHENTICATE

@@ -179,7 +179,7 @@ func tooBigBye(max int) response {
 }
 
 func preauthTimeoutBye(d time.Duration) response {
-	return response{kind: respBYE, text: "Autologout; not authenticated in time (preauth_timeout=" + formatDuration(d) + ")",
+	return response{kind: respBYE, text: "Autologout; not authenticated in time (preauth_timeout=" + limits.FormatDuration(d) + ")",
 		closing: true, outcome: outcomePreauthTimeout, refusal: reasonPreauthTimeout}
 }
 
@@ -188,7 +188,7 @@ func preauthTimeoutBye(d time.Duration) response {
 // before idle_timeout, which is at least 30 minutes by default as RFC
 // 9051 §5.4 asks.
 func idleTimeoutBye(d time.Duration) response {
-	return response{kind: respBYE, text: "Autologout; idle for too long (idle_timeout=" + formatDuration(d) + ")",
+	return response{kind: respBYE, text: "Autologout; idle for too long (idle_timeout=" + limits.FormatDuration(d) + ")",
 		closing: true, outcome: outcomeIdleTimeout, refusal: reasonIdleTimeout}
 }
 
@@ -235,17 +235,4 @@ func framerRefusal(r imapwire.Refusal, max int) response {
 		return bad(r.Tag, "STARTTLS is not valid in the authenticated state")
 	}
 	return bad(r.Tag, "Command refused")
-}
-
-// formatDuration prints a duration the way the configuration takes it.
-func formatDuration(d time.Duration) string {
-	switch {
-	case d%time.Hour == 0:
-		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
-	case d%time.Minute == 0:
-		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
-	case d%time.Second == 0:
-		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
-	}
-	return d.String()
 }

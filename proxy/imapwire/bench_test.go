@@ -3,35 +3,11 @@ package imapwire
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
+
+	"github.com/imapguard/imapguard/proxy/imapwire/wiretest"
 )
-
-// repeatReader serves data n times, then io.EOF.
-type repeatReader struct {
-	data []byte
-	n    int
-	off  int
-}
-
-func (r *repeatReader) Read(p []byte) (int, error) {
-	if r.n == 0 {
-		return 0, io.EOF
-	}
-	total := 0
-	for len(p) > 0 && r.n > 0 {
-		k := copy(p, r.data[r.off:])
-		p = p[k:]
-		total += k
-		r.off += k
-		if r.off == len(r.data) {
-			r.off = 0
-			r.n--
-		}
-	}
-	return total, nil
-}
 
 // BenchmarkCommandFramer feeds pipelined commands to the framer alone;
 // one op is one command line.
@@ -67,7 +43,7 @@ func BenchmarkResponseFramer(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for done := 0; done < b.N; done += perStream {
-		src := &repeatReader{data: stream, n: 1}
+		src := &wiretest.RepeatReader{Data: stream, N: 1}
 		carry := 0
 		for {
 			n, err := src.Read(buf[carry:])
@@ -86,7 +62,7 @@ func BenchmarkResponseFramer(b *testing.B) {
 // BenchmarkReader parses LOGIN with quoted arguments.
 func BenchmarkReader(b *testing.B) {
 	line := []byte(`a1 LOGIN "alice@example.com" "correct horse \"battery\" staple"` + "\r\n")
-	src := &repeatReader{data: line, n: b.N}
+	src := &wiretest.RepeatReader{Data: line, N: b.N}
 	pr := NewReader(bufio.NewReaderSize(src, 4096), 10240, func() error { return nil })
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()

@@ -59,6 +59,36 @@ func (r *ChunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// RepeatReader serves Data N times, in reads of at most Chunk bytes (0:
+// as much as fits), then io.EOF: the steady stream of a benchmark.
+type RepeatReader struct {
+	Data  []byte
+	N     int
+	Chunk int
+	off   int
+}
+
+func (r *RepeatReader) Read(p []byte) (int, error) {
+	if r.N == 0 {
+		return 0, io.EOF
+	}
+	if r.Chunk > 0 && len(p) > r.Chunk {
+		p = p[:r.Chunk]
+	}
+	total := 0
+	for len(p) > 0 && r.N > 0 {
+		k := copy(p, r.Data[r.off:])
+		p = p[k:]
+		total += k
+		r.off += k
+		if r.off == len(r.Data) {
+			r.off = 0
+			r.N--
+		}
+	}
+	return total, nil
+}
+
 // Chunkings are the read sizes a case of n bytes is run with; big cases
 // get a few only.
 func Chunkings(n int, big bool) [][]int {
