@@ -50,6 +50,7 @@ type commandCopier struct {
 	// refuse answers a command the framer refused.
 	refuse func(imapwire.Refusal)
 
+	st      imapwire.Step // the step being carried out
 	bufSize int
 	bufp    *[]byte // pooled; nil while waiting with nothing buffered
 	idle    *idleReader
@@ -90,7 +91,8 @@ func (c *commandCopier) run() error {
 
 // step carries out one step of the framer.
 func (c *commandCopier) step() error {
-	st, err := c.f.Next(c.buf[c.r:c.w])
+	st := &c.st
+	err := c.f.Next(c.buf[c.r:c.w], st)
 	if st.Logout {
 		c.onLogout()
 	}
@@ -110,8 +112,8 @@ func (c *commandCopier) step() error {
 			return err
 		}
 	}
-	if st.Refusal.Kind != imapwire.RefuseNone {
-		c.refuse(st.Refusal)
+	if st.Refuse != imapwire.RefuseNone {
+		c.refuse(c.f.Refusal(st))
 	}
 	switch {
 	case !st.More:

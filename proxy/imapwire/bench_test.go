@@ -20,8 +20,9 @@ func BenchmarkCommandFramer(b *testing.B) {
 	for done := 0; done < b.N; done += 128 {
 		in := cmds
 		for len(in) > 0 {
-			st, err := f.Next(in)
-			if err != nil || st.More || st.Refusal.Kind != RefuseNone {
+			var st Step
+			err := f.Next(in, &st)
+			if err != nil || st.More || st.Refuse != RefuseNone {
 				b.Fatal(st, err)
 			}
 			in = in[st.Forward+st.Drop:]

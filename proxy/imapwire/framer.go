@@ -24,7 +24,7 @@ import (
 var ErrCommandTooBig = errors.New("imapwire: command too big after part of it was relayed")
 
 // RefusalKind is why the proxy answers a command itself.
-type RefusalKind int
+type RefusalKind uint8
 
 const (
 	RefuseNone           RefusalKind = iota
@@ -45,22 +45,23 @@ type Refusal struct {
 // Step is what the caller does next with the framer's input, in this
 // order: pass the first Forward bytes on to the upstream, or throw the
 // first Drop bytes away; write out what it has passed on if Flush is
-// set; answer Refusal. With More, nothing further can be decided from
-// the input: the caller reads more and calls Next again with the bytes
-// not yet consumed and the new ones; if Stream is positive, the next
-// Stream bytes of the client's stream are literal octets that the caller
-// may copy to the upstream without reading them into its buffer, and
-// report with Streamed.
+// set; answer the command if Refuse is set (Refusal says with which
+// tag). With More, nothing further can be decided from the input: the
+// caller reads more and calls Next again with the bytes not yet consumed
+// and the new ones; if Stream is positive, the next Stream bytes of the
+// client's stream are literal octets that the caller may copy to the
+// upstream without reading them into its buffer, and report with
+// Streamed. Logout is set when a LOGOUT command begins: the upstream's
+// close after it is the client's doing. The fields are few and small:
+// Next runs once or twice per command.
 type Step struct {
 	Forward int
 	Drop    int
-	Flush   bool
-	Refusal Refusal
-	More    bool
 	Stream  int64
-	// Logout is set when a LOGOUT command begins: the upstream's close
-	// after it is the client's doing.
-	Logout bool
+	Refuse  RefusalKind
+	Flush   bool
+	More    bool
+	Logout  bool
 }
 
 // CommandFramer follows the client's command stream. It is a state
@@ -108,27 +109,39 @@ func (f *CommandFramer) Max() int { return f.max }
 func (f *CommandFramer) Streamed(n int64) { f.litLeft -= n }
 
 // Next examines in, the bytes read from the client and not yet consumed,
-// and says what to do with them. Its error is ErrCommandTooBig, after
-// which the session cannot go on.
-func (f *CommandFramer) Next(in []byte) (Step, error) {
+// and says in *st what to do with them (st is the caller's, so that a
+// step costs no copies). Its error is ErrCommandTooBig, after which the
+// session cannot go on.
+func (f *CommandFramer) Next(in []byte, st *Step) error {
+	*st = Step{}
 	switch {
 	case f.awaitsGo:
-		return f.nextGate(in), nil
+		f.nextGate(in, st)
 	case f.litLeft > 0:
-		return f.nextLiteral(in), nil
+		f.nextLiteral(in, st)
 	case f.skippingLine:
-		return f.nextSkipLine(in)
+		return f.nextSkipLine(in, st)
 	default:
-		return f.nextLine(in)
+		return f.nextLine(in, st)
 	}
+	return nil
+}
+
+// Refusal is the answer to the command that st refused.
+func (f *CommandFramer) Refusal(st *Step) Refusal {
+	if f.tagOK {
+		return Refusal{Kind: st.Refuse, Tag: string(f.tag)}
+	}
+	return Refusal{Kind: st.Refuse}
 }
 
 // nextGate decides, once the client sends again after a synchronizing
 // literal was passed on, what its bytes are: by then the upstream has
 // answered the literal.
-func (f *CommandFramer) nextGate(in []byte) Step {
+func (f *CommandFramer) nextGate(in []byte, st *Step) {
 	if len(in) == 0 {
-		return Step{More: true}
+		st.More = true
+		return
 	}
 	f.awaitsGo = false
 	if f.gate.Take() == GateRejected {
@@ -138,42 +151,44 @@ func (f *CommandFramer) nextGate(in []byte) Step {
 		f.litLeft = 0
 		f.inCmd = false
 	}
-	return Step{}
 }
 
-func (f *CommandFramer) nextLiteral(in []byte) Step {
+func (f *CommandFramer) nextLiteral(in []byte, st *Step) {
 	if len(in) == 0 {
-		if f.discarding {
-			return Step{More: true}
+		st.More = true
+		if !f.discarding {
+			st.Stream = f.litLeft
 		}
-		return Step{More: true, Stream: f.litLeft}
+		return
 	}
 	take := int(min(int64(len(in)), f.litLeft))
 	f.litLeft -= int64(take)
 	if f.discarding {
-		return Step{Drop: take}
+		st.Drop = take
+	} else {
+		st.Forward = take
 	}
-	return Step{Forward: take}
 }
 
 // nextSkipLine throws away an overlong line to its end.
-func (f *CommandFramer) nextSkipLine(in []byte) (Step, error) {
+func (f *CommandFramer) nextSkipLine(in []byte, st *Step) error {
 	if len(in) == 0 {
-		return Step{More: true}, nil
+		st.More = true
+		return nil
 	}
 	i := bytes.IndexByte(in, '\n')
 	if i < 0 {
 		f.tail.Keep(in)
-		return Step{Drop: len(in)}, nil
+		st.Drop = len(in)
+		return nil
 	}
 	f.tail.Keep(in[:i+1])
 	f.skippingLine = false
-	st, err := f.lineEnd(f.tail.Bytes(), 0, false)
 	st.Drop = i + 1
-	return st, err
+	return f.lineEnd(f.tail.Bytes(), 0, false, st)
 }
 
-func (f *CommandFramer) nextLine(in []byte) (Step, error) {
+func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 	i := bytes.IndexByte(in, '\n')
 	if i < 0 {
 		partial := len(in)
@@ -182,14 +197,14 @@ func (f *CommandFramer) nextLine(in []byte) (Step, error) {
 			size = f.size
 		}
 		if size+partial <= f.max {
-			return Step{More: true}, nil
+			st.More = true
+			return nil
 		}
-		var st Step
 		if !f.inCmd {
-			st.Logout = f.startCommand(in)
+			f.startCommand(in, st)
 		}
 		if err := f.oversize(); err != nil {
-			return st, err
+			return err
 		}
 		// Throw the line away to its end, watching its tail for a
 		// literal announcement.
@@ -197,41 +212,38 @@ func (f *CommandFramer) nextLine(in []byte) (Step, error) {
 		f.tail.Keep(in)
 		f.skippingLine = true
 		st.Drop = partial
-		return st, nil
+		return nil
 	}
 	line := in[:i+1]
-	var logout bool
 	if !f.inCmd {
-		logout = f.startCommand(line)
-		if r := f.local(line); r.Kind != RefuseNone {
+		if k := f.startCommand(line, st); k != RefuseNone {
 			f.inCmd = false
-			return Step{Drop: len(line), Refusal: r}, nil
+			st.Drop = len(line)
+			st.Refuse = k
+			return nil
 		}
 	}
 	f.size += len(line)
-	st, err := f.lineEnd(line, len(line), true)
-	st.Logout = logout
-	return st, err
+	return f.lineEnd(line, len(line), true, st)
 }
 
 // lineEnd handles the end of a line of n bytes (line holds at least its
 // end); inBuf says whether the line is still at the front of the input.
-func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool) (Step, error) {
-	var st Step
+func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error {
 	lit, sync, isLit, malformed := LiteralAt(line)
 	counted := isLit && !(f.appendCmd && !(f.firstLit && f.mboxLit))
 	// At least CRLF follows a literal: a literal without room for it
 	// cannot make a command within the cap.
 	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit+2 > int64(f.max))) {
 		if err := f.oversize(); err != nil {
-			return st, err
+			return err
 		}
 	}
 	if malformed && !f.discarding {
 		// The upstream may read a literal here that we cannot frame:
 		// refuse the command rather than lose track of it.
 		if err := f.oversize(); err != nil {
-			return st, err
+			return err
 		}
 		f.invalid = true
 	}
@@ -245,15 +257,15 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool) (Step, error) {
 	}
 	if !isLit {
 		st.Flush = !f.discarding
-		st.Refusal = f.endCommand()
-		return st, nil
+		st.Refuse = f.endCommand()
+		return nil
 	}
 	f.firstLit = false
 	if sync && f.discarding {
 		// The client waits for "+" that will not come: the tagged BAD
 		// ends the command (RFC 9051 §7.5).
-		st.Refusal = f.endCommand()
-		return st, nil
+		st.Refuse = f.endCommand()
+		return nil
 	}
 	f.litLeft = lit
 	if counted {
@@ -265,7 +277,7 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool) (Step, error) {
 		f.awaitsGo = true
 		st.Flush = true
 	}
-	return st, nil
+	return nil
 }
 
 // oversize handles a command found too big. Nothing of it reached the
@@ -279,32 +291,26 @@ func (f *CommandFramer) oversize() error {
 	return nil
 }
 
-// endCommand finishes the current command and returns the proxy's
-// answer to it, if any.
-func (f *CommandFramer) endCommand() Refusal {
-	var r Refusal
+// endCommand finishes the current command and returns why the proxy
+// answers it itself, if it does.
+func (f *CommandFramer) endCommand() RefusalKind {
+	k := RefuseNone
 	switch {
 	case f.invalid:
-		r = f.refusal(RefuseInvalidLiteral)
+		k = RefuseInvalidLiteral
 	case f.discarding:
-		r = f.refusal(RefuseTooBig)
+		k = RefuseTooBig
 	}
 	f.inCmd = false
 	f.discarding = false
 	f.invalid = false
-	return r
+	return k
 }
 
-func (f *CommandFramer) refusal(k RefusalKind) Refusal {
-	if f.tagOK {
-		return Refusal{Kind: k, Tag: string(f.tag)}
-	}
-	return Refusal{Kind: k}
-}
-
-// startCommand notes the first line of a command and reports whether it
-// is LOGOUT.
-func (f *CommandFramer) startCommand(line []byte) (logout bool) {
+// startCommand notes the first line of a command (LOGOUT in st) and
+// returns the refusal of a command the proxy must not pass on, if it is
+// one; line may be only the start of an overlong first line.
+func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 	tag, name := SplitTagName(line)
 	f.tag = append(f.tag[:0], tag...)
 	// Seen whole however the line was read: a partial line is
@@ -316,28 +322,29 @@ func (f *CommandFramer) startCommand(line []byte) (logout bool) {
 	f.discarding = false
 	f.invalid = false
 	f.firstLit = true
-	f.appendCmd = EqualFoldASCII(name, "APPEND")
+	f.appendCmd = false
 	f.mboxLit = false
-	if f.appendCmd {
-		// "tag APPEND {N}": the mailbox name itself is a literal and counts.
-		rest := line[len(tag)+1+len(name):]
-		rest = bytes.TrimLeft(rest, " ")
-		f.mboxLit = len(rest) > 0 && (rest[0] == '{' || (rest[0] == '~' && len(rest) > 1 && rest[1] == '{'))
-	}
-	return EqualFoldASCII(name, "LOGOUT")
-}
-
-// local returns the refusal of a command the proxy must not pass on,
-// given its whole first line.
-func (f *CommandFramer) local(line []byte) Refusal {
-	_, name := SplitTagName(line)
-	switch {
-	case EqualFoldASCII(name, "COMPRESS"):
+	switch len(name) {
+	case len("APPEND"): // and LOGOUT
+		if EqualFoldASCII(name, "LOGOUT") {
+			st.Logout = true
+		} else if EqualFoldASCII(name, "APPEND") {
+			f.appendCmd = true
+			// "tag APPEND {N}": the mailbox name itself is a literal and
+			// counts.
+			rest := bytes.TrimLeft(line[len(tag)+1+len(name):], " ")
+			f.mboxLit = len(rest) > 0 && (rest[0] == '{' || (rest[0] == '~' && len(rest) > 1 && rest[1] == '{'))
+		}
+	case len("COMPRESS"): // and STARTTLS
 		// RFC 4978 would turn the rest of the stream into deflate data and
-		// blind the framing; the capability is hidden too.
-		return f.refusal(RefuseCompress)
-	case EqualFoldASCII(name, "STARTTLS"):
-		return f.refusal(RefuseStartTLS)
+		// blind the framing (the capability is hidden too); STARTTLS is
+		// valid only before authentication (RFC 9051 §6.2.1).
+		if EqualFoldASCII(name, "COMPRESS") {
+			return RefuseCompress
+		}
+		if EqualFoldASCII(name, "STARTTLS") {
+			return RefuseStartTLS
+		}
 	}
-	return Refusal{}
+	return RefuseNone
 }

@@ -92,7 +92,8 @@ func (d *driver) run() error {
 }
 
 func (d *driver) step() error {
-	st, err := d.f.Next(d.buf[d.r:d.w])
+	var st Step
+	err := d.f.Next(d.buf[d.r:d.w], &st)
 	if err != nil {
 		return err
 	}
@@ -107,8 +108,8 @@ func (d *driver) step() error {
 	if st.Flush {
 		d.flush()
 	}
-	if st.Refusal.Kind != RefuseNone {
-		d.replies = append(d.replies, refusalLine(st.Refusal, d.f.Max()))
+	if st.Refuse != RefuseNone {
+		d.replies = append(d.replies, refusalLine(d.f.Refusal(&st), d.f.Max()))
 	}
 	if !st.More {
 		return nil
@@ -300,7 +301,8 @@ func TestCommandFramerLogout(t *testing.T) {
 		in := []byte(tt.in)
 		got := 0
 		for len(in) > 0 {
-			st, err := f.Next(in)
+			var st Step
+			err := f.Next(in, &st)
 			if err != nil {
 				t.Fatalf("%q: %v", tt.in, err)
 			}
