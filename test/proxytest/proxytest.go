@@ -1,13 +1,45 @@
-// Package proxytest runs a proxy.Server on loopback for tests, and waits
-// for state the proxy updates on its own goroutines. It is shared by the
-// end-to-end tests (test/), the admin API's tests and the command's.
+// Package proxytest is imapguard's test kit, as net/http/httptest is
+// net/http's: everything a test needs to run a proxy on loopback, talk
+// IMAP to it and put an upstream behind it, with real sockets on
+// 127.0.0.1 and cleanup registered on the test.
+//
+//   - Start serves a proxy.Server (plaintext, and implicit TLS with
+//     Config.ServeTLS) and checks at cleanup that every count of its
+//     limiter is back at zero.
+//   - Conn is a raw IMAP client bound to a test: Dial, DialFrom (a chosen
+//     source address such as 127.0.0.2, for per-address limits), DialTLS
+//     and Login make one; each read and write has a deadline and any error
+//     fails the test. Client is the same client returning errors, for
+//     goroutines, where t.Fatal must not be called (DialClient, or
+//     Conn.Client).
+//   - Upstreams: Imapd runs the bundled cmd/imapd; StartFake serves
+//     scripted connections (Respond answers command by command, Hold
+//     greets and says nothing more) and records the commands it read;
+//     Forward puts a TCP forwarder in front of an upstream that the test
+//     can cut; Dialer is an Options.Dial that counts the proxy's upstream
+//     connections; ClosedAddr is an address nobody listens on.
+//   - Eventually, WaitFor, WaitCounts and WaitZero wait for state the
+//     proxy updates on its own goroutines, polling with a deadline.
+//   - Buffer is a bytes.Buffer safe for concurrent writers (logs, a
+//     process's output).
+//   - CI, Skip and LookPath decide what runs on this machine: a suite
+//     that needs a missing program skips with a message "make test"
+//     collects in its summary line, and fails instead when CI is set.
+//   - Quote, Base64, SASLPlain, Caps, CapLine and HasCap build and read
+//     IMAP text.
+//
+// Every wait, dial, read and write is bounded by Timeout, so a test that
+// goes wrong fails instead of hanging. The kit is shared by the end-to-end
+// tests (test/), the admin API's and the commands' tests.
 package proxytest
 
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -15,23 +47,31 @@ import (
 	"github.com/imapguard/imapguard/proxy"
 )
 
-// waitLimit bounds every wait here.
-const waitLimit = 10 * time.Second
+// Timeout bounds every wait, dial, read and write of the kit.
+const Timeout = 10 * time.Second
 
 // Config is what Start runs.
 type Config struct {
 	Upstream string // the upstream's host:port (Options.UpstreamAddr)
 	Options  proxy.Options
 	Limits   limits.Options
-	Logger   *slog.Logger // nil: discard
+	// Logger, when nil, logs to standard error with -v (debug level) and
+	// nowhere otherwise.
+	Logger *slog.Logger
 	// Setup, when set, prepares the server (such as Instrument) before
 	// it serves.
 	Setup func(*proxy.Server)
+	// ServeTLS also serves implicit TLS (imaps) on a second listener,
+	// Proxy.TLSAddr; Options.TLSConfig must be set.
+	ServeTLS bool
 }
 
-// Proxy is a server serving plaintext IMAP on 127.0.0.1.
+// Proxy is a server serving plaintext IMAP (with STARTTLS when
+// Options.TLSConfig is set) on Addr, and implicit TLS on TLSAddr with
+// Config.ServeTLS.
 type Proxy struct {
 	Addr    string
+	TLSAddr string
 	Server  *proxy.Server
 	Limiter *limits.Limiter
 }
@@ -42,75 +82,76 @@ type Proxy struct {
 func Start(t testing.TB, c Config) *Proxy {
 	t.Helper()
 	c.Options.UpstreamAddr = c.Upstream
+	if c.Logger == nil {
+		c.Logger = verboseLogger()
+	}
 	limiter := limits.New(c.Limits)
 	srv := proxy.New(c.Options, limiter, c.Logger)
 	if c.Setup != nil {
 		c.Setup(srv)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	p := &Proxy{Server: srv, Limiter: limiter}
+	serves := []func(net.Listener) error{srv.Serve}
+	if c.ServeTLS {
+		serves = append(serves, srv.ServeTLS)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	var lns []net.Listener
+	for range serves {
+		lns = append(lns, listen(t))
+	}
+	done := make(chan error, len(serves))
+	for i, serve := range serves {
+		go func() { done <- serve(lns[i]) }()
+	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("proxy shutdown: %v", err)
 		}
-		if err := <-done; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			t.Errorf("proxy serve: %v", err)
+		for range serves {
+			if err := <-done; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				t.Errorf("proxy serve: %v", err)
+			}
 		}
 		if n := limiter.Counts(); !zero(n) {
 			t.Errorf("counts after shutdown: %+v; want all zero", n)
 		}
 	})
-	// Serve registers the listener on its own goroutine.
-	WaitFor(t, "the proxy listening", func() bool { return len(srv.Listening()) == 1 })
-	return &Proxy{Addr: ln.Addr().String(), Server: srv, Limiter: limiter}
-}
-
-// Eventually checks ok every 2 ms until it holds, for at most 10 s, and
-// reports whether it did. It is for state with no event to wait on.
-func Eventually(ok func() bool) bool {
-	deadline := time.After(waitLimit)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-deadline:
-			return ok()
-		case <-tick.C:
-		}
+	// Serve registers its listener on its own goroutine.
+	WaitFor(t, "the proxy listening", func() bool { return len(srv.Listening()) == len(serves) })
+	p.Addr = lns[0].Addr().String()
+	if c.ServeTLS {
+		p.TLSAddr = lns[1].Addr().String()
 	}
-	return true
+	return p
 }
 
-// WaitFor fails the test unless ok comes to hold (see Eventually).
-func WaitFor(t testing.TB, what string, ok func() bool) {
-	t.Helper()
-	if !Eventually(ok) {
-		t.Fatalf("timed out waiting for %s", what)
+// verboseLogger logs to standard error when the tests run with -v.
+func verboseLogger() *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// WaitCounts fails the test unless the limiter's counts come to satisfy
-// ok, and then shows them.
-func WaitCounts(t testing.TB, lim *limits.Limiter, what string, ok func(limits.Counts) bool) {
+// listen opens a listener on a free port of 127.0.0.1.
+func listen(t testing.TB) net.Listener {
 	t.Helper()
-	var n limits.Counts
-	if !Eventually(func() bool { n = lim.Counts(); return ok(n) }) {
-		t.Fatalf("%s: counts %+v", what, n)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	return ln
 }
 
-// WaitZero waits for every count to return to zero.
-func WaitZero(t testing.TB, lim *limits.Limiter) {
+// ClosedAddr returns an address of 127.0.0.1 on which nothing listens: a
+// port that was free a moment ago (the kernel does not hand a just-closed
+// ephemeral port out again at once).
+func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	WaitCounts(t, lim, "counts did not return to zero", zero)
-}
-
-func zero(n limits.Counts) bool {
-	return n.Connections == 0 && n.Addresses == 0 && n.Users == 0 && n.Sessions == 0
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

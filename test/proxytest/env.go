@@ -1,0 +1,63 @@
+package proxytest
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// CI reports whether the CI environment variable is set to something
+// other than "", "0" or "false": there every suite must run, so a missing
+// program fails the test instead of skipping it (.ci/run sets it).
+func CI() bool {
+	v := strings.TrimSpace(os.Getenv("CI"))
+	return v != "" && v != "0" && !strings.EqualFold(v, "false")
+}
+
+// SkipPrefix begins every message Skip gives: make test's summary line
+// (test/report) collects the messages that begin with it.
+const SkipPrefix = "skipped: "
+
+// Skip skips t because suite, such as "Dovecot end-to-end suite", cannot
+// run on this machine, or fails t if CI is set. why says what is missing
+// and how to get it. The message reads "skipped: suite (why)".
+func Skip(t testing.TB, suite, why string) {
+	t.Helper()
+	msg := SkipPrefix + suite + " (" + why + ")"
+	if CI() {
+		t.Fatalf("%s; CI is set, so it must run", msg)
+	}
+	t.Skip(msg)
+}
+
+// LookPath finds the program name in PATH and then in the folders go
+// install writes to ($GOBIN, else the first GOPATH's bin, as go env
+// reports them), where make test installs the tools it needs: they are
+// found even if those folders are not in PATH.
+func LookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	var dirs []string
+	if out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output(); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) == 2 {
+			if gobin := strings.TrimSpace(lines[0]); gobin != "" {
+				dirs = append(dirs, gobin)
+			}
+			if gopath := filepath.SplitList(strings.TrimSpace(lines[1])); len(gopath) > 0 && gopath[0] != "" {
+				dirs = append(dirs, filepath.Join(gopath[0], "bin"))
+			}
+		}
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errors.New(name + " is in none of " + strings.Join(append([]string{"PATH"}, dirs...), ", "))
+}
