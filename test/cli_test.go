@@ -1,90 +1,20 @@
 package test
 
 import (
-	"bufio"
-	"bytes"
-	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/imapguard/imapguard/test/testcert"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
-
-// binDir is where buildOnce put the binaries, removed by TestMain.
-var binDir string
-
-// buildOnce builds the binaries once per test run.
-var buildOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "imapguard-bin")
-	if err != nil {
-		return "", err
-	}
-	binDir = dir
-	out, err := exec.Command("go", "build", "-race", "-o", dir+"/", "../cmd/imapguard", "../cmd/imapd").CombinedOutput()
-	if err != nil {
-		return "", &buildError{out: string(out), err: err}
-	}
-	return dir, nil
-})
-
-// TestMain removes the binaries' folder after the run.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-type buildError struct {
-	out string
-	err error
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
-
-// binaryEnv is the environment to run the binaries in: the test's,
-// without OpenTelemetry variables (OTEL_*, which would override the
-// configuration files' [telemetry]), and, since the binaries are built
-// with -race, with GORACE atexit_sleep_ms=0: the race runtime otherwise
-// sleeps a second before exiting.
-func binaryEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OTEL_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-}
-
-func binary(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := buildOnce()
-	if err != nil {
-		t.Fatalf("build: %v", err)
-	}
-	return filepath.Join(dir, name)
-}
-
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func TestCLICheck(t *testing.T) {
 	bin := binary(t, "imapguard")
@@ -135,164 +65,6 @@ func TestCLICheck(t *testing.T) {
 	})
 }
 
-// startIMAPD runs the bundled upstream binary with args (such as -user
-// name:password; with none it has the user demo, password demo) and
-// returns its address.
-func startIMAPD(t *testing.T, args ...string) string {
-	t.Helper()
-	imapd := exec.Command(binary(t, "imapd"), append([]string{"-listen", "127.0.0.1:0"}, args...)...)
-	stdout, err := imapd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := imapd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { imapd.Process.Kill(); imapd.Wait() })
-	first, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("imapd: %v", err)
-	}
-	return strings.TrimSpace(strings.TrimPrefix(first, "imapd listening on "))
-}
-
-// proxyProcess is imapguard run as a user runs it. It keeps every line
-// imapguard wrote to stderr and everything it wrote to stdout.
-type proxyProcess struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdout lockedBuffer
-	exited chan struct{} // closed when imapguard has exited; then exitErr is set
-
-	exitErr error
-	waited  atomic.Bool // the test checked the exit itself (wait, stop)
-
-	mu     sync.Mutex
-	stderr []string      // every line read so far
-	next   int           // the first line waitLog has not looked at
-	eof    bool          // stderr ended
-	wake   chan struct{} // closed and replaced when a line arrives or stderr ends
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent Write and String.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startImapguard runs bin/imapguard with the configuration file path; its
-// cleanup stops it with SIGTERM and checks it exits cleanly, unless the
-// test already waited for the exit.
-func startImapguard(t *testing.T, path string) *proxyProcess {
-	t.Helper()
-	cmd := exec.Command(binary(t, "imapguard"), "-config", path)
-	cmd.Env = binaryEnv()
-	p := &proxyProcess{t: t, cmd: cmd, exited: make(chan struct{}), wake: make(chan struct{})}
-	cmd.Stdout = &p.stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.waited.Load() {
-			return
-		}
-		if err := p.stop(); err != nil {
-			t.Errorf("imapguard exit: %v", err)
-		}
-	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.stderr = append(p.stderr, sc.Text())
-			close(p.wake)
-			p.wake = make(chan struct{})
-			p.mu.Unlock()
-		}
-		p.mu.Lock()
-		p.eof = true
-		close(p.wake)
-		p.mu.Unlock()
-		p.exitErr = cmd.Wait() // after stderr's EOF, as exec.Cmd.StderrPipe requires
-		close(p.exited)
-	}()
-	return p
-}
-
-// waitLog waits for a log line matching re, after the lines an earlier
-// waitLog matched, and returns its submatches.
-func (p *proxyProcess) waitLog(re *regexp.Regexp) []string {
-	p.t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		p.mu.Lock()
-		for p.next < len(p.stderr) {
-			l := p.stderr[p.next]
-			p.next++
-			if m := re.FindStringSubmatch(l); m != nil {
-				p.mu.Unlock()
-				return m
-			}
-		}
-		eof, wake := p.eof, p.wake
-		p.mu.Unlock()
-		if eof {
-			p.t.Fatalf("imapguard exited before logging %v", re)
-		}
-		select {
-		case <-wake:
-		case <-timeout:
-			p.t.Fatalf("no log line matching %v", re)
-		}
-	}
-}
-
-// output returns every line imapguard wrote to stderr so far.
-func (p *proxyProcess) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.stderr, "\n")
-}
-
-// wait waits for imapguard to exit and returns its exit error (nil for
-// status 0); the cleanup then no longer checks the exit.
-func (p *proxyProcess) wait() error {
-	p.t.Helper()
-	p.waited.Store(true)
-	select {
-	case <-p.exited:
-		return p.exitErr
-	case <-time.After(20 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-		return errors.New("imapguard did not exit within 20s")
-	}
-}
-
-// stop sends SIGTERM and waits for the exit, as wait does.
-func (p *proxyProcess) stop() error {
-	p.t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM) // fails only if it already exited
-	return p.wait()
-}
-
 // TestCLIReload runs both binaries as a user would and lowers
 // max_connections with SIGHUP, without a restart.
 func TestCLIReload(t *testing.T) {
@@ -305,12 +77,10 @@ func TestCLIReload(t *testing.T) {
 	proxy := startImapguard(t, path)
 	addr := proxy.waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
 
-	a := login(t, addr, "demo", "demo")
-	b := dialRaw(t, addr)
-	if g := b.greeting(); !strings.HasPrefix(g, "* OK") {
-		t.Fatalf("greeting %q", g)
-	}
-	b.nc.Close()
+	a := proxytest.Login(t, addr, "demo", "demo")
+	b := proxytest.Dial(t, addr)
+	b.Greeting()
+	b.Close()
 
 	if err := os.WriteFile(path, []byte(cfg(1)), 0o600); err != nil {
 		t.Fatal(err)
@@ -318,33 +88,22 @@ func TestCLIReload(t *testing.T) {
 	proxy.cmd.Process.Signal(syscall.SIGHUP)
 	proxy.waitLog(regexp.MustCompile(`configuration reloaded`))
 
-	c := dialRaw(t, addr)
-	if got, want := c.greeting(), "* BYE [UNAVAILABLE] Too many connections (max_connections=1)"; got != want {
+	c := proxytest.Dial(t, addr)
+	if got, want := c.Line(), "* BYE [UNAVAILABLE] Too many connections (max_connections=1)"; got != want {
 		t.Fatalf("after reload: got %q; want %q", got, want)
 	}
-	c.expectClosed()
+	c.ExpectClosed()
 	// The session opened before the reload is still served.
-	if _, st := a.cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
+	if _, st := a.Cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
 		t.Fatalf("NOOP after reload: %q", st)
 	}
-}
-
-// writeKeyPair writes cert's chain and key as PEM files dir/cert.pem and
-// dir/key.pem.
-func writeKeyPair(t *testing.T, dir string, cert tls.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	certFile, keyFile, err := testcert.WritePEM(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // TestCLICertReload runs imapguard with tls.mode = "files" and replaces
 // the certificate: after SIGHUP new handshakes get the new one, without
 // a restart, and a session opened before goes on.
 func TestCLICertReload(t *testing.T) {
-	pki := newTLSPKI(t, "reload")
+	pki := newTestCA(t, "reload")
 	first, second := pki.leaf("127.0.0.1"), pki.leaf("127.0.0.1")
 	dir := t.TempDir()
 	certFile, keyFile := writeKeyPair(t, dir, first)
@@ -355,18 +114,16 @@ func TestCLICertReload(t *testing.T) {
 
 	serial := func() string {
 		t.Helper()
-		c, st := tlsDialRaw(t, addr, pki.clientConfig())
-		if g := c.greeting(); !strings.HasPrefix(g, "* OK") {
-			t.Fatalf("greeting %q", g)
-		}
+		c, st := proxytest.DialTLS(t, addr, pki.clientConfig())
+		c.Greeting()
 		return st.PeerCertificates[0].SerialNumber.String()
 	}
 	if got, want := serial(), first.Leaf.SerialNumber.String(); got != want {
 		t.Fatalf("serial before reload: got %s; want %s", got, want)
 	}
-	old, _ := tlsDialRaw(t, addr, pki.clientConfig())
-	old.greeting()
-	if _, st := old.cmd("l", "LOGIN demo demo"); !strings.HasPrefix(st, "l OK") {
+	old, _ := proxytest.DialTLS(t, addr, pki.clientConfig())
+	old.Greeting()
+	if _, st := old.Cmd("l", "LOGIN demo demo"); !strings.HasPrefix(st, "l OK") {
 		t.Fatalf("login: %q", st)
 	}
 
@@ -376,7 +133,94 @@ func TestCLICertReload(t *testing.T) {
 	if got, want := serial(), second.Leaf.SerialNumber.String(); got != want {
 		t.Fatalf("serial after SIGHUP: got %s; want %s", got, want)
 	}
-	if _, st := old.cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
+	if _, st := old.Cmd("n", "NOOP"); !strings.HasPrefix(st, "n OK") {
 		t.Fatalf("NOOP on the session opened before the reload: %q", st)
 	}
+}
+
+// TestCLIAdminPublicListen checks that imapguard refuses an admin API on
+// a non-loopback address without a token, and serves one with a token.
+func TestCLIAdminPublicListen(t *testing.T) {
+	t.Parallel()
+	cfg := func(token string) string {
+		s := "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"127.0.0.1:1\"\n[admin]\nlisten = \"0.0.0.0:0\"\n"
+		if token != "" {
+			s += "token = \"" + token + "\"\n"
+		}
+		return s
+	}
+	t.Run("without token", func(t *testing.T) {
+		p := startImapguard(t, writeFile(t, "imapguard.toml", cfg("")))
+		err := p.wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Fatalf("exit: got %v; want a non-zero exit status", err)
+		}
+		out := p.output()
+		if !strings.Contains(out, "admin.listen") || !strings.Contains(out, "admin.token") {
+			t.Errorf("stderr: got\n%s\nwant a message naming admin.listen and admin.token", out)
+		}
+	})
+	t.Run("with token", func(t *testing.T) {
+		p := startImapguard(t, writeFile(t, "imapguard.toml", cfg(adminToken)))
+		m := p.waitLog(adminRe)
+		if m[2] != "true" {
+			t.Errorf("admin API listening token=%s; want true", m[2])
+		}
+		_, port, err := net.SplitHostPort(strings.TrimPrefix(m[1], "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := &seenTexts{t: t, texts: map[string][]string{}}
+		base := "http://127.0.0.1:" + port
+		if code, _ := httpDo(t, seen, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
+			t.Errorf("GET /healthz: got status %d; want 200", code)
+		}
+		if code, _ := httpDo(t, seen, http.MethodGet, base+"/sessions", ""); code != http.StatusUnauthorized {
+			t.Errorf("GET /sessions without token: got status %d; want 401", code)
+		}
+		if err := p.stop(); err != nil {
+			t.Errorf("imapguard after SIGTERM: %v; want exit status 0", err)
+		}
+		seen.add("imapguard stderr", []byte(p.output()))
+		seen.checkSecrets(adminToken)
+	})
+}
+
+// TestCLITracesStdout checks traces = "stdout": each span is a JSON line
+// on imapguard's stdout, and no password is among them.
+func TestCLITracesStdout(t *testing.T) {
+	t.Parallel()
+	upstream := startIMAPD(t, "-user", watchedUser+":"+watchedPass)
+	p := startImapguard(t, writeFile(t, "imapguard.toml", "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \""+
+		upstream+"\"\n[telemetry]\ntraces = \"stdout\"\n"))
+	addr := p.waitLog(listeningRe)[1]
+	c := proxytest.Login(t, addr, watchedUser, watchedPass)
+	if _, st := c.Cmd("o", "LOGOUT"); !strings.HasPrefix(st, "o OK") {
+		t.Fatalf("LOGOUT: got %q; want OK", st)
+	}
+	c.ExpectClosed()
+	if err := p.stop(); err != nil {
+		t.Fatalf("imapguard after SIGTERM: %v; want exit status 0", err)
+	}
+	out := p.stdout.String()
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var span struct{ Name string }
+		if err := json.Unmarshal([]byte(line), &span); err != nil {
+			t.Fatalf("stdout line %q: %v", line, err)
+		}
+		names = append(names, span.Name)
+	}
+	for _, want := range []string{"imapguard.connection", "imap.authenticate", "upstream.login", "imap.session"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("spans on stdout: got %q; want %s among them", names, want)
+		}
+	}
+	seen := &seenTexts{t: t, texts: map[string][]string{"imapguard stdout": {out}, "imapguard stderr": {p.output()}}}
+	seen.checkSecrets(watchedPass)
 }

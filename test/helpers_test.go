@@ -1,185 +1,174 @@
 // Package test holds imapguard's end-to-end tests: real sockets on
-// loopback, the proxy in front of the bundled cmd/imapd upstream or a
-// private Dovecot.
+// loopback, the proxy in front of the bundled cmd/imapd upstream, a
+// scripted one or a private Dovecot, driven by the raw client and the
+// fakes of the test kit (test/proxytest), by go-imap's client and by
+// programs nobody here wrote (curl, openssl). Files are named by feature;
+// this one holds what several of them share. Synchronisation uses
+// deadlines, channels and polled conditions; nothing sleeps for a guessed
+// time.
 package test
 
 import (
-	"bufio"
-	"errors"
-	"io"
-	"log/slog"
+	"bytes"
+	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/imapguard/imapguard/cmd/imapd/server"
-	"github.com/imapguard/imapguard/limits"
-	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
 
-// testLogger logs to the test's output when -v is given.
-func testLogger(t *testing.T) *slog.Logger {
-	if !testing.Verbose() {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// startUpstream starts the bundled upstream with the given users.
-func startUpstream(t *testing.T, users ...server.User) string {
-	t.Helper()
-	if len(users) == 0 {
-		users = []server.User{{Username: "alice", Password: "secret", Messages: 3}}
-	}
-	return server.Start(t, server.Options{Users: users, InsecureAuth: true})
-}
-
-// testProxy is a running proxy.
-type testProxy = proxytest.Proxy
-
-// startProxy starts a proxy in front of upstream, listening on
-// 127.0.0.1:0. Its cleanup shuts it down and checks that every count went
-// back to zero.
-func startProxy(t *testing.T, upstream string, opts proxy.Options, lim limits.Options) *testProxy {
-	t.Helper()
-	return startProxyWith(t, upstream, opts, lim, nil)
-}
-
-// startProxyWith is startProxy that lets setup prepare the server (such
-// as Instrument) before it serves.
-func startProxyWith(t *testing.T, upstream string, opts proxy.Options, lim limits.Options, setup func(*proxy.Server)) *testProxy {
-	t.Helper()
-	return proxytest.Start(t, proxytest.Config{Upstream: upstream, Options: opts, Limits: lim, Logger: testLogger(t), Setup: setup})
-}
-
-// The proxy releases slots and updates its registry when handlers
-// unwind, after the client has seen the close: these poll on a ticker
-// with a deadline, they do not sleep for a guessed time.
-var (
-	waitCounts = proxytest.WaitCounts
-	waitFor    = proxytest.WaitFor
-	waitZero   = proxytest.WaitZero
+// The proxy's refusals, to the letter.
+const (
+	byeShutdown   = "* BYE [UNAVAILABLE] Server shutting down"
+	noUnavailable = "NO [UNAVAILABLE] Mail server unavailable, try again later"
 )
 
-// rawConn is a line-oriented test client.
-type rawConn struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
+func byeMaxConns(n int) string {
+	return fmt.Sprintf("* BYE [UNAVAILABLE] Too many connections (max_connections=%d)", n)
 }
 
-// dialFrom connects to addr from the local address src ("" = any), such
-// as 127.0.0.2, to test per-address limits.
-func dialFrom(t *testing.T, src, addr string) *rawConn {
+func byeMaxPerIP(n int) string {
+	return fmt.Sprintf("* BYE [UNAVAILABLE] Too many connections from your address (max_connections_per_ip=%d)", n)
+}
+
+func noMaxPerUser(tag string, n int) string {
+	return fmt.Sprintf("%s NO [LIMIT] Too many connections for this user (max_connections_per_user=%d)", tag, n)
+}
+
+// newGoIMAP runs go-imap's client over nc, after STARTTLS (with
+// opts.TLSConfig) if starttls, and waits for the greeting.
+func newGoIMAP(t *testing.T, nc net.Conn, opts *imapclient.Options, starttls bool) *imapclient.Client {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func dialRaw(t *testing.T, addr string) *rawConn { return dialFrom(t, "", addr) }
-
-// line reads one line without CRLF, with a deadline.
-func (c *rawConn) line() string {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	s, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading line: %v (got %q)", err, s)
-	}
-	return strings.TrimRight(s, "\r\n")
-}
-
-// expectClosed checks that the server closes the connection (EOF or
-// reset) without sending more.
-func (c *rawConn) expectClosed() {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	s, err := c.br.ReadString('\n')
-	if err == nil {
-		c.t.Fatalf("got %q; want connection closed", s)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		c.t.Fatalf("connection still open")
-	}
-}
-
-func (c *rawConn) send(s string) {
-	c.t.Helper()
-	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-// cmd sends a command line and returns the untagged lines and the tagged
-// one.
-func (c *rawConn) cmd(tag, line string) (untagged []string, tagged string) {
-	c.t.Helper()
-	c.send(tag + " " + line + "\r\n")
-	return c.until(tag)
-}
-
-// until reads up to the tagged response for tag.
-func (c *rawConn) until(tag string) (untagged []string, tagged string) {
-	c.t.Helper()
-	for {
-		l := c.line()
-		if strings.HasPrefix(l, tag+" ") {
-			return untagged, l
+	var c *imapclient.Client
+	if !starttls {
+		c = imapclient.New(nc, opts)
+	} else {
+		var err error
+		if c, err = imapclient.NewStartTLS(nc, opts); err != nil {
+			t.Fatalf("imapclient STARTTLS: %v", err)
 		}
-		untagged = append(untagged, l)
 	}
-}
-
-// greeting reads the greeting.
-func (c *rawConn) greeting() string {
-	c.t.Helper()
-	return c.line()
-}
-
-// login opens a connection and logs in with LOGIN.
-func login(t *testing.T, addr, user, pass string) *rawConn {
-	t.Helper()
-	c := dialRaw(t, addr)
-	if g := c.greeting(); !strings.HasPrefix(g, "* OK ") {
-		t.Fatalf("greeting %q", g)
-	}
-	_, st := c.cmd("l1", "LOGIN "+quote(user)+" "+quote(pass))
-	if !strings.HasPrefix(st, "l1 OK ") {
-		t.Fatalf("login: got %q; want OK", st)
+	t.Cleanup(func() { c.Close() })
+	if err := c.WaitGreeting(); err != nil {
+		t.Fatalf("greeting: %v", err)
 	}
 	return c
 }
 
-func quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
-
-// imapClient connects go-imap's client through the proxy.
-func imapClient(t *testing.T, addr string) *imapclient.Client {
+// dialGoIMAP connects go-imap's client to addr.
+func dialGoIMAP(t *testing.T, addr string, opts *imapclient.Options) *imapclient.Client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, proxytest.Timeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := imapclient.New(nc, nil)
-	t.Cleanup(func() { c.Close() })
-	if err := c.WaitGreeting(); err != nil {
-		t.Fatal(err)
+	return newGoIMAP(t, nc, opts, false)
+}
+
+// appendMessage appends msg to INBOX.
+func appendMessage(t *testing.T, c *imapclient.Client, msg []byte) *imap.AppendData {
+	t.Helper()
+	cmd := c.Append("INBOX", int64(len(msg)), nil)
+	if _, err := cmd.Write(msg); err != nil {
+		t.Fatalf("append: write: %v", err)
 	}
+	if err := cmd.Close(); err != nil {
+		t.Fatalf("append: close: %v", err)
+	}
+	data, err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return data
+}
+
+// fetchBody returns BODY[] of the message with uid (in the selected
+// mailbox).
+func fetchBody(t *testing.T, c *imapclient.Client, uid imap.UID) []byte {
+	t.Helper()
+	section := &imap.FetchItemBodySection{}
+	msgs, err := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{
+		UID:         true,
+		BodySection: []*imap.FetchItemBodySection{section},
+	}).Collect()
+	if err != nil {
+		t.Fatalf("fetch UID %d: %v", uid, err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("fetch UID %d: %d messages", uid, len(msgs))
+	}
+	return msgs[0].FindBodySection(section)
+}
+
+// uidOf returns the UID APPEND reported, or, without UIDPLUS, the UID of
+// message seq.
+func uidOf(t *testing.T, c *imapclient.Client, data *imap.AppendData, seq uint32) imap.UID {
+	t.Helper()
+	if data != nil && data.UID != 0 {
+		return data.UID
+	}
+	msgs, err := c.Fetch(imap.SeqSetNum(seq), &imap.FetchOptions{UID: true}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch UID of %d: %v (%d messages)", seq, err, len(msgs))
+	}
+	return msgs[0].UID
+}
+
+// bigMessage returns a valid RFC 5322 message of at least size bytes
+// with CRLF line ends and short lines, so that every upstream stores and
+// returns it byte for byte.
+func bigMessage(size int, subject string) []byte {
+	var b bytes.Buffer
+	b.Grow(size + 256)
+	fmt.Fprintf(&b, "From: big@example.org\r\nTo: e2e@example.org\r\nSubject: %s\r\n", subject)
+	b.WriteString("Message-ID: <" + subject + "@e2e.invalid>\r\nMIME-Version: 1.0\r\n")
+	b.WriteString("Content-Type: text/plain; charset=us-ascii\r\n\r\n")
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "%08d The quick brown fox jumps over the lazy dog {5+} ~{7} \"q\" \\ ( ) * %%\r\n", i)
+	}
+	return b.Bytes()
+}
+
+// wantLine fails the test unless got is want.
+func wantLine(t *testing.T, what, got, want string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: got %q; want %q", what, got, want)
+	}
+}
+
+// wantPrefix fails the test unless got starts with prefix.
+func wantPrefix(t *testing.T, what, got, prefix string) {
+	t.Helper()
+	if !strings.HasPrefix(got, prefix) {
+		t.Fatalf("%s: got %q; want a line starting %q", what, got, prefix)
+	}
+}
+
+// byeAfter reads the BYE that ends c, which must name setting (such as
+// "idle_timeout=300ms") and come no sooner than min after start, and
+// then the close.
+func byeAfter(t *testing.T, c *proxytest.Conn, setting string, start time.Time, min time.Duration) {
+	t.Helper()
+	l := c.ExpectPrefix("* BYE")
+	if elapsed := time.Since(start); elapsed < min {
+		t.Errorf("BYE after %v; want at least %v", elapsed, min)
+	}
+	if !strings.Contains(l, setting) {
+		t.Errorf("BYE: got %q; want it to name %s", l, setting)
+	}
+	c.ExpectClosed()
+}
+
+// loginSelected logs in as alice (password secret) and selects INBOX.
+func loginSelected(t *testing.T, addr string) *proxytest.Conn {
+	t.Helper()
+	c := proxytest.Login(t, addr, "alice", "secret")
+	c.OK("s", "SELECT INBOX")
 	return c
 }

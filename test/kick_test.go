@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,28 +10,29 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // TestKick: Kick closes the sessions it matches with BYE [UNAVAILABLE],
 // by user (case-insensitively) or by client address, and leaves the
 // others alone; Select and Conns report state and bytes.
 func TestKick(t *testing.T) {
-	up := startUpstream(t,
+	up := proxytest.Imapd(t,
 		server.User{Username: "alice", Password: "secret", Messages: 2},
 		server.User{Username: "bob", Password: "hunter2", Messages: 1})
-	p := startProxy(t, up, proxy.Options{}, limits.Options{})
+	p := proxytest.Start(t, proxytest.Config{Upstream: up})
 
-	a1 := login(t, p.Addr, "alice", "secret")
-	a2 := dialFrom(t, "127.0.0.2", p.Addr)
-	a2.greeting()
-	a2.cmd("l1", "LOGIN alice secret")
-	b := dialFrom(t, "127.0.0.3", p.Addr)
-	b.greeting()
-	b.cmd("l1", "LOGIN bob hunter2")
-	pre := dialFrom(t, "127.0.0.4", p.Addr)
-	pre.greeting()
-	pre.cmd("n1", "NOOP") // registered before the selection below
-	a1.cmd("s1", "SELECT INBOX")
+	a1 := proxytest.Login(t, p.Addr, "alice", "secret")
+	a2 := proxytest.DialFrom(t, "127.0.0.2", p.Addr)
+	a2.Greeting()
+	a2.Cmd("l1", "LOGIN alice secret")
+	b := proxytest.DialFrom(t, "127.0.0.3", p.Addr)
+	b.Greeting()
+	b.Cmd("l1", "LOGIN bob hunter2")
+	pre := proxytest.DialFrom(t, "127.0.0.4", p.Addr)
+	pre.Greeting()
+	pre.Cmd("n1", "NOOP") // registered before the selection below
+	a1.Cmd("s1", "SELECT INBOX")
 
 	all := p.Server.Conns()
 	if len(all) != 4 {
@@ -49,7 +49,7 @@ func TestKick(t *testing.T) {
 	}
 	// The SELECT went one way and its answer the other (counted just
 	// after each write, so possibly after the client read it).
-	waitFor(t, "bytes counted both ways", func() bool {
+	proxytest.WaitFor(t, "bytes counted both ways", func() bool {
 		sel, _ := p.Server.Select(proxy.Match{User: "alice"})
 		return len(sel) == 2 && sel[0].BytesToUpstream > 0 && sel[0].BytesToClient > 0
 	})
@@ -67,50 +67,44 @@ func TestKick(t *testing.T) {
 	if err != nil || len(kicked) != 2 {
 		t.Fatalf("Kick(alice) = %+v, %v", kicked, err)
 	}
-	for _, c := range []*rawConn{a1, a2} {
-		if l := c.line(); l != "* BYE [UNAVAILABLE] Session closed by the administrator" {
+	for _, c := range []*proxytest.Conn{a1, a2} {
+		if l := c.Line(); l != "* BYE [UNAVAILABLE] Session closed by the administrator" {
 			t.Fatalf("kicked client got %q", l)
 		}
-		c.expectClosed()
+		c.ExpectClosed()
 	}
 	// Bob and the pre-auth connection are untouched.
-	if _, st := b.cmd("n2", "NOOP"); !strings.HasPrefix(st, "n2 OK") {
+	if _, st := b.Cmd("n2", "NOOP"); !strings.HasPrefix(st, "n2 OK") {
 		t.Fatalf("bob after kick: %q", st)
 	}
 	kicked, err = p.Server.Kick(proxy.Match{Address: "127.0.0.4/31"}, "Maintenance")
 	if err != nil || len(kicked) != 1 || kicked[0].State() != "preauth" {
 		t.Fatalf("Kick(127.0.0.4/31) = %+v, %v", kicked, err)
 	}
-	if l := pre.line(); l != "* BYE [UNAVAILABLE] Maintenance" {
+	if l := pre.Line(); l != "* BYE [UNAVAILABLE] Maintenance" {
 		t.Fatalf("pre-auth client got %q", l)
 	}
-	pre.expectClosed()
-	waitCounts(t, p.Limiter, "kicked slots freed", func(c limits.Counts) bool {
+	pre.ExpectClosed()
+	proxytest.WaitCounts(t, p.Limiter, "kicked slots freed", func(c limits.Counts) bool {
 		return c.Connections == 1 && c.Sessions == 1
 	})
 }
 
 // TestCheckUpstream: reachable upstream gives nil, a closed port an error.
 func TestCheckUpstream(t *testing.T) {
-	up := startUpstream(t)
-	p := startProxy(t, up, proxy.Options{}, limits.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	up := proxytest.Imapd(t)
+	p := proxytest.Start(t, proxytest.Config{Upstream: up})
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Timeout)
 	defer cancel()
 	if err := p.Server.CheckUpstream(ctx); err != nil {
 		t.Fatalf("CheckUpstream: %v", err)
 	}
 	// Serve registers the listener on its own goroutine.
-	waitFor(t, "Listening() = ["+p.Addr+"]", func() bool {
+	proxytest.WaitFor(t, "Listening() = ["+p.Addr+"]", func() bool {
 		got := p.Server.Listening()
 		return len(got) == 1 && got[0] == p.Addr
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	p.Server.SetOptions(proxy.Options{UpstreamAddr: dead})
+	p.Server.SetOptions(proxy.Options{UpstreamAddr: proxytest.ClosedAddr(t)})
 	if err := p.Server.CheckUpstream(ctx); err == nil {
 		t.Fatal("CheckUpstream to a closed port succeeded")
 	}
@@ -120,37 +114,28 @@ func TestCheckUpstream(t *testing.T) {
 // large response holds the relay's writer; Kick must not wait for it, and
 // a Shutdown whose grace runs out closes it (and does not deadlock).
 func TestKickStuckClient(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
+	up := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
+		c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
+		login, err := c.Command()
 		if err != nil {
 			return
 		}
-		defer nc.Close()
-		nc.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"))
-		buf := make([]byte, 4096)
-		n, _ := nc.Read(buf)
-		tag, _, _ := strings.Cut(string(buf[:n]), " ")
-		nc.Write([]byte(tag + " OK [CAPABILITY IMAP4rev1] in\r\n"))
-		nc.Read(buf) // the FETCH
+		c.Write(login.Tag + " OK [CAPABILITY IMAP4rev1] in\r\n")
+		c.Command() // the FETCH
 		// A literal far larger than the socket buffers, never finished.
-		nc.Write([]byte("* 1 FETCH (BODY[] {100000000}\r\n"))
-		chunk := make([]byte, 64<<10)
+		c.Write("* 1 FETCH (BODY[] {100000000}\r\n")
+		chunk := string(make([]byte, 64<<10))
 		for {
-			nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if _, err := nc.Write(chunk); err != nil {
+			c.NetConn().SetWriteDeadline(time.Now().Add(proxytest.Timeout))
+			if c.Write(chunk) != nil {
 				return
 			}
 		}
-	}()
-	p := startProxy(t, ln.Addr().String(), proxy.Options{}, limits.Options{})
-	c := login(t, p.Addr, "alice", "secret")
-	c.send("f FETCH 1 BODY[]\r\n") // and never read the answer
-	waitFor(t, "the relay is writing to the client", func() bool {
+	})
+	p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr})
+	c := proxytest.Login(t, p.Addr, "alice", "secret")
+	c.Send("f FETCH 1 BODY[]\r\n") // and never read the answer
+	proxytest.WaitFor(t, "the relay is writing to the client", func() bool {
 		sel, _ := p.Server.Select(proxy.Match{User: "alice"})
 		return len(sel) == 1 && sel[0].BytesToClient > 1<<20
 	})
@@ -181,5 +166,5 @@ func TestKickStuckClient(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown did not return after its grace ran out")
 	}
-	waitZero(t, p.Limiter)
+	proxytest.WaitZero(t, p.Limiter)
 }

@@ -1,29 +1,16 @@
 package test
 
 import (
-	"strings"
 	"testing"
 
-	"github.com/imapguard/imapguard/limits"
-	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 func TestSmokeLoginSelectLogout(t *testing.T) {
-	up := startUpstream(t)
-	p := startProxy(t, up, proxy.Options{}, limits.Options{})
-	c := login(t, p.Addr, "alice", "secret")
-	un, st := c.cmd("a", "SELECT INBOX")
-	if !strings.HasPrefix(st, "a OK") {
-		t.Fatalf("select: %q %q", un, st)
-	}
-	un, st = c.cmd("b", "FETCH 1 BODY.PEEK[]")
-	if !strings.HasPrefix(st, "b OK") {
-		t.Fatalf("fetch: %q %q", un, st)
-	}
-	un, st = c.cmd("c", "LOGOUT")
-	if !strings.HasPrefix(st, "c OK") || len(un) == 0 || !strings.HasPrefix(un[0], "* BYE") {
-		t.Fatalf("logout: %q %q", un, st)
-	}
-	c.expectClosed()
-	waitZero(t, p.Limiter)
+	p := proxytest.Start(t, proxytest.Config{Upstream: proxytest.Imapd(t)})
+	c := proxytest.Login(t, p.Addr, "alice", "secret")
+	c.OK("a", "SELECT INBOX")
+	c.OK("b", "FETCH 1 BODY.PEEK[]")
+	c.Logout("c")
+	proxytest.WaitZero(t, p.Limiter)
 }

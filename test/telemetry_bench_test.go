@@ -1,14 +1,10 @@
 package test
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"io"
-	"net"
+	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -62,41 +58,26 @@ func BenchmarkLoginTelemetry(b *testing.B) {
 
 // benchSession runs one short session and waits for the close.
 func benchSession(addr string) error {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := proxytest.DialClient("", addr)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(nc)
-	expect := func(prefix string) error {
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			if strings.HasPrefix(l, prefix) {
-				return nil
-			}
-			if !strings.HasPrefix(l, "* ") && !strings.HasPrefix(l, "b OK") {
-				return errors.New("unexpected " + strings.TrimSpace(l))
-			}
-		}
+	defer c.Close()
+	if g, err := c.Line(); err != nil || !strings.HasPrefix(g, "* OK") {
+		return fmt.Errorf("greeting %q: %v", g, err)
 	}
-	if err := expect("* OK"); err != nil {
+	if _, st, err := c.Cmd("a", "LOGIN alice secret"); err != nil || !strings.HasPrefix(st, "a OK") {
+		return fmt.Errorf("LOGIN: %q %v", st, err)
+	}
+	// NOOP and LOGOUT in one write.
+	if err := c.Send("b NOOP\r\nc LOGOUT\r\n"); err != nil {
 		return err
 	}
-	io.WriteString(nc, "a LOGIN alice secret\r\n")
-	if err := expect("a OK"); err != nil {
-		return err
+	if _, st, err := c.Until("b"); err != nil || !strings.HasPrefix(st, "b OK") {
+		return fmt.Errorf("NOOP: %q %v", st, err)
 	}
-	io.WriteString(nc, "b NOOP\r\nc LOGOUT\r\n")
-	if err := expect("c OK"); err != nil {
-		return err
+	if _, st, err := c.Until("c"); err != nil || !strings.HasPrefix(st, "c OK") {
+		return fmt.Errorf("LOGOUT: %q %v", st, err)
 	}
-	_, err = br.ReadString('\n')
-	if err == io.EOF {
-		return nil
-	}
-	return err
+	return c.ExpectClosed()
 }
