@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"go/build"
 	"io"
 	"log/slog"
 	"net"
@@ -23,10 +22,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
-// pebbleInstall installs the ACME test server this test runs (.ci/run
-// does it in CI).
+// pebbleInstall installs the ACME test server this test runs (make test
+// does it when it is missing).
 const pebbleInstall = "go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1"
 
 // pebbleMinica is the root of pebble's own HTTPS certificate
@@ -194,7 +195,7 @@ func TestACME(t *testing.T) {
 // fails (or IMAPTLS_DEBUG is set), and closes it at cleanup.
 func newACMEManager(t *testing.T, o Options) *Manager {
 	t.Helper()
-	var buf lockedBuffer
+	var buf proxytest.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("IMAPTLS_DEBUG") != "" {
@@ -237,50 +238,16 @@ func captureStdout(t *testing.T, fn func()) string {
 	return <-got
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// findPebble looks for the pebble binary in PATH, $GOBIN and
-// $GOPATH/bin. Missing, the test is skipped, except in CI (CI set), where
-// it fails.
+// findPebble looks for the pebble binary in PATH and where go install
+// puts it (make test installs it there). Missing, the test is skipped,
+// except in CI (CI set), where it fails.
 func findPebble(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("pebble"); err == nil {
-		return p
+	p, err := proxytest.LookPath("pebble")
+	if err != nil {
+		proxytest.Skip(t, "ACME suite", "pebble not found; make test installs it, or run "+pebbleInstall)
 	}
-	dirs := []string{os.Getenv("GOBIN")}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		dirs = append(dirs, filepath.Join(gp, "bin"))
-	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, "pebble")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("pebble (the ACME test server) not found in PATH or %s; install it with:\n\t%s", strings.Join(dirs[1:], ", "), pebbleInstall)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return p
 }
 
 // pebble is a running Pebble.
@@ -354,7 +321,7 @@ func startPebble(t *testing.T, bin string) *pebble {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	var log lockedBuffer
+	var log proxytest.Buffer
 	listening := make(chan struct{})
 	ended := make(chan struct{})
 	go func() {
@@ -438,48 +405,19 @@ func freePorts(t *testing.T, n int) []int {
 
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	proxytest.WaitFor(t, "pebble listening on "+addr, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble is not listening on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond) // the bind is microseconds after the log line
-	}
+		return err == nil
+	})
 }
 
 // TestACMEContext: New gives up when ctx ends, even if the CA never
 // answers (here: a listener that accepts and then stays silent).
 func TestACMEContext(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	ca := proxytest.StartFake(t, proxytest.Hold(""))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -488,7 +426,7 @@ func TestACMEContext(t *testing.T) {
 		Mode:    ModeACME,
 		Domains: []string{"mail.example.test"},
 		Email:   "postmaster@example.test",
-		CA:      "https://" + ln.Addr().String() + "/dir",
+		CA:      "https://" + ca.Addr + "/dir",
 		Storage: t.TempDir(),
 	})
 	if err == nil {

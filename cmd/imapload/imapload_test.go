@@ -1,24 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/test/proxytest"
+	"github.com/imapguard/imapguard/test/testcert"
 )
 
 func TestLiteralSize(t *testing.T) {
@@ -87,67 +82,49 @@ func TestPercentiles(t *testing.T) {
 }
 
 // fakeServer is a minimal scripted IMAP server: greeting, LOGIN, EXAMINE,
-// UID SEARCH, UID FETCH with a literal, FETCH 1:*, NOOP, LOGOUT.
-func fakeServer(t *testing.T, body []byte) string {
+// UID SEARCH, UID FETCH with a literal, FETCH 1:*, NOOP, LOGOUT. With
+// tlsConfig, each connection first completes a TLS handshake (imaps),
+// and handshakes counts them.
+func fakeServer(t *testing.T, body []byte, tlsConfig *tls.Config) (addr string, handshakes *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handshakes = new(atomic.Int64)
+	fetched := fmt.Sprintf("* 1 FETCH (UID 7 BODY[] {%d}\r\n%s)\r\n", len(body), body)
+	var all string
+	for i := 1; i <= 3; i++ {
+		// A literal inside an ENVELOPE, as Dovecot sends for subjects
+		// with special characters.
+		all += fmt.Sprintf("* %d FETCH (FLAGS () RFC822.SIZE 10 ENVELOPE (NIL {5}\r\nhello NIL))\r\n", i)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	respond := proxytest.Respond("* OK fake ready\r\n", func(_ *proxytest.FakeConn, cmd proxytest.Command) string {
+		rest := strings.TrimPrefix(cmd.Text, cmd.Tag+" ")
+		switch {
+		case strings.HasPrefix(rest, "LOGIN "):
+			return cmd.Tag + " OK logged in\r\n"
+		case strings.HasPrefix(rest, "EXAMINE "):
+			return "* 3 EXISTS\r\n" + cmd.Tag + " OK [READ-ONLY] done\r\n"
+		case strings.HasPrefix(rest, "UID SEARCH"):
+			return "* SEARCH 9 7\r\n" + cmd.Tag + " OK done\r\n"
+		case strings.HasPrefix(rest, "UID FETCH 7 "):
+			return fetched + cmd.Tag + " OK done\r\n"
+		case strings.HasPrefix(rest, "FETCH 1:*"):
+			return all + cmd.Tag + " OK done\r\n"
+		case rest == "NOOP":
+			return cmd.Tag + " OK noop\r\n"
+		case rest == "LOGOUT":
+			return "* BYE bye\r\n" + cmd.Tag + " OK bye\r\n"
+		}
+		return cmd.Tag + " BAD what\r\n"
+	})
+	f := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
+		if tlsConfig != nil {
+			if c.StartTLS(tlsConfig) != nil {
 				return
 			}
-			go serveFake(c, body)
+			handshakes.Add(1)
 		}
-	}()
-	return ln.Addr().String()
-}
-
-func serveFake(c net.Conn, body []byte) {
-	defer c.Close()
-	r := bufio.NewReader(c)
-	w := bufio.NewWriter(c)
-	fmt.Fprintf(w, "* OK fake ready\r\n")
-	w.Flush()
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-		switch {
-		case strings.HasPrefix(cmd, "LOGIN "):
-			fmt.Fprintf(w, "%s OK logged in\r\n", tag)
-		case strings.HasPrefix(cmd, "EXAMINE "):
-			fmt.Fprintf(w, "* 3 EXISTS\r\n%s OK [READ-ONLY] done\r\n", tag)
-		case strings.HasPrefix(cmd, "UID SEARCH"):
-			fmt.Fprintf(w, "* SEARCH 9 7\r\n%s OK done\r\n", tag)
-		case strings.HasPrefix(cmd, "UID FETCH 7 "):
-			fmt.Fprintf(w, "* 1 FETCH (UID 7 BODY[] {%d}\r\n", len(body))
-			w.Write(body)
-			fmt.Fprintf(w, ")\r\n%s OK done\r\n", tag)
-		case strings.HasPrefix(cmd, "FETCH 1:*"):
-			for i := 1; i <= 3; i++ {
-				// A literal inside an ENVELOPE, as Dovecot sends for
-				// subjects with special characters.
-				fmt.Fprintf(w, "* %d FETCH (FLAGS () RFC822.SIZE 10 ENVELOPE (NIL {5}\r\nhello NIL))\r\n", i)
-			}
-			fmt.Fprintf(w, "%s OK done\r\n", tag)
-		case cmd == "NOOP":
-			fmt.Fprintf(w, "%s OK noop\r\n", tag)
-		case cmd == "LOGOUT":
-			fmt.Fprintf(w, "* BYE bye\r\n%s OK bye\r\n", tag)
-			w.Flush()
-			return
-		default:
-			fmt.Fprintf(w, "%s BAD what\r\n", tag)
-		}
-		w.Flush()
-	}
+		respond(c)
+	})
+	return f.Addr, handshakes
 }
 
 func runJSON(t *testing.T, stdin io.Reader, args ...string) (result, string) {
@@ -166,7 +143,7 @@ func runJSON(t *testing.T, stdin io.Reader, args ...string) (result, string) {
 
 func TestWorkloads(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 70000) // 1.1 MB
-	addr := fakeServer(t, body)
+	addr, _ := fakeServer(t, body, nil)
 
 	r, _ := runJSON(t, nil, "-addr", addr, "-workload", "fetch", "-duration", "1s", "-concurrency", "2")
 	if r.Ops == 0 || r.Errors != 0 || r.UID != 7 || r.Messages != r.Ops {
@@ -198,7 +175,7 @@ func TestWorkloads(t *testing.T) {
 }
 
 func TestServerErrorsAreCounted(t *testing.T) {
-	addr := fakeServer(t, nil)
+	addr, _ := fakeServer(t, nil, nil)
 	// The fake server answers BAD to STATUS-less commands it does not
 	// know; a wrong mailbox is not reached, but an unknown UID is.
 	var out, errOut bytes.Buffer
@@ -215,57 +192,13 @@ func TestServerErrorsAreCounted(t *testing.T) {
 	}
 }
 
-// fakeTLSServer is fakeServer behind implicit TLS (imaps), with a fresh
-// self-signed certificate. It counts completed handshakes.
-func fakeTLSServer(t *testing.T) (string, *atomic.Int64) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var handshakes atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := tls.Server(c, cfg)
-				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-				if err := tc.Handshake(); err != nil {
-					c.Close()
-					return
-				}
-				_ = tc.SetDeadline(time.Time{})
-				handshakes.Add(1)
-				serveFake(tc, nil)
-			}()
-		}
-	}()
-	return ln.Addr().String(), &handshakes
-}
-
 // held-tls in test/bench: every held session is opened over imaps.
 func TestHeldTLS(t *testing.T) {
-	addr, handshakes := fakeTLSServer(t)
+	cert, err := testcert.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, handshakes := fakeServer(t, nil, &tls.Config{Certificates: []tls.Certificate{cert}})
 	r, out := runJSON(t, strings.NewReader("\n"), "-addr", addr, "-workload", "held", "-tls", "-sessions", "40", "-open-concurrency", "6")
 	if !strings.HasPrefix(out, "READY 40\n") || r.SessionsOpened != 40 || r.NoopOK != 40 || r.Errors != 0 {
 		t.Errorf("held -tls: %q %+v", out, r)

@@ -1,12 +1,9 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -237,133 +234,6 @@ func sessionRoundTrip(c *imapclient.Client) error {
 	return nil
 }
 
-// rawConn is a line-oriented raw IMAP connection for wire-level checks.
-type rawConn struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialRaw(t *testing.T, addr string) *rawConn {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &rawConn{t: t, conn: conn, r: bufio.NewReader(conn)}
-}
-
-func (rc *rawConn) send(line string) {
-	rc.t.Helper()
-	if _, err := rc.conn.Write([]byte(line + "\r\n")); err != nil {
-		rc.t.Fatalf("write %q: %v", line, err)
-	}
-}
-
-func (rc *rawConn) readLine() string {
-	rc.t.Helper()
-	line, err := rc.r.ReadString('\n')
-	if err != nil {
-		rc.t.Fatalf("read: %v (partial %q)", err, line)
-	}
-	return strings.TrimRight(line, "\r\n")
-}
-
-// expect reads lines until one starts with prefix and returns it.
-func (rc *rawConn) expect(prefix string) string {
-	rc.t.Helper()
-	for {
-		if line := rc.readLine(); strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-}
-
-func TestRawProtocol(t *testing.T) {
-	addr := startDefault(t)
-	rc := dialRaw(t, addr)
-	greeting := rc.readLine()
-	for _, want := range []string{"* OK [CAPABILITY ", " IMAP4rev1", " IMAP4rev2", " SASL-IR", " AUTH=PLAIN"} {
-		if !strings.Contains(greeting, want) {
-			t.Errorf("greeting %q lacks %q", greeting, want)
-		}
-	}
-	t.Logf("greeting: %s", greeting)
-
-	rc.send("a1 CAPABILITY")
-	t.Logf("before login: %s", rc.expect("* CAPABILITY "))
-	rc.expect("a1 OK")
-
-	// AUTHENTICATE without SASL-IR: the server must send an empty
-	// continuation request and then accept the response.
-	rc.send("a2 AUTHENTICATE PLAIN")
-	if line := rc.readLine(); line != "+ " {
-		t.Fatalf("AUTHENTICATE PLAIN: got %q, want empty continuation %q", line, "+ ")
-	}
-	rc.send(base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
-	if line := rc.expect("a2 "); !strings.HasPrefix(line, "a2 OK") {
-		t.Fatalf("AUTHENTICATE PLAIN: %q", line)
-	}
-
-	rc.send("a3 CAPABILITY")
-	after := rc.expect("* CAPABILITY ")
-	t.Logf("after login: %s", after)
-	rc.expect("a3 OK")
-	for _, want := range []string{" IDLE", " MOVE", " UIDPLUS", " LITERAL+"} {
-		if !strings.Contains(after, want) {
-			t.Errorf("capabilities after login %q lack %q", after, want)
-		}
-	}
-
-	// Non-synchronising literal larger than the 4096 bytes LITERAL- allows.
-	msg := "Subject: big literal\r\n\r\n" + strings.Repeat("x", 8000) + "\r\n"
-	rc.send(fmt.Sprintf("a4 APPEND INBOX {%d+}\r\n%s", len(msg), msg))
-	if line := rc.expect("a4 "); !strings.HasPrefix(line, "a4 OK [APPENDUID ") {
-		t.Fatalf("APPEND with LITERAL+: %q", line)
-	}
-
-	rc.send("a5 LOGOUT")
-	rc.expect("* BYE")
-	rc.expect("a5 OK")
-}
-
-func TestRawWrongPassword(t *testing.T) {
-	addr := startDefault(t)
-	rc := dialRaw(t, addr)
-	rc.readLine()
-	rc.send(`a1 LOGIN alice "nope"`)
-	if line := rc.readLine(); line != "a1 NO [AUTHENTICATIONFAILED] Authentication failed" {
-		t.Fatalf("LOGIN with wrong password: %q", line)
-	}
-}
-
-func TestRawAuthenticateErrors(t *testing.T) {
-	addr := startDefault(t)
-	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-	cases := []struct{ cmd, want string }{
-		{"AUTHENTICATE PLAIN " + b64("no separators"), "a BAD "},
-		{"AUTHENTICATE PLAIN =", "a BAD "},
-		{"AUTHENTICATE PLAIN " + b64("bob\x00alice\x00secret"), "a NO [AUTHORIZATIONFAILED] "},
-		{"AUTHENTICATE PLAIN " + b64("\x00alice\x00wrong"), "a NO [AUTHENTICATIONFAILED] "},
-		{"AUTHENTICATE CRAM-MD5", "a NO "},
-		{"AUTHENTICATE LOGIN", "a NO "},
-	}
-	for _, tc := range cases {
-		rc := dialRaw(t, addr)
-		rc.readLine()
-		rc.send("a " + tc.cmd)
-		if line := rc.readLine(); !strings.HasPrefix(line, tc.want) {
-			t.Errorf("%s: got %q, want prefix %q", tc.cmd, line, tc.want)
-		}
-		// The connection stays usable.
-		rc.send("b LOGIN alice secret")
-		if line := rc.expect("b "); !strings.HasPrefix(line, "b OK") {
-			t.Errorf("%s: LOGIN afterwards: %q", tc.cmd, line)
-		}
-	}
-}
-
 func TestSecureAuthRequired(t *testing.T) {
 	addr := Start(t, Options{Users: []User{{Username: "alice", Password: "secret"}}})
 	c := dial(t, addr)
@@ -388,46 +258,6 @@ func TestNewRejectsBadUsers(t *testing.T) {
 		if _, err := New(Options{Users: users}); err == nil {
 			t.Errorf("%s: New succeeded, want error", name)
 		}
-	}
-}
-
-func TestServeCloseLifecycle(t *testing.T) {
-	s, err := New(Options{})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if s.Addr() != nil {
-		t.Errorf("Addr before Serve = %v, want nil", s.Addr())
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-
-	// A completed greeting proves Serve is accepting.
-	rc := dialRaw(t, ln.Addr().String())
-	rc.expect("* OK ")
-	if got := s.Addr(); got == nil || got.String() != ln.Addr().String() {
-		t.Errorf("Addr = %v, want %v", got, ln.Addr())
-	}
-
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Serve after Close = %v, want nil", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	ln2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	if err := s.Serve(ln2); err != nil {
-		t.Errorf("Serve on closed server = %v, want nil", err)
 	}
 }
 

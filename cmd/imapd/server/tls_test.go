@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"crypto/tls"
@@ -7,11 +7,12 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/imapguard/imapguard/cmd/imapd/server"
+	"github.com/imapguard/imapguard/test/proxytest"
 	"github.com/imapguard/imapguard/test/testcert"
 )
 
@@ -31,10 +32,10 @@ func selfSigned(t *testing.T) (server, client *tls.Config) {
 }
 
 func TestTLSOptions(t *testing.T) {
-	if _, err := New(Options{TLSConfig: &tls.Config{}}); err == nil {
+	if _, err := server.New(server.Options{TLSConfig: &tls.Config{}}); err == nil {
 		t.Error("New with a TLSConfig without certificate succeeded, want error")
 	}
-	s, err := New(Options{})
+	s, err := server.New(server.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestTLSOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ServeTLS(ln); !errors.Is(err, ErrNoTLS) {
+	if err := s.ServeTLS(ln); !errors.Is(err, server.ErrNoTLS) {
 		t.Errorf("ServeTLS without TLSConfig = %v, want ErrNoTLS", err)
 	}
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
@@ -55,15 +56,14 @@ func TestTLSOptions(t *testing.T) {
 // refuses login before it; both TLS paths log in and share mailboxes.
 func TestTLSStartTLSAndImplicit(t *testing.T) {
 	serverCfg, clientCfg := selfSigned(t)
-	addr, tlsAddr := StartTLS(t, Options{
-		Users:     []User{{Username: "alice", Password: "secret", Messages: 2}},
+	addr, tlsAddr := server.StartTLS(t, server.Options{
+		Users:     []server.User{{Username: "alice", Password: "secret", Messages: 2}},
 		TLSConfig: serverCfg,
 	})
 
 	// Plaintext: STARTTLS and LOGINDISABLED offered, login refused.
-	rc := dialRaw(t, addr)
-	rc.conn.SetDeadline(time.Now().Add(10 * time.Second))
-	greeting := rc.readLine()
+	rc := proxytest.Dial(t, addr)
+	greeting := rc.Greeting()
 	for _, want := range []string{" STARTTLS", " LOGINDISABLED"} {
 		if !strings.Contains(greeting, want) {
 			t.Errorf("plaintext greeting %q lacks %q", greeting, want)
@@ -72,8 +72,7 @@ func TestTLSStartTLSAndImplicit(t *testing.T) {
 	if strings.Contains(greeting, "AUTH=") {
 		t.Errorf("plaintext greeting %q offers AUTH= before TLS", greeting)
 	}
-	rc.send("a LOGIN alice secret")
-	if line := rc.expect("a "); !strings.HasPrefix(line, "a NO [PRIVACYREQUIRED]") {
+	if _, line := rc.Cmd("a", "LOGIN alice secret"); !strings.HasPrefix(line, "a NO [PRIVACYREQUIRED]") {
 		t.Errorf("LOGIN before STARTTLS: %q, want NO [PRIVACYREQUIRED]", line)
 	}
 
@@ -128,12 +127,9 @@ func TestTLSStartTLSAndImplicit(t *testing.T) {
 	}
 
 	// The imaps port does not answer a plaintext client in plaintext.
-	pc := dialRaw(t, tlsAddr)
-	pc.conn.SetDeadline(time.Now().Add(10 * time.Second))
-	pc.send("a LOGIN alice secret")
-	buf := make([]byte, 64)
-	n, _ := pc.r.Read(buf)
-	if strings.Contains(string(buf[:n]), "OK") {
-		t.Errorf("imaps port answered a plaintext client with %q", buf[:n])
+	pc := proxytest.Dial(t, tlsAddr).Client()
+	pc.Send("a LOGIN alice secret\r\n")
+	if data, _ := pc.ReadToEnd(); strings.Contains(string(data), "OK") {
+		t.Errorf("imaps port answered a plaintext client with %q", data)
 	}
 }
