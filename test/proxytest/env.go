@@ -2,6 +2,7 @@ package proxytest
 
 import (
 	"errors"
+	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,23 +36,25 @@ func Skip(t testing.TB, suite, why string) {
 
 // LookPath finds the program name in PATH and then in the folders go
 // install writes to ($GOBIN, else the first GOPATH's bin, as go env
-// reports them), where make test installs the tools it needs: they are
-// found even if those folders are not in PATH.
+// reports them, or as the environment says if go is not in PATH), where
+// make test installs the tools it needs: they are found even if those
+// folders are not in PATH.
 func LookPath(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	var dirs []string
+	gobin, gopath := os.Getenv("GOBIN"), build.Default.GOPATH
 	if out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output(); err == nil {
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if len(lines) == 2 {
-			if gobin := strings.TrimSpace(lines[0]); gobin != "" {
-				dirs = append(dirs, gobin)
-			}
-			if gopath := filepath.SplitList(strings.TrimSpace(lines[1])); len(gopath) > 0 && gopath[0] != "" {
-				dirs = append(dirs, filepath.Join(gopath[0], "bin"))
-			}
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) == 2 {
+			gobin, gopath = strings.TrimSpace(lines[0]), strings.TrimSpace(lines[1])
 		}
+	}
+	var dirs []string
+	if gobin != "" {
+		dirs = append(dirs, gobin)
+	}
+	if list := filepath.SplitList(gopath); len(list) > 0 && list[0] != "" {
+		dirs = append(dirs, filepath.Join(list[0], "bin"))
 	}
 	for _, d := range dirs {
 		p := filepath.Join(d, name)
