@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 )
 
@@ -54,26 +52,47 @@ func wantCounts(t *testing.T, l *Limiter, conns, addrs, users, sessions int) {
 	}
 }
 
+// releaseAll calls each release and checks every count is back at zero.
+func releaseAll(t *testing.T, l *Limiter, releases ...func()) {
+	t.Helper()
+	for _, r := range releases {
+		r()
+	}
+	wantCounts(t, l, 0, 0, 0, 0)
+}
+
 func mustConn(t *testing.T, l *Limiter, addr netip.Addr) func() {
 	t.Helper()
 	rel, err := admitConn(l, addr)
-	if err != nil {
-		t.Fatalf("AdmitConn(%v): got error %v; want success", addr, err)
-	}
-	if rel == nil {
-		t.Fatalf("AdmitConn(%v): got nil release; want a function", addr)
-	}
-	return rel
+	return admitted(t, fmt.Sprintf("AdmitConn(%v)", addr), rel, err)
 }
 
 func mustUser(t *testing.T, l *Limiter, user string) func() {
 	t.Helper()
 	rel, err := admitUser(l, user)
+	return admitted(t, fmt.Sprintf("AdmitUser(%q)", user), rel, err)
+}
+
+// wantRefused calls admit five times and fails the test unless each is
+// refused (by the cap named in what).
+func wantRefused(t *testing.T, what string, admit func() (func(), error)) {
+	t.Helper()
+	for range 5 {
+		if _, err := admit(); err == nil {
+			t.Fatalf("got success; want %s", what)
+		}
+	}
+}
+
+// admitted fails the test unless call (an AdmitConn or AdmitUser) granted
+// a release function.
+func admitted(t *testing.T, call string, rel func(), err error) func() {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("AdmitUser(%q): got error %v; want success", user, err)
+		t.Fatalf("%s: got error %v; want success", call, err)
 	}
 	if rel == nil {
-		t.Fatalf("AdmitUser(%q): got nil release; want a function", user)
+		t.Fatalf("%s: got nil release; want a function", call)
 	}
 	return rel
 }
@@ -145,10 +164,7 @@ func TestGlobalCap(t *testing.T) {
 			if _, err := admitConn(l, ipN(n+1)); err == nil {
 				t.Fatalf("got success after refilling the freed slot; want max_connections error")
 			}
-			for _, r := range rels {
-				r()
-			}
-			wantCounts(t, l, 0, 0, 0, 0)
+			releaseAll(t, l, rels...)
 		})
 	}
 }
@@ -170,10 +186,7 @@ func TestPerIPCap(t *testing.T) {
 			wantCounts(t, l, n+1, 2, 0, 0)
 			rels[0]()
 			rels[0] = mustConn(t, l, ip2)
-			for _, r := range append(rels, other) {
-				r()
-			}
-			wantCounts(t, l, 0, 0, 0, 0)
+			releaseAll(t, l, append(rels, other)...)
 		})
 	}
 }
@@ -204,10 +217,7 @@ func TestPerUserCap(t *testing.T) {
 				fmt.Sprintf("Too many connections for this user (max_connections_per_user=%d)", tt.want))
 			bob := mustUser(t, l, "bob")
 			wantCounts(t, l, 0, 0, 2, tt.want+1)
-			for _, r := range append(rels, bob) {
-				r()
-			}
-			wantCounts(t, l, 0, 0, 0, 0)
+			releaseAll(t, l, append(rels, bob)...)
 		})
 	}
 }
@@ -218,51 +228,34 @@ func TestAllOrNothing(t *testing.T) {
 	t.Run("per-ip refusal keeps global slot", func(t *testing.T) {
 		l := New(Options{MaxConnections: 3, MaxConnectionsPerIP: 1})
 		a := mustConn(t, l, ip2)
-		for range 5 {
-			if _, err := admitConn(l, ip2); err == nil {
-				t.Fatalf("got success; want per-ip refusal")
-			}
-		}
+		wantRefused(t, "per-ip refusal", func() (func(), error) { return admitConn(l, ip2) })
 		wantCounts(t, l, 1, 1, 0, 0)
 		// Had the refusals taken global slots, these would fail.
 		b := mustConn(t, l, ip3)
 		c := mustConn(t, l, ipN(1))
 		_, err := admitConn(l, ipN(2))
 		wantLimitErr(t, err, "max_connections", 3, "Too many connections (max_connections=3)")
-		a()
-		b()
-		c()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, a, b, c)
 	})
 	t.Run("global refusal keeps per-ip slot", func(t *testing.T) {
 		l := New(Options{MaxConnections: 1, MaxConnectionsPerIP: 1})
 		a := mustConn(t, l, ip3)
-		for range 5 {
-			if _, err := admitConn(l, ip2); err == nil {
-				t.Fatalf("got success; want max_connections refusal")
-			}
-		}
+		wantRefused(t, "max_connections refusal", func() (func(), error) { return admitConn(l, ip2) })
 		// The refused address left no entry behind.
 		wantCounts(t, l, 1, 1, 0, 0)
 		a()
 		// Had the refusals counted against 127.0.0.2, this would fail.
 		b := mustConn(t, l, ip2)
-		b()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, b)
 	})
 	t.Run("user refusal counts nothing", func(t *testing.T) {
 		l := New(Options{MaxConnectionsPerUser: 1})
 		a := mustUser(t, l, "alice")
-		for range 5 {
-			if _, err := admitUser(l, "alice"); err == nil {
-				t.Fatalf("got success; want per-user refusal")
-			}
-		}
+		wantRefused(t, "per-user refusal", func() (func(), error) { return admitUser(l, "alice") })
 		wantCounts(t, l, 0, 0, 1, 1)
 		a()
 		b := mustUser(t, l, "alice")
-		b()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, b)
 	})
 }
 
@@ -280,11 +273,7 @@ func TestReleaseIdempotent(t *testing.T) {
 		if _, err := admitConn(l, ip2); err == nil {
 			t.Fatalf("got success; want refusal (b and c hold both slots)")
 		}
-		b()
-		b()
-		c()
-		c()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, b, b, c, c)
 	})
 	t.Run("user", func(t *testing.T) {
 		l := New(Options{MaxConnectionsPerUser: 2})
@@ -296,9 +285,7 @@ func TestReleaseIdempotent(t *testing.T) {
 		if got := l.Counts().PerUser["alice"]; got != 1 {
 			t.Fatalf("got PerUser[alice] %d; want 1", got)
 		}
-		b()
-		b()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, b, b)
 	})
 	t.Run("concurrent double release", func(t *testing.T) {
 		l := New(Options{})
@@ -314,9 +301,7 @@ func TestReleaseIdempotent(t *testing.T) {
 			wg.Wait()
 		}
 		wantCounts(t, l, 1, 1, 1, 1)
-		keep()
-		keepU()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, keep, keepU)
 	})
 }
 
@@ -328,10 +313,7 @@ func TestMapEntriesDeleted(t *testing.T) {
 		rels = append(rels, mustUser(t, l, fmt.Sprintf("user%d", i)))
 	}
 	wantCounts(t, l, 200, 100, 100, 100)
-	for _, r := range rels {
-		r()
-	}
-	wantCounts(t, l, 0, 0, 0, 0)
+	releaseAll(t, l, rels...)
 	l.mu.Lock()
 	nIP, nUsers := len(l.perIP), len(l.users)
 	l.mu.Unlock()
@@ -349,164 +331,6 @@ func TestCountsSnapshot(t *testing.T) {
 	c.PerUser["mallory"] = 1
 	if got := l.Counts().PerUser; len(got) != 1 || got["alice"] != 1 {
 		t.Errorf("got PerUser %v after mutating a snapshot; want map[alice:1]", got)
-	}
-}
-
-func TestUserKey(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"alice", "alice"},
-		{"Alice", "alice"},
-		{"ALICE", "alice"},
-		{" alice\t", "alice"},
-		{"Alice@Example.COM", "alice@example.com"},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		if got := UserKey(tt.in); got != tt.want {
-			t.Errorf("UserKey(%q): got %q; want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestUserCaseInsensitive(t *testing.T) {
-	tests := []struct{ first, second string }{
-		{"Alice", "ALICE"},
-		{"alice", "Alice"},
-		{"ALICE", " alice "},
-		{"Bob@Example.com", "bob@EXAMPLE.COM"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.first+"/"+tt.second, func(t *testing.T) {
-			l := New(Options{MaxConnectionsPerUser: 1})
-			rel := mustUser(t, l, tt.first)
-			_, err := admitUser(l, tt.second)
-			wantLimitErr(t, err, "max_connections_per_user", 1,
-				"Too many connections for this user (max_connections_per_user=1)")
-			c := l.Counts()
-			if c.Users != 1 || c.PerUser[UserKey(tt.first)] != 1 {
-				t.Errorf("got Users=%d PerUser=%v; want one entry %q=1", c.Users, c.PerUser, UserKey(tt.first))
-			}
-			rel()
-			// Released under either spelling's key: the other one fits now.
-			rel2 := mustUser(t, l, tt.second)
-			rel2()
-			wantCounts(t, l, 0, 0, 0, 0)
-		})
-	}
-	t.Run("shared count", func(t *testing.T) {
-		l := New(Options{MaxConnectionsPerUser: 3})
-		a := mustUser(t, l, "alice")
-		b := mustUser(t, l, "Alice")
-		c := mustUser(t, l, "ALICE")
-		if _, err := admitUser(l, "aLiCe"); err == nil {
-			t.Fatalf("got success for a 4th spelling; want per-user refusal")
-		}
-		if got := l.Counts().PerUser; len(got) != 1 || got["alice"] != 3 {
-			t.Fatalf("got PerUser %v; want map[alice:3]", got)
-		}
-		a()
-		b()
-		c()
-		wantCounts(t, l, 0, 0, 0, 0)
-	})
-}
-
-func TestAddrKey(t *testing.T) {
-	tests := []struct {
-		addr   string
-		prefix int
-		want   string
-	}{
-		{"127.0.0.2", 64, "127.0.0.2/32"},
-		{"::ffff:127.0.0.2", 64, "127.0.0.2/32"},
-		{"::ffff:127.0.0.2", 128, "127.0.0.2/32"},
-		{"2001:db8:1:2::1", 64, "2001:db8:1:2::/64"},
-		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"},
-		{"2001:db8:1:2::1", 128, "2001:db8:1:2::1/128"},
-		{"2001:db8:1:2::1", 48, "2001:db8:1::/48"},
-		{"fe80::1%eth0", 128, "fe80::1/128"},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s/%d", tt.addr, tt.prefix), func(t *testing.T) {
-			got := AddrKey(netip.MustParseAddr(tt.addr), tt.prefix)
-			if got.String() != tt.want {
-				t.Errorf("got %v; want %v", got, tt.want)
-			}
-		})
-	}
-	if got := AddrKey(netip.Addr{}, 64); got != (netip.Prefix{}) {
-		t.Errorf("AddrKey(invalid): got %v; want the zero Prefix", got)
-	}
-}
-
-func TestIPv4Mapped(t *testing.T) {
-	mapped := netip.MustParseAddr("::ffff:127.0.0.2")
-	tests := []struct {
-		name          string
-		first, second netip.Addr
-	}{
-		{"plain then mapped", ip2, mapped},
-		{"mapped then plain", mapped, ip2},
-		{"mapped twice", mapped, mapped},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := New(Options{MaxConnectionsPerIP: 1})
-			rel := mustConn(t, l, tt.first)
-			_, err := admitConn(l, tt.second)
-			wantLimitErr(t, err, "max_connections_per_ip", 1,
-				"Too many connections from your address (max_connections_per_ip=1)")
-			wantCounts(t, l, 1, 1, 0, 0)
-			rel()
-			rel2 := mustConn(t, l, tt.second)
-			rel2()
-			wantCounts(t, l, 0, 0, 0, 0)
-		})
-	}
-}
-
-func TestIPv6Prefix(t *testing.T) {
-	a := netip.MustParseAddr("2001:db8:1:2::1")
-	sameNet := netip.MustParseAddr("2001:db8:1:2:ffff:ffff:ffff:ffff")
-	otherNet := netip.MustParseAddr("2001:db8:1:3::1")
-	tests := []struct {
-		name      string
-		prefixLen int // 0: default (64)
-		second    netip.Addr
-		shared    bool
-	}{
-		{"same /64 default", 0, sameNet, true},
-		{"same /64 explicit", 64, sameNet, true},
-		{"different /64", 0, otherNet, false},
-		{"same /64 at /128", 128, sameNet, false},
-		{"same address at /128", 128, a, true},
-		{"different /64 same /48", 48, otherNet, true},
-		{"zones dropped", 128, netip.MustParseAddr("2001:db8:1:2::1%eth1"), true},
-		{"out of range means /64", 200, sameNet, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := New(Options{MaxConnectionsPerIP: 1, IPv6PrefixLength: tt.prefixLen})
-			first := a
-			if tt.name == "zones dropped" {
-				first = netip.MustParseAddr("2001:db8:1:2::1%eth0")
-			}
-			rel := mustConn(t, l, first)
-			rel2, err := admitConn(l, tt.second)
-			if tt.shared {
-				wantLimitErr(t, err, "max_connections_per_ip", 1,
-					"Too many connections from your address (max_connections_per_ip=1)")
-				wantCounts(t, l, 1, 1, 0, 0)
-			} else {
-				if err != nil {
-					t.Fatalf("got %v; want success (different key)", err)
-				}
-				wantCounts(t, l, 2, 2, 0, 0)
-				rel2()
-			}
-			rel()
-			wantCounts(t, l, 0, 0, 0, 0)
-		})
 	}
 }
 
@@ -540,10 +364,7 @@ func TestSetOptions(t *testing.T) {
 		}
 		_, err = admitConn(l, ipN(30))
 		wantLimitErr(t, err, "max_connections", 6, "Too many connections (max_connections=6)")
-		for _, r := range rels {
-			r()
-		}
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, rels...)
 	})
 	t.Run("max_connections_per_ip", func(t *testing.T) {
 		l := New(Options{MaxConnectionsPerIP: 3})
@@ -575,10 +396,7 @@ func TestSetOptions(t *testing.T) {
 		// Back to the default.
 		l.SetOptions(Options{})
 		rels = append(rels, mustUser(t, l, "alice"))
-		for _, r := range rels {
-			r()
-		}
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, rels...)
 	})
 	t.Run("ipv6 prefix change", func(t *testing.T) {
 		// A release uncounts under the key it was counted under, even
@@ -588,130 +406,8 @@ func TestSetOptions(t *testing.T) {
 		rel := mustConn(t, l, a)
 		l.SetOptions(Options{MaxConnectionsPerIP: 1, IPv6PrefixLength: 128})
 		rel2 := mustConn(t, l, netip.MustParseAddr("2001:db8::2"))
-		rel()
-		rel2()
-		wantCounts(t, l, 0, 0, 0, 0)
+		releaseAll(t, l, rel, rel2)
 	})
-}
-
-// TestConcurrentAcquireRelease hammers one Limiter from 64 goroutines;
-// run it with -race.
-func TestConcurrentAcquireRelease(t *testing.T) {
-	const goroutines, cycles = 64, 1000
-	l := New(Options{MaxConnections: 40, MaxConnectionsPerIP: 6, MaxConnectionsPerUser: 5})
-	users := []string{"alice", "Alice", "BOB", "bob", "carol"}
-	addrs := []netip.Addr{ip2, ip3, netip.MustParseAddr("::ffff:127.0.0.2"),
-		netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), ipN(7)}
-	var ok, refused atomic.Int64
-	var wg sync.WaitGroup
-	for g := range goroutines {
-		wg.Go(func() {
-			for i := range cycles {
-				addr := addrs[(g+i)%len(addrs)]
-				relC, err := admitConn(l, addr)
-				if err != nil {
-					if !errors.Is(err, ErrLimit) {
-						t.Errorf("AdmitConn: got %v; want nil or ErrLimit", err)
-						return
-					}
-					refused.Add(1)
-					continue
-				}
-				ok.Add(1)
-				relU, err := admitUser(l, users[(g*7+i)%len(users)])
-				if err == nil {
-					if i%3 == 0 {
-						_ = l.Counts()
-					}
-					relU()
-					relU()
-				} else if !errors.Is(err, ErrLimit) {
-					t.Errorf("AdmitUser: got %v; want nil or ErrLimit", err)
-				}
-				relC()
-				if i%5 == 0 {
-					relC()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	wantCounts(t, l, 0, 0, 0, 0)
-	if ok.Load() == 0 {
-		t.Errorf("got no successful acquire; want some")
-	}
-	t.Logf("%d acquired, %d refused", ok.Load(), refused.Load())
-}
-
-// TestConcurrentCapNeverExceeded tracks how many slots the test holds at
-// once: it counts after a successful acquire and uncounts before the
-// release, so its count never exceeds the Limiter's.
-func TestConcurrentCapNeverExceeded(t *testing.T) {
-	const goroutines, cycles = 64, 500
-	tests := []struct {
-		name    string
-		opts    Options
-		cap     int
-		acquire func(l *Limiter, g, i int) (func(), error)
-	}{
-		{"max_connections", Options{MaxConnections: 8}, 8, func(l *Limiter, g, i int) (func(), error) {
-			return admitConn(l, ipN(g))
-		}},
-		{"max_connections_per_ip", Options{MaxConnectionsPerIP: 5}, 5, func(l *Limiter, g, i int) (func(), error) {
-			if i%2 == 0 {
-				return admitConn(l, netip.MustParseAddr("::ffff:127.0.0.2"))
-			}
-			return admitConn(l, ip2)
-		}},
-		{"max_connections_per_user", Options{MaxConnectionsPerUser: 4}, 4, func(l *Limiter, g, i int) (func(), error) {
-			if i%2 == 0 {
-				return admitUser(l, "ALICE")
-			}
-			return admitUser(l, "alice")
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := New(tt.opts)
-			var live, maxLive, refused atomic.Int64
-			var wg sync.WaitGroup
-			for g := range goroutines {
-				wg.Go(func() {
-					for i := range cycles {
-						rel, err := tt.acquire(l, g, i)
-						if err != nil {
-							var le *Error
-							if !errors.As(err, &le) || le.Limit != tt.name || le.Value != tt.cap {
-								t.Errorf("got %v; want %s=%d refusal", err, tt.name, tt.cap)
-								return
-							}
-							refused.Add(1)
-							continue
-						}
-						n := live.Add(1)
-						for {
-							m := maxLive.Load()
-							if n <= m || maxLive.CompareAndSwap(m, n) {
-								break
-							}
-						}
-						runtime.Gosched() // hold the slot a moment
-						live.Add(-1)
-						rel()
-					}
-				})
-			}
-			wg.Wait()
-			if m := maxLive.Load(); m > int64(tt.cap) {
-				t.Errorf("got %d slots held at once; want at most %d", m, tt.cap)
-			}
-			if refused.Load() == 0 {
-				t.Logf("no refusals (scheduling); cap was not contended")
-			}
-			wantCounts(t, l, 0, 0, 0, 0)
-			t.Logf("max held %d (cap %d), %d refused", maxLive.Load(), tt.cap, refused.Load())
-		})
-	}
 }
 
 // TestAdmitChecks: the checks an admission reports carry the count found

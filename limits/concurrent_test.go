@@ -1,0 +1,130 @@
+package limits
+
+import (
+	"errors"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestConcurrentAcquireRelease hammers one Limiter from 64 goroutines;
+// run it with -race.
+func TestConcurrentAcquireRelease(t *testing.T) {
+	const goroutines, cycles = 64, 1000
+	l := New(Options{MaxConnections: 40, MaxConnectionsPerIP: 6, MaxConnectionsPerUser: 5})
+	users := []string{"alice", "Alice", "BOB", "bob", "carol"}
+	addrs := []netip.Addr{ip2, ip3, netip.MustParseAddr("::ffff:127.0.0.2"),
+		netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), ipN(7)}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range cycles {
+				addr := addrs[(g+i)%len(addrs)]
+				relC, err := admitConn(l, addr)
+				if err != nil {
+					if !errors.Is(err, ErrLimit) {
+						t.Errorf("AdmitConn: got %v; want nil or ErrLimit", err)
+						return
+					}
+					refused.Add(1)
+					continue
+				}
+				ok.Add(1)
+				relU, err := admitUser(l, users[(g*7+i)%len(users)])
+				if err == nil {
+					if i%3 == 0 {
+						_ = l.Counts()
+					}
+					relU()
+					relU()
+				} else if !errors.Is(err, ErrLimit) {
+					t.Errorf("AdmitUser: got %v; want nil or ErrLimit", err)
+				}
+				relC()
+				if i%5 == 0 {
+					relC()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wantCounts(t, l, 0, 0, 0, 0)
+	if ok.Load() == 0 {
+		t.Errorf("got no successful acquire; want some")
+	}
+	t.Logf("%d acquired, %d refused", ok.Load(), refused.Load())
+}
+
+// TestConcurrentCapNeverExceeded tracks how many slots the test holds at
+// once: it counts after a successful acquire and uncounts before the
+// release, so its count never exceeds the Limiter's.
+func TestConcurrentCapNeverExceeded(t *testing.T) {
+	const goroutines, cycles = 64, 500
+	tests := []struct {
+		name    string
+		opts    Options
+		cap     int
+		acquire func(l *Limiter, g, i int) (func(), error)
+	}{
+		{"max_connections", Options{MaxConnections: 8}, 8, func(l *Limiter, g, i int) (func(), error) {
+			return admitConn(l, ipN(g))
+		}},
+		{"max_connections_per_ip", Options{MaxConnectionsPerIP: 5}, 5, func(l *Limiter, g, i int) (func(), error) {
+			if i%2 == 0 {
+				return admitConn(l, netip.MustParseAddr("::ffff:127.0.0.2"))
+			}
+			return admitConn(l, ip2)
+		}},
+		{"max_connections_per_user", Options{MaxConnectionsPerUser: 4}, 4, func(l *Limiter, g, i int) (func(), error) {
+			if i%2 == 0 {
+				return admitUser(l, "ALICE")
+			}
+			return admitUser(l, "alice")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(tt.opts)
+			var live, maxLive, refused atomic.Int64
+			var wg sync.WaitGroup
+			for g := range goroutines {
+				wg.Go(func() {
+					for i := range cycles {
+						rel, err := tt.acquire(l, g, i)
+						if err != nil {
+							var le *Error
+							if !errors.As(err, &le) || le.Limit != tt.name || le.Value != tt.cap {
+								t.Errorf("got %v; want %s=%d refusal", err, tt.name, tt.cap)
+								return
+							}
+							refused.Add(1)
+							continue
+						}
+						n := live.Add(1)
+						for {
+							m := maxLive.Load()
+							if n <= m || maxLive.CompareAndSwap(m, n) {
+								break
+							}
+						}
+						runtime.Gosched() // hold the slot a moment
+						live.Add(-1)
+						rel()
+					}
+				})
+			}
+			wg.Wait()
+			if m := maxLive.Load(); m > int64(tt.cap) {
+				t.Errorf("got %d slots held at once; want at most %d", m, tt.cap)
+			}
+			if refused.Load() == 0 {
+				t.Logf("no refusals (scheduling); cap was not contended")
+			}
+			wantCounts(t, l, 0, 0, 0, 0)
+			t.Logf("max held %d (cap %d), %d refused", maxLive.Load(), tt.cap, refused.Load())
+		})
+	}
+}
