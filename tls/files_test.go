@@ -26,32 +26,24 @@ func TestFilesReload(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	first := ca.issue(t, "localhost", "127.0.0.1")
-	certFile := writeFile(t, dir, "cert.pem", first.certPEM)
-	keyFile := writeFile(t, dir, "key.pem", first.keyPEM)
+	certFile, keyFile := first.writePair(t, dir)
 
 	m := newFilesManager(t, certFile, keyFile)
 	addr := serveTLS(t, m.ServerConfig())
 	client := &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}
 
-	leaf, _ := mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, first.der) {
-		t.Fatal("first handshake: got another certificate; want the one in cert_file")
-	}
+	wantServed(t, addr, client, first, "first handshake: got another certificate; want the one in cert_file")
 	if got, want := m.Fingerprint(), fingerprint(first.der); got != want {
 		t.Fatalf("Fingerprint() = %s; want %s", got, want)
 	}
 
 	// Replace both files, as a renewal would; Reload serves the new pair.
 	second := ca.issue(t, "localhost", "127.0.0.1")
-	writeFile(t, dir, "cert.pem", second.certPEM)
-	writeFile(t, dir, "key.pem", second.keyPEM)
+	second.writePair(t, dir)
 	if err := m.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	leaf, _ = mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, second.der) {
-		t.Fatal("after Reload: got the old certificate; want the new one")
-	}
+	wantServed(t, addr, client, second, "after Reload: got the old certificate; want the new one")
 	if got, want := m.Fingerprint(), fingerprint(second.der); got != want {
 		t.Fatalf("Fingerprint() after Reload = %s; want %s", got, want)
 	}
@@ -70,10 +62,7 @@ func TestFilesReload(t *testing.T) {
 			t.Errorf("Reload error %q does not mention %q", err, want)
 		}
 	}
-	leaf, _ = mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, second.der) {
-		t.Fatal("after a failed Reload: the certificate changed; want the previous one kept")
-	}
+	wantServed(t, addr, client, second, "after a failed Reload: the certificate changed; want the previous one kept")
 }
 
 // TestFilesAutoCheck: handshakes notice changed files by themselves, at
@@ -82,8 +71,7 @@ func TestFilesAutoCheck(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	first := ca.issue(t, "localhost")
-	certFile := writeFile(t, dir, "cert.pem", first.certPEM)
-	keyFile := writeFile(t, dir, "key.pem", first.keyPEM)
+	certFile, keyFile := first.writePair(t, dir)
 
 	m := newFilesManager(t, certFile, keyFile)
 	var now atomic.Int64
@@ -92,32 +80,20 @@ func TestFilesAutoCheck(t *testing.T) {
 	addr := serveTLS(t, m.ServerConfig())
 	client := &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}
 
-	leaf, _ := mustHandshake(t, addr, client) // checks (nothing changed) and arms the interval
-	if !bytes.Equal(leaf.Raw, first.der) {
-		t.Fatal("first handshake: got another certificate; want the first")
-	}
+	// The first handshake checks (nothing changed) and arms the interval.
+	wantServed(t, addr, client, first, "first handshake: got another certificate; want the first")
 
 	second := ca.issue(t, "localhost")
-	writeFile(t, dir, "cert.pem", second.certPEM)
-	writeFile(t, dir, "key.pem", second.keyPEM)
-	leaf, _ = mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, first.der) {
-		t.Fatal("handshake within FileCheckInterval: got the new certificate; want no check yet")
-	}
+	second.writePair(t, dir)
+	wantServed(t, addr, client, first, "handshake within FileCheckInterval: got the new certificate; want no check yet")
 
 	now.Add(int64(FileCheckInterval))
-	leaf, _ = mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, second.der) {
-		t.Fatal("handshake after FileCheckInterval: got the old certificate; want the changed files reloaded")
-	}
+	wantServed(t, addr, client, second, "handshake after FileCheckInterval: got the old certificate; want the changed files reloaded")
 
 	// A broken change is logged and skipped; the certificate stays.
 	writeFile(t, dir, "key.pem", []byte("not a key\n"))
 	now.Add(int64(FileCheckInterval))
-	leaf, _ = mustHandshake(t, addr, client)
-	if !bytes.Equal(leaf.Raw, second.der) {
-		t.Fatal("after a broken key_file: the certificate changed; want it kept")
-	}
+	wantServed(t, addr, client, second, "after a broken key_file: the certificate changed; want it kept")
 }
 
 func TestFilesBad(t *testing.T) {
@@ -125,8 +101,7 @@ func TestFilesBad(t *testing.T) {
 	dir := t.TempDir()
 	good := ca.issue(t, "localhost")
 	other := ca.issue(t, "localhost")
-	certFile := writeFile(t, dir, "cert.pem", good.certPEM)
-	keyFile := writeFile(t, dir, "key.pem", good.keyPEM)
+	certFile, keyFile := good.writePair(t, dir)
 	otherKey := writeFile(t, dir, "other-key.pem", other.keyPEM)
 	garbage := writeFile(t, dir, "garbage.pem", []byte("hello\n"))
 	missing := filepath.Join(dir, "missing.pem")
@@ -148,13 +123,8 @@ func TestFilesBad(t *testing.T) {
 			m, err := New(context.Background(), Options{Mode: ModeFiles, CertFile: tt.certFile, KeyFile: tt.keyFile})
 			if err == nil {
 				m.Close()
-				t.Fatal("New: got nil error; want one")
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
+			wantErrorContaining(t, err, tt.want)
 		})
 	}
 }
@@ -188,8 +158,7 @@ func TestFilesConcurrent(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	pairs := []issued{ca.issue(t, "localhost"), ca.issue(t, "localhost")}
-	certFile := writeFile(t, dir, "cert.pem", pairs[0].certPEM)
-	keyFile := writeFile(t, dir, "key.pem", pairs[0].keyPEM)
+	certFile, keyFile := pairs[0].writePair(t, dir)
 	m := newFilesManager(t, certFile, keyFile)
 	var now atomic.Int64
 	m.files.now = func() time.Time { return time.Unix(0, now.Add(int64(FileCheckInterval))) }

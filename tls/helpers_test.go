@@ -1,6 +1,7 @@
 package imaptls
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +151,36 @@ func mustHandshake(t *testing.T, addr string, cfg *tls.Config) (*x509.Certificat
 		t.Fatal("no peer certificate")
 	}
 	return st.PeerCertificates[0], st
+}
+
+// writePair writes the certificate and key of c to dir/cert.pem and
+// dir/key.pem.
+func (c issued) writePair(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	return writeFile(t, dir, "cert.pem", c.certPEM), writeFile(t, dir, "key.pem", c.keyPEM)
+}
+
+// wantServed handshakes with addr and fails the test, saying what, unless
+// the server presents want.
+func wantServed(t *testing.T, addr string, client *tls.Config, want issued, what string) {
+	t.Helper()
+	if leaf, _ := mustHandshake(t, addr, client); !bytes.Equal(leaf.Raw, want.der) {
+		t.Fatal(what)
+	}
+}
+
+// wantErrorContaining fails the test unless err is an error whose text
+// contains each of want.
+func wantErrorContaining(t *testing.T, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got nil error; want one containing %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
 }
 
 // errorsAs reports whether err holds a T (shorthand for table checks).

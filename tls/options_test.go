@@ -2,7 +2,6 @@ package imaptls
 
 import (
 	"context"
-	"strings"
 	"testing"
 )
 
@@ -41,14 +40,7 @@ func TestOptionsValidate(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
-				t.Fatalf("got nil error; want one containing %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
+			wantErrorContaining(t, err, tt.want)
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -101,14 +100,7 @@ func TestUpstreamConfigErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := UpstreamConfig(tt.o)
-			if err == nil {
-				t.Fatal("got nil error; want one")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
+			wantErrorContaining(t, err, tt.want)
 		})
 	}
 }
