@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imapguard/imapguard/test/dovecot"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat;
@@ -403,15 +406,20 @@ func freeLoopbackPort() (int, error) {
 
 // waitGreeting dials addr until it answers with an IMAP "* OK" greeting
 // (Dovecot's "Waiting for authentication process" does not count), the
-// child exits, or timeout passes.
-func waitGreeting(addr string, c *child, timeout time.Duration) error {
+// child exits, or timeout passes; over implicit TLS if withTLS.
+func waitGreeting(addr string, withTLS bool, c *child, timeout time.Duration) error {
+	var cfg *tls.Config
+	over := ""
+	if withTLS {
+		cfg, over = clientTLSConfig(), " over TLS"
+	}
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		if c != nil && c.exited() {
-			return fmt.Errorf("%s exited (%v) before it greeted on %s:\n%s", c.name, c.waitErr, addr, c.tail(2000))
+			return fmt.Errorf("%s exited (%v) before it greeted%s on %s:\n%s", c.name, c.waitErr, over, addr, c.tail(2000))
 		}
-		g, err := readGreeting(addr)
+		g, _, err := dovecot.Greeting(addr, cfg, 3*time.Second)
 		if err == nil {
 			if strings.HasPrefix(g, "* OK") && !strings.Contains(g, "Waiting for authentication") {
 				return nil
@@ -421,24 +429,7 @@ func waitGreeting(addr string, c *child, timeout time.Duration) error {
 		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("no IMAP greeting on %s after %v: %v", addr, timeout, last)
-}
-
-func readGreeting(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-		return "", err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	_, _ = c.Write([]byte("z LOGOUT\r\n"))
-	return strings.TrimRight(line, "\r\n"), nil
+	return fmt.Errorf("no IMAP greeting%s on %s after %v: %v", over, addr, timeout, last)
 }
 
 // errSkipped marks a target or workload that cannot run here; the

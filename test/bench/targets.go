@@ -95,7 +95,7 @@ func (h *harness) startImapd() error {
 	if err != nil {
 		return err
 	}
-	if err := waitGreeting(addr, c, 20*time.Second); err != nil {
+	if err := waitGreeting(addr, false, c, 20*time.Second); err != nil {
 		return fmt.Errorf("imapd: %w", err)
 	}
 	h.imapd = &service{name: "imapd", addr: addr, pid: c.pid()}
@@ -199,9 +199,9 @@ func (h *harness) runImapguard(name string, vars map[string]string) (*child, err
 		return nil, err
 	}
 	if vars["Listen"] != "" {
-		err = waitGreeting(vars["Listen"], c, 20*time.Second)
+		err = waitGreeting(vars["Listen"], false, c, 20*time.Second)
 	} else {
-		err = waitTLSGreeting(vars["ListenTLS"], c, 20*time.Second)
+		err = waitGreeting(vars["ListenTLS"], true, c, 20*time.Second)
 	}
 	if err != nil {
 		c.stop(5 * time.Second)
@@ -354,48 +354,76 @@ func (h *harness) relayListens(old map[upstream]string, oldTLS string, withTLS b
 // waitRelay waits for every listener of a relay to greet.
 func waitRelay(ls []relayListen, c *child) error {
 	for _, l := range ls {
-		wait := waitGreeting
-		if l.TLS {
-			wait = waitTLSGreeting
-		}
-		if err := wait(l.Listen, c, 20*time.Second); err != nil {
+		if err := waitGreeting(l.Listen, l.TLS, c, 20*time.Second); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// startRelay starts a relay (HAProxy or nginx) with start, with an imaps
-// listener when Dovecot has TLS. Should the relay not start with it, it
-// is started without, and only the TLS workloads skip it.
-func (h *harness) startRelay(t *target, start func(withTLS bool) error) error {
+// startRelay starts a relay (HAProxy or nginx), one process that serves
+// every listener, imaps included, with start, with an imaps listener when
+// Dovecot has TLS. Should the relay not start with it, it is started
+// without, and only the TLS workloads skip it; should it not start at all,
+// t is skipped. It returns t, ready to be measured and restarted.
+func (h *harness) startRelay(t *target, start func(withTLS bool) (*child, error)) *target {
+	var proc *child
+	startProc := func(withTLS bool) error {
+		c, err := start(withTLS)
+		if err == nil {
+			proc = c
+		}
+		return err
+	}
 	withTLS := h.tlsUpstreamReady()
-	err := start(withTLS)
+	err := startProc(withTLS)
 	if err != nil && withTLS {
 		tlsErr := err
-		if err = start(false); err == nil {
+		if err = startProc(false); err == nil {
 			t.tlsSkip = "it did not start with an imaps listener: " + tlsErr.Error()
 		}
 	}
-	return err
-}
-
-func (h *harness) startHAProxy() *target {
-	t := &target{name: "haproxy", addrs: map[upstream]string{}}
-	if h.bins.haproxy == "" {
-		t.skip = "haproxy is not installed (apt-get install haproxy)"
-		return t
-	}
-	dir := filepath.Join(h.dir, "haproxy")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err != nil {
 		t.skip = err.Error()
 		return t
 	}
-	var proc *child
-	start := func(withTLS bool) error {
+	t.pidsFor = func(upstream) []int { return tree(proc.pid()) }
+	t.restart = func(upstream) error {
+		proc.stop(10 * time.Second)
+		return startProc(t.tlsAddr != "")
+	}
+	if t.tlsAddr != "" {
+		t.tlsPids = func() []int { return tree(proc.pid()) }
+		t.tlsRestart = func() error { return t.restart(upDovecot) }
+	}
+	return t
+}
+
+// relayTarget is the target of the relay name, run from bin (installed
+// by the Debian packages pkgs), and its folder: skipped if bin is missing
+// or the folder cannot be made.
+func (h *harness) relayTarget(name, bin, pkgs string) (t *target, dir string) {
+	t = &target{name: name, addrs: map[upstream]string{}}
+	if bin == "" {
+		t.skip = name + " is not installed (apt-get install " + pkgs + ")"
+		return t, ""
+	}
+	dir = filepath.Join(h.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.skip = err.Error()
+	}
+	return t, dir
+}
+
+func (h *harness) startHAProxy() *target {
+	t, dir := h.relayTarget("haproxy", h.bins.haproxy, "haproxy")
+	if t.skip != "" {
+		return t
+	}
+	start := func(withTLS bool) (*child, error) {
 		addrs, tlsAddr, ls, err := h.relayListens(t.addrs, t.tlsAddr, withTLS)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		combined := ""
 		if withTLS {
@@ -410,46 +438,29 @@ func (h *harness) startHAProxy() *target {
 			"Combined": combined,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		conf := filepath.Join(dir, "haproxy.cfg")
 		if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		if out, err := exec.Command(h.bins.haproxy, "-c", "-f", conf).CombinedOutput(); err != nil {
-			return fmt.Errorf("haproxy -c -f %s: %v\n%s", conf, err, out)
+			return nil, fmt.Errorf("haproxy -c -f %s: %v\n%s", conf, err, out)
 		}
 		// -db: stay in the foreground; HAProxy is one process with one
 		// thread per CPU.
 		c, err := h.procs.start(dir, "haproxy", h.bins.haproxy, "-db", "-f", conf)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := waitRelay(ls, c); err != nil {
 			c.stop(5 * time.Second)
-			return fmt.Errorf("haproxy: %w\n%s", err, c.tail(2000))
+			return nil, fmt.Errorf("haproxy: %w\n%s", err, c.tail(2000))
 		}
 		t.addrs, t.tlsAddr = addrs, tlsAddr
-		proc = c
-		return nil
+		return c, nil
 	}
-	if err := h.startRelay(t, start); err != nil {
-		t.skip = err.Error()
-		return t
-	}
-	t.pidsFor = func(upstream) []int { return tree(proc.pid()) }
-	if t.tlsAddr != "" {
-		t.tlsPids = func() []int { return tree(proc.pid()) }
-	}
-	t.restart = func(upstream) error {
-		proc.stop(10 * time.Second)
-		return start(t.tlsAddr != "")
-	}
-	// One process serves every listener, imaps included.
-	if t.tlsAddr != "" {
-		t.tlsRestart = func() error { return t.restart(upDovecot) }
-	}
-	return t
+	return h.startRelay(t, start)
 }
 
 // ---- nginx mail proxy ---------------------------------------------
@@ -543,14 +554,8 @@ func (a *authHTTP) close() {
 }
 
 func (h *harness) startNginx() *target {
-	t := &target{name: "nginx", addrs: map[upstream]string{}}
-	if h.bins.nginx == "" {
-		t.skip = "nginx is not installed (apt-get install nginx-light libnginx-mod-mail)"
-		return t
-	}
-	dir := filepath.Join(h.dir, "nginx")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.skip = err.Error()
+	t, dir := h.relayTarget("nginx", h.bins.nginx, "nginx-light libnginx-mod-mail")
+	if t.skip != "" {
 		return t
 	}
 	auth, err := h.startAuthHTTP()
@@ -559,11 +564,10 @@ func (h *harness) startNginx() *target {
 		return t
 	}
 	h.cleanups = append(h.cleanups, auth.close)
-	var proc *child
-	start := func(withTLS bool) error {
+	start := func(withTLS bool) (*child, error) {
 		addrs, tlsAddr, ls, err := h.relayListens(t.addrs, t.tlsAddr, withTLS)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var cert, key string
 		if withTLS {
@@ -579,46 +583,29 @@ func (h *harness) startNginx() *target {
 			"Conns": max(1024, h.fileLimit-1000), "Files": h.fileLimit,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		conf := filepath.Join(dir, "nginx.conf")
 		if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		errLog := filepath.Join(dir, "error.log")
 		args := []string{"-p", dir + "/", "-c", conf, "-e", errLog}
 		if out, err := exec.Command(h.bins.nginx, append(args, "-t")...).CombinedOutput(); err != nil {
-			return fmt.Errorf("nginx -t -c %s: %v\n%s", conf, err, out)
+			return nil, fmt.Errorf("nginx -t -c %s: %v\n%s", conf, err, out)
 		}
 		c, err := h.procs.start(dir, "nginx", h.bins.nginx, args...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := waitRelay(ls, c); err != nil {
 			c.stop(5 * time.Second)
-			return fmt.Errorf("nginx: %w\n%s", err, tailFile(errLog, 2000))
+			return nil, fmt.Errorf("nginx: %w\n%s", err, tailFile(errLog, 2000))
 		}
 		t.addrs, t.tlsAddr = addrs, tlsAddr
-		proc = c
-		return nil
+		return c, nil
 	}
-	if err := h.startRelay(t, start); err != nil {
-		t.skip = err.Error()
-		return t
-	}
-	t.pidsFor = func(upstream) []int { return tree(proc.pid()) }
-	if t.tlsAddr != "" {
-		t.tlsPids = func() []int { return tree(proc.pid()) }
-	}
-	t.restart = func(upstream) error {
-		proc.stop(10 * time.Second)
-		return start(t.tlsAddr != "")
-	}
-	// One process serves every listener, imaps included.
-	if t.tlsAddr != "" {
-		t.tlsRestart = func() error { return t.restart(upDovecot) }
-	}
-	return t
+	return h.startRelay(t, start)
 }
 
 // ---- TLS (imaps) hook ------------------------------------------------

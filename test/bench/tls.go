@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/imapguard/imapguard/test/dovecot"
 )
 
 // tlsFiles is the certificate every TLS listener of the benchmark
@@ -149,50 +150,6 @@ func clientTLSConfig() *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1"} //nolint:gosec // loopback benchmark, as imapload
 }
 
-// tlsGreeting dials addr, completes the TLS handshake and reads the IMAP
-// greeting. It returns the greeting and the negotiated parameters.
-func tlsGreeting(addr string) (string, tls.ConnectionState, error) {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return "", tls.ConnectionState{}, err
-	}
-	defer nc.Close()
-	if err := nc.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
-		return "", tls.ConnectionState{}, err
-	}
-	c := tls.Client(nc, clientTLSConfig())
-	if err := c.Handshake(); err != nil {
-		return "", tls.ConnectionState{}, fmt.Errorf("TLS handshake: %w", err)
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", c.ConnectionState(), err
-	}
-	_, _ = c.Write([]byte("z LOGOUT\r\n"))
-	return strings.TrimRight(line, "\r\n"), c.ConnectionState(), nil
-}
-
-// waitTLSGreeting is waitGreeting over implicit TLS.
-func waitTLSGreeting(addr string, c *child, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if c != nil && c.exited() {
-			return fmt.Errorf("%s exited (%v) before it greeted over TLS on %s:\n%s", c.name, c.waitErr, addr, c.tail(2000))
-		}
-		g, _, err := tlsGreeting(addr)
-		if err == nil {
-			if strings.HasPrefix(g, "* OK") && !strings.Contains(g, "Waiting for authentication") {
-				return nil
-			}
-			err = fmt.Errorf("greeting %q", g)
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no IMAP greeting over TLS on %s after %v: %v", addr, timeout, last)
-}
-
 // describeTLS names what a handshake negotiated: "TLS 1.3
 // TLS_AES_128_GCM_SHA256 X25519".
 func describeTLS(cs tls.ConnectionState) string {
@@ -234,7 +191,7 @@ func (h *harness) smokeTestTLS() {
 			h.note("%s is skipped for the TLS workloads: %s", t.name, t.tlsSkip)
 			continue
 		}
-		if _, cs, err := tlsGreeting(t.tlsAddr); err == nil {
+		if _, cs, err := dovecot.Greeting(t.tlsAddr, clientTLSConfig(), 3*time.Second); err == nil {
 			negotiated = append(negotiated, t.name+": "+describeTLS(cs))
 		}
 	}

@@ -576,31 +576,42 @@ func pinnedTLSConfig(certPEM []byte) (*tls.Config, error) {
 	}, nil
 }
 
-// readGreeting reads the greeting on addr, over TLS if cfg is not nil.
-func readGreeting(addr string, cfg *tls.Config) (string, error) {
+// Greeting dials addr, over TLS with cfg if cfg is not nil, reads the
+// IMAP greeting and says LOGOUT. All of it takes at most patience. It
+// returns the greeting without CRLF and what the TLS handshake negotiated.
+// The harness's readiness probes and the benchmark's use it.
+func Greeting(addr string, cfg *tls.Config, patience time.Duration) (string, tls.ConnectionState, error) {
+	var cs tls.ConnectionState
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return "", err
+		return "", cs, err
 	}
 	defer c.Close()
-	// Short, so that a foreign process on the port or a Dovecot that exits
-	// meanwhile is noticed quickly; a slow greeting is simply probed again.
-	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-		return "", err
+	if err := c.SetDeadline(time.Now().Add(patience)); err != nil {
+		return "", cs, err
 	}
 	if cfg != nil {
 		tc := tls.Client(c, cfg)
 		if err := tc.Handshake(); err != nil {
-			return "", fmt.Errorf("TLS handshake: %w", err)
+			return "", cs, fmt.Errorf("TLS handshake: %w", err)
 		}
-		c = tc
+		c, cs = tc, tc.ConnectionState()
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return "", err
+		return "", cs, err
 	}
 	_, _ = c.Write([]byte("ready LOGOUT\r\n"))
-	return strings.TrimRight(line, "\r\n"), nil
+	return strings.TrimRight(line, "\r\n"), cs, nil
+}
+
+// readGreeting reads the greeting on addr, over TLS if cfg is not nil.
+// Its patience is short, so that a foreign process on the port or a
+// Dovecot that exits meanwhile is noticed quickly; a slow greeting is
+// simply probed again.
+func readGreeting(addr string, cfg *tls.Config) (string, error) {
+	g, _, err := Greeting(addr, cfg, 2*time.Second)
+	return g, err
 }
 
 // Pid is the process id of Dovecot's master process, which leads its own
