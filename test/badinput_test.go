@@ -272,8 +272,7 @@ func TestBadPostauthLiteralRefusedByUpstream(t *testing.T) {
 	c.Send("hello\r\n")
 	c.Expect("d OK done")
 	c.OK("n1", "NOOP")
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 	for _, want := range []string{"a SEARCH TEXT {5000}", "d SEARCH TEXT {5}\r\nhello", "n1 NOOP", "z LOGOUT"} {
 		wantLine(t, "the upstream's next command", up.Next(t), want)
 	}

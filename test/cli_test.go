@@ -196,10 +196,7 @@ func TestCLITracesStdout(t *testing.T) {
 		upstream+"\"\n[telemetry]\ntraces = \"stdout\"\n"))
 	addr := p.waitLog(listeningRe)[1]
 	c := proxytest.Login(t, addr, watchedUser, watchedPass)
-	if _, st := c.Cmd("o", "LOGOUT"); !strings.HasPrefix(st, "o OK") {
-		t.Fatalf("LOGOUT: got %q; want OK", st)
-	}
-	c.ExpectClosed()
+	c.Logout("o")
 	if err := p.stop(); err != nil {
 		t.Fatalf("imapguard after SIGTERM: %v; want exit status 0", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
@@ -123,8 +122,7 @@ func TestLimitCountsReturnToZero(t *testing.T) {
 	}
 
 	t.Run("shutdown", func(t *testing.T) {
-		p := startCounted(t, proxy.Options{}, limits.Options{},
-			server.User{Username: "alice", Password: "secret", Messages: 2})
+		p := startCounted(t, proxy.Options{}, limits.Options{})
 		pre := greeted(t, "127.0.0.2", p.Addr)
 		auth := proxytest.Login(t, p.Addr, "alice", "secret")
 		auth.OK("s", "SELECT INBOX")

@@ -212,6 +212,13 @@ func testDovecotHarnessTLS(t *testing.T) {
 			t.Fatalf("no certificate in %q", certPEM)
 		}
 		t.Logf("certificate for %q", cfg.ServerName)
+		// session logs in with a plaintext LOGIN, selects INBOX and logs
+		// out.
+		session := func(c *proxytest.Conn) {
+			c.OK("l", "LOGIN alice alice-secret")
+			c.OK("s", "SELECT INBOX")
+			c.OK("o", "LOGOUT")
+		}
 		servedCert := func(cs tls.ConnectionState) {
 			t.Helper()
 			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, block.Bytes) {
@@ -232,9 +239,7 @@ func testDovecotHarnessTLS(t *testing.T) {
 			if caps := proxytest.CapLine(c.OK("c", "CAPABILITY")); strings.Contains(caps, "STARTTLS") {
 				t.Errorf("STARTTLS still offered after STARTTLS: %q", caps)
 			}
-			c.OK("d", "LOGIN alice alice-secret")
-			c.OK("e", "SELECT INBOX")
-			c.OK("f", "LOGOUT")
+			session(c)
 		})
 
 		t.Run("imaps", func(t *testing.T) {
@@ -245,17 +250,14 @@ func testDovecotHarnessTLS(t *testing.T) {
 			if caps := proxytest.CapLine(c.OK("a", "CAPABILITY")); strings.Contains(caps, "STARTTLS") || strings.Contains(caps, "LOGINDISABLED") {
 				t.Errorf("capabilities on imaps: %q, want neither STARTTLS nor LOGINDISABLED", caps)
 			}
-			c.OK("b", "LOGIN alice alice-secret")
-			c.OK("c", "SELECT INBOX")
-			c.OK("d", "LOGOUT")
+			session(c)
 		})
 
 		t.Run("plaintext login", func(t *testing.T) {
 			t.Parallel()
 			c := proxytest.Dial(t, addr)
 			c.Greeting()
-			c.OK("a", "LOGIN alice alice-secret")
-			c.OK("b", "LOGOUT")
+			session(c)
 		})
 
 		t.Run("untrusted", func(t *testing.T) {

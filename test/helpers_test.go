@@ -70,6 +70,22 @@ func dialGoIMAP(t *testing.T, addr string, opts *imapclient.Options) *imapclient
 	return newGoIMAP(t, nc, opts, false)
 }
 
+// loginSelect logs go-imap's client in and selects INBOX, which must hold
+// want messages (unless want is -1).
+func loginSelect(t *testing.T, c *imapclient.Client, user, pass string, want int) {
+	t.Helper()
+	if err := c.Login(user, pass).Wait(); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatalf("select: %v", err)
+	}
+	if want >= 0 && sel.NumMessages != uint32(want) {
+		t.Errorf("INBOX holds %d messages; want %d", sel.NumMessages, want)
+	}
+}
+
 // appendMessage appends msg to INBOX.
 func appendMessage(t *testing.T, c *imapclient.Client, msg []byte) *imap.AppendData {
 	t.Helper()

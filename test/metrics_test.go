@@ -33,10 +33,8 @@ func TestMetricsAfterSessions(t *testing.T) {
 	})
 	refused := proxytest.Dial(t, tp.Addr) // the third from 127.0.0.1
 	refused.ExpectPrefix("* BYE [UNAVAILABLE]")
-	a.Cmd("z", "LOGOUT")
-	a.ExpectClosed()
-	pre.Cmd("z", "LOGOUT")
-	pre.ExpectClosed()
+	a.Logout("z")
+	pre.Logout("z")
 	proxytest.WaitZero(t, tp.Limiter)
 	tp.connTrees(t, 3)
 
@@ -161,26 +159,22 @@ func (m metrics) gauge(name string, want ...string) float64 {
 // "sum" or "gauge", and fails the test if the metric is of another kind.
 func (m metrics) add(kind, name string, want []string) float64 {
 	m.t.Helper()
+	var found string
+	var total float64
 	switch d := m.find(name).(type) {
 	case metricdata.Sum[int64]:
-		if kind == "sum" {
-			return addPoints(d.DataPoints, want)
-		}
+		found, total = "sum", addPoints(d.DataPoints, want)
 	case metricdata.Sum[float64]:
-		if kind == "sum" {
-			return addPoints(d.DataPoints, want)
-		}
+		found, total = "sum", addPoints(d.DataPoints, want)
 	case metricdata.Gauge[int64]:
-		if kind == "gauge" {
-			return addPoints(d.DataPoints, want)
-		}
+		found, total = "gauge", addPoints(d.DataPoints, want)
 	case metricdata.Gauge[float64]:
-		if kind == "gauge" {
-			return addPoints(d.DataPoints, want)
-		}
+		found, total = "gauge", addPoints(d.DataPoints, want)
 	}
-	m.t.Fatalf("metric %s is not a %s", name, kind)
-	return 0
+	if found != kind {
+		m.t.Fatalf("metric %s is not a %s", name, kind)
+	}
+	return total
 }
 
 // count adds up a histogram's counts with the given attributes.

@@ -34,20 +34,11 @@ func TestE2EClientSession(t *testing.T) {
 				},
 			},
 		})
-		if err := c.Login(user, pass).Wait(); err != nil {
-			t.Fatalf("login: %v", err)
-		}
+		loginSelect(t, c, user, pass, 1)
 		for cp := range c.Caps() {
 			if u := strings.ToUpper(string(cp)); strings.HasPrefix(u, "COMPRESS=") || strings.HasPrefix(u, "AUTH=") || u == "STARTTLS" {
 				t.Errorf("client sees capability %s after login", cp)
 			}
-		}
-		sel, err := c.Select("INBOX", nil).Wait()
-		if err != nil {
-			t.Fatalf("select: %v", err)
-		}
-		if sel.NumMessages != 1 {
-			t.Fatalf("select: %d messages; want 1", sel.NumMessages)
 		}
 
 		// FETCH BODY[] of message 1 (a literal relayed to the client).
@@ -147,16 +138,10 @@ func TestE2EAppendNonSyncLiteral(t *testing.T) {
 		if err := <-werr; err != nil {
 			t.Fatal(err)
 		}
-		c.Cmd("z", "LOGOUT")
-		c.ExpectClosed()
+		c.Logout("z")
 
 		ic := dialGoIMAP(t, p.Addr, nil)
-		if err := ic.Login(user, pass).Wait(); err != nil {
-			t.Fatalf("login: %v", err)
-		}
-		if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatalf("select: %v", err)
-		}
+		loginSelect(t, ic, user, pass, -1)
 		if got := fetchBody(t, ic, uidOf(t, ic, nil, 2)); !bytes.Equal(got, big) {
 			t.Fatalf("5 MB message read back differs: got %d bytes, want %d", len(got), len(big))
 		}

@@ -144,8 +144,7 @@ func TestTLSMaxConnectionsHandshake(t *testing.T) {
 	// The slot is free again.
 	c, _ := proxytest.DialTLS(t, p.TLSAddr, ca.clientConfig())
 	c.Greeting()
-	c.Cmd("o", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("o")
 	proxytest.WaitZero(t, p.Limiter)
 }
 

@@ -163,16 +163,7 @@ func TestTLSImplicit(t *testing.T) {
 		if !caps.Has(imap.AuthCap("PLAIN")) || caps.Has(imap.CapStartTLS) || caps.Has(imap.CapLoginDisabled) {
 			t.Errorf("capabilities on the imaps port: %v; want AUTH=PLAIN, no STARTTLS, no LOGINDISABLED", caps)
 		}
-		if err := c.Login("alice", "secret").Wait(); err != nil {
-			t.Fatalf("login: %v", err)
-		}
-		sel, err := c.Select("INBOX", nil).Wait()
-		if err != nil {
-			t.Fatalf("select: %v", err)
-		}
-		if sel.NumMessages != 3 {
-			t.Errorf("INBOX holds %d messages; want 3", sel.NumMessages)
-		}
+		loginSelect(t, c, "alice", "secret", 3)
 		msgs, err := c.Fetch(imap.SeqSetNum(1, 2, 3), &imap.FetchOptions{Envelope: true, UID: true}).Collect()
 		if err != nil || len(msgs) != 3 {
 			t.Fatalf("fetch 1:3: %v (%d messages)", err, len(msgs))
@@ -258,12 +249,7 @@ func TestTLSStartTLS(t *testing.T) {
 
 		// go-imap's client, STARTTLS on its own.
 		ic := goIMAPTLS(t, p, "starttls", ca.clientConfig())
-		if err := ic.Login("alice", "secret").Wait(); err != nil {
-			t.Fatalf("imapclient login after STARTTLS: %v", err)
-		}
-		if sel, err := ic.Select("INBOX", nil).Wait(); err != nil || sel.NumMessages != 3 {
-			t.Fatalf("select: %v (%+v)", err, sel)
-		}
+		loginSelect(t, ic, "alice", "secret", 3)
 		if err := ic.Logout().Wait(); err != nil {
 			t.Fatalf("logout: %v", err)
 		}

@@ -16,6 +16,17 @@ import (
 
 const tracedPassword = "pa55-Secret-wOrd"
 
+// loginRefused logs in as alice on a new connection to addr, which the
+// proxy must refuse with an answer starting want, and logs out.
+func loginRefused(t *testing.T, addr, want string) {
+	t.Helper()
+	c := proxytest.Dial(t, addr)
+	c.Greeting()
+	_, st := c.Cmd("a", "LOGIN alice "+tracedPassword)
+	wantPrefix(t, "LOGIN", st, want)
+	c.Logout("z")
+}
+
 func TestTraceSuccessfulSession(t *testing.T) {
 	up := proxytest.Imapd(t, server.User{Username: "alice", Password: tracedPassword, Messages: 2})
 	tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{MaxConnections: 10, MaxConnectionsPerIP: 5, MaxConnectionsPerUser: 3})
@@ -30,8 +41,7 @@ func TestTraceSuccessfulSession(t *testing.T) {
 	}
 	c.Cmd("s", "SELECT INBOX")
 	c.Cmd("f", "FETCH 1:* (BODY.PEEK[])")
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 
 	root := tp.tree(t, "imapguard.connection(imap.authenticate(upstream.dial upstream.login) imap.session)")
 	wantAttr(t, root, "client.address", "127.0.0.2")
@@ -83,8 +93,7 @@ func TestTraceRecordUser(t *testing.T) {
 	up := proxytest.Imapd(t, server.User{Username: "alice", Password: tracedPassword})
 	tp := startTracedProxy(t, up, proxy.Options{RecordUser: true}, limits.Options{})
 	c := proxytest.Login(t, tp.Addr, "alice", tracedPassword)
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 	root := tp.tree(t, "")
 	wantAttr(t, root, "enduser.id", "alice")
 	wantAttr(t, root.find("imap.authenticate"), "enduser.id", "alice")
@@ -132,13 +141,7 @@ func TestTraceWrongPassword(t *testing.T) {
 
 func TestTraceUpstreamDown(t *testing.T) {
 	tp := startTracedProxy(t, proxytest.ClosedAddr(t), proxy.Options{}, limits.Options{})
-	c := proxytest.Dial(t, tp.Addr)
-	c.Greeting()
-	if _, st := c.Cmd("a", "LOGIN alice "+tracedPassword); !strings.HasPrefix(st, "a NO [UNAVAILABLE]") {
-		t.Fatalf("got %q", st)
-	}
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	loginRefused(t, tp.Addr, "a NO [UNAVAILABLE]")
 	root := tp.tree(t, "imapguard.connection(imap.authenticate(upstream.dial))")
 	dial := root.find("upstream.dial")
 	if dial.s.Status.Code != codes.Error || !strings.Contains(dial.s.Status.Description, "connect") {
@@ -201,13 +204,7 @@ func TestTraceRefusals(t *testing.T) {
 	t.Run("max_connections_per_user", func(t *testing.T) {
 		tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{MaxConnectionsPerUser: 1})
 		proxytest.Login(t, tp.Addr, "alice", tracedPassword)
-		c := proxytest.Dial(t, tp.Addr)
-		c.Greeting()
-		if _, st := c.Cmd("a", "LOGIN alice "+tracedPassword); !strings.HasPrefix(st, "a NO [LIMIT]") {
-			t.Fatalf("got %q", st)
-		}
-		c.Cmd("z", "LOGOUT")
-		c.ExpectClosed()
+		loginRefused(t, tp.Addr, "a NO [LIMIT]")
 		root := tp.tree(t, "")
 		auth := root.find("imap.authenticate")
 		wantAttr(t, auth, "imapguard.auth.result", "limit")
@@ -245,8 +242,7 @@ func TestTraceRefusals(t *testing.T) {
 		if _, st := c.Cmd("b", "NOOP "+strings.Repeat("y", 2000)); !strings.HasPrefix(st, "b BAD [TOOBIG]") {
 			t.Fatalf("after login: %q", st)
 		}
-		c.Cmd("z", "LOGOUT")
-		c.ExpectClosed()
+		c.Logout("z")
 		root := tp.tree(t, "")
 		wantRefusalEvent(t, root, "command_too_big")
 		if got := collect(t, tp.reader).sum("imapguard.connections.refused", "reason=command_too_big"); got != 2 {
@@ -284,8 +280,7 @@ func TestTraceTLSSession(t *testing.T) {
 	if _, st := c.Cmd("b", "LOGIN alice "+tracedPassword); !strings.HasPrefix(st, "b OK") {
 		t.Fatalf("login %q", st)
 	}
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 	root := tp.tree(t, "imapguard.connection(tls.handshake imap.authenticate(upstream.dial upstream.login) imap.session)")
 	wantAttr(t, root, "tls.protocol.version", "1.3")
 	wantAttr(t, root.find("tls.handshake"), "tls.established", true)
@@ -356,8 +351,7 @@ func TestTraceAttemptsThatStopEarly(t *testing.T) {
 	c.Until("b")
 	c.Cmd("c", "AUTHENTICATE PLAIN !!notbase64!!")
 	c.Cmd("d", "LOGIN onlyuser")
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 	root := tp.tree(t, "")
 	var got []string
 	for _, ch := range root.children {
@@ -391,8 +385,7 @@ func TestTraceDovecot(t *testing.T) {
 		t.Fatalf("login: %q", st)
 	}
 	c.Cmd("s", "SELECT INBOX")
-	c.Cmd("z", "LOGOUT")
-	c.ExpectClosed()
+	c.Logout("z")
 
 	root := tp.tree(t, "imapguard.connection(imap.authenticate(upstream.dial upstream.login) imap.authenticate(upstream.dial upstream.login) imap.session)")
 	wantAttr(t, root.children[0], "imapguard.auth.result", "failed")

@@ -289,16 +289,7 @@ func TestTLSDovecot(t *testing.T) {
 			}})
 			// TLS on both legs: the client uses the proxy's imaps port.
 			c := goIMAPTLS(t, p, "implicit", ca.clientConfig())
-			if err := c.Login(mainUser, mainPass).Wait(); err != nil {
-				t.Fatalf("login: %v", err)
-			}
-			sel, err := c.Select("INBOX", nil).Wait()
-			if err != nil {
-				t.Fatalf("select: %v", err)
-			}
-			if sel.NumMessages != 1 {
-				t.Errorf("INBOX holds %d messages; want 1 (the seed)", sel.NumMessages)
-			}
+			loginSelect(t, c, mainUser, mainPass, 1) // the seed
 			if body := fetchBody(t, c, uidOf(t, c, nil, 1)); string(body) != seedMessage {
 				t.Errorf("seed message reads back as %q", body)
 			}
@@ -335,12 +326,7 @@ func TestTLSBothLegs(t *testing.T) {
 		for _, client := range []string{"implicit", "starttls"} {
 			t.Run("client "+client+", upstream "+up.mode, func(t *testing.T) {
 				c := goIMAPTLS(t, p, client, ca.clientConfig())
-				if err := c.Login("alice", "secret").Wait(); err != nil {
-					t.Fatalf("login: %v", err)
-				}
-				if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-					t.Fatalf("select: %v", err)
-				}
+				loginSelect(t, c, "alice", "secret", -1)
 				big := bigMessage(2<<20, "tls-"+client+"-"+up.mode)
 				data := appendMessage(t, c, big)
 				if data == nil || data.UID == 0 {

@@ -34,15 +34,8 @@ func DialClient(src, addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewClient(nc), nil
+	return &Client{nc: nc, br: bufio.NewReader(nc)}, nil
 }
-
-// NewClient is a Client on nc.
-func NewClient(nc net.Conn) *Client { return &Client{nc: nc, br: bufio.NewReader(nc)} }
-
-// NetConn is the connection the client reads and writes: TLS once
-// UpgradeTLS succeeded.
-func (c *Client) NetConn() net.Conn { return c.nc }
 
 func (c *Client) deadline() time.Time {
 	if c.Timeout != 0 {

@@ -198,10 +198,6 @@ func (c *FakeConn) Write(s string) error {
 	return err
 }
 
-// Buffered is how many bytes the client sent that were read from the
-// connection but not yet by the handler.
-func (c *FakeConn) Buffered() int { return c.br.Buffered() }
-
 // ReadAll reads what the client sends until it closes the connection.
 func (c *FakeConn) ReadAll() ([]byte, error) { return io.ReadAll(c.br) }
 
