@@ -27,11 +27,10 @@ const SkipPrefix = "skipped: "
 // and how to get it. The message reads "skipped: suite (why)".
 func Skip(t testing.TB, suite, why string) {
 	t.Helper()
-	msg := SkipPrefix + suite + " (" + why + ")"
 	if CI() {
-		t.Fatalf("%s; CI is set, so it must run", msg)
+		t.Fatalf("%s cannot run (%s), and CI is set: every suite must run", suite, why)
 	}
-	t.Skip(msg)
+	t.Skip(SkipPrefix + suite + " (" + why + ")")
 }
 
 // LookPath finds the program name in PATH and then in the folders go
