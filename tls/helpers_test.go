@@ -11,10 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/imapguard/imapguard/test/proxytest"
 	"github.com/imapguard/imapguard/test/testcert"
 )
 
@@ -93,33 +93,9 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 // cleanup closes the listener and waits for the handlers.
 func serveTLS(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return // closed by cleanup
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				_ = tls.Server(c, cfg).Handshake() // a refusal is the client's to see
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return proxytest.StartFake(t, func(c *proxytest.FakeConn) {
+		_ = c.StartTLS(cfg) // a refusal is the client's to see
+	}).Addr
 }
 
 // handshake dials addr and completes a TLS handshake with cfg. It may run
