@@ -62,9 +62,10 @@ func StartFake(t testing.TB, handler func(*FakeConn)) *Fake {
 			if err != nil {
 				return
 			}
-			f.mu.Lock()
-			f.conns = append(f.conns, nc)
-			f.mu.Unlock()
+			if !f.track(nc) {
+				nc.Close()
+				return
+			}
 			nc.SetDeadline(time.Now().Add(2 * Timeout))
 			c := &FakeConn{f: f, nc: nc, br: bufio.NewReader(nc)}
 			select {
@@ -80,16 +81,30 @@ func StartFake(t testing.TB, handler func(*FakeConn)) *Fake {
 		}
 	}()
 	t.Cleanup(func() {
-		close(f.closing)
-		ln.Close()
 		f.mu.Lock()
+		close(f.closing)
 		for _, nc := range f.conns {
 			nc.Close()
 		}
 		f.mu.Unlock()
+		ln.Close()
 		f.wg.Wait()
 	})
 	return f
+}
+
+// track registers a connection to close at cleanup, unless cleanup has
+// begun.
+func (f *Fake) track(nc net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.closing:
+		return false
+	default:
+	}
+	f.conns = append(f.conns, nc)
+	return true
 }
 
 // Next returns the next command a handler read, failing the test if
