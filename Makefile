@@ -73,15 +73,16 @@ $(PEBBLE):
 
 # Long fuzzing, FUZZTIME per target (make test runs only the seed corpora).
 fuzz:
-	@set -e; for pkg in ./proxy ./config; do \
+	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
 	  done; \
 	done
 
-# Micro-benchmarks of the framers and the pre-auth parser, what telemetry
-# costs per connection (README "Telemetry"), then the side-by-side benchmark (test/bench, README "Performance"): the upstream
+# Micro-benchmarks of the framers, the copy loop and the pre-auth parser,
+# what telemetry costs per connection (proxy/telemetry/README.md), then
+# the side-by-side benchmark (test/bench/README.md): the upstream
 # directly, imapguard, HAProxy and nginx's mail proxy, on loopback. Run as
 # root; installs haproxy, nginx-light, libnginx-mod-mail and dovecot-imapd
 # when missing. About 15-20 minutes with the defaults; for a quick look:
@@ -89,7 +90,7 @@ fuzz:
 BENCHFLAGS ?=
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy ./proxy/imapwire
 	$(GO) test -run '^$$' -bench LoginTelemetry -benchmem -count 5 ./test
 	$(GO) run ./test/bench -out $(BIN)/bench.json $(BENCHFLAGS)
 

@@ -122,7 +122,7 @@ func TestBadPreauthInput(t *testing.T) {
 		c.Send(strings.Repeat("\x00", 2000) + "\r\n")
 		l := c.Line()
 		if strings.HasPrefix(l, "\x00") && strings.HasSuffix(l, tooBig) {
-			regression(t, fmt.Sprintf("the proxy echoes the first %d octets of an oversize line as the tag of BAD [TOOBIG] without checking it is a valid tag (proxy/parse.go readCommand: splitTagName without validTag)", len(l)-len(tooBig)))
+			regression(t, fmt.Sprintf("the proxy echoes the first %d octets of an oversize line as the tag of BAD [TOOBIG] without checking it is a valid tag (proxy/imapwire/reader.go ReadCommand: SplitTagName without ValidTag)", len(l)-len(tooBig)))
 		}
 		wantLine(t, "oversize line with invalid tag", l, "*"+tooBig)
 		c.OK("n1", "NOOP")
@@ -135,7 +135,7 @@ func TestBadPreauthInput(t *testing.T) {
 		c.Send("n1 NOOP\r\n")
 		st := c.Line()
 		if st == "b BAD Unknown command" {
-			regression(t, "after a syntax error in a line that announces a non-synchronizing literal, the literal's octets are read as a command (proxy/parse.go readCommand returns the syntaxError without skipping the literal)")
+			regression(t, "after a syntax error in a line that announces a non-synchronizing literal, the literal's octets are read as a command (proxy/imapwire/reader.go ReadCommand returns the SyntaxError without skipping the literal)")
 		}
 		wantLine(t, "NOOP after the skipped literal", st, "n1 OK NOOP completed")
 	})
@@ -202,11 +202,11 @@ func TestBadPostauthInput(t *testing.T) {
 		// go-imap, like many servers, takes "{5} CRLF" (a space before
 		// the CRLF) as a literal.
 		{"literal with trailing space", "a SEARCH TEXT {2000} \r\n", "a ",
-			`"a SEARCH TEXT {2000} " (SP before CRLF) was relayed as a complete line, the upstream read it as a 2000-octet literal and answered %q; the framer must refuse literal-like line ends it cannot frame (proxy/framer.go lineEnd: literalAt's bad result)`},
+			`"a SEARCH TEXT {2000} " (SP before CRLF) was relayed as a complete line, the upstream read it as a 2000-octet literal and answered %q; the framer must refuse literal-like line ends it cannot frame (proxy/imapwire/framer.go lineEnd: LiteralAt's malformed result)`},
 		// RFC 9051 number = 1*DIGIT: "{00000002000}" is a literal of
 		// 2000 octets for the upstream.
 		{"literal with leading zeros", "a SEARCH TEXT {00000002000}\r\n", "a" + tooBig,
-			`"a SEARCH TEXT {00000002000}" was relayed as a plain line, the upstream read a 2000-octet literal and answered %q (proxy/wire.go literalAt must bound the value to 2^32-1, not the digit count)`},
+			`"a SEARCH TEXT {00000002000}" was relayed as a plain line, the upstream read a 2000-octet literal and answered %q (proxy/imapwire/literal.go LiteralAt must bound the value to 2^32-1, not the digit count)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := loginSelected(t, p.Addr)

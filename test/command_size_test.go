@@ -182,7 +182,7 @@ func TestBadPostauthCommandSize(t *testing.T) {
 			c.Send("n1 NOOP\r\n")
 			st := c.Line()
 			if st == tooBig {
-				regression(t, "after a BAD [TOOBIG] the proxy throws away the client's next command and answers it \""+tooBig+"\" with an empty tag: cmdFramer.stepLine compares the refused command's stale f.size plus the (empty) buffer with max (proxy/framer.go stepLine)")
+				regression(t, "after a BAD [TOOBIG] the proxy throws away the client's next command and answers it \""+tooBig+"\" with an empty tag: CommandFramer.nextLine compares the refused command's stale f.size plus the (empty) buffer with max (proxy/imapwire/framer.go nextLine)")
 			}
 			wantPrefix(t, "NOOP after BAD", st, "n1 OK")
 		})
@@ -207,7 +207,7 @@ func TestBadPostauthCommandSize(t *testing.T) {
 			}
 			if l == byeTooBig {
 				c.ExpectClosed()
-				regression(t, "a "+form+" literal that leaves no room for the CRLF after it ends the session with BYE [TOOBIG] instead of a BAD (proxy/framer.go lineEnd must count size+N+2, not size+N)")
+				regression(t, "a "+form+" literal that leaves no room for the CRLF after it ends the session with BYE [TOOBIG] instead of a BAD (proxy/imapwire/framer.go lineEnd must count size+N+2, not size+N)")
 			}
 			wantLine(t, "command over the cap by its last CRLF", l, "a"+tooBig)
 			c.OK("n1", "NOOP")

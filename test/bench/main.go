@@ -16,7 +16,7 @@
 // imapguard/HAProxy and imapguard/nginx; -out gets the same as JSON,
 // with every run's raw figures. Everything it starts is stopped when it
 // ends, also on Ctrl-C. All traffic stays on 127.0.0.0/8. See
-// the README's Performance section for how to read the table.
+// test/bench/README.md for how to read the table.
 package main
 
 import (
