@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -227,12 +226,15 @@ func (c *conn) readError(err error) bool {
 			c.w.respond(preauthTimeoutBye(c.opts.PreauthTimeout))
 		}
 		return false
-	case errors.Is(err, io.EOF):
-		c.noteOutcome(outcomeClientClosed)
-		return false
 	default:
-		c.noteOutcome(outcomeClientError)
-		c.log.Debug("client read failed", "err", err)
+		// A FIN (also in the middle of a literal) or a reset is the
+		// client's; anything else failed reading from it.
+		o := endOf(err, clientSide, clientSide)
+		if o == outcomeConnectionError {
+			o = outcomeClientError
+			c.log.Debug("client read failed", "err", err)
+		}
+		c.noteOutcome(o)
 		return false
 	}
 }

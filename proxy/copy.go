@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
+	"os"
 	"sync/atomic"
 
 	"github.com/imapguard/imapguard/proxy/imapwire"
@@ -49,6 +51,10 @@ type commandCopier struct {
 	onLogout func()
 	// refuse answers a command the framer refused.
 	refuse func(imapwire.Refusal)
+	// await waits for the upstream's answer the framer waits for (see
+	// imapwire.LiteralGate.Wait) and reports whether it came; false ends
+	// the loop (the session is closing).
+	await func() bool
 
 	st      imapwire.Step // the step being carried out
 	bufSize int
@@ -66,7 +72,8 @@ func newCommandCopier(src io.Reader, dst io.Writer, f *imapwire.CommandFramer, i
 		size = 16 << 10
 	}
 	c := &commandCopier{src: src, dst: dst, f: f, bufSize: size,
-		noteActivity: func() {}, sent: new(atomic.Int64), onLogout: func() {}, refuse: func(imapwire.Refusal) {}}
+		noteActivity: func() {}, sent: new(atomic.Int64), onLogout: func() {}, refuse: func(imapwire.Refusal) {},
+		await: func() bool { return f.Gate().Wait(nil) }}
 	c.idle = newIdleReader(src, size)
 	if len(initial) > 0 {
 		c.takeBuf()
@@ -99,14 +106,12 @@ func (c *commandCopier) step() error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case st.Forward > 0:
-		c.r += st.Forward
-	case st.Drop > 0:
+	if st.Drop > 0 {
 		if err := c.drop(st.Drop); err != nil {
 			return err
 		}
 	}
+	c.r += st.Forward
 	if st.Flush {
 		if err := c.flush(); err != nil {
 			return err
@@ -114,6 +119,9 @@ func (c *commandCopier) step() error {
 	}
 	if st.Refuse != imapwire.RefuseNone {
 		c.refuse(c.f.Refusal(st))
+	}
+	if st.Await && !c.await() {
+		return net.ErrClosed
 	}
 	switch {
 	case !st.More:
@@ -148,7 +156,7 @@ func (c *commandCopier) flush() error {
 		c.out = c.r
 		c.noteActivity()
 		if err != nil {
-			return err
+			return &writeError{err}
 		}
 	}
 	c.out = c.r
@@ -305,12 +313,15 @@ func (c *respCopier) run() error {
 			c.carry = copy(buf, buf[done:newLen])
 			if werr != nil {
 				c.release()
-				return werr
+				return &writeError{werr}
 			}
 			for c.carry == 0 && c.f.LiteralLeft() >= spliceMin {
 				k, cerr := c.dst.copyLiteral(c.src, min(c.f.LiteralLeft(), spliceChunk))
 				c.f.Skip(k)
 				c.progress(k)
+				if errors.Is(cerr, os.ErrDeadlineExceeded) {
+					cerr = &writeError{cerr} // the client stopped reading
+				}
 				if cerr != nil {
 					c.release()
 					return cerr

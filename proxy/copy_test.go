@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +14,19 @@ import (
 	"github.com/imapguard/imapguard/proxy/imapwire/wiretest"
 )
 
-// runCopier runs a commandCopier over in, read in chunks of sizes,
-// answering refusals as the session does.
-func runCopier(src io.Reader, max int, initial []byte) wiretest.Framed {
+// runCopier runs a commandCopier over src, answering refusals as the
+// session does, with an upstream that accepts every literal and IDLE
+// except those of the commands tagged in reject.
+func runCopier(src io.Reader, max int, initial []byte, reject ...string) wiretest.Framed {
 	var dst bytes.Buffer
 	var res wiretest.Framed
-	c := newCommandCopier(src, &dst, imapwire.NewCommandFramer(max, nil), initial)
+	f := imapwire.NewCommandFramer(max, nil)
+	c := newCommandCopier(src, &dst, f, initial)
 	c.refuse = func(r imapwire.Refusal) { res.Replies = append(res.Replies, framerRefusal(r, max).String()) }
+	c.await = func() bool {
+		playUpstream(f.Gate(), reject)
+		return true
+	}
 	err := c.run()
 	res.Dst = dst.String()
 	switch {
@@ -35,13 +42,30 @@ func runCopier(src io.Reader, max int, initial []byte) wiretest.Framed {
 	return res
 }
 
+// playUpstream answers what the framer waits for: the literal or IDLE
+// awaited ("+"), or a tagged NO if its tag is in reject, and every
+// command still outstanding.
+func playUpstream(g *imapwire.LiteralGate, reject []string) {
+	if tag, ok := g.Awaited(); ok {
+		if slices.Contains(reject, tag) {
+			g.Response([]byte(tag + " NO rejected"))
+		} else {
+			g.Response([]byte("+ go ahead"))
+		}
+		return
+	}
+	for g.Outstanding() > 0 {
+		g.Response([]byte("x OK done"))
+	}
+}
+
 // The command framer's cases (package imapwire) through the proxy's own
 // copy loop, its buffer and its answers.
 func TestCommandCopier(t *testing.T) {
 	for _, tt := range wiretest.CommandCases() {
 		t.Run(tt.Name, func(t *testing.T) {
 			for _, sizes := range wiretest.Chunkings(len(tt.In), tt.Big) {
-				got := runCopier(&wiretest.ChunkReader{Data: []byte(tt.In), Sizes: sizes}, 1024, nil)
+				got := runCopier(&wiretest.ChunkReader{Data: []byte(tt.In), Sizes: sizes}, 1024, nil, tt.Reject...)
 				if !got.Equal(tt.Want) {
 					t.Fatalf("reads %v:\n got %v\nwant %v", sizes, got, tt.Want)
 				}
@@ -54,7 +78,7 @@ func TestCommandCopier(t *testing.T) {
 func TestCommandCopierInitial(t *testing.T) {
 	initial := []byte("a NOOP\r\nb COMPRESS DEFLATE\r\nc SEARCH TEXT {3+}\r\nab")
 	got := runCopier(&wiretest.ChunkReader{Data: []byte("c\r\nd NOOP\r\n"), Sizes: []int{1}}, 1024, initial)
-	want := wiretest.Framed{Dst: "a NOOP\r\nc SEARCH TEXT {3+}\r\nabc\r\nd NOOP\r\n",
+	want := wiretest.Framed{Dst: "a NOOP\r\nc SEARCH TEXT {3}\r\nabc\r\nd NOOP\r\n",
 		Replies: []string{"b NO [CANNOT] COMPRESS is not available through this proxy"}, Err: "EOF"}
 	if !got.Equal(want) {
 		t.Errorf("got %v\nwant %v", got, want)
@@ -102,7 +126,9 @@ func TestCommandCopierStreamsLiterals(t *testing.T) {
 		b, _ := io.ReadAll(upEnd)
 		got <- b
 	}()
-	c := newCommandCopier(proxyClient, proxyUp, imapwire.NewCommandFramer(1024, nil), nil)
+	f := imapwire.NewCommandFramer(1024, nil)
+	c := newCommandCopier(proxyClient, proxyUp, f, nil)
+	c.await = func() bool { playUpstream(f.Gate(), nil); return true }
 	var replies []string
 	c.refuse = func(r imapwire.Refusal) { replies = append(replies, framerRefusal(r, 1024).String()) }
 	if c.idle == nil {
@@ -114,13 +140,13 @@ func TestCommandCopierStreamsLiterals(t *testing.T) {
 	proxyUp.CloseWrite()
 	select {
 	case b := <-got:
-		if want := "a APPEND INBOX {3145728+}\r\n" + msg + "\r\nc NOOP\r\n"; string(b) != want {
+		if want := "a APPEND INBOX {3145728}\r\n" + msg + "\r\nc NOOP\r\n"; string(b) != want {
 			t.Errorf("upstream got %d bytes; want %d", len(b), len(want))
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("upstream got nothing")
 	}
-	if n := c.sent.Load(); n != int64(len(in)-len("b COMPRESS DEFLATE\r\n")) {
+	if n := c.sent.Load(); n != int64(len(in)-len("+")-len("b COMPRESS DEFLATE\r\n")) {
 		t.Errorf("counted %d bytes sent", n)
 	}
 	if len(replies) != 1 || !strings.HasPrefix(replies[0], "b NO [CANNOT]") {

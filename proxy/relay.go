@@ -59,8 +59,9 @@ type session struct {
 	clientDir, upstreamDir *direction
 	live                   atomic.Int32 // directions not yet ended
 	clientErr, upErr       error        // how each ended (set once, before live drops)
-	observed               outcome      // how the relay ended as seen; first wins
+	observed               outcome      // how the relay ended as seen; first wins (under mu)
 
+	closed    chan struct{} // closed by close: waits on the gate give up
 	mu        sync.Mutex
 	closing   bool
 	linger    clock.Timer // bounds the upstream direction after a client half-close
@@ -91,6 +92,7 @@ func newSession(c *conn, up net.Conn) *session {
 		idle:    c.opts.IdleTimeout,
 		max:     c.opts.MaxCommandSize,
 		done:    func(r result) { c.finish(&r) },
+		closed:  make(chan struct{}),
 	}
 }
 
@@ -109,6 +111,7 @@ func (s *session) run() {
 	cc.sent = &s.toUpstream
 	cc.onLogout = func() { s.loggingOut.Store(true) }
 	cc.refuse = func(r imapwire.Refusal) { s.w.respond(framerRefusal(r, s.max)) }
+	cc.await = func() bool { return s.gate.Wait(s.closed) }
 	rc := newRespCopier(s.up, s.w, imapwire.NewResponseFramer(&s.gate), relayBufSize, s.upInitial, func(n int64) {
 		s.toClient.Add(n)
 		s.noteActivity()
@@ -180,6 +183,7 @@ func (s *session) close() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
+		close(s.closed)
 		for _, d := range [2]*direction{s.clientDir, s.upstreamDir} {
 			// Off the epoll set before the descriptor can be reused.
 			if d != nil && d.parked && s.parker.Unpark(d.reader.fd, d) {
@@ -208,9 +212,17 @@ func (s *session) clientEnded(err error) {
 	case errors.Is(err, imapwire.ErrCommandTooBig):
 		s.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
 		s.w.respond(tooBigBye(s.max))
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, imapwire.ErrCommandInvalid):
+		s.log.Info("invalid literal in a command already partly relayed; closing")
+		s.w.respond(invalidLiteralBye())
+	case err == io.EOF:
 		// The client half-closed: let the upstream finish what it is
-		// sending, for a bounded time.
+		// sending, for a bounded time. The client ended the session,
+		// whoever closes last.
+		if s.loggingOut.Load() {
+			s.observe(outcomeLogout)
+		}
+		s.observe(outcomeClientClosed)
 		if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
 			tc.CloseWrite()
 		}
@@ -220,6 +232,7 @@ func (s *session) clientEnded(err error) {
 	default:
 		// Reset, or closed by the proxy: nothing more can reach the
 		// client, so free the upstream and the slots at once.
+		s.observe(endOf(err, clientSide, upstreamSide))
 		s.close()
 	}
 }
@@ -228,16 +241,16 @@ func (s *session) clientEnded(err error) {
 // can reach the client, so the client direction ends too.
 func (s *session) upstreamEnded(err error) {
 	s.upErr = err
-	if err == io.EOF {
-		if s.loggingOut.Load() {
-			s.observe(outcomeLogout)
-		}
-		s.observe(outcomeUpstreamClosed)
+	o := endOf(err, upstreamSide, clientSide)
+	if o == outcomeUpstreamClosed && s.loggingOut.Load() {
+		o = outcomeLogout // the answer to the client's LOGOUT
 	}
+	s.observe(o)
 	s.close()
 }
 
-// observe records how the relay ended, unless that is known already.
+// observe records how the relay ended, unless that is known already; an
+// end the proxy caused (outcomeClosed) records nothing.
 func (s *session) observe(o outcome) {
 	s.mu.Lock()
 	if s.observed == outcomeClosed {
@@ -256,17 +269,7 @@ func (s *session) end() {
 	s.mu.Unlock()
 	s.close()
 	s.sweeper.Remove(s)
-	clientEOF, upEOF := errors.Is(s.clientErr, io.EOF), errors.Is(s.upErr, io.EOF)
-	if s.loggingOut.Load() && (clientEOF || upEOF) {
-		s.observe(outcomeLogout)
-	}
-	if clientEOF {
-		s.observe(outcomeClientClosed)
-	}
-	if upEOF {
-		s.observe(outcomeUpstreamClosed)
-	}
-	s.observe(outcomeConnectionError)
+	s.observe(outcomeConnectionError) // if nothing said otherwise
 	s.mu.Lock()
 	o := s.observed
 	s.mu.Unlock()

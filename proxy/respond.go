@@ -178,6 +178,13 @@ func tooBigBye(max int) response {
 		outcome: outcomeCommandTooBig, refusal: reasonCommandTooBig}
 }
 
+// invalidLiteralBye ends a session whose command, already partly
+// relayed, goes on with a literal the proxy cannot follow.
+func invalidLiteralBye() response {
+	return response{kind: respBYE, code: "CLIENTBUG", text: "Invalid literal in a command already partly relayed", closing: true,
+		outcome: outcomeInvalidCommand, refusal: reasonInvalidCommand}
+}
+
 func preauthTimeoutBye(d time.Duration) response {
 	return response{kind: respBYE, text: "Autologout; not authenticated in time (preauth_timeout=" + limits.FormatDuration(d) + ")",
 		closing: true, outcome: outcomePreauthTimeout, refusal: reasonPreauthTimeout}
@@ -233,6 +240,9 @@ func framerRefusal(r imapwire.Refusal, max int) response {
 	case imapwire.RefuseStartTLS:
 		// RFC 9051 §6.2.1: only valid before authentication.
 		return bad(r.Tag, "STARTTLS is not valid in the authenticated state")
+	case imapwire.RefuseExpectedDone:
+		// RFC 2177: during IDLE the client sends DONE and nothing else.
+		return bad("", "Expected DONE")
 	}
 	return bad(r.Tag, "Command refused")
 }

@@ -12,6 +12,35 @@ import (
 // late STARTTLS cannot blind the framing, and the proxy can answer a
 // refused command itself.
 //
+// The framer must read the client's bytes exactly as the upstream will,
+// or bytes it takes for a literal's octets could run on the upstream as
+// commands nobody checked. So:
+//
+//   - A literal is recognised only where an argument can start: after SP
+//     or "(", outside a quoted string, after the tag and the command
+//     name, as the last token of its line. Anything else that ends in
+//     "{N}" is refused, and commands that take no arguments (NOOP, IDLE,
+//     ...) refuse any literal: the upstream would not read one there (a
+//     server that does not parse NOOP's arguments runs the octets as
+//     commands).
+//   - Every literal waits for the upstream's "+" before its octets go
+//     on: a client's non-synchronizing literal ({N+}, RFC 7888) is sent
+//     upstream as a synchronizing one ({N}) and the "+" is not relayed
+//     (the response framer drops it). An upstream that does not mean to
+//     read the literal (an unknown command, an argument past those it
+//     parses, a mailbox that does not exist) answers with a tagged
+//     response instead, and then the octets are not a literal: the
+//     client's non-synchronizing octets are thrown away with the rest of
+//     the command, and after a synchronizing one the client's next bytes
+//     are a new command, exactly as the upstream reads them.
+//   - Before a command that waits for a "+" (a literal, IDLE) goes on,
+//     the upstream has answered every earlier one, so the "+" or tagged
+//     answer that comes next is this command's and nobody else's (a
+//     pipelined IDLE or a reused tag cannot answer for it).
+//   - After the upstream accepted IDLE, the client's next line ends it
+//     (RFC 2177): it goes on only if it is DONE, and the upstream's own
+//     end of the IDLE makes the next line a command again.
+//
 // The size policy: every line and literal of a command counts toward
 // max_command_size, except the message literals of APPEND (RFC 9051
 // §6.3.12, MULTIAPPEND), which are mail, not commands; the mailbox name
@@ -23,15 +52,21 @@ import (
 // completed.
 var ErrCommandTooBig = errors.New("imapwire: command too big after part of it was relayed")
 
+// ErrCommandInvalid ends a session whose command, already partly passed
+// on to the upstream, goes on with a literal announcement the framer
+// cannot follow.
+var ErrCommandInvalid = errors.New("imapwire: invalid literal after part of the command was relayed")
+
 // RefusalKind is why the proxy answers a command itself.
 type RefusalKind uint8
 
 const (
 	RefuseNone           RefusalKind = iota
 	RefuseTooBig                     // over max_command_size: BAD [TOOBIG]
-	RefuseInvalidLiteral             // a literal announcement that is not one
+	RefuseInvalidLiteral             // a literal where the upstream would not read one
 	RefuseCompress                   // COMPRESS would blind the framing (RFC 4978)
 	RefuseStartTLS                   // STARTTLS is not valid after login (RFC 9051 §6.2.1)
+	RefuseExpectedDone               // a line other than DONE during IDLE (RFC 2177)
 )
 
 // Refusal is a command the proxy answers itself instead of passing it
@@ -43,10 +78,12 @@ type Refusal struct {
 }
 
 // Step is what the caller does next with the framer's input, in this
-// order: pass the first Forward bytes on to the upstream, or throw the
-// first Drop bytes away; write out what it has passed on if Flush is
-// set; answer the command if Refuse is set (Refusal says with which
-// tag). With More, nothing further can be decided from the input: the
+// order: throw the first Drop bytes away; pass the next Forward bytes on
+// to the upstream; write out what it has passed on if Flush is set;
+// answer the command if Refuse is set (Refusal says with which tag).
+// With Await, the framer waits for the upstream (see LiteralGate.Wait)
+// and the caller calls Next again, with the same bytes, once Wait
+// returns. With More, nothing further can be decided from the input: the
 // caller reads more and calls Next again with the bytes not yet consumed
 // and the new ones; if Stream is positive, the next Stream bytes of the
 // client's stream are literal octets that the caller may copy to the
@@ -61,8 +98,18 @@ type Step struct {
 	Refuse  RefusalKind
 	Flush   bool
 	More    bool
+	Await   bool
 	Logout  bool
 }
+
+// awaiting is what the framer waits for the upstream to answer.
+type awaiting uint8
+
+const (
+	awaitNone    awaiting = iota
+	awaitLiteral          // "+" to a literal, or the command's tagged end
+	awaitIdle             // "+" to IDLE, or its tagged end
+)
 
 // CommandFramer follows the client's command stream. It is a state
 // machine that does no I/O: the caller feeds it the bytes it read and
@@ -73,27 +120,39 @@ type CommandFramer struct {
 
 	// The command being framed.
 	inCmd      bool
-	size       int  // bytes of it that count toward max
-	forwarded  bool // part of it reached the upstream
-	discarding bool // it is too big and thrown away to its end
-	invalid    bool // it is thrown away for an invalid literal
-	appendCmd  bool // APPEND: message literals do not count
-	firstLit   bool // the next literal is the command's first
-	mboxLit    bool // APPEND's first literal is its mailbox name
+	size       int         // bytes of it that count toward max
+	forwarded  bool        // part of it reached the upstream
+	discarding bool        // it is thrown away to its end
+	refuse     RefusalKind // why, answered at its end (none: the upstream answered it)
+	appendCmd  bool        // APPEND: message literals do not count
+	firstLit   bool        // the next literal is the command's first
+	mboxLit    bool        // APPEND's first literal is its mailbox name
+	noArgs     bool        // the command takes no arguments
+	idleCmd    bool        // IDLE
 	tag        []byte
 	tagOK      bool // tag is a valid tag followed by SP: answer with it
+	argsFrom   int  // where arguments can start on the command's first line
 
 	// Inside a literal.
-	litLeft  int64
-	awaitsGo bool // a synchronizing literal waits for the upstream's "+"
+	litLeft int64
+	// A line that waits for the upstream (held: its length, until every
+	// earlier command is answered), and the answer it waits for.
+	held    int
+	await   awaiting
+	litN    int64 // the awaited literal's size
+	litSync bool  // the client sent it synchronizing
+	plusAt  int   // where the "+" of {N+} is in the held line, or -1
+	// Between the upstream's "+" to IDLE and the line that ends it.
+	idling  bool
+	idleBad bool // part of a line other than DONE was thrown away
 	// Inside an overlong line being thrown away.
 	skippingLine bool
 	tail         Tail
 }
 
 // NewCommandFramer returns a framer for commands of at most max octets;
-// gate carries the upstream's answers to synchronizing literals (see
-// ResponseFramer); nil gives it one of its own.
+// gate carries the upstream's answers (see ResponseFramer); nil gives it
+// one of its own.
 func NewCommandFramer(max int, gate *LiteralGate) *CommandFramer {
 	if gate == nil {
 		gate = new(LiteralGate)
@@ -104,23 +163,31 @@ func NewCommandFramer(max int, gate *LiteralGate) *CommandFramer {
 // Max is the command size cap the framer enforces.
 func (f *CommandFramer) Max() int { return f.max }
 
+// Gate is the gate the framer waits on.
+func (f *CommandFramer) Gate() *LiteralGate { return f.gate }
+
 // Streamed notes n literal octets (at most the Step's Stream) that the
 // caller copied to the upstream without Next.
 func (f *CommandFramer) Streamed(n int64) { f.litLeft -= n }
 
 // Next examines in, the bytes read from the client and not yet consumed,
 // and says in *st what to do with them (st is the caller's, so that a
-// step costs no copies). Its error is ErrCommandTooBig, after which the
-// session cannot go on.
+// step costs no copies). It may rewrite bytes of in that it tells the
+// caller to forward (a {N+} becomes {N}). Its error is ErrCommandTooBig
+// or ErrCommandInvalid, after which the session cannot go on.
 func (f *CommandFramer) Next(in []byte, st *Step) error {
 	*st = Step{}
 	switch {
-	case f.awaitsGo:
-		f.nextGate(in, st)
+	case f.held > 0:
+		f.nextHeld(in, st)
+	case f.await != awaitNone:
+		f.nextAnswer(st)
 	case f.litLeft > 0:
 		f.nextLiteral(in, st)
 	case f.skippingLine:
 		return f.nextSkipLine(in, st)
+	case f.idling:
+		return f.nextIdleEnd(in, st)
 	default:
 		return f.nextLine(in, st)
 	}
@@ -129,28 +196,81 @@ func (f *CommandFramer) Next(in []byte, st *Step) error {
 
 // Refusal is the answer to the command that st refused.
 func (f *CommandFramer) Refusal(st *Step) Refusal {
-	if f.tagOK {
+	if f.tagOK && st.Refuse != RefuseExpectedDone {
 		return Refusal{Kind: st.Refuse, Tag: string(f.tag)}
 	}
 	return Refusal{Kind: st.Refuse}
 }
 
-// nextGate decides, once the client sends again after a synchronizing
-// literal was passed on, what its bytes are: by then the upstream has
-// answered the literal.
-func (f *CommandFramer) nextGate(in []byte, st *Step) {
-	if len(in) == 0 {
-		st.More = true
+// nextAnswer goes on once the upstream has answered the line that
+// waits: "+" or the command's tagged end.
+func (f *CommandFramer) nextAnswer(st *Step) {
+	answer := f.gate.take()
+	if answer == GateUnknown {
+		st.Await = true
 		return
 	}
-	f.awaitsGo = false
-	if f.gate.Take() == GateRejected {
-		// The upstream refused the literal with a tagged response; the
-		// client will not send it, and what follows is a new command
-		// (RFC 9051 §7.5).
-		f.litLeft = 0
+	what := f.await
+	f.await = awaitNone
+	switch {
+	case what == awaitIdle && answer == GateAccepted:
+		f.idling = true
+		f.gate.idling(f.tag)
 		f.inCmd = false
+	case what == awaitIdle:
+		f.inCmd = false
+	case answer == GateAccepted:
+		f.litLeft = f.litN // the octets follow, as part of the command
+	case f.litSync:
+		// The client waits for "+" that will not come: what it sends
+		// next is a new command (RFC 9051 §7.5).
+		f.inCmd = false
+	default:
+		// The client sent the octets without waiting (RFC 7888); the
+		// upstream, which answered the command already, will not read
+		// them: they and the rest of the command are thrown away.
+		f.discarding = true
+		f.refuse = RefuseNone
+		f.litLeft = f.litN
 	}
+}
+
+// nextHeld passes a held line on once the upstream has answered every
+// earlier command.
+func (f *CommandFramer) nextHeld(in []byte, st *Step) {
+	if !f.gate.drained() {
+		st.Await = true
+		return
+	}
+	f.emitHeld(in, st)
+}
+
+// emitHeld passes on the held line (at the start of in), which waits for
+// the upstream's answer.
+func (f *CommandFramer) emitHeld(in []byte, st *Step) {
+	n := f.held
+	f.held = 0
+	if f.plusAt >= 0 {
+		// {N+} goes upstream as {N}: shift the line over the "+" and drop
+		// the first byte.
+		copy(in[1:f.plusAt+1], in[:f.plusAt])
+		st.Drop = 1
+		n--
+	}
+	st.Forward = n
+	st.Flush = true
+	f.sent()
+	f.gate.open(f.tag, f.await == awaitLiteral && !f.litSync)
+}
+
+// sent notes that the command's first line is passed on. The upstream
+// will answer it with a tagged response if it has a valid tag; a line
+// without one gets an untagged answer or none, and is not counted.
+func (f *CommandFramer) sent() {
+	if !f.forwarded && f.tagOK {
+		f.gate.sentCommand()
+	}
+	f.forwarded = true
 }
 
 func (f *CommandFramer) nextLiteral(in []byte, st *Step) {
@@ -188,6 +308,58 @@ func (f *CommandFramer) nextSkipLine(in []byte, st *Step) error {
 	return f.lineEnd(f.tail.Bytes(), 0, false, st)
 }
 
+// nextIdleEnd frames the line that ends an IDLE the upstream accepted.
+func (f *CommandFramer) nextIdleEnd(in []byte, st *Step) error {
+	if f.gate.idleEnded() {
+		// The upstream ended the IDLE itself: the line is a command.
+		f.idling, f.idleBad = false, false
+		return f.nextLine(in, st)
+	}
+	i := bytes.IndexByte(in, '\n')
+	if i < 0 {
+		if len(in) == 0 || (!f.idleBad && donePrefix(in)) {
+			st.More = true
+			return nil
+		}
+		// Not DONE: throw it away as it comes.
+		f.idleBad = true
+		st.Drop = len(in)
+		return nil
+	}
+	line := in[:i+1]
+	if !f.idleBad && EqualFoldASCII(TrimEOL(line), "DONE") {
+		f.idling = false
+		f.gate.stopIdle()
+		st.Forward = len(line)
+		st.Flush = true
+		return nil
+	}
+	// Anything else would end the IDLE on the upstream without being
+	// checked as a command: refuse it, and the IDLE goes on.
+	f.idleBad = false
+	st.Drop = len(line)
+	st.Refuse = RefuseExpectedDone
+	return nil
+}
+
+// donePrefix reports whether p, a line without its LF yet, may still
+// become DONE.
+func donePrefix(p []byte) bool {
+	const done = "DONE\r"
+	if len(p) > len(done) {
+		return false
+	}
+	for i, c := range p {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != done[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 	i := bytes.IndexByte(in, '\n')
 	if i < 0 {
@@ -203,7 +375,7 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 		if !f.inCmd {
 			f.startCommand(in, st)
 		}
-		if err := f.oversize(); err != nil {
+		if err := f.refuseCommand(RefuseTooBig); err != nil {
 			return err
 		}
 		// Throw the line away to its end, watching its tail for a
@@ -215,12 +387,11 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 		return nil
 	}
 	line := in[:i+1]
-	if !f.inCmd {
+	first := !f.inCmd
+	if first {
 		if k := f.startCommand(line, st); k != RefuseNone {
-			f.inCmd = false
-			st.Drop = len(line)
-			st.Refuse = k
-			return nil
+			// Refused whole, with any literals it announces.
+			f.discarding, f.refuse = true, k
 		}
 	}
 	f.size += len(line)
@@ -231,63 +402,109 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 // end); inBuf says whether the line is still at the front of the input.
 func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error {
 	lit, sync, isLit, malformed := LiteralAt(line)
+	if isLit && !f.discarding && (f.noArgs || !f.tagOK || !literalPlace(line, f.argsFrom)) {
+		// The upstream would not read a literal here, or could not
+		// answer it with a tagged response.
+		if err := f.refuseCommand(RefuseInvalidLiteral); err != nil {
+			return err
+		}
+	}
 	counted := isLit && !(f.appendCmd && !(f.firstLit && f.mboxLit))
 	// At least CRLF follows a literal: a literal without room for it
 	// cannot make a command within the cap.
 	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit+2 > int64(f.max))) {
-		if err := f.oversize(); err != nil {
+		if err := f.refuseCommand(RefuseTooBig); err != nil {
 			return err
 		}
 	}
 	if malformed && !f.discarding {
 		// The upstream may read a literal here that we cannot frame:
 		// refuse the command rather than lose track of it.
-		if err := f.oversize(); err != nil {
+		if err := f.refuseCommand(RefuseInvalidLiteral); err != nil {
 			return err
 		}
-		f.invalid = true
 	}
-	if inBuf {
-		if f.discarding {
+	f.argsFrom = 1 // the rest of the command's lines follow literals
+	if f.discarding {
+		if inBuf {
 			st.Drop = n
-		} else {
-			st.Forward = n
-			f.forwarded = true
 		}
-	}
-	if !isLit {
-		st.Flush = !f.discarding
-		st.Refuse = f.endCommand()
+		if !isLit || sync {
+			// The command ends here; after a synchronizing literal, the
+			// client waits for "+" that will not come, and the answer
+			// ends the command (RFC 9051 §7.5).
+			st.Refuse = f.endCommand()
+			return nil
+		}
+		f.firstLit = false
+		f.litLeft = lit // thrown away as it comes
 		return nil
 	}
-	f.firstLit = false
-	if sync && f.discarding {
-		// The client waits for "+" that will not come: the tagged BAD
-		// ends the command (RFC 9051 §7.5).
-		st.Refuse = f.endCommand()
-		return nil
-	}
-	f.litLeft = lit
 	if counted {
 		f.size += int(lit)
 	}
-	if sync && !f.discarding {
-		// Learn whether the upstream says "+" before the client sends.
-		f.gate.Open(f.tag)
-		f.awaitsGo = true
+	if !isLit && !f.idleCmd {
+		st.Forward = n
 		st.Flush = true
+		f.sent()
+		f.endCommand()
+		return nil
 	}
+	// A line that waits for the upstream's answer: a literal's, or
+	// IDLE's.
+	f.firstLit = false
+	f.held = n
+	f.plusAt = -1
+	if isLit {
+		f.await, f.litN, f.litSync = awaitLiteral, lit, sync
+		if !sync {
+			f.plusAt = bytes.LastIndexByte(line, '+')
+		}
+	} else {
+		f.await = awaitIdle
+	}
+	if !f.forwarded && !f.gate.drained() {
+		st.Await = true
+		return nil
+	}
+	f.emitHeld(line, st)
 	return nil
 }
 
-// oversize handles a command found too big. Nothing of it reached the
-// upstream: it is thrown away and refused. Otherwise the session cannot
-// go on.
-func (f *CommandFramer) oversize() error {
-	if f.forwarded {
-		return ErrCommandTooBig
+// literalPlace reports whether the literal announced at the end of line
+// stands where an argument can start: after SP or "(", outside a quoted
+// string, at or after argsFrom.
+func literalPlace(line []byte, argsFrom int) bool {
+	open := bytes.LastIndexByte(TrimEOL(line), '{')
+	if open > 0 && line[open-1] == '~' {
+		open--
 	}
-	f.discarding = true
+	if open < argsFrom || open == 0 || (line[open-1] != ' ' && line[open-1] != '(') {
+		return false
+	}
+	quoted := false
+	for i := 0; i < open; i++ {
+		switch c := line[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		}
+	}
+	return !quoted
+}
+
+// refuseCommand refuses the command being framed for reason k, unless
+// part of it already reached the upstream: then the session cannot go
+// on.
+func (f *CommandFramer) refuseCommand(k RefusalKind) error {
+	if f.forwarded {
+		if k == RefuseTooBig {
+			return ErrCommandTooBig
+		}
+		return ErrCommandInvalid
+	}
+	f.discarding, f.refuse = true, k
 	return nil
 }
 
@@ -295,15 +512,12 @@ func (f *CommandFramer) oversize() error {
 // answers it itself, if it does.
 func (f *CommandFramer) endCommand() RefusalKind {
 	k := RefuseNone
-	switch {
-	case f.invalid:
-		k = RefuseInvalidLiteral
-	case f.discarding:
-		k = RefuseTooBig
+	if f.discarding {
+		k = f.refuse
 	}
 	f.inCmd = false
 	f.discarding = false
-	f.invalid = false
+	f.refuse = RefuseNone
 	return k
 }
 
@@ -320,14 +534,21 @@ func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 	f.size = 0
 	f.forwarded = false
 	f.discarding = false
-	f.invalid = false
+	f.refuse = RefuseNone
 	f.firstLit = true
-	f.appendCmd = false
-	f.mboxLit = false
+	f.appendCmd, f.mboxLit, f.noArgs, f.idleCmd = false, false, false, false
+	f.argsFrom = len(tag) + 1 + len(name) + 1
 	switch len(name) {
+	case len("NOOP"): // and IDLE
+		f.noArgs = EqualFoldASCII(name, "NOOP")
+		f.idleCmd = EqualFoldASCII(name, "IDLE")
+		f.noArgs = f.noArgs || f.idleCmd
+	case len("CHECK"): // and CLOSE
+		f.noArgs = EqualFoldASCII(name, "CHECK") || EqualFoldASCII(name, "CLOSE")
 	case len("APPEND"): // and LOGOUT
 		if EqualFoldASCII(name, "LOGOUT") {
 			st.Logout = true
+			f.noArgs = true
 		} else if EqualFoldASCII(name, "APPEND") {
 			f.appendCmd = true
 			// "tag APPEND {N}": the mailbox name itself is a literal and
@@ -335,7 +556,9 @@ func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 			rest := bytes.TrimLeft(line[len(tag)+1+len(name):], " ")
 			f.mboxLit = len(rest) > 0 && (rest[0] == '{' || (rest[0] == '~' && len(rest) > 1 && rest[1] == '{'))
 		}
-	case len("COMPRESS"): // and STARTTLS
+	case len("EXPUNGE"):
+		f.noArgs = EqualFoldASCII(name, "EXPUNGE")
+	case len("COMPRESS"): // and STARTTLS, UNSELECT
 		// RFC 4978 would turn the rest of the stream into deflate data and
 		// blind the framing (the capability is hidden too); STARTTLS is
 		// valid only before authentication (RFC 9051 §6.2.1).
@@ -345,6 +568,11 @@ func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 		if EqualFoldASCII(name, "STARTTLS") {
 			return RefuseStartTLS
 		}
+		f.noArgs = EqualFoldASCII(name, "UNSELECT")
+	case len("NAMESPACE"):
+		f.noArgs = EqualFoldASCII(name, "NAMESPACE")
+	case len("CAPABILITY"):
+		f.noArgs = EqualFoldASCII(name, "CAPABILITY")
 	}
 	return RefuseNone
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,6 +27,8 @@ func refusalLine(r Refusal, max int) string {
 		return tag + " NO [CANNOT] COMPRESS is not available through this proxy"
 	case RefuseStartTLS:
 		return tag + " BAD STARTTLS is not valid in the authenticated state"
+	case RefuseExpectedDone:
+		return tag + " BAD Expected DONE"
 	}
 	return tag + " ?"
 }
@@ -54,18 +57,40 @@ type driver struct {
 	buf     []byte
 	r, w    int
 	out     int
+	// upstream plays the upstream when the framer awaits an answer
+	upstream func()
 }
 
-// frame runs the framer over in, read in chunks of sizes.
-func frame(in []byte, max int, sizes []int, stream bool) wiretest.Framed {
-	return frameWith(NewCommandFramer(max, nil), &wiretest.ChunkReader{Data: in, Sizes: sizes}, stream)
-}
-
-func frameWith(f *CommandFramer, src io.Reader, stream bool) wiretest.Framed {
-	size := max(f.Max()+512, 16<<10)
-	d := &driver{f: f, src: src, stream: stream, buf: make([]byte, size)}
+// frame runs the framer over in, read in chunks of sizes, with an
+// upstream that accepts every literal and IDLE except those of the
+// commands tagged in reject.
+func frame(in []byte, max int, sizes []int, stream bool, reject ...string) wiretest.Framed {
+	f := NewCommandFramer(max, nil)
+	d := newDriver(f, &wiretest.ChunkReader{Data: in, Sizes: sizes}, stream)
+	d.upstream = func() { answer(f.Gate(), reject) }
 	err := d.run()
 	return wiretest.Framed{Dst: d.dst.String(), Replies: d.replies, Err: errName(err)}
+}
+
+func newDriver(f *CommandFramer, src io.Reader, stream bool) *driver {
+	return &driver{f: f, src: src, stream: stream, buf: make([]byte, max(f.Max()+512, 16<<10))}
+}
+
+// answer plays the upstream for a framer that awaits: it accepts the
+// literal or IDLE awaited ("+"), or ends its command with a tagged NO if
+// the tag is in reject, and answers every command still outstanding.
+func answer(g *LiteralGate, reject []string) {
+	if tag, ok := g.Awaited(); ok {
+		if slices.Contains(reject, tag) {
+			g.Response([]byte(tag + " NO rejected"))
+		} else {
+			g.Response([]byte("+ go ahead"))
+		}
+		return
+	}
+	for g.Outstanding() > 0 {
+		g.Response([]byte("x OK done"))
+	}
 }
 
 func errName(err error) string {
@@ -74,6 +99,8 @@ func errName(err error) string {
 		return "nil"
 	case errors.Is(err, ErrCommandTooBig):
 		return "TOOBIG"
+	case errors.Is(err, ErrCommandInvalid):
+		return "INVALID"
 	case err == io.EOF:
 		return "EOF"
 	case err == io.ErrUnexpectedEOF:
@@ -97,19 +124,21 @@ func (d *driver) step() error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case st.Forward > 0:
-		d.r += st.Forward
-	case st.Drop > 0:
+	if st.Drop > 0 {
 		d.flush()
 		d.r += st.Drop
 		d.out = d.r
 	}
+	d.r += st.Forward
 	if st.Flush {
 		d.flush()
 	}
 	if st.Refuse != RefuseNone {
 		d.replies = append(d.replies, refusalLine(d.f.Refusal(&st), d.f.Max()))
+	}
+	if st.Await {
+		d.upstream()
+		return nil
 	}
 	if !st.More {
 		return nil
@@ -156,7 +185,7 @@ func TestCommandFramer(t *testing.T) {
 			// Every other chunking streams literal octets past the framer.
 			for i, sizes := range wiretest.Chunkings(len(tt.In), tt.Big) {
 				stream := i%2 == 1
-				if got := frame([]byte(tt.In), 1024, sizes, stream); !got.Equal(tt.Want) {
+				if got := frame([]byte(tt.In), 1024, sizes, stream, tt.Reject...); !got.Equal(tt.Want) {
 					t.Fatalf("reads %v, stream %v:\n got %v\nwant %v", sizes, stream, got, tt.Want)
 				}
 			}
@@ -229,59 +258,146 @@ func TestCommandFramerLiteralLeavesNoRoomForCRLF(t *testing.T) {
 	}
 }
 
-// The literal gate: after a synchronizing literal was relayed, the
-// upstream's answer decides what the client's next bytes are.
+// The literal gate: after a literal was passed on, the framer takes
+// nothing more from the client until the upstream has answered it, and
+// the answer decides what the client's next bytes are.
 func TestCommandFramerGate(t *testing.T) {
-	const cmd = "a SEARCH TEXT {5}\r\n"
 	const next = "x COMPRESS DEFLATE\r\n" // as literal: "x COM" + "PRESS DEFLATE\r\n"
+	const compressNo = "x NO [CANNOT] COMPRESS is not available through this proxy"
 	for _, tt := range []struct {
 		name     string
-		upstream []string // response lines seen before the client's next bytes
-		dst      string
+		cmd      string   // the command line
+		upstream []string // response lines that come while the framer waits
+		dst      string   // forwarded in all
 		replies  []string
 	}{
-		{"rejected", []string{"* 3 EXISTS", "b OK other", "a NO [TOOBIG] Literal too big"}, cmd, []string{"x NO [CANNOT] COMPRESS is not available through this proxy"}},
-		{"rejected BAD", []string{"a BAD no"}, cmd, []string{"x NO [CANNOT] COMPRESS is not available through this proxy"}},
-		{"accepted", []string{"* 3 EXISTS", "+ Ready"}, cmd + next, nil},
-		{"no answer yet", nil, cmd + next, nil},
-		{"other tag only", []string{"ab NO x", "a"}, cmd + next, nil},
+		{"sync rejected", "a SEARCH TEXT {5}\r\n", []string{"* 3 EXISTS", "a NO [TOOBIG] Literal too big"}, "a SEARCH TEXT {5}\r\n", []string{compressNo}},
+		{"sync rejected BAD", "a SEARCH TEXT {5}\r\n", []string{"a BAD no"}, "a SEARCH TEXT {5}\r\n", []string{compressNo}},
+		{"sync accepted", "a SEARCH TEXT {5}\r\n", []string{"* 3 EXISTS", "+ Ready"}, "a SEARCH TEXT {5}\r\n" + next, nil},
+		{"non-sync accepted", "a SEARCH TEXT {5+}\r\n", []string{"+ OK"}, "a SEARCH TEXT {5}\r\n" + next, nil},
+		// The octets were sent already: they go, with the rest of the
+		// command, where the upstream does not read them: nowhere.
+		{"non-sync rejected", "a SEARCH TEXT {5+}\r\n", []string{"a BAD no"}, "a SEARCH TEXT {5}\r\n", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, sizes := range [][]int{{len(cmd), 0}, {len(cmd), 1}, {len(cmd), 3}, {3, len(cmd) - 3, 2}} {
+			for _, sizes := range [][]int{nil, {len(tt.cmd), 0}, {len(tt.cmd), 1}, {3, len(tt.cmd) - 3, 2}} {
 				gate := new(LiteralGate)
 				f := NewCommandFramer(1024, gate)
-				src := &wiretest.ChunkReader{Data: []byte(cmd + next), Sizes: sizes}
-				decided := false
-				var relayed func() string
-				src.Before = func(i int) {
-					if decided || !f.awaitsGo {
+				d := newDriver(f, &wiretest.ChunkReader{Data: []byte(tt.cmd + next), Sizes: sizes}, false)
+				waits := 0
+				d.upstream = func() {
+					if waits++; waits == 1 {
+						// The line went on at once, and nothing after it.
+						if got := d.dst.String(); got != strings.Replace(tt.cmd, "+}", "}", 1) {
+							t.Errorf("waiting with %q relayed; want the command line", got)
+						}
+						if !gate.watch.Load() {
+							t.Errorf("the response side is not asked to report")
+						}
+						return // no answer yet: the framer must wait again
+					}
+					if waits == 2 {
+						rf := NewResponseFramer(gate)
+						for _, l := range tt.upstream {
+							p := []byte(l + "\r\n")
+							n, _, _ := rf.Scan(p, false)
+							if keep := string(p[:n]); strings.HasPrefix(l, "+") && strings.Contains(tt.cmd, "+}") && keep != "" {
+								t.Errorf("the proxy's own continuation request %q reached the client", keep)
+							}
+						}
 						return
 					}
-					decided = true
-					if got := relayed(); got != cmd {
-						t.Errorf("awaiting the upstream's answer with %q relayed; want %q", got, cmd)
-					}
-					if !gate.Waiting() {
-						t.Errorf("gate not waiting after the literal was announced")
-					}
-					rf := NewResponseFramer(gate)
-					for _, l := range tt.upstream {
-						rf.Scan([]byte(l+"\r\n"), false)
-					}
+					t.Fatalf("still waiting after the upstream answered")
 				}
-				d := &driver{f: f, src: src, buf: make([]byte, 16<<10)}
-				relayed = d.dst.String
 				if err := d.run(); err != io.EOF {
 					t.Fatalf("run: %v", err)
+				}
+				if waits != 2 {
+					t.Errorf("the framer waited %d times; want 2 (no answer, then the answer)", waits)
 				}
 				if d.dst.String() != tt.dst || strings.Join(d.replies, "|") != strings.Join(tt.replies, "|") {
 					t.Errorf("reads %v: dst %q replies %q; want %q %q", sizes, d.dst.String(), d.replies, tt.dst, tt.replies)
 				}
-				if gate.Waiting() {
-					t.Errorf("gate still waiting")
+				if tag, ok := gate.Awaited(); ok {
+					t.Errorf("gate still waits for %q", tag)
 				}
 			}
 		})
+	}
+}
+
+// A literal waits until the upstream has answered every command before
+// it: only then is the "+" or tagged answer that comes next its own (a
+// pipelined IDLE's "+", or a reused tag's completion, cannot pass for
+// it).
+func TestCommandFramerDrain(t *testing.T) {
+	gate := new(LiteralGate)
+	f := NewCommandFramer(1024, gate)
+	in := "a NOOP\r\nb IDLE\r\na APPEND INBOX {5}\r\nhello\r\n"
+	d := newDriver(f, &wiretest.ChunkReader{Data: []byte(in)}, false)
+	var script []string
+	d.upstream = func() {
+		script = append(script, d.dst.String())
+		switch len(script) {
+		case 1: // b IDLE waits for a and its own answer
+			gate.Response([]byte("a OK NOOP"))
+		case 2:
+			gate.Response([]byte("+ idling"))
+		case 3: // idling: DONE is not there, the APPEND line is refused
+			t.Fatalf("waiting in IDLE with %q", d.dst.String())
+		}
+	}
+	d.run()
+	if want := "a NOOP\r\nb IDLE\r\n"; d.dst.String() != want {
+		t.Errorf("forwarded %q; want %q", d.dst.String(), want)
+	}
+
+	gate = new(LiteralGate)
+	f = NewCommandFramer(1024, gate)
+	in = "a NOOP\r\na APPEND INBOX {5}\r\nhello\r\n"
+	d = newDriver(f, &wiretest.ChunkReader{Data: []byte(in)}, false)
+	script = nil
+	d.upstream = func() {
+		script = append(script, d.dst.String())
+		switch len(script) {
+		case 1:
+			// The APPEND waits for NOOP's answer before it goes on.
+			if want := "a NOOP\r\n"; d.dst.String() != want {
+				t.Errorf("before NOOP's answer: forwarded %q; want %q", d.dst.String(), want)
+			}
+			gate.Response([]byte("a OK NOOP completed"))
+		case 2:
+			gate.Response([]byte("+ go ahead"))
+		default:
+			t.Fatalf("waits too often")
+		}
+	}
+	if err := d.run(); err != io.EOF {
+		t.Fatal(err)
+	}
+	if d.dst.String() != in {
+		t.Errorf("forwarded %q; want %q", d.dst.String(), in)
+	}
+}
+
+// An IDLE the upstream ends itself (its tagged completion comes before
+// DONE) leaves no IDLE to end: the client's next line is a command, and
+// framed as one.
+func TestCommandFramerIdleEndedByUpstream(t *testing.T) {
+	gate := new(LiteralGate)
+	f := NewCommandFramer(1024, gate)
+	var st Step
+	in := []byte("i IDLE\r\n")
+	if err := f.Next(in, &st); err != nil || st.Forward != len(in) || !st.Flush {
+		t.Fatalf("IDLE: %+v %v", st, err)
+	}
+	gate.Response([]byte("+ idling"))
+	f.Next(nil, &st) // takes the answer
+	gate.Response([]byte("* 4 EXISTS"))
+	gate.Response([]byte("i OK IDLE ended by the server"))
+	in = []byte("b COMPRESS DEFLATE\r\n")
+	if err := f.Next(in, &st); err != nil || st.Refuse != RefuseCompress || st.Drop != len(in) {
+		t.Fatalf("after the upstream ended IDLE: %+v %v; want COMPRESS refused as a command", st, err)
 	}
 }
 
@@ -308,6 +424,10 @@ func TestCommandFramerLogout(t *testing.T) {
 			}
 			if st.Logout {
 				got++
+			}
+			if st.Await {
+				answer(f.Gate(), nil)
+				continue
 			}
 			if st.More {
 				break

@@ -25,7 +25,7 @@ import (
 //   - Reader results independent of bufio chunks
 //     (TestReadCommandOverlongLiteralSplit).
 
-var replyRE = regexp.MustCompile(`^([^ \n]*) (BAD \[TOOBIG\] Command too long \(max_command_size=([0-9]+)\)|NO \[CANNOT\] COMPRESS is not available through this proxy|BAD STARTTLS is not valid in the authenticated state|BAD Invalid literal)$`)
+var replyRE = regexp.MustCompile(`^([^ \n]*) (BAD \[TOOBIG\] Command too long \(max_command_size=([0-9]+)\)|NO \[CANNOT\] COMPRESS is not available through this proxy|BAD STARTTLS is not valid in the authenticated state|BAD Invalid literal|BAD Expected DONE)$`)
 
 // runFramerTimeout runs the framer, failing on a hang.
 func runFramerTimeout(t *testing.T, in []byte, max int, sizes []int, stream bool) wiretest.Framed {
@@ -55,7 +55,7 @@ func FuzzCommandFramer(f *testing.F) {
 		got := runFramerTimeout(t, in, max, sizes, chunk%2 == 0)
 
 		switch got.Err {
-		case "EOF", "UNEXPECTEDEOF", "TOOBIG":
+		case "EOF", "UNEXPECTEDEOF", "TOOBIG", "INVALID":
 		default:
 			t.Fatalf("run ended with %s", got.Err)
 		}

@@ -6,20 +6,40 @@ import (
 	"sync/atomic"
 )
 
-// LiteralGate tells the client-side framer how the upstream answered a
-// synchronizing literal: "+" (send it) or a tagged completion (the
-// command is over and no literal follows, RFC 9051 §4.3, §7.5). The
-// upstream-side framer sees that answer before the client does, so the
-// decision is known by the time the client's next bytes arrive. The two
-// framers run on different goroutines; the gate is safe for that.
+// LiteralGate carries what the command framer must learn from the
+// upstream's responses before it may go on, so that it reads the
+// client's bytes exactly as the upstream will:
+//
+//   - whether the upstream accepted a literal ("+") or ended the command
+//     with a tagged response instead, in which case no literal follows
+//     (RFC 9051 §4.3, §7.5);
+//   - whether it accepted an IDLE ("+", RFC 2177), and when it ended it;
+//   - how many of the commands passed on it has answered: a "+" or a
+//     tagged response can be attributed to one command only when no other
+//     is outstanding, so the framer waits for the others first.
+//
+// The two framers run on different goroutines; the gate is safe for
+// that. The response side's cost per response is a byte test and, for a
+// tagged response, an atomic add; the rest happens only while the
+// command side waits.
 type LiteralGate struct {
-	waiting atomic.Bool
-	mu      sync.Mutex
-	tag     []byte
-	state   GateState
+	sent     atomic.Int64 // commands passed on
+	answered atomic.Int64 // tagged responses seen
+	watch    atomic.Bool  // the response side must call observe
+
+	mu       sync.Mutex
+	tag      []byte
+	awaiting bool      // an answer to tag's "+" is awaited
+	swallow  bool      // that "+" is the proxy's own request: not relayed
+	state    GateState // the answer, until taken
+	idleTag  []byte    // an accepted IDLE, until its tagged completion
+	idleOver bool      // the upstream completed the IDLE
+	draining bool      // the command side waits for every answer
+	wake     chan struct{}
 }
 
-// GateState is the upstream's answer to a synchronizing literal.
+// GateState is the upstream's answer to a command that waits for a
+// continuation (a synchronizing literal, IDLE).
 type GateState int
 
 const (
@@ -28,44 +48,155 @@ const (
 	GateRejected                  // a tagged response to the command
 )
 
-// Open starts waiting for the answer to the command with tag.
-func (g *LiteralGate) Open(tag []byte) {
-	g.mu.Lock()
-	g.tag = append(g.tag[:0], tag...)
-	g.state = GateUnknown
-	g.mu.Unlock()
-	g.waiting.Store(true)
+// Response is called by the response side with the start of each
+// response (a response's first line; not the lines that continue it
+// after a literal). It reports whether the line must not reach the
+// client: a "+" the proxy asked for itself.
+func (g *LiteralGate) Response(line []byte) (drop bool) {
+	tagged := len(line) > 0 && line[0] != '*' && line[0] != '+'
+	if tagged {
+		g.answered.Add(1)
+	}
+	if !g.watch.Load() {
+		return false
+	}
+	return g.observe(line, tagged)
 }
 
-// Waiting reports whether an answer is awaited: a cheap check the
-// response framer makes for every line.
-func (g *LiteralGate) Waiting() bool { return g.waiting.Load() }
-
-// Observe is called with the start of each upstream response line while
-// an answer is awaited.
-func (g *LiteralGate) Observe(line []byte) {
-	if len(line) == 0 || line[0] == '*' {
-		return
-	}
+func (g *LiteralGate) observe(line []byte, tagged bool) (drop bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	changed := g.draining
 	switch {
-	case line[0] == '+':
-		g.state = GateAccepted
-	case len(line) > len(g.tag) && line[len(g.tag)] == ' ' && bytes.Equal(line[:len(g.tag)], g.tag):
-		g.state = GateRejected
-	default:
-		return
+	case g.awaiting && len(line) > 0 && line[0] == '+':
+		g.state, g.awaiting, changed = GateAccepted, false, true
+		drop = g.swallow
+	case g.awaiting && tagged && hasTag(line, g.tag):
+		g.state, g.awaiting, changed = GateRejected, false, true
+	case g.idleTag != nil && tagged && hasTag(line, g.idleTag):
+		g.idleTag, g.idleOver, changed = nil, true, true
 	}
-	g.waiting.Store(false)
+	if changed {
+		g.signal()
+	}
+	return drop
 }
 
-// Take returns the decision and clears it.
-func (g *LiteralGate) Take() GateState {
+func hasTag(line, tag []byte) bool {
+	return len(line) > len(tag) && line[len(tag)] == ' ' && bytes.Equal(line[:len(tag)], tag)
+}
+
+// signal wakes a waiting command side; g.mu is held.
+func (g *LiteralGate) signal() {
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+}
+
+// updateWatch says whether the response side must report; g.mu is held.
+func (g *LiteralGate) updateWatch() {
+	g.watch.Store(g.awaiting || g.idleTag != nil || g.draining)
+}
+
+// sentCommand counts a command passed on to the upstream.
+func (g *LiteralGate) sentCommand() { g.sent.Add(1) }
+
+// drained reports whether the upstream has answered every command passed
+// on; if not, it asks the response side to report answers, for Wait.
+func (g *LiteralGate) drained() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.draining = g.answered.Load() < g.sent.Load()
+	g.updateWatch()
+	return !g.draining
+}
+
+// open starts waiting for the upstream's answer to the command with tag:
+// "+" or a tagged response. With swallow, the "+" is not relayed.
+func (g *LiteralGate) open(tag []byte, swallow bool) {
+	g.mu.Lock()
+	g.tag = append(g.tag[:0], tag...)
+	g.awaiting, g.swallow, g.state = true, swallow, GateUnknown
+	g.updateWatch()
+	g.mu.Unlock()
+}
+
+// take returns the answer, GateUnknown while none has come, and clears
+// it.
+func (g *LiteralGate) take() GateState {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s := g.state
 	g.state = GateUnknown
-	g.waiting.Store(false)
+	g.updateWatch()
 	return s
+}
+
+// idling notes an IDLE the upstream accepted: its tagged completion
+// ends it, whether the client sent DONE or the upstream ended it itself.
+func (g *LiteralGate) idling(tag []byte) {
+	g.mu.Lock()
+	g.idleTag = append(g.idleTag[:0], tag...)
+	g.idleOver = false
+	g.updateWatch()
+	g.mu.Unlock()
+}
+
+// idleEnded reports whether the upstream completed the IDLE, and stops
+// watching for it.
+func (g *LiteralGate) idleEnded() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	over := g.idleOver
+	if over {
+		g.idleOver = false
+	}
+	return over
+}
+
+// stopIdle stops watching for the IDLE's completion (the client ended
+// it with DONE; the completion may still come, and is counted).
+func (g *LiteralGate) stopIdle() {
+	g.mu.Lock()
+	g.idleTag = nil
+	g.idleOver = false
+	g.updateWatch()
+	g.mu.Unlock()
+}
+
+// Wait blocks until what the command framer waits for has come (a
+// Step's Await: an answer, or every command answered) or done is
+// closed; it reports whether it came.
+func (g *LiteralGate) Wait(done <-chan struct{}) bool {
+	for {
+		g.mu.Lock()
+		ready := g.state != GateUnknown || (!g.awaiting && (!g.draining || g.answered.Load() >= g.sent.Load()))
+		if ready {
+			g.mu.Unlock()
+			return true
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		select {
+		case <-wake:
+		case <-done:
+			return false
+		}
+	}
+}
+
+// Outstanding returns how many commands passed on the upstream has not
+// answered yet.
+func (g *LiteralGate) Outstanding() int64 { return g.sent.Load() - g.answered.Load() }
+
+// Awaited returns the tag whose "+" or tagged answer the command side
+// awaits, if any (tests play the upstream with it and Response).
+func (g *LiteralGate) Awaited() (tag string, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return string(g.tag), g.awaiting
 }

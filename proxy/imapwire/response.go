@@ -13,9 +13,9 @@ import (
 // that does not announce a literal), so the proxy can put its own lines
 // (BYE on idle timeout or shutdown, BAD for a refused command) between
 // responses and never inside one. It also removes COMPRESS=* from
-// capability lists (RFC 4978 would blind the client-side framing) and
-// tells the literal gate how the upstream answered a synchronizing
-// literal.
+// capability lists (RFC 4978 would blind the client-side framing), tells
+// the gate of the start of every response (see LiteralGate), and drops
+// the continuation requests the proxy made itself.
 //
 // Why a light framer and not a blind copy: a blind io.Copy lets the kernel
 // splice every byte, but then the proxy cannot tell a response boundary
@@ -24,11 +24,12 @@ import (
 // are skipped without looking and, when large, spliced by the caller
 // (see LiteralLeft and Skip).
 type ResponseFramer struct {
-	litLeft int64 // literal octets still to come
-	midLine bool  // inside a long line that did not fit one read
-	inResp  bool  // a literal was announced and the response goes on
-	tail    Tail
-	gate    *LiteralGate
+	litLeft  int64 // literal octets still to come
+	midLine  bool  // inside a long line that did not fit one read
+	inResp   bool  // a literal was announced and the response goes on
+	dropping bool  // the long line being read is dropped
+	tail     Tail
+	gate     *LiteralGate
 }
 
 // HoldMax is the longest incomplete line Scan keeps back for the next
@@ -36,14 +37,15 @@ type ResponseFramer struct {
 // are passed on in pieces. A caller's buffer must be larger.
 const HoldMax = 2048
 
-// NewResponseFramer returns a framer that reports the upstream's answers
-// to synchronizing literals to gate (nil: none).
+// NewResponseFramer returns a framer that tells gate (nil: none) of the
+// upstream's responses.
 func NewResponseFramer(gate *LiteralGate) *ResponseFramer {
 	return &ResponseFramer{gate: gate}
 }
 
-// Mid reports whether the stream is inside a response.
-func (f *ResponseFramer) Mid() bool { return f.litLeft > 0 || f.midLine || f.inResp }
+// Mid reports whether the stream the client sees is inside a response
+// (a line being dropped is not part of it).
+func (f *ResponseFramer) Mid() bool { return f.litLeft > 0 || (f.midLine && !f.dropping) || f.inResp }
 
 // LiteralLeft is how many literal octets come next: the caller may copy
 // them without Scan (splice) and report them with Skip.
@@ -54,11 +56,11 @@ func (f *ResponseFramer) Skip(n int64) { f.litLeft -= n }
 
 // Scan walks p, which follows the bytes scanned before; full says the
 // caller cannot keep anything back (its buffer is full or the stream
-// ended). It may shorten lines in place (capability filtering) and
-// returns the new length n, how many bytes are handled (p[:done], to be
-// written; p[done:n] is an incomplete short line to keep for the next
-// read) and the offset after the last complete response in p[:done] (-1
-// if none).
+// ended). It may shorten p in place (capability filtering, dropped
+// lines) and returns the new length n, how many bytes are handled
+// (p[:done], to be written; p[done:n] is an incomplete short line to
+// keep for the next read) and the offset after the last complete
+// response in p[:done] (-1 if none).
 func (f *ResponseFramer) Scan(p []byte, full bool) (n, done, boundary int) {
 	n, boundary = len(p), -1
 	i := 0
@@ -75,20 +77,34 @@ func (f *ResponseFramer) Scan(p []byte, full bool) (n, done, boundary int) {
 				return n, i, boundary // keep the short partial line
 			}
 			if !f.midLine {
-				f.observeStart(p[i:n])
 				f.tail.Reset()
+				f.dropping = !f.inResp && f.started(p[i:n])
 			}
 			f.midLine = true
 			f.tail.Keep(p[i:n])
+			if f.dropping {
+				n = i
+			}
 			return n, n, boundary
 		}
 		end := i + j + 1
 		var lineEnd []byte
-		if f.midLine {
+		switch {
+		case f.midLine && f.dropping:
+			n = cut(p, i, end, n)
+			f.midLine, f.dropping, f.inResp = false, false, false
+			boundary = i
+			continue
+		case f.midLine:
 			f.tail.Keep(p[i:end])
 			lineEnd = f.tail.Bytes()
-		} else {
-			f.observeStart(p[i:end])
+		case !f.inResp && f.started(p[i:end]):
+			// A continuation request the proxy made itself: the client
+			// did not ask for it.
+			n = cut(p, i, end, n)
+			boundary = i
+			continue
+		default:
 			if m := FilterCaps(p[i:end]); m > 0 {
 				copy(p[end-m:], p[end:n])
 				n -= m
@@ -109,11 +125,16 @@ func (f *ResponseFramer) Scan(p []byte, full bool) (n, done, boundary int) {
 	return n, n, boundary
 }
 
-// observeStart looks at the start of a response line.
-func (f *ResponseFramer) observeStart(line []byte) {
-	if f.gate != nil && f.gate.Waiting() {
-		f.gate.Observe(line)
-	}
+// cut removes p[i:end] from p[:n] and returns the new length.
+func cut(p []byte, i, end, n int) int {
+	copy(p[i:], p[end:n])
+	return n - (end - i)
+}
+
+// started tells the gate of the start of a response and reports whether
+// the line must be dropped.
+func (f *ResponseFramer) started(line []byte) (drop bool) {
+	return f.gate != nil && f.gate.Response(line)
 }
 
 // FilterCaps removes COMPRESS=... atoms from a capability list in line

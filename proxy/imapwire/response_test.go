@@ -169,28 +169,55 @@ func TestResponseFramerLongLineLiteral(t *testing.T) {
 // The gate learns the upstream's answer from the start of response lines.
 func TestResponseFramerGate(t *testing.T) {
 	for _, tt := range []struct {
-		in   string
-		want GateState
+		in       string
+		want     GateState
+		answered int64
 	}{
-		{"* 1 EXISTS\r\n+ Ready\r\n", GateAccepted},
-		{"* 1 EXISTS\r\na NO [TOOBIG] too big\r\n", GateRejected},
-		{"* 1 FETCH (BODY[] {9}\r\na NO hah)\r\n", GateUnknown},
-		{"b OK\r\n", GateUnknown},
+		{"* 1 EXISTS\r\n+ Ready\r\n", GateAccepted, 0},
+		{"* 1 EXISTS\r\na NO [TOOBIG] too big\r\n", GateRejected, 1},
+		{"* 1 FETCH (BODY[] {9}\r\na NO hah)\r\n", GateUnknown, 0},
+		{"b OK\r\n", GateUnknown, 1},
+		{"b OK\r\n* 2 FETCH (BODY[] {7}\r\nc OK x)\r\nd OK\r\n", GateUnknown, 2},
 	} {
 		for p := 1; p < len(tt.in); p++ {
 			var g LiteralGate
-			g.Open([]byte("a"))
+			g.open([]byte("a"), false)
 			relaySim([]byte(tt.in), 4096, []int{p, 1 << 30}, &g)
-			if s := g.Take(); s != tt.want {
+			if s := g.take(); s != tt.want {
 				t.Errorf("%q split at %d: gate %d; want %d", tt.in, p, s, tt.want)
+			}
+			if n := g.answered.Load(); n != tt.answered {
+				t.Errorf("%q split at %d: %d tagged responses counted; want %d", tt.in, p, n, tt.answered)
 			}
 		}
 	}
 	// Not waiting: nothing is recorded.
 	var g LiteralGate
 	relaySim([]byte("+ x\r\n"), 4096, nil, &g)
-	if s := g.Take(); s != GateUnknown {
+	if s := g.take(); s != GateUnknown {
 		t.Errorf("gate decided while not waiting: %d", s)
+	}
+}
+
+// The proxy's own continuation request (for a client's non-synchronizing
+// literal it passed on as synchronizing) never reaches the client,
+// however the upstream's bytes are split, and the stream stays at a
+// boundary.
+func TestResponseFramerDropsOwnContinuation(t *testing.T) {
+	for _, plus := range []string{"+ OK", "+ " + rep("x", 3000)} {
+		in := "* 1 EXISTS\r\n" + plus + "\r\n* 2 EXISTS\r\n"
+		for p := 1; p < len(in); p++ {
+			var g LiteralGate
+			g.open([]byte("a"), true)
+			out, ev := relaySim([]byte(in), 4096, []int{p, 1 << 30}, &g)
+			if want := "* 1 EXISTS\r\n* 2 EXISTS\r\n"; string(out) != want {
+				t.Fatalf("split at %d: relayed %.80q; want %q", p, out, want)
+			}
+			checkRelay(t, out, ev, true)
+			if g.take() != GateAccepted {
+				t.Fatalf("split at %d: the literal is not accepted", p)
+			}
+		}
 	}
 }
 

@@ -167,13 +167,45 @@ func (r Framed) Equal(o Framed) bool {
 }
 
 // CommandCase is a client command stream framed with max_command_size
-// 1024, and what must come of it.
+// 1024, and what must come of it. The upstream behind the framer accepts
+// every literal and IDLE ("+"), except those of the commands tagged in
+// Reject, which it ends with a tagged NO instead, and answers every
+// command.
 type CommandCase struct {
-	Name string
-	In   string
-	Want Framed
+	Name   string
+	In     string
+	Reject []string
+	Want   Framed
 	// Big: run a few chunkings only.
 	Big bool
+}
+
+// Synced is s, a stream the proxy passes on, with every literal
+// announcement "{N+}" written "{N}": the proxy waits for the upstream's
+// "+" to every literal.
+func Synced(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		j := strings.IndexByte(s, '\n')
+		if j < 0 {
+			b.WriteString(s)
+			break
+		}
+		line := s[:j+1]
+		s = s[j+1:]
+		n, sync, ok := RefLiteral([]byte(line))
+		if ok && !sync {
+			k := strings.LastIndexByte(line, '+')
+			line = line[:k] + line[k+1:]
+		}
+		b.WriteString(line)
+		if ok {
+			take := min(int(n), len(s))
+			b.WriteString(s[:take])
+			s = s[take:]
+		}
+	}
+	return b.String()
 }
 
 // CommandCases are the command framer's cases.
@@ -181,7 +213,7 @@ func CommandCases() []CommandCase {
 	noop := "b NOOP\r\n"
 	var cs []CommandCase
 	add := func(name, in, dst string, replies []string, err string) {
-		cs = append(cs, CommandCase{Name: name, In: in, Want: Framed{Dst: dst, Replies: replies, Err: err}, Big: len(in) > 100000})
+		cs = append(cs, CommandCase{Name: name, In: in, Want: Framed{Dst: Synced(dst), Replies: replies, Err: err}, Big: len(in) > 100000})
 	}
 	fwd := func(name, in string) { add(name, in, in, nil, "EOF") }
 	refused := func(name, in, dst string, replies ...string) { add(name, in, dst, replies, "EOF") }
@@ -290,6 +322,49 @@ func CommandCases() []CommandCase {
 	}
 	fwd("literal with CRLF inside", "a SEARCH TEXT {12+}\r\n\r\nb NOOP\r\n\r\n"+noop)
 	fwd("two literals", "a SEARCH TEXT {3}\r\nabc TEXT {4+}\r\ndefg\r\n"+noop)
+
+	// The framer reads commands as the upstream does (issue 10). A
+	// literal-shaped end where no argument can start is refused, and a
+	// non-synchronizing one's announced octets are skipped, not passed
+	// on: an upstream would run them as commands.
+	hidden := "b2 SEARCH TEXT " + Rep("A", 3000) + "\r\n"
+	skipped := func(prefix string) string {
+		return prefix + "{" + strconv.Itoa(len(hidden)) + "+}\r\n" + hidden + "\r\n" + noop
+	}
+	invalid := func(tag string) string { return tag + " BAD Invalid literal" }
+	refused("literal glued to an atom", skipped("a2 APPEND INBOX x"), noop, invalid("a2"))
+	refused("literal in an unterminated quoted string", skipped(`a3 APPEND INBOX "x `), noop, invalid("a3"))
+	refused("literal as the command name", skipped("a4 "), noop, invalid("a4"))
+	refused("literal after a bracket", "a5 FETCH 1 BODY[{5}\r\n"+noop, noop, invalid("a5"))
+	refused("NOOP with a literal", "a1 NOOP {21+}\r\nb1 COMPRESS DEFLATE\r\n\r\n"+noop, noop, invalid("a1"))
+	refused("IDLE with a literal", "i IDLE {3}\r\n"+noop, noop, invalid("i"))
+	refused("LOGOUT with a literal", "o LOGOUT {3+}\r\nabc\r\n"+noop, noop, invalid("o"))
+	refused("COMPRESS with a literal", "a COMPRESS {5+}\r\nb NOO\r\n"+noop, noop, "a NO [CANNOT] COMPRESS is not available through this proxy")
+	fwd("literal after a parenthesis", "a FETCH 1 (BODY[HEADER.FIELDS ({4}\r\nDATE)])\r\n"+noop)
+	fwd("literal after an escaped quote", `a SEARCH TEXT "a\"b" TEXT {3}`+"\r\nabc\r\n"+noop)
+	fwd("brace in a quoted string", `a SEARCH TEXT "x {3}"`+"\r\n"+noop)
+
+	// The upstream decides whether a literal follows. Refused, a
+	// synchronizing literal's octets sent anyway are the next commands,
+	// checked as such; a non-synchronizing one's are thrown away with the
+	// rest of the command.
+	rejected := func(name, in, dst string, replies ...string) {
+		cs = append(cs, CommandCase{Name: name, In: in, Reject: []string{"a"}, Want: Framed{Dst: Synced(dst), Replies: replies, Err: "EOF"}})
+	}
+	line := "a APPEND nonexist {20}\r\n"
+	rejected("rejected sync literal sent anyway", line+"b COMPRESS DEFLATE\r\n"+noop, line+noop,
+		"b NO [CANNOT] COMPRESS is not available through this proxy")
+	line = "a APPEND nonexist {" + strconv.Itoa(len(hidden)) + "}\r\n"
+	rejected("rejected sync literal sent anyway, over the cap", line+hidden+noop, line+noop, "b2"+TooBig1024)
+	rejected("rejected non-sync literal", skipped("a APPEND nonexist "), "a APPEND nonexist {"+strconv.Itoa(len(hidden))+"}\r\n"+noop)
+	rejected("rejected non-sync literal, more literals", "a APPEND nonexist {5+}\r\nhello {3+}\r\nabc\r\n"+noop, "a APPEND nonexist {5}\r\n"+noop)
+	rejected("IDLE refused", "a IDLE\r\nb COMPRESS DEFLATE\r\n"+noop, "a IDLE\r\n"+noop,
+		"b NO [CANNOT] COMPRESS is not available through this proxy")
+
+	// After the upstream accepted IDLE, only DONE ends it.
+	refused("IDLE ended by something else", "i IDLE\r\nb COMPRESS DEFLATE\r\nc SEARCH {5+}\r\nDONE\r\n"+noop,
+		"i IDLE\r\nDONE\r\n"+noop, "* BAD Expected DONE", "* BAD Expected DONE")
+	fwd("IDLE ended by done", "i IDLE\r\ndone\n"+noop)
 
 	// The client stops early.
 	add("eof mid-line", noop+"a NOOP", noop, nil, "EOF")
