@@ -45,6 +45,8 @@ type session struct {
 	idle    time.Duration // idle_timeout
 	max     int           // max_command_size
 	done    func(result)
+	// onCommand is the server's test hook (Server.onCommand).
+	onCommand func(tag []byte, size int, forwarded bool)
 
 	lastActivity atomic.Int64 // on clock, unix nanoseconds
 	idleTimer    clock.Timer
@@ -82,17 +84,18 @@ type result struct {
 // clock, parker and sweeper; done is told its result once.
 func newSession(c *conn, up net.Conn) *session {
 	return &session{
-		client:  c.nc,
-		up:      up,
-		w:       c.w,
-		log:     c.log,
-		clock:   c.clock,
-		parker:  c.srv.parker,
-		sweeper: &c.srv.sweeper,
-		idle:    c.opts.IdleTimeout,
-		max:     c.opts.MaxCommandSize,
-		done:    func(r result) { c.finish(&r) },
-		closed:  make(chan struct{}),
+		client:    c.nc,
+		up:        up,
+		w:         c.w,
+		log:       c.log,
+		clock:     c.clock,
+		parker:    c.srv.parker,
+		sweeper:   &c.srv.sweeper,
+		idle:      c.opts.IdleTimeout,
+		max:       c.opts.MaxCommandSize,
+		done:      func(r result) { c.finish(&r) },
+		onCommand: c.srv.onCommand,
+		closed:    make(chan struct{}),
 	}
 }
 
@@ -106,6 +109,7 @@ func (s *session) bytes() (toUpstream, toClient int64) {
 // upstream direction on a new one. The session ends (end) when both have.
 func (s *session) run() {
 	f := imapwire.NewCommandFramer(s.max, &s.gate)
+	f.OnCommand = s.onCommand
 	cc := newCommandCopier(s.client, s.up, f, s.clientInitial)
 	cc.noteActivity = s.noteActivity
 	cc.sent = &s.toUpstream

@@ -24,8 +24,11 @@ type Server struct {
 	nextID atomic.Uint64
 	tel    atomic.Pointer[telemetry]
 
-	clock     clock.Clock
-	parker    park.Parker
+	clock  clock.Clock
+	parker park.Parker
+	// onCommand, set by tests before Serve, is told of every command a
+	// session's framer ends (imapwire.CommandFramer.OnCommand).
+	onCommand func(tag []byte, size int, forwarded bool)
 	ownParker bool // made by New: Shutdown closes it
 	sweeper   park.Sweeper
 

@@ -115,6 +115,12 @@ const (
 // machine that does no I/O: the caller feeds it the bytes it read and
 // carries out each Step.
 type CommandFramer struct {
+	// OnCommand, when set, is told of every command as it ends: its tag,
+	// the octets counted toward max_command_size, and whether any of it
+	// was passed on. The proxy's differential tests compare it with what
+	// the upstream answered.
+	OnCommand func(tag []byte, size int, forwarded bool)
+
 	max  int
 	gate *LiteralGate
 
@@ -216,15 +222,15 @@ func (f *CommandFramer) nextAnswer(st *Step) {
 	case what == awaitIdle && answer == GateAccepted:
 		f.idling = true
 		f.gate.idling(f.tag)
-		f.inCmd = false
+		f.endCommand()
 	case what == awaitIdle:
-		f.inCmd = false
+		f.endCommand()
 	case answer == GateAccepted:
 		f.litLeft = f.litN // the octets follow, as part of the command
 	case f.litSync:
 		// The client waits for "+" that will not come: what it sends
 		// next is a new command (RFC 9051 §7.5).
-		f.inCmd = false
+		f.endCommand()
 	default:
 		// The client sent the octets without waiting (RFC 7888); the
 		// upstream, which answered the command already, will not read
@@ -514,6 +520,9 @@ func (f *CommandFramer) endCommand() RefusalKind {
 	k := RefuseNone
 	if f.discarding {
 		k = f.refuse
+	}
+	if f.OnCommand != nil {
+		f.OnCommand(f.tag, f.size, f.forwarded)
 	}
 	f.inCmd = false
 	f.discarding = false
