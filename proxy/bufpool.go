@@ -11,18 +11,25 @@ import (
 // of two, since max_command_size decides the command buffer's size and
 // may change on reload.
 //
+// Buffers larger than maxPooled are allocated to their exact size and
+// left to the garbage collector: a command buffer that grows towards a
+// large max_command_size must cost what it holds, not the next power of
+// two.
+//
 // These pools are the package's only global state; sync.Pool is safe for
 // concurrent use and holds nothing a test could observe.
-var bufPools [24]sync.Pool // 1 B .. 8 MiB
+var bufPools [17]sync.Pool // 1 B .. 64 KiB
+
+const maxPooled = 1 << (len(bufPools) - 1)
 
 func poolIndex(size int) int { return bits.Len(uint(size - 1)) }
 
-// getBuf returns a buffer of at least size bytes (its length is a power
-// of two). The pointer goes back to putBuf, so that a round trip through
-// the pool allocates nothing.
+// getBuf returns a buffer of at least size bytes (up to maxPooled, its
+// length is a power of two; above, it is size). The pointer goes back to
+// putBuf, so that a round trip through the pool allocates nothing.
 func getBuf(size int) *[]byte {
-	i := poolIndex(size)
-	if i < len(bufPools) {
+	if size <= maxPooled {
+		i := poolIndex(size)
 		if b, ok := bufPools[i].Get().(*[]byte); ok {
 			return b
 		}

@@ -56,27 +56,30 @@ type commandCopier struct {
 	// the loop (the session is closing).
 	await func() bool
 
-	st      imapwire.Step // the step being carried out
-	bufSize int
-	bufp    *[]byte // pooled; nil while waiting with nothing buffered
-	idle    *idleReader
-	one     [1]byte // waits for a TLS client without a buffer
-	buf     []byte
-	r, w    int // buf[r:w] is read but not yet handled
-	out     int // buf[out:r] is handled and waits to be forwarded
+	st     imapwire.Step // the step being carried out
+	maxBuf int           // the most a partial line can need: max_command_size+512
+	bufp   *[]byte       // pooled; nil while waiting with nothing buffered
+	idle   *idleReader
+	one    [1]byte // waits for a TLS client without a buffer
+	buf    []byte
+	r, w   int // buf[r:w] is read but not yet handled
+	out    int // buf[out:r] is handled and waits to be forwarded
 }
 
+// cmdBufSize is the client-to-upstream buffer a session starts with, and
+// goes back to whenever it has nothing buffered: commands are short, and
+// literal octets pass through it in pieces. A partial line grows it, as
+// its bytes arrive, up to max_command_size+512, never beyond what the
+// client sent.
+const cmdBufSize = 4 << 10
+
 func newCommandCopier(src io.Reader, dst io.Writer, f *imapwire.CommandFramer, initial []byte) *commandCopier {
-	size := f.Max() + 512
-	if size < 16<<10 {
-		size = 16 << 10
-	}
-	c := &commandCopier{src: src, dst: dst, f: f, bufSize: size,
+	c := &commandCopier{src: src, dst: dst, f: f, maxBuf: max(f.Max()+512, cmdBufSize),
 		noteActivity: func() {}, sent: new(atomic.Int64), onLogout: func() {}, refuse: func(imapwire.Refusal) {},
 		await: func() bool { return f.Gate().Wait(nil) }}
-	c.idle = newIdleReader(src, size)
+	c.idle = newIdleReader(src, cmdBufSize)
 	if len(initial) > 0 {
-		c.takeBuf()
+		c.takeBuf(len(initial))
 		c.w = copy(c.buf, initial)
 	}
 	return c
@@ -173,9 +176,22 @@ func (c *commandCopier) drop(n int) error {
 	return nil
 }
 
-func (c *commandCopier) takeBuf() {
-	c.bufp = getBuf(c.bufSize)
-	c.buf = (*c.bufp)[:c.bufSize]
+// takeBuf takes a buffer for at least n bytes (at least cmdBufSize).
+func (c *commandCopier) takeBuf(n int) {
+	n = max(n, cmdBufSize)
+	c.bufp = getBuf(n)
+	c.buf = (*c.bufp)[:n]
+}
+
+// grow doubles the buffer, up to maxBuf, for a partial line that fills
+// it.
+func (c *commandCopier) grow() {
+	old := c.bufp
+	n := min(2*len(c.buf), c.maxBuf)
+	c.bufp = getBuf(n)
+	c.buf = (*c.bufp)[:n]
+	copy(c.buf, (*old)[:c.w])
+	putBuf(old)
 }
 
 // releaseBuf returns the buffer to the pool; nothing may be buffered.
@@ -196,10 +212,14 @@ func (c *commandCopier) fill() error {
 		c.releaseBuf()
 		return c.fillEmpty()
 	}
-	if c.w == len(c.buf) && c.r > 0 {
-		copy(c.buf, c.buf[c.r:c.w])
-		c.w -= c.r
-		c.r, c.out = 0, 0
+	if c.w == len(c.buf) {
+		if c.r > 0 {
+			copy(c.buf, c.buf[c.r:c.w])
+			c.w -= c.r
+			c.r, c.out = 0, 0
+		} else if len(c.buf) < c.maxBuf {
+			c.grow()
+		}
 	}
 	return c.read(c.buf[c.w:])
 }
@@ -211,12 +231,12 @@ func (c *commandCopier) fillEmpty() error {
 		if err != nil {
 			return err
 		}
-		c.bufp, c.buf, c.w = bufp, (*bufp)[:c.bufSize], n
+		c.bufp, c.buf, c.w = bufp, (*bufp)[:cmdBufSize], n
 		c.noteActivity()
 		return nil
 	}
 	if _, ok := c.src.(*tls.Conn); !ok {
-		c.takeBuf()
+		c.takeBuf(0)
 		return c.read(c.buf)
 	}
 	// TLS: wait on a one-byte read; the rest of the record is already
@@ -225,7 +245,7 @@ func (c *commandCopier) fillEmpty() error {
 	if err := c.read(c.one[:]); err != nil {
 		return err
 	}
-	c.takeBuf()
+	c.takeBuf(0)
 	c.buf[0] = c.one[0]
 	return nil
 }

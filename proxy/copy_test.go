@@ -216,3 +216,53 @@ func TestRespCopierCapabilityAtBufferEnd(t *testing.T) {
 		t.Errorf("got %q", out[len(filler):])
 	}
 }
+
+// The client-to-upstream buffer follows the bytes received: a session
+// that got one byte of a command holds cmdBufSize, a partial line grows it
+// by doubling as its bytes arrive, and never past max_command_size+512
+// (issue 10: one byte used to take max+512 rounded up to a power of two,
+// 2 MiB for a 1 MiB cap).
+func TestCommandCopierBufferFollowsBytes(t *testing.T) {
+	const max = 1 << 20
+	clientEnd, proxyClient := tcpPair(t)
+	f := imapwire.NewCommandFramer(max, nil)
+	c := newCommandCopier(proxyClient, io.Discard, f, nil)
+	// The whole input is one partial line: it stays at the start of the
+	// buffer, and w counts what the copier has read.
+	type seen struct{ size, read int }
+	reads := make(chan seen, 1024)
+	c.noteActivity = func() { reads <- seen{len(c.buf), c.w} }
+	done := make(chan error, 1)
+	go func() { done <- c.run() }()
+	// send writes p and returns the buffer's size once the copier has
+	// read all it was sent.
+	sent := 0
+	send := func(p string) int {
+		t.Helper()
+		clientEnd.Write([]byte(p))
+		sent += len(p)
+		for {
+			select {
+			case s := <-reads:
+				if s.read == sent {
+					return s.size
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the copier has not read %d bytes", sent)
+			}
+		}
+	}
+	if n := send("a"); n != cmdBufSize {
+		t.Errorf("after 1 byte the buffer is %d B; want %d", n, cmdBufSize)
+	}
+	if n := send(strings.Repeat("x", 5000)); n != 2*cmdBufSize {
+		t.Errorf("after a 5001-byte partial line the buffer is %d B; want %d", n, 2*cmdBufSize)
+	}
+	if n := send(strings.Repeat("x", max-5001)); n > max+512 {
+		t.Errorf("after a partial line of max_command_size the buffer is %d B; want at most %d", n, max+512)
+	}
+	clientEnd.Close()
+	if err := <-done; err != io.EOF && err != io.ErrUnexpectedEOF {
+		t.Fatalf("run: %v", err)
+	}
+}

@@ -195,8 +195,11 @@ func (s *session) close() {
 			}
 		}
 		s.mu.Unlock()
+		// The connections first: a relayed write (copyLiteral) may hold
+		// the writer's lock until its connection fails.
 		s.client.Close()
 		s.up.Close()
+		s.w.abandon()
 	})
 	for _, d := range unparked {
 		d.finish(net.ErrClosed)

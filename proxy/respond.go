@@ -143,6 +143,10 @@ func upstreamUnavailable(tag string) response {
 		refusal: reasonUpstreamUnavailable}
 }
 
+func nulCredentials(tag string) response {
+	return bad(tag, "NUL is not allowed in a user name or password")
+}
+
 func loggedIn(tag, caps string) response {
 	return response{tag: tag, kind: respOK, code: "CAPABILITY " + caps, text: "Logged in"}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/imapguard/imapguard/limits"
@@ -15,6 +16,13 @@ import (
 // unauthenticated.
 func (c *conn) login(tag, command, mech, user, pass string) bool {
 	log := c.log.With("user", user, "mechanism", mech)
+	if strings.ContainsRune(user, 0) || strings.ContainsRune(pass, 0) {
+		// RFC 4616 §2: no NUL in an authcid or a password. Passed on as
+		// PLAIN, where NUL separates the fields, such a user name would
+		// log in someone other than the user the proxy counts.
+		c.trace.startAuth(c.ctx, command, mech, "").end(authMalformed, "")
+		return c.bad(nulCredentials(tag))
+	}
 	a := c.trace.startAuth(c.ctx, command, mech, user)
 	if user == "" {
 		a.end(authFailed, "")

@@ -31,8 +31,16 @@ type clientWriter struct {
 	closed      bool   // a closing line was sent; drop all writes
 	onClose     func() // closes the connection(s) after a closing line
 	timeout     time.Duration
-	muted       bool // a TLS handshake has begun on nc: no plaintext may follow
+	muted       bool          // a TLS handshake has begun on nc: no plaintext may follow
+	flushed     chan struct{} // closed when pending is written (or the writer closes)
 }
+
+// maxPending bounds the proxy's own lines waiting for a response
+// boundary. A client that sends refused commands faster than the
+// upstream finishes its responses waits for the boundary (its commands
+// are not read meanwhile) instead of being buffered for; if the boundary
+// never comes, idle_timeout ends the session.
+const maxPending = 16 << 10
 
 func newClientWriter(nc net.Conn, onClose func(), record func(response)) *clientWriter {
 	return &clientWriter{nc: nc, onClose: onClose, record: record, timeout: writeTimeout}
@@ -95,6 +103,15 @@ func (w *clientWriter) respond(rs ...response) error {
 		closing = closing || r.closing
 	}
 	w.mu.Lock()
+	for !closing && !w.closed && w.midResponse && len(w.pending)+len(buf) > maxPending {
+		if w.flushed == nil {
+			w.flushed = make(chan struct{})
+		}
+		flushed := w.flushed
+		w.mu.Unlock()
+		<-flushed
+		w.mu.Lock()
+	}
 	if w.closed {
 		w.mu.Unlock()
 		return errClientClosed
@@ -142,6 +159,7 @@ func (w *clientWriter) relay(p []byte, boundary int, mid bool) error {
 	}
 	err := w.writeLocked(w.pending)
 	w.pending = w.pending[:0]
+	w.wakeLocked()
 	if w.closeAfter {
 		w.closed = true
 		onClose := w.onClose
@@ -188,6 +206,23 @@ func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 		err = io.EOF
 	}
 	return k, err
+}
+
+// wakeLocked wakes whoever waits for pending to be written; w.mu is held.
+func (w *clientWriter) wakeLocked() {
+	if w.flushed != nil {
+		close(w.flushed)
+		w.flushed = nil
+	}
+}
+
+// abandon drops every later write and wakes whoever waits: the
+// connection is closing.
+func (w *clientWriter) abandon() {
+	w.mu.Lock()
+	w.closed = true
+	w.wakeLocked()
+	w.mu.Unlock()
 }
 
 // inResponse reports whether the relayed stream is inside a response.

@@ -1,8 +1,10 @@
 package test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imapguard/imapguard/test/proxytest"
 )
@@ -220,4 +223,57 @@ func TestCLITracesStdout(t *testing.T) {
 	}
 	seen := &seenTexts{t: t, texts: map[string][]string{"imapguard stdout": {out}, "imapguard stderr": {p.output()}}}
 	seen.checkSecrets(watchedPass)
+}
+
+// TestCLIShutdownWithStuckClient: SIGTERM while a client has stopped
+// reading in the middle of a FETCH. The proxy cannot reach a response
+// boundary to say BYE, closes that connection when its grace runs out,
+// and exits 0: a graceful stop that had to cut a straggler is
+// still the stop that was asked for (systemd must not count it as a
+// failure).
+func TestCLIShutdownWithStuckClient(t *testing.T) {
+	t.Parallel() // it waits out the shutdown grace
+	upAddr := startIMAPD(t)
+	path := writeFile(t, "imapguard.toml", "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \""+upAddr+"\"\n")
+	p := startImapguard(t, path)
+	addr := p.waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
+
+	// A small receive buffer, so that a few MiB do not fit in the
+	// sockets' buffers.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4096)
+	nc.SetDeadline(time.Now().Add(proxytest.Timeout))
+	br := bufio.NewReader(nc)
+	// until reads up to the tagged answer to tag, or a line holding stop.
+	until := func(tag, stop string) string {
+		t.Helper()
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading: %v", err)
+			}
+			if strings.HasPrefix(l, tag+" ") || (stop != "" && strings.Contains(l, stop)) {
+				return l
+			}
+		}
+	}
+	msg := "Subject: big\r\n\r\n" + strings.Repeat("0123456789abcdef\r\n", 4<<16) // 4.5 MiB
+	fmt.Fprintf(nc, "l LOGIN demo demo\r\na APPEND INBOX {%d+}\r\n%s\r\ns SELECT INBOX\r\n", len(msg), msg)
+	wantPrefix(t, "SELECT", until("s", ""), "s OK")
+	fmt.Fprintf(nc, "f FETCH * BODY.PEEK[]\r\n")
+	// The response has begun; the client reads no more of it.
+	until("f", "FETCH")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(); err != nil {
+		t.Fatalf("imapguard exit: %v; want status 0\n%s", err, p.output())
+	}
+	// Closed when its BYE could not get out, whichever of the BYE grace
+	// and the shutdown grace ran out first.
+	if !strings.Contains(p.output(), `outcome="proxy shutdown"`) {
+		t.Errorf("no summary line for the stuck connection:\n%s", p.output())
+	}
 }

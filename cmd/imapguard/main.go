@@ -370,6 +370,13 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			for ; listeners > 0; listeners-- {
 				<-served
 			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Connections that did not reach a response boundary in
+				// time (a client that stopped reading) were closed: the
+				// stop is still the one asked for, not a failure.
+				log.Info("closed the connections that did not finish within the shutdown grace", "grace", shutdownGrace)
+				err = nil
+			}
 			return err
 		}
 	}

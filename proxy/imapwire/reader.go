@@ -2,6 +2,7 @@ package imapwire
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -252,15 +253,19 @@ func (r *Reader) ReadCommand() (*Command, error) {
 				return nil, err
 			}
 		}
-		data := make([]byte, lit.n)
-		if _, err := io.ReadFull(r.br, data); err != nil {
+		// The octets are kept as they arrive, not as announced: a client
+		// that announces a large literal and sends little holds little.
+		// (bytes.Buffer reads into what it has and grows by doubling;
+		// io.CopyN would lend a strings.Builder a 32 KiB buffer.)
+		var data bytes.Buffer
+		if _, err := io.CopyN(&data, r.br, lit.n); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
 		}
 		size += int(lit.n)
-		cmd.Args = append(cmd.Args, Arg{Kind: ArgString, Val: string(data)})
+		cmd.Args = append(cmd.Args, Arg{Kind: ArgString, Val: data.String()})
 		line, err = r.readLine(r.max - size)
 		if err == ErrTooBig {
 			return nil, r.skipCommand(r.tail.Bytes(), cmd.Tag)
