@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -43,7 +44,6 @@ type conn struct {
 	r            *imapwire.Reader
 	badCommands  int
 	authFailures int
-	release      func()      // the connection's slot
 	releaseUser  func()      // the user's slot, once logged in
 	preauth      clock.Timer // preauth_timeout
 	ready        *session    // logged in: relay this once the command loop ends
@@ -57,7 +57,9 @@ type conn struct {
 	byeTimer       clock.Timer // closes a connection whose BYE is held up
 	preauthExpired bool
 	outcome        outcome
-	refusedBy      string // the cap that refused the connection
+	refusedBy      string        // the cap that refused the connection
+	release        func()        // the connection's slot (idempotent)
+	preauthElem    *list.Element // in the server's list of unauthenticated connections
 	finishOnce     sync.Once
 }
 
@@ -89,6 +91,16 @@ func (c *conn) serve() *session {
 	release, checks, err := c.srv.limiter.AdmitConn(clientAddr(c.remote))
 	c.trace.limitEvents(c.trace.span, checks, err)
 	var le *limits.Error
+	if errors.As(err, &le) && le.Limit == "max_connections" {
+		// Make room: a flood of connections that never log in must not
+		// lock real users out (Dovecot's login process does the same).
+		if victim := c.srv.oldestUnauthenticated(); victim != nil {
+			victim.evict(le.Value)
+			release, checks, err = c.srv.limiter.AdmitConn(clientAddr(c.remote))
+			c.trace.limitEvents(c.trace.span, checks, err)
+			le = nil
+		}
+	}
 	if errors.As(err, &le) {
 		// Refused before any command: no upstream connection is spent.
 		c.log.Info("connection refused", "reason", le.Error(), "limit", le.Limit, "count", le.Count, "max", le.Value)
@@ -97,7 +109,10 @@ func (c *conn) serve() *session {
 		c.w.respond(bye)
 		return nil
 	}
+	c.mu.Lock()
 	c.release = release
+	c.mu.Unlock()
+	c.srv.unauthenticated(c)
 	c.trace.accepted(c.listener)
 
 	// The timer covers an implicit TLS handshake too, which counts toward
@@ -329,6 +344,22 @@ func (c *conn) closeWithBye(o outcome, text string) {
 	go c.w.respond(unavailableBye(text))
 }
 
+// evict closes a connection that has not logged in, to make room for a
+// new one under max_connections: its slot is free at once, and it is told
+// BYE.
+func (c *conn) evict(max int) {
+	c.mu.Lock()
+	release := c.release
+	already := c.closing
+	c.closing = true
+	c.mu.Unlock()
+	release()
+	if !already {
+		c.log.Info("closing the oldest unauthenticated connection to make room", "max_connections", max)
+		go c.w.respond(evictedBye(max))
+	}
+}
+
 // finish ends the connection, once: closes it, frees its slots, logs its
 // summary, ends its spans and takes it off the server's registry. res is
 // the session's result, if the connection was relayed.
@@ -346,9 +377,13 @@ func (c *conn) finish(res *result) {
 		if c.releaseUser != nil {
 			c.releaseUser()
 		}
-		if c.release != nil {
+		c.srv.authenticated(c)
+		c.mu.Lock()
+		release := c.release
+		c.mu.Unlock()
+		if release != nil {
 			c.logEnd(res)
-			c.release()
+			release()
 		}
 		c.mu.Lock()
 		sum := connSummary{outcome: c.outcome, refusedBy: c.refusedBy, user: c.user,

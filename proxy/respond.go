@@ -160,6 +160,14 @@ func connLimitBye(e *limits.Error) response {
 		outcome: outcomeRefused, refusal: e.Limit}
 }
 
+// evictedBye closes the oldest connection that has not logged in, to make
+// room for a new one under max_connections.
+func evictedBye(max int) response {
+	return response{kind: respBYE, code: "UNAVAILABLE",
+		text:    "Too many connections; closing the oldest unauthenticated one (max_connections=" + strconv.Itoa(max) + ")",
+		closing: true, outcome: outcomeEvicted, refusal: reasonEvicted}
+}
+
 // userLimitNo refuses a login over max_connections_per_user.
 func userLimitNo(tag string, e *limits.Error) response {
 	return response{tag: tag, kind: respNO, code: "LIMIT", text: e.Error(), refusal: e.Limit}

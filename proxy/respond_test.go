@@ -37,6 +37,7 @@ func TestResponses(t *testing.T) {
 		{framerRefusal(imapwire.Refusal{Kind: imapwire.RefuseExpectedDone, Tag: "i"}, 1024), "* BAD Expected DONE"},
 		{invalidLiteralBye(), "* BYE [CLIENTBUG] Invalid literal in a command already partly relayed"},
 		{connLimitBye(&limits.Error{Limit: "max_connections", Value: 5}), "* BYE [UNAVAILABLE] Too many connections (max_connections=5)"},
+		{evictedBye(5), "* BYE [UNAVAILABLE] Too many connections; closing the oldest unauthenticated one (max_connections=5)"},
 		{userLimitNo("a", lim), "a NO [LIMIT] Too many connections for this user (max_connections_per_user=16)"},
 		{tooBig("a", 1024), "a BAD [TOOBIG] Command too long (max_command_size=1024)"},
 		{tooBig("", 1024), "* BAD [TOOBIG] Command too long (max_command_size=1024)"},

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"io"
@@ -35,7 +36,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	bytesDone [2]int64 // relayed by finished sessions: to upstream, to client
+	preauth   list.List // admitted connections not logged in, oldest first
+	bytesDone [2]int64  // relayed by finished sessions: to upstream, to client
 	closing   bool
 	wg        sync.WaitGroup // live connection handlers
 }
@@ -186,6 +188,38 @@ func (s *Server) handle(c *conn) {
 		}()
 	}()
 	sess = c.serve()
+}
+
+// unauthenticated notes an admitted connection that has not logged in.
+func (s *Server) unauthenticated(c *conn) {
+	s.mu.Lock()
+	c.preauthElem = s.preauth.PushBack(c)
+	s.mu.Unlock()
+}
+
+// authenticated takes c off the unauthenticated list (it logged in, or
+// ends).
+func (s *Server) authenticated(c *conn) {
+	s.mu.Lock()
+	if c.preauthElem != nil {
+		s.preauth.Remove(c.preauthElem)
+		c.preauthElem = nil
+	}
+	s.mu.Unlock()
+}
+
+// oldestUnauthenticated takes the oldest admitted connection that has not
+// logged in off that list and returns it, or nil.
+func (s *Server) oldestUnauthenticated() *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.preauth.Front()
+	if e == nil {
+		return nil
+	}
+	c := s.preauth.Remove(e).(*conn)
+	c.preauthElem = nil
+	return c
 }
 
 // forget takes a finished connection off the registry.

@@ -83,6 +83,7 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 	c.user = user
 	c.sess = sess
 	c.mu.Unlock()
+	c.srv.authenticated(c)
 	c.trace.loggedIn(user, c.opts.RecordUser)
 	c.w.handOver(c.opts.IdleTimeout, sess.close)
 	c.nc.SetDeadline(time.Time{})
