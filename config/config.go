@@ -278,10 +278,20 @@ func (t TLS) PlaintextAuthAllowed() bool {
 // timeout it started with.
 type Limits struct {
 	// MaxConnections is the maximum number of client connections open at
-	// the same time, from all clients together, authenticated or not.
-	// Further connections are refused until one closes. Exchange:
-	// MaxConnections.
+	// the same time, from all clients together, authenticated or not. At
+	// the cap, a new connection closes the oldest one that has not logged
+	// in, with evict_unauthenticated; when every connection is logged in,
+	// or without it, further connections are refused until one closes.
+	// Exchange: MaxConnections.
 	MaxConnections int `toml:"max_connections" means:"no practical limit"`
+
+	// EvictUnauthenticated, when true, makes room for a new connection at
+	// max_connections by closing the oldest connection that has not
+	// logged in (it gets "* BYE [UNAVAILABLE]"), as Dovecot's login
+	// process does: a flood of connections that never log in cannot lock
+	// real users out, since logged-in sessions are never closed for it.
+	// When false, new connections are refused while the cap is reached.
+	EvictUnauthenticated bool `toml:"evict_unauthenticated"`
 
 	// MaxConnectionsPerIP is the maximum number of client connections open
 	// at the same time from one client address, authenticated or not.
@@ -453,6 +463,7 @@ func Default() *Config {
 		},
 		Limits: Limits{
 			MaxConnections:        limits.DefaultMaxConnections,
+			EvictUnauthenticated:  true,
 			MaxConnectionsPerIP:   limits.DefaultMaxConnectionsPerIP,
 			MaxConnectionsPerUser: limits.DefaultMaxConnectionsPerUser,
 			IPv6PrefixLength:      limits.DefaultIPv6PrefixLength,

@@ -50,6 +50,7 @@ var rules = map[string]rule{
 	"tls.allow_plaintext_auth":     boolean{},
 
 	"limits.max_connections":          intRange{1, math.MaxInt32},
+	"limits.evict_unauthenticated":    boolean{},
 	"limits.max_connections_per_ip":   intRange{1, math.MaxInt32},
 	"limits.max_connections_per_user": intRange{1, math.MaxInt32},
 	"limits.ipv6_prefix_length":       intRange{32, 128},

@@ -39,6 +39,7 @@ tls.on_demand_permission_url    :
 tls.self_signed_names           :
 tls.allow_plaintext_auth        : true
 limits.max_connections          : 2147483647
+limits.evict_unauthenticated    : true
 limits.max_connections_per_ip   : 2147483647
 limits.max_connections_per_user : 16
 limits.ipv6_prefix_length       : 64

@@ -91,9 +91,10 @@ func (c *conn) serve() *session {
 	release, checks, err := c.srv.limiter.AdmitConn(clientAddr(c.remote))
 	c.trace.limitEvents(c.trace.span, checks, err)
 	var le *limits.Error
-	if errors.As(err, &le) && le.Limit == "max_connections" {
+	if errors.As(err, &le) && le.Limit == "max_connections" && le.Count == le.Value && !c.opts.KeepUnauthenticated {
 		// Make room: a flood of connections that never log in must not
 		// lock real users out (Dovecot's login process does the same).
+		// Over the cap (it was lowered), closing one would not.
 		if victim := c.srv.oldestUnauthenticated(); victim != nil {
 			victim.evict(le.Value)
 			release, checks, err = c.srv.limiter.AdmitConn(clientAddr(c.remote))

@@ -22,6 +22,10 @@ type Options struct {
 	IdleTimeout     time.Duration
 	MaxBadCommands  int
 	MaxAuthFailures int
+	// KeepUnauthenticated refuses new connections at max_connections
+	// instead of closing the oldest connection that has not logged in to
+	// make room for them.
+	KeepUnauthenticated bool
 	// Dial, when set, replaces the TCP dial to the upstream (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

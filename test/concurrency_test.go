@@ -34,7 +34,10 @@ func TestLimitConcurrency(t *testing.T) {
 	for _, u := range users {
 		su = append(su, server.User{Username: u, Password: "pw-" + u, Messages: 1})
 	}
-	p := startCounted(t, proxy.Options{}, limits.Options{
+	// Refusals, not evictions, at max_connections: the exact accounting
+	// below counts who is refused. Evictions under load are
+	// TestFloodConcurrent's.
+	p := startCounted(t, proxy.Options{KeepUnauthenticated: true}, limits.Options{
 		MaxConnections: maxConns, MaxConnectionsPerIP: maxPerIP, MaxConnectionsPerUser: maxPerUser,
 	}, su...)
 	// run runs client(i) on a goroutine for each client, with a fresh

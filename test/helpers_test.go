@@ -32,6 +32,10 @@ func byeMaxConns(n int) string {
 	return fmt.Sprintf("* BYE [UNAVAILABLE] Too many connections (max_connections=%d)", n)
 }
 
+func byeEvicted(n int) string {
+	return fmt.Sprintf("* BYE [UNAVAILABLE] Too many connections; closing the oldest unauthenticated one (max_connections=%d)", n)
+}
+
 func byeMaxPerIP(n int) string {
 	return fmt.Sprintf("* BYE [UNAVAILABLE] Too many connections from your address (max_connections_per_ip=%d)", n)
 }

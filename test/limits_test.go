@@ -64,14 +64,22 @@ func TestLimitMaxConnections(t *testing.T) {
 	pre := greeted(t, "", p.Addr)
 	p.wantDials(t, 2, "")
 
+	// Full: a new connection takes the place of the one that has not
+	// logged in (TestFloodEvictsUnauthenticated).
+	s3 := greeted(t, "", p.Addr)
+	pre.Expect(byeEvicted(3))
+	pre.ExpectClosed()
+	s3.LogIn("l", "LOGIN alice secret")
+
+	// Full of sessions: refused.
 	refused(t, "", p.Addr, byeMaxConns(3))
-	p.wantDials(t, 2, " (refused connection must not reach the upstream)")
-	if c := p.Limiter.Counts(); c.Connections != 3 || c.Sessions != 2 {
-		t.Errorf("counts after refusal: got %+v; want Connections=3 Sessions=2", c)
+	p.wantDials(t, 3, " (refused connection must not reach the upstream)")
+	if c := p.Limiter.Counts(); c.Connections != 3 || c.Sessions != 3 {
+		t.Errorf("counts after refusal: got %+v; want Connections=3 Sessions=3", c)
 	}
 	// The refusal disturbed nobody.
 	s2.OK("n1", "NOOP")
-	pre.OK("n1", "NOOP")
+	s3.OK("n1", "NOOP")
 
 	// Refused again while full, then one leaves and a new one fits.
 	refused(t, "", p.Addr, byeMaxConns(3))
@@ -80,8 +88,8 @@ func TestLimitMaxConnections(t *testing.T) {
 	proxytest.Login(t, p.Addr, "alice", "secret").OK("n2", "NOOP")
 	// Full again.
 	refused(t, "", p.Addr, byeMaxConns(3))
-	p.wantDials(t, 3, "")
-	p.dials.WaitOpen(t, 2)
+	p.wantDials(t, 4, "")
+	p.dials.WaitOpen(t, 3)
 }
 
 func TestLimitPerIP(t *testing.T) {
@@ -192,6 +200,8 @@ func TestLimitLiveReload(t *testing.T) {
 		c3 := greeted(t, "127.0.0.2", p.Addr)
 
 		p.Limiter.SetOptions(limits.Options{MaxConnections: 2})
+		// Over the new cap: refused, and nobody is closed for it, since
+		// closing one would not make room.
 		refused(t, "", p.Addr, byeMaxConns(2))
 		// The connections over the new cap are kept.
 		c1.OK("n", "NOOP")
@@ -199,11 +209,12 @@ func TestLimitLiveReload(t *testing.T) {
 		c3.OK("n", "NOOP")
 
 		c1.Logout("z")
-		// Still 2 counted (or 3 if c1 is not unwound yet): refused.
-		refused(t, "", p.Addr, byeMaxConns(2))
-		c2.Logout("z")
-		proxytest.WaitCounts(t, p.Limiter, "one connection left", func(c limits.Counts) bool { return c.Connections == 1 })
+		proxytest.WaitCounts(t, p.Limiter, "two connections left", func(c limits.Counts) bool { return c.Connections == 2 })
+		// At the cap: a new connection takes the place of the oldest one
+		// that has not logged in.
 		c4 := greeted(t, "", p.Addr)
+		c2.Expect(byeEvicted(2))
+		c2.ExpectClosed()
 
 		// Per address and per user, lowered and raised.
 		p.Limiter.SetOptions(limits.Options{MaxConnectionsPerIP: 1, MaxConnectionsPerUser: 1})

@@ -97,7 +97,9 @@ func TestTLSHandshakeFailures(t *testing.T) {
 }
 
 // TestTLSMaxConnectionsHandshake: a connection in its TLS handshake holds
-// a max_connections slot.
+// a max_connections slot; as any connection that has not logged in, it
+// is the one closed to make room for a new one; and when the slot is a
+// session's, a new connection is refused on both listeners.
 func TestTLSMaxConnectionsHandshake(t *testing.T) {
 	ca := newTestCA(t, "proxy CA")
 	p := startTLSProxy(t, ca, proxytest.Config{Limits: limits.Options{MaxConnections: 1}})
@@ -106,6 +108,13 @@ func TestTLSMaxConnectionsHandshake(t *testing.T) {
 	proxytest.WaitCounts(t, p.Limiter, "the connection in its handshake is not counted", func(c limits.Counts) bool {
 		return c.Connections == 1
 	})
+	// A new connection takes its place: its handshake is cut.
+	holder, _ := proxytest.DialTLS(t, p.TLSAddr, ca.clientConfig())
+	if data, _ := first.ReadToEnd(); len(data) != 0 && data[0] != 21 { // nothing, or a TLS alert
+		t.Errorf("the evicted connection in its handshake got %q", data)
+	}
+	holder.Greeting()
+	holder.LogIn("l", "LOGIN alice secret")
 
 	// On the plaintext listener the refusal is a BYE.
 	refused(t, "", p.Addr, byeMaxConns(1))
@@ -134,11 +143,8 @@ func TestTLSMaxConnectionsHandshake(t *testing.T) {
 		return c.Connections == 1
 	})
 
-	// The first connection finishes its handshake and logs in.
-	first.UpgradeTLS(ca.clientConfig())
-	first.Greeting()
-	first.LogIn("l", "LOGIN alice secret")
-	first.SelectAndLogout("* 3 EXISTS")
+	// The session logs out.
+	holder.SelectAndLogout("* 3 EXISTS")
 	proxytest.WaitZero(t, p.Limiter)
 
 	// The slot is free again.

@@ -169,8 +169,9 @@ func TestTraceRefusals(t *testing.T) {
 
 	t.Run("max_connections", func(t *testing.T) {
 		tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{MaxConnections: 1})
-		held := proxytest.Dial(t, tp.Addr)
-		held.Greeting()
+		// A session holds the one slot (a connection that has not logged
+		// in would be closed to make room).
+		proxytest.Login(t, tp.Addr, "alice", tracedPassword)
 		c := proxytest.Dial(t, tp.Addr)
 		c.ExpectPrefix("* BYE [UNAVAILABLE]")
 		root := tp.tree(t, "")

@@ -165,19 +165,20 @@ func upstreamTLS(c *config.Config) (*tls.Config, error) {
 
 func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options {
 	return proxy.Options{
-		TLSConfig:          serverTLS,
-		AllowPlaintextAuth: c.TLS.PlaintextAuthAllowed(),
-		UpstreamTLS:        c.Upstream.TLS,
-		UpstreamTLSConfig:  upTLS,
-		UpstreamAddr:       c.Upstream.Address,
-		ConnectTimeout:     time.Duration(c.Upstream.ConnectTimeout),
-		LoginTimeout:       time.Duration(c.Upstream.LoginTimeout),
-		MaxCommandSize:     c.Limits.MaxCommandSize,
-		PreauthTimeout:     time.Duration(c.Limits.PreauthTimeout),
-		IdleTimeout:        time.Duration(c.Limits.IdleTimeout),
-		MaxBadCommands:     c.Limits.MaxBadCommands,
-		MaxAuthFailures:    c.Limits.MaxAuthFailures,
-		RecordUser:         c.Telemetry.RecordUser,
+		TLSConfig:           serverTLS,
+		AllowPlaintextAuth:  c.TLS.PlaintextAuthAllowed(),
+		UpstreamTLS:         c.Upstream.TLS,
+		UpstreamTLSConfig:   upTLS,
+		UpstreamAddr:        c.Upstream.Address,
+		ConnectTimeout:      time.Duration(c.Upstream.ConnectTimeout),
+		LoginTimeout:        time.Duration(c.Upstream.LoginTimeout),
+		MaxCommandSize:      c.Limits.MaxCommandSize,
+		PreauthTimeout:      time.Duration(c.Limits.PreauthTimeout),
+		IdleTimeout:         time.Duration(c.Limits.IdleTimeout),
+		MaxBadCommands:      c.Limits.MaxBadCommands,
+		MaxAuthFailures:     c.Limits.MaxAuthFailures,
+		KeepUnauthenticated: !c.Limits.EvictUnauthenticated,
+		RecordUser:          c.Telemetry.RecordUser,
 	}
 }
 
