@@ -95,11 +95,13 @@ func (c *conn) serve() *session {
 		// Make room: a flood of connections that never log in must not
 		// lock real users out (Dovecot's login process does the same).
 		// Over the cap (it was lowered), closing one would not.
-		if victim := c.srv.oldestUnauthenticated(); victim != nil {
-			victim.evict(le.Value)
-			release, checks, err = c.srv.limiter.AdmitConn(clientAddr(c.remote))
-			c.trace.limitEvents(c.trace.span, checks, err)
-			le = nil
+		for victim := c.srv.oldestUnauthenticated(); victim != nil; victim = c.srv.oldestUnauthenticated() {
+			if victim.evict(le.Value) {
+				release, checks, err = c.srv.limiter.AdmitConn(clientAddr(c.remote))
+				c.trace.limitEvents(c.trace.span, checks, err)
+				le = nil
+				break
+			}
 		}
 	}
 	if errors.As(err, &le) {
@@ -347,18 +349,24 @@ func (c *conn) closeWithBye(o outcome, text string) {
 
 // evict closes a connection that has not logged in, to make room for a
 // new one under max_connections: its slot is free at once, and it is told
-// BYE.
-func (c *conn) evict(max int) {
+// BYE. It reports false, and does nothing, if the connection logged in
+// meanwhile: a session is never closed for a newcomer.
+func (c *conn) evict(max int) bool {
 	c.mu.Lock()
+	if c.sess != nil {
+		c.mu.Unlock()
+		return false
+	}
 	release := c.release
 	already := c.closing
-	c.closing = true
+	c.closing = true // a login that has not committed yet is abandoned
 	c.mu.Unlock()
 	release()
 	if !already {
 		c.log.Info("closing the oldest unauthenticated connection to make room", "max_connections", max)
 		go c.w.respond(evictedBye(max))
 	}
+	return true
 }
 
 // finish ends the connection, once: closes it, frees its slots, logs its

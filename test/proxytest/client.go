@@ -144,9 +144,14 @@ func (c *Client) UpgradeTLS(cfg *tls.Config) (tls.ConnectionState, error) {
 // Close closes the connection.
 func (c *Client) Close() error { return c.nc.Close() }
 
-// Reset closes the connection with an RST instead of a FIN.
+// Reset closes the connection with an RST instead of a FIN (under TLS,
+// the TCP connection, without a close_notify).
 func (c *Client) Reset() error {
-	tc, ok := c.nc.(*net.TCPConn)
+	nc := c.nc
+	if t, ok := nc.(*tls.Conn); ok {
+		nc = t.NetConn()
+	}
+	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return fmt.Errorf("reset: %T is not a TCP connection", c.nc)
 	}

@@ -110,6 +110,20 @@ func (f *Forwarder) Cut() {
 	}
 }
 
+// Reset is Cut with a TCP reset instead of a close, as an upstream whose
+// machine went away would answer.
+func (f *Forwarder) Reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cut = true
+	for c := range f.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
 // WaitForwarded waits until at least n bytes went to the upstream.
 func (f *Forwarder) WaitForwarded(t testing.TB, n int64) {
 	t.Helper()
