@@ -23,7 +23,7 @@ type Forwarder struct {
 	wg sync.WaitGroup
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{} // both sides of every forwarded connection
+	conns map[net.Conn]bool // both sides of every forwarded connection: true for the proxy's
 	cut   bool                  // set by Cut: new connections are dropped at once
 }
 
@@ -33,7 +33,7 @@ type Forwarder struct {
 func Forward(t testing.TB, target string) *Forwarder {
 	t.Helper()
 	ln := listen(t)
-	f := &Forwarder{Addr: ln.Addr().String(), ln: ln, conns: make(map[net.Conn]struct{})}
+	f := &Forwarder{Addr: ln.Addr().String(), ln: ln, conns: make(map[net.Conn]bool)}
 	f.wg.Add(1)
 	go f.accept(target)
 	t.Cleanup(func() {
@@ -73,7 +73,7 @@ func (f *Forwarder) track(down, up net.Conn) bool {
 	if f.cut {
 		return false
 	}
-	f.conns[down], f.conns[up] = struct{}{}, struct{}{}
+	f.conns[down], f.conns[up] = true, false
 	return true
 }
 
@@ -111,16 +111,23 @@ func (f *Forwarder) Cut() {
 }
 
 // Reset is Cut with a TCP reset instead of a close, as an upstream whose
-// machine went away would answer.
+// machine went away would answer. The proxy's sides are reset first: a
+// side closed before them would have the forwarder half-close them with
+// a FIN.
 func (f *Forwarder) Reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cut = true
-	for c := range f.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
+	for _, proxySide := range []bool{true, false} {
+		for c, down := range f.conns {
+			if down != proxySide {
+				continue
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			c.Close()
 		}
-		c.Close()
 	}
 }
 
