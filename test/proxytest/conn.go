@@ -41,7 +41,13 @@ func DialTLS(t testing.TB, addr string, cfg *tls.Config) (*Conn, tls.ConnectionS
 // Login connects to addr, reads an * OK greeting and logs in with LOGIN.
 func Login(t testing.TB, addr, user, pass string) *Conn {
 	t.Helper()
-	c := Dial(t, addr)
+	return LoginFrom(t, "", addr, user, pass)
+}
+
+// LoginFrom is Login from the local address src (see DialFrom).
+func LoginFrom(t testing.TB, src, addr, user, pass string) *Conn {
+	t.Helper()
+	c := DialFrom(t, src, addr)
 	c.Greeting()
 	if _, st := c.Cmd("l1", "LOGIN "+Quote(user)+" "+Quote(pass)); !strings.HasPrefix(st, "l1 OK ") {
 		t.Fatalf("login: got %q; want OK", st)
@@ -208,6 +214,14 @@ func (c *Conn) SelectAndLogout(wantExists string) {
 // ExpectClosed checks that the server closes the connection (EOF or
 // reset) without sending more.
 func (c *Conn) ExpectClosed() { c.t.Helper(); c.check(c.c.ExpectClosed()) }
+
+// ExpectBye reads one line, fails unless it is bye, and checks that the
+// server then closes the connection.
+func (c *Conn) ExpectBye(bye string) {
+	c.t.Helper()
+	c.Expect(bye)
+	c.ExpectClosed()
+}
 
 // ExpectEnd checks that the server closes the connection, allowing only
 // untagged BYE lines before the end.

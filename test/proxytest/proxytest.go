@@ -11,7 +11,10 @@
 //     and Login make one; each read and write has a deadline and any error
 //     fails the test. Client is the same client returning errors, for
 //     goroutines, where t.Fatal must not be called (DialClient, or
-//     Conn.Client).
+//     Conn.Client). LoginFrom logs in from a chosen source address.
+//   - Clock is a fake clock for the proxy's timers (Options.Clock):
+//     Expire and ByeAfter move it to a deadline and show that the timer
+//     fired then and not earlier.
 //   - Upstreams: Imapd runs the bundled cmd/imapd; StartFake serves
 //     scripted connections (Respond answers command by command, Hold
 //     greets and says nothing more) and records the commands it read;
