@@ -143,19 +143,24 @@ func TestBadPreauthInput(t *testing.T) {
 }
 
 // TestBadPreauthStalledLiteral: a client that stops in the middle of a
-// literal is told BYE when the pre-authentication time is up.
+// literal or a line is told BYE when the pre-authentication time is up,
+// on the proxy's fake clock.
 func TestBadPreauthStalledLiteral(t *testing.T) {
-	p := startSized(t, proxy.Options{PreauthTimeout: 500 * time.Millisecond})
-	const bye = "* BYE Autologout; not authenticated in time (preauth_timeout=500ms)"
-	for _, tc := range []badCase{
-		{name: "sync", steps: []step{{"a LOGIN {10}\r\n", []string{literalOK}}, {"abc", []string{bye}}}, end: "closed"},
-		{name: "non-sync", steps: []step{{"a LOGIN {10+}\r\nabc", []string{bye}}}, end: "closed"},
-		{name: "mid-line", steps: []step{{"a LOGIN alice", []string{bye}}}, end: "closed"},
+	clk := proxytest.NewClock()
+	p := startSized(t, proxy.Options{PreauthTimeout: time.Minute, Clock: clk})
+	for _, tc := range []struct {
+		name  string
+		steps []step // and then the client stalls
+	}{
+		{name: "sync", steps: []step{{"a LOGIN {10}\r\n", []string{literalOK}}, {"abc", nil}}},
+		{name: "non-sync", steps: []step{{"a LOGIN {10+}\r\nabc", nil}}},
+		{name: "mid-line", steps: []step{{"a LOGIN alice", nil}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := proxytest.Dial(t, p.Addr)
 			c.Greeting()
-			tc.run(c)
+			exchange(c, tc.steps)
+			clk.ByeAfter(c, time.Minute, 1, byePreauth("1m"))
 		})
 	}
 	proxytest.WaitZero(t, p.Limiter)

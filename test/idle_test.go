@@ -13,67 +13,60 @@ import (
 )
 
 // TestLimitIdleTimeoutIDLE: traffic during IDLE keeps a session alive
-// past idle_timeout; without traffic it is cut, not earlier.
+// past idle_timeout; without traffic it is cut idle_timeout after the
+// last, not earlier. The proxy's timers run on a fake clock.
 func TestLimitIdleTimeoutIDLE(t *testing.T) {
-	const idle = 400 * time.Millisecond
-	const period = idle / 4
-	p := startCounted(t, proxy.Options{IdleTimeout: idle}, limits.Options{},
-		server.User{Username: "alice", Password: "secret", Messages: 1},
-		server.User{Username: "bob", Password: "hunter2", Messages: 1})
-	// startIDLE logs in, selects INBOX and starts IDLE; it returns when
-	// it sent IDLE.
-	startIDLE := func(t *testing.T, user, pass string) (*proxytest.Conn, time.Time) {
+	const idle = 30 * time.Minute
+	// idling starts a proxy with idle_timeout, in front of alice with one
+	// message, and a client of it that logs in, selects INBOX and starts
+	// IDLE. The proxy then runs one timer: the session's idle_timeout.
+	idling := func(t *testing.T) (*countedProxy, *proxytest.Conn) {
 		t.Helper()
-		c := proxytest.Login(t, p.Addr, user, pass)
-		c.OK("s", "SELECT INBOX")
-		sent := time.Now()
+		p := startCounted(t, proxy.Options{IdleTimeout: idle}, limits.Options{},
+			server.User{Username: "alice", Password: "secret", Messages: 1})
+		c := loginSelected(t, p.Addr)
 		c.Idle("i")
-		return c, sent
+		return p, c
 	}
 
 	t.Run("traffic keeps it alive", func(t *testing.T) {
-		a, _ := startIDLE(t, "alice", "secret")
-		b := proxytest.Login(t, p.Addr, "alice", "secret")
-
+		p, a := idling(t)
+		// The traffic: b appends on the upstream itself, which tells a of
+		// each new message. (Through the proxy, b's session would add a
+		// timer of its own.)
+		b := proxytest.Login(t, p.fwd.Addr, "alice", "secret")
+		const period = idle / 3
 		const msg = "Subject: ping\r\n\r\nping\r\n"
-		tick := time.NewTicker(period)
-		defer tick.Stop()
-		start := time.Now()
-		var lastSend time.Time
-		appends := 0
-		for time.Since(start) < 3*idle {
-			<-tick.C
-			lastSend = time.Now()
-			tag := fmt.Sprintf("ap%d", appends)
+		for i := range 6 { // twice idle_timeout
+			p.clock.Advance(period)
+			// a's timer waits: when it came due, it found the traffic and
+			// started itself again for the rest.
+			p.clock.WaitTimers(t, 1)
+			tag := fmt.Sprintf("ap%d", i)
 			b.Send(fmt.Sprintf("%s APPEND INBOX {%d}\r\n", tag, len(msg)))
 			b.ExpectPrefix("+")
 			b.Send(msg + "\r\n")
 			_, st := b.Until(tag)
 			wantPrefix(t, "APPEND", st, tag+" OK")
-			appends++
-			// A sees the new message.
 			for {
 				l := a.Line()
 				if strings.HasPrefix(l, "* BYE") {
-					t.Fatalf("IDLE session cut after %v with traffic every %v: %q", time.Since(start), period, l)
+					t.Fatalf("IDLE session cut %v in, with traffic every %v: %q", time.Duration(i+1)*period, period, l)
 				}
 				if strings.HasSuffix(l, " EXISTS") {
-					wantLine(t, "update", l, fmt.Sprintf("* %d EXISTS", appends+1))
+					wantLine(t, "update", l, fmt.Sprintf("* %d EXISTS", i+2))
 					break
 				}
 			}
 		}
-		t.Logf("IDLE kept for %v (idle_timeout %v) by %d APPENDs", time.Since(start), idle, appends)
-
-		// The traffic stops: A is cut, not before idle_timeout after the
-		// last APPEND was sent.
-		byeAfter(t, a, "idle_timeout=400ms", lastSend, idle)
+		// The traffic stops: a is cut idle_timeout after the last new
+		// message reached it, not a nanosecond earlier.
+		p.clock.ByeAfter(a, idle, 1, byeIdle("30m"))
 	})
 
 	t.Run("no traffic", func(t *testing.T) {
-		c, start := startIDLE(t, "bob", "hunter2")
-		byeAfter(t, c, "", start, idle)
+		p, c := idling(t)
+		p.clock.ByeAfter(c, idle, 1, byeIdle("30m"))
+		proxytest.WaitZero(t, p.Limiter)
 	})
-
-	proxytest.WaitZero(t, p.Limiter)
 }

@@ -12,13 +12,16 @@ import (
 )
 
 // countedProxy is a proxy in front of imapd whose upstream connections
-// the test sees: the proxy dials through dials, which counts the
-// connections it opens and closes, and reaches imapd through fwd, which
-// the test can cut as a crashing upstream would.
+// and timers the test sees: the proxy dials through dials, which counts
+// the connections it opens and closes, reaches imapd through fwd, which
+// the test can cut as a crashing upstream would, and runs its timers on
+// clock, which moves only when the test moves it: no connection here
+// ends by the wall clock.
 type countedProxy struct {
 	*proxytest.Proxy
 	dials *proxytest.Dialer
 	fwd   *proxytest.Forwarder
+	clock *proxytest.Clock
 }
 
 // startCounted starts imapd with users (default: alice), the forwarder
@@ -26,8 +29,8 @@ type countedProxy struct {
 func startCounted(t *testing.T, opts proxy.Options, lim limits.Options, users ...server.User) *countedProxy {
 	t.Helper()
 	// Registered before the proxy's cleanup, the forwarder's runs after it.
-	p := &countedProxy{dials: &proxytest.Dialer{}, fwd: proxytest.Forward(t, proxytest.Imapd(t, users...))}
-	opts.Dial = p.dials.Dial
+	p := &countedProxy{dials: &proxytest.Dialer{}, fwd: proxytest.Forward(t, proxytest.Imapd(t, users...)), clock: proxytest.NewClock()}
+	opts.Dial, opts.Clock = p.dials.Dial, p.clock
 	p.Proxy = proxytest.Start(t, proxytest.Config{Upstream: p.fwd.Addr, Options: opts, Limits: lim})
 	return p
 }
@@ -230,16 +233,15 @@ func TestLimitLiveReload(t *testing.T) {
 	})
 
 	t.Run("server options", func(t *testing.T) {
-		const preauth = 500 * time.Millisecond
 		const tooBig = " BAD [TOOBIG] Command too long (max_command_size=64)"
+		// Started with the defaults: preauth_timeout 1m, idle_timeout 30m.
 		p := startCounted(t, proxy.Options{}, limits.Options{})
 		old := greeted(t, "", p.Addr)
 		oldSess := proxytest.Login(t, p.Addr, "alice", "secret")
-		oldLast := time.Now()
+		oldSess.OK("n", "NOOP") // answered through the relay: its idle timer runs
 
 		p.Server.SetOptions(proxy.Options{UpstreamAddr: p.fwd.Addr, Dial: p.dials.Dial,
-			MaxCommandSize: 64, PreauthTimeout: preauth, IdleTimeout: preauth})
-		start := time.Now()
+			MaxCommandSize: 64, PreauthTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute})
 		fresh := greeted(t, "", p.Addr)
 
 		long := `ID ("name" "` + strings.Repeat("x", 100) + `")`
@@ -249,23 +251,22 @@ func TestLimitLiveReload(t *testing.T) {
 			t.Fatalf("long ID on an older connection: got %q; want * ID", un)
 		}
 
-		// The new connection has the new pre-auth timeout.
-		byeAfter(t, fresh, "preauth_timeout=500ms", start, preauth)
+		// The new connection has the new pre-auth timeout; the older one
+		// keeps its own. Three timers wait: the pre-auth timeouts of old
+		// and fresh, and the idle timeout of oldSess.
+		p.clock.ByeAfter(fresh, 10*time.Second, 3, byePreauth("10s"))
+		old.OK("n", "NOOP")
+		p.clock.ByeAfter(old, 50*time.Second, 2, byePreauth("1m"))
 
 		// A new session gets the new idle timeout; the older session keeps
-		// the default one although it was quiet for longer.
+		// the default one although it has been quiet for longer.
 		sess := proxytest.Login(t, p.Addr, "alice", "secret")
 		list := `LIST "" "` + strings.Repeat("x", 100) + `"`
 		_, st = sess.Cmd("t2", list)
 		wantLine(t, "long LIST in a new session", st, "t2"+tooBig)
-		sess.ExpectPrefix("* BYE")
-		sess.ExpectClosed()
-		if q := time.Since(oldLast); q < preauth {
-			t.Fatalf("older session quiet for %v only; want more than %v", q, preauth)
-		}
-		oldSess.OK("n", "NOOP")
-		oldSess.OK("t2", list) // the older session keeps max_command_size 10240
-		old.OK("n", "NOOP")
-		proxytest.WaitCounts(t, p.Limiter, "two connections left", func(c limits.Counts) bool { return c.Connections == 2 })
+		p.clock.ByeAfter(sess, 5*time.Minute, 2, byeIdle("5m"))
+		oldSess.OK("n", "NOOP") // quiet for 6m
+		oldSess.OK("t2", list)  // the older session keeps max_command_size 10240
+		proxytest.WaitCounts(t, p.Limiter, "one connection left", func(c limits.Counts) bool { return c.Connections == 1 })
 	})
 }

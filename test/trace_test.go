@@ -215,11 +215,11 @@ func TestTraceRefusals(t *testing.T) {
 		wantRefusalEvent(t, root, "max_connections_per_user")
 	})
 	t.Run("preauth_timeout", func(t *testing.T) {
-		tp := startTracedProxy(t, up, proxy.Options{PreauthTimeout: 300 * time.Millisecond}, limits.Options{})
+		clk := proxytest.NewClock()
+		tp := startTracedProxy(t, up, proxy.Options{PreauthTimeout: time.Minute, Clock: clk}, limits.Options{})
 		c := proxytest.Dial(t, tp.Addr)
 		c.Greeting()
-		c.Line() // BYE Autologout
-		c.ExpectClosed()
+		clk.ByeAfter(c, time.Minute, 1, byePreauth("1m"))
 		root := tp.tree(t, "")
 		wantAttr(t, root, "imapguard.outcome", "preauth timeout")
 		wantAttr(t, root, "imapguard.refused.reason", "preauth_timeout")
