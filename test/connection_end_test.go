@@ -181,6 +181,39 @@ func TestLimitCountsReturnToZero(t *testing.T) {
 	})
 }
 
+// TestHalfCloseLinger: when the client half-closes its session, the
+// proxy passes the EOF on to the upstream and gives it the half-close
+// linger (5s, on a fake clock) to finish; an upstream that neither
+// answers nor closes is then cut, not earlier, and the slots are freed.
+func TestHalfCloseLinger(t *testing.T) {
+	sawEOF, release := make(chan struct{}), make(chan struct{})
+	up := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
+		c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
+		login, err := c.Command()
+		if err != nil {
+			return
+		}
+		c.Write(login.Tag + " OK [CAPABILITY IMAP4rev1] in\r\n")
+		c.ReadAll() // up to the EOF the proxy passes on
+		close(sawEOF)
+		<-release
+	})
+	t.Cleanup(func() { close(release) }) // before the Fake's cleanup waits for the handler
+	clk := proxytest.NewClock()
+	p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr, Options: proxy.Options{Clock: clk}})
+	c := proxytest.Login(t, p.Addr, "alice", "secret")
+	c.CloseWrite()
+	select {
+	case <-sawEOF:
+	case <-time.After(proxytest.Timeout):
+		t.Fatal("the upstream did not see the client's EOF")
+	}
+	// Two timers wait: the session's idle_timeout and the linger.
+	clk.Expire(t, 5*time.Second, 2)
+	c.ExpectClosed()
+	proxytest.WaitZero(t, p.Limiter)
+}
+
 // shutdown shuts p down, which must succeed, checks that every count is
 // zero right after, and returns how long Shutdown took.
 func shutdown(t *testing.T, p *proxytest.Proxy) time.Duration {

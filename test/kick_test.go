@@ -111,8 +111,10 @@ func TestCheckUpstream(t *testing.T) {
 }
 
 // TestKickStuckClient: a client that stopped reading in the middle of a
-// large response holds the relay's writer; Kick must not wait for it, and
-// a Shutdown whose grace runs out closes it (and does not deadlock).
+// large response holds the relay's writer, so its BYE cannot go out. Kick
+// must not wait for it; the connection is closed without the BYE when
+// the BYE grace (10s, on the proxy's fake clock) runs out, or when the
+// context of a Shutdown does, which must not deadlock.
 func TestKickStuckClient(t *testing.T) {
 	up := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
 		c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
@@ -132,39 +134,55 @@ func TestKickStuckClient(t *testing.T) {
 			}
 		}
 	})
-	p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr})
-	c := proxytest.Login(t, p.Addr, "alice", "secret")
-	c.Send("f FETCH 1 BODY[]\r\n") // and never read the answer
-	proxytest.WaitFor(t, "the relay is writing to the client", func() bool {
-		sel, _ := p.Server.Select(proxy.Match{User: "alice"})
-		return len(sel) == 1 && sel[0].BytesToClient > 1<<20
-	})
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, p *proxytest.Proxy, clk *proxytest.Clock)
+	}{
+		{"the BYE grace runs out", func(t *testing.T, p *proxytest.Proxy, clk *proxytest.Clock) {
+			// Two timers wait: the session's idle_timeout and the grace.
+			clk.Expire(t, 10*time.Second, 2)
+		}},
+		{"the context of Shutdown runs out", func(t *testing.T, p *proxytest.Proxy, clk *proxytest.Clock) {
+			// The clock does not move: the grace never runs out.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			shut := make(chan error, 1)
+			go func() { shut <- p.Server.Shutdown(ctx) }()
+			select {
+			case err := <-shut:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Shutdown = %v, want the context's deadline", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Shutdown did not return after its context ran out")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := proxytest.NewClock()
+			p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr, Options: proxy.Options{Clock: clk}})
+			c := proxytest.Login(t, p.Addr, "alice", "secret")
+			c.Send("f FETCH 1 BODY[]\r\n") // and never read the answer
+			proxytest.WaitFor(t, "the relay is writing to the client", func() bool {
+				sel, _ := p.Server.Select(proxy.Match{User: "alice"})
+				return len(sel) == 1 && sel[0].BytesToClient > 1<<20
+			})
 
-	kicked := make(chan error, 1)
-	go func() {
-		_, err := p.Server.Kick(proxy.Match{User: "alice"}, "")
-		kicked <- err
-	}()
-	select {
-	case err := <-kicked:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Kick waited for a client that does not read")
+			kicked := make(chan error, 1)
+			go func() {
+				_, err := p.Server.Kick(proxy.Match{User: "alice"}, "")
+				kicked <- err
+			}()
+			select {
+			case err := <-kicked:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Kick waited for a client that does not read")
+			}
+			tc.end(t, p, clk)
+			proxytest.WaitZero(t, p.Limiter)
+		})
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- p.Server.Shutdown(ctx) }()
-	select {
-	case err := <-shut:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Shutdown = %v, want the context's deadline", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return after its grace ran out")
-	}
-	proxytest.WaitZero(t, p.Limiter)
 }
