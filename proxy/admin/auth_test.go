@@ -9,13 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // TestToken: with a token, every endpoint but /healthz and /readyz wants
 // it; refusals are logged without the presented token; kicks are logged.
 func TestToken(t *testing.T) {
 	p := startProxy(t)
-	var logs syncBuffer
+	var logs proxytest.Buffer
 	_, base := startAdmin(t, Options{Token: testToken, Sessions: p.Server, Listeners: 1,
 		Logger: logTo(&logs)})
 
@@ -55,7 +57,7 @@ func TestToken(t *testing.T) {
 		})
 	}
 
-	login(t, "127.0.0.2", p.Addr, "alice", "secret").cmd("n1", "NOOP")
+	proxytest.LoginFrom(t, "127.0.0.2", p.Addr, "alice", "secret").OK("n1", "NOOP")
 	var kicked KickResult
 	do(t, request{method: http.MethodPost, url: base + "/sessions/kick",
 		header: headers("Authorization", "Bearer "+testToken, "Content-Type", "application/json"), body: `{"user":"alice","reason":"Bye"}`}).decode(t, http.StatusOK, &kicked)
@@ -80,7 +82,7 @@ func TestToken(t *testing.T) {
 // the probes for any Host; with a token, any Host and Origin.
 func TestLocalOnly(t *testing.T) {
 	f := &fakeSessions{}
-	var logs syncBuffer
+	var logs proxytest.Buffer
 	_, open := startAdmin(t, Options{Sessions: f, Listeners: 1, Logger: logTo(&logs)})
 	_, withToken := startAdmin(t, Options{Token: testToken, Sessions: f, Listeners: 1})
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(open, "http://"))

@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,8 +31,6 @@ func startProxy(t *testing.T) *proxytest.Proxy {
 	}})
 	return proxytest.Start(t, proxytest.Config{Upstream: up})
 }
-
-var waitZero = proxytest.WaitZero
 
 // startAdmin serves an admin Server on 127.0.0.1:0 and returns its base
 // URL.
@@ -156,97 +151,6 @@ func (r response) wantError(t *testing.T, status int) string {
 		t.Fatalf("error body %s has no error text", r.body)
 	}
 	return e.Error
-}
-
-// rawConn is a line-oriented IMAP client.
-type rawConn struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
-
-// dialFrom connects to addr from the local address src, such as 127.0.0.2.
-func dialFrom(t *testing.T, src, addr string) *rawConn {
-	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-	if g := c.line(); !strings.HasPrefix(g, "* OK") {
-		t.Fatalf("greeting %q", g)
-	}
-	return c
-}
-
-// login connects from src and logs in with LOGIN.
-func login(t *testing.T, src, addr, user, pass string) *rawConn {
-	t.Helper()
-	c := dialFrom(t, src, addr)
-	if st := c.cmd("l1", "LOGIN "+user+" "+pass); !strings.HasPrefix(st, "l1 OK") {
-		t.Fatalf("login %s: %q", user, st)
-	}
-	return c
-}
-
-func (c *rawConn) line() string {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	s, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading: %v (got %q)", err, s)
-	}
-	return strings.TrimRight(s, "\r\n")
-}
-
-// cmd sends a command and returns its tagged response.
-func (c *rawConn) cmd(tag, line string) string {
-	c.t.Helper()
-	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c.nc, tag+" "+line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
-	for {
-		if l := c.line(); strings.HasPrefix(l, tag+" ") {
-			return l
-		}
-	}
-}
-
-// wantBye checks that the next line is bye and that the connection then
-// ends.
-func (c *rawConn) wantBye(bye string) {
-	c.t.Helper()
-	if l := c.line(); l != bye {
-		c.t.Fatalf("got %q; want %q", l, bye)
-	}
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if s, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("got %q after BYE; want EOF", s)
-	} else if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-		c.t.Fatal("connection still open after BYE")
-	}
-}
-
-// syncBuffer is a bytes.Buffer for a logger written from several
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // logTo returns a text logger writing to w.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // TestReadyz: ready with the listeners and a reachable upstream; not
@@ -51,14 +52,9 @@ func TestReadyz(t *testing.T) {
 
 	// A dead upstream: "unreachable", and the details (its address) only
 	// in the log, since the endpoint needs no token.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := proxytest.ClosedAddr(t)
 	p.Server.SetOptions(proxy.Options{UpstreamAddr: dead})
-	var logs syncBuffer
+	var logs proxytest.Buffer
 	_, base = startAdmin(t, Options{Sessions: p.Server, Listeners: 1, Logger: logTo(&logs)})
 	r = get(t, base+"/readyz")
 	r.decode(t, http.StatusServiceUnavailable, &rd)
@@ -78,7 +74,7 @@ func TestReadyz(t *testing.T) {
 func TestReadyzLogsOnce(t *testing.T) {
 	const detail = "dial 10.9.8.7:993: tls: failed to verify certificate: x509: certificate is valid for internal.example"
 	f := &fakeSessions{err: errors.New(detail)}
-	var logs syncBuffer
+	var logs proxytest.Buffer
 	s := New(Options{Sessions: f, Listeners: 1, Logger: logTo(&logs)})
 	defer s.Shutdown(context.Background())
 	var clock atomic.Int64 // nanoseconds
