@@ -23,6 +23,7 @@ import (
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/proxy/admin"
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 const cliToken = "cli-test-token-0123456789"
@@ -315,12 +316,7 @@ func TestListenURL(t *testing.T) {
 
 func TestAdminUnreachable(t *testing.T) {
 	t.Setenv(tokenEnv, "")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
+	url := "http://" + proxytest.ClosedAddr(t)
 	code, out, errOut := runCLI("who", "-admin", url)
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, "imapguard: admin API at "+url+": ") || !strings.Contains(errOut, "refused") {
 		t.Fatalf("who against a closed port: exit %d, stdout %q, stderr %q", code, out, errOut)

@@ -13,11 +13,11 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/imapguard/imapguard/test/otlpreceiver"
+	"github.com/imapguard/imapguard/test/proxytest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -478,24 +478,6 @@ func TestInvalidOptions(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the SDK's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestExportErrorLogged checks that a failed export reaches the Logger.
 func TestExportErrorLogged(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -503,7 +485,7 @@ func TestExportErrorLogged(t *testing.T) {
 		http.Error(w, "refused by test", http.StatusBadRequest)
 	}))
 	t.Cleanup(srv.Close)
-	var logs lockedBuffer
+	var logs proxytest.Buffer
 	tel := setup(t, Options{
 		Traces:       SignalOTLP,
 		OTLPEndpoint: srv.URL,
@@ -575,7 +557,7 @@ func TestBuildVersion(t *testing.T) {
 // TestResourceSchema guards against a semconv import that no longer matches
 // the SDK's: the merge would then fail and drop the schema URL.
 func TestResourceSchema(t *testing.T) {
-	var logs lockedBuffer
+	var logs proxytest.Buffer
 	res := newResource(context.Background(), "", slog.New(slog.NewTextHandler(&logs, nil)))
 	if got := logs.String(); got != "" {
 		t.Errorf("log: got %q; want nothing", got)
