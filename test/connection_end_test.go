@@ -186,19 +186,15 @@ func TestLimitCountsReturnToZero(t *testing.T) {
 // linger (5s, on a fake clock) to finish; an upstream that neither
 // answers nor closes is then cut, not earlier, and the slots are freed.
 func TestHalfCloseLinger(t *testing.T) {
-	sawEOF, release := make(chan struct{}), make(chan struct{})
+	sawEOF := make(chan struct{})
 	up := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
-		c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
-		login, err := c.Command()
-		if err != nil {
+		if c.AcceptLogin() != nil {
 			return
 		}
-		c.Write(login.Tag + " OK [CAPABILITY IMAP4rev1] in\r\n")
 		c.ReadAll() // up to the EOF the proxy passes on
 		close(sawEOF)
-		<-release
+		c.StayOpen()
 	})
-	t.Cleanup(func() { close(release) }) // before the Fake's cleanup waits for the handler
 	clk := proxytest.NewClock()
 	p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr, Options: proxy.Options{Clock: clk}})
 	c := proxytest.Login(t, p.Addr, "alice", "secret")

@@ -17,7 +17,9 @@
 //     fired then and not earlier.
 //   - Upstreams: Imapd runs the bundled cmd/imapd; StartFake serves
 //     scripted connections (Respond answers command by command, Hold
-//     greets and says nothing more) and records the commands it read;
+//     greets and says nothing more; a handler of the test's own may
+//     start with FakeConn.AcceptLogin and end with StayOpen) and records
+//     the commands it read;
 //     Forward puts a TCP forwarder in front of an upstream that the test
 //     can cut; Dialer is an Options.Dial that counts the proxy's upstream
 //     connections; ClosedAddr is an address nobody listens on.

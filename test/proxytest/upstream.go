@@ -229,6 +229,24 @@ func (c *FakeConn) StartTLS(cfg *tls.Config) error {
 // NetConn is the connection the handler reads and writes.
 func (c *FakeConn) NetConn() net.Conn { return c.nc }
 
+// AcceptLogin greets as an IMAP4rev1 server with AUTH=PLAIN and answers
+// the first command, the proxy's login, with OK: the start of a handler
+// that then does what the test needs.
+func (c *FakeConn) AcceptLogin() error {
+	if err := c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"); err != nil {
+		return err
+	}
+	login, err := c.Command()
+	if err != nil {
+		return err
+	}
+	return c.Write(login.Tag + " OK [CAPABILITY IMAP4rev1] in\r\n")
+}
+
+// StayOpen returns when the test ends, keeping the connection open until
+// then: an upstream that neither answers nor closes.
+func (c *FakeConn) StayOpen() { <-c.f.closing }
+
 // Hold is a handler that writes greeting (if any) and then keeps the
 // connection open, reading nothing, until the test ends: an upstream
 // that never answers. The test may read the connection from Accepted.
@@ -237,7 +255,7 @@ func Hold(greeting string) func(*FakeConn) {
 		if greeting != "" {
 			c.Write(greeting)
 		}
-		<-c.f.closing
+		c.StayOpen()
 	}
 }
 
