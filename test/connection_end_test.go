@@ -84,9 +84,8 @@ func TestLimitCountsReturnToZero(t *testing.T) {
 			p.clock.ByeAfter(c, time.Minute, 1, byePreauth("1m"))
 		}},
 		{name: "idle timeout", opts: proxy.Options{IdleTimeout: 30 * time.Minute}, end: func(t *testing.T, p *countedProxy) {
-			// Once the SELECT is answered, the session relays: its one
-			// timer is idle_timeout, started before the SELECT was relayed.
 			c := loginSelected(t, p.Addr)
+			c.Settle("x") // the session's one timer is idle_timeout
 			p.clock.ByeAfter(c, 30*time.Minute, 1, byeIdle("30m"))
 		}},
 		{name: "too many authentication failures", opts: proxy.Options{MaxAuthFailures: 2}, end: func(t *testing.T, p *countedProxy) {

@@ -199,6 +199,7 @@ func TestTLSIdleTimeout(t *testing.T) {
 			c.LogIn("l", "LOGIN alice secret")
 			c.OK("s", "SELECT INBOX")
 			c.Idle("i")
+			c.Settle("x")
 			// A minute without traffic is well over parkAfter: at its next
 			// look the sweeper evicts the waiting reads, and the plain TCP
 			// direction parks.

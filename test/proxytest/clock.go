@@ -14,13 +14,14 @@ import (
 // the wall clock and can show to the nanosecond that a timer fired when
 // it was due and not earlier (Expire, ByeAfter).
 //
-// The proxy notes a session's traffic on the clock as it reads it, so a
-// test that moves the clock after it has seen an answer moves it after
-// the traffic that caused the answer was noted. One note comes later:
-// the one after a command's write to the upstream returns
-// (proxy/copy.go, commandCopier.flush). It is the same fake time unless
-// that goroutine is still held up when the test, having read the
-// upstream's answer, moves the clock.
+// A session's idle time is measured from its last traffic, noted on the
+// clock. The proxy notes what it reads before passing it on, but it also
+// notes a relayed command once its write to the upstream has returned
+// (proxy/copy.go, commandCopier.flush), and that can come after the
+// client has read the upstream's answer: a test that moved the clock in
+// between would find the traffic noted later than it happened. Before
+// moving the clock on a session whose last traffic was a command it
+// relayed, a test calls Conn.Settle.
 type Clock struct{ *clock.Fake }
 
 // NewClock returns a fake clock that reads midnight, 1 January 2025 UTC.

@@ -215,6 +215,19 @@ func (c *Conn) SelectAndLogout(wantExists string) {
 // reset) without sending more.
 func (c *Conn) ExpectClosed() { c.t.Helper(); c.check(c.c.ExpectClosed()) }
 
+// Settle sends a command the proxy answers itself after login (COMPRESS,
+// which it refuses) and reads the answer. Once it is here, the session
+// relays, so its idle timer runs, and it has noted on its clock all the
+// traffic before: it notes a relayed command's write to the upstream
+// before it reads the next command (see Clock). A client in IDLE may
+// send it too, although RFC 2177 allows only DONE there: the upstream
+// never sees it.
+func (c *Conn) Settle(tag string) {
+	c.t.Helper()
+	c.Send(tag + " COMPRESS DEFLATE\r\n")
+	c.Expect(tag + " NO [CANNOT] COMPRESS is not available through this proxy")
+}
+
 // ExpectBye reads one line, fails unless it is bye, and checks that the
 // server then closes the connection.
 func (c *Conn) ExpectBye(bye string) {

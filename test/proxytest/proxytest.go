@@ -14,7 +14,8 @@
 //     Conn.Client). LoginFrom logs in from a chosen source address.
 //   - Clock is a fake clock for the proxy's timers (Options.Clock):
 //     Expire and ByeAfter move it to a deadline and show that the timer
-//     fired then and not earlier.
+//     fired then and not earlier; Conn.Settle has the proxy note a
+//     session's traffic before the clock moves.
 //   - Upstreams: Imapd runs the bundled cmd/imapd; StartFake serves
 //     scripted connections (Respond answers command by command, Hold
 //     greets and says nothing more; a handler of the test's own may
