@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imapguard/imapguard/cmd/imapd/server"
-	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
@@ -17,56 +15,62 @@ import (
 // last, not earlier. The proxy's timers run on a fake clock.
 func TestLimitIdleTimeoutIDLE(t *testing.T) {
 	const idle = 30 * time.Minute
-	// idling starts a proxy with idle_timeout, in front of alice with one
-	// message, and a client of it that logs in, selects INBOX and starts
-	// IDLE. The proxy then runs one timer: the session's idle_timeout.
-	idling := func(t *testing.T) (*countedProxy, *proxytest.Conn) {
+	// idling starts a proxy with idle_timeout in front of a scripted
+	// upstream, and a client of it that logs in, selects INBOX and starts
+	// IDLE, all noted (Settle). It returns the upstream's side of the
+	// session, which the test writes the upstream's updates on. (imapd
+	// would lose an update that comes right after its "+ idling": go-imap
+	// starts watching the mailbox only after it has sent it.) The proxy
+	// then runs one timer: the session's idle_timeout.
+	idling := func(t *testing.T) (*proxytest.Clock, *proxytest.Conn, *proxytest.FakeConn) {
 		t.Helper()
-		p := startCounted(t, proxy.Options{IdleTimeout: idle}, limits.Options{},
-			server.User{Username: "alice", Password: "secret", Messages: 1})
+		up := proxytest.StartFake(t, proxytest.Respond("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n",
+			func(_ *proxytest.FakeConn, cmd proxytest.Command) string {
+				switch strings.ToUpper(cmd.Name) {
+				case "LOGIN", "AUTHENTICATE":
+					return cmd.Tag + " OK [CAPABILITY IMAP4rev1 IDLE] in\r\n"
+				case "SELECT":
+					return "* 1 EXISTS\r\n" + cmd.Tag + " OK [READ-WRITE] SELECT completed\r\n"
+				case "IDLE":
+					return "+ idling\r\n"
+				}
+				return cmd.Tag + " BAD unexpected\r\n"
+			}))
+		clk := proxytest.NewClock()
+		p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr, Options: proxy.Options{IdleTimeout: idle, Clock: clk}})
 		c := loginSelected(t, p.Addr)
 		c.Idle("i")
-		return p, c
+		c.Settle("x")
+		select {
+		case fc := <-up.Accepted:
+			return clk, c, fc
+		case <-time.After(proxytest.Timeout):
+			t.Fatal("the upstream accepted no connection")
+			return nil, nil, nil
+		}
 	}
 
 	t.Run("traffic keeps it alive", func(t *testing.T) {
-		p, a := idling(t)
-		// The traffic: b appends on the upstream itself, which tells a of
-		// each new message. (Through the proxy, b's session would add a
-		// timer of its own.)
-		b := proxytest.Login(t, p.fwd.Addr, "alice", "secret")
+		clk, c, up := idling(t)
 		const period = idle / 3
-		const msg = "Subject: ping\r\n\r\nping\r\n"
 		for i := range 6 { // twice idle_timeout
-			p.clock.Advance(period)
-			// a's timer waits: when it came due, it found the traffic and
-			// started itself again for the rest.
-			p.clock.WaitTimers(t, 1)
-			tag := fmt.Sprintf("ap%d", i)
-			b.Send(fmt.Sprintf("%s APPEND INBOX {%d}\r\n", tag, len(msg)))
-			b.ExpectPrefix("+")
-			b.Send(msg + "\r\n")
-			_, st := b.Until(tag)
-			wantPrefix(t, "APPEND", st, tag+" OK")
-			for {
-				l := a.Line()
-				if strings.HasPrefix(l, "* BYE") {
-					t.Fatalf("IDLE session cut %v in, with traffic every %v: %q", time.Duration(i+1)*period, period, l)
-				}
-				if strings.HasSuffix(l, " EXISTS") {
-					wantLine(t, "update", l, fmt.Sprintf("* %d EXISTS", i+2))
-					break
-				}
+			clk.Advance(period)
+			// The session's timer waits: when it came due, it found the
+			// traffic and started itself again for the rest.
+			clk.WaitTimers(t, 1)
+			exists := fmt.Sprintf("* %d EXISTS", i+2)
+			if err := up.Write(exists + "\r\n"); err != nil {
+				t.Fatal(err)
 			}
+			c.Expect(exists)
 		}
-		// The traffic stops: a is cut idle_timeout after the last new
-		// message reached it, not a nanosecond earlier.
-		p.clock.ByeAfter(a, idle, 1, byeIdle("30m"))
+		// The traffic stops: the session is cut idle_timeout after the
+		// last update reached it, not a nanosecond earlier.
+		clk.ByeAfter(c, idle, 1, byeIdle("30m"))
 	})
 
 	t.Run("no traffic", func(t *testing.T) {
-		p, c := idling(t)
-		p.clock.ByeAfter(c, idle, 1, byeIdle("30m"))
-		proxytest.WaitZero(t, p.Limiter)
+		clk, c, _ := idling(t)
+		clk.ByeAfter(c, idle, 1, byeIdle("30m"))
 	})
 }
