@@ -219,9 +219,8 @@ func (c *Conn) ExpectClosed() { c.t.Helper(); c.check(c.c.ExpectClosed()) }
 // which it refuses) and reads the answer. Once it is here, the session
 // relays, so its idle timer runs, and it has noted on its clock all the
 // traffic before: it notes a relayed command's write to the upstream
-// before it reads the next command (see Clock). A client in IDLE may
-// send it too, although RFC 2177 allows only DONE there: the upstream
-// never sees it.
+// before it reads the next command (see Clock). Not during IDLE, where
+// RFC 2177 allows only DONE.
 func (c *Conn) Settle(tag string) {
 	c.t.Helper()
 	c.Send(tag + " COMPRESS DEFLATE\r\n")
