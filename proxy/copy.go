@@ -141,10 +141,10 @@ func (c *commandCopier) stream(n int64) error {
 	if err := c.flush(); err != nil {
 		return err
 	}
+	c.noteActivity()
 	k, err := copyN(c.dst, c.src, n)
 	c.f.Streamed(k)
 	c.sent.Add(k)
-	c.noteActivity()
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
@@ -154,10 +154,12 @@ func (c *commandCopier) stream(n int64) error {
 // flush forwards buf[out:r].
 func (c *commandCopier) flush() error {
 	if c.r > c.out {
+		// Traffic is noted before the write: the upstream may answer, and
+		// the client read the answer, before the write returns.
+		c.noteActivity()
 		n, err := c.dst.Write(c.buf[c.out:c.r])
 		c.sent.Add(int64(n))
 		c.out = c.r
-		c.noteActivity()
 		if err != nil {
 			return &writeError{err}
 		}
@@ -336,6 +338,7 @@ func (c *respCopier) run() error {
 				return &writeError{werr}
 			}
 			for c.carry == 0 && c.f.LiteralLeft() >= spliceMin {
+				c.progress(0) // traffic, noted before the copy that may take long
 				k, cerr := c.dst.copyLiteral(c.src, min(c.f.LiteralLeft(), spliceChunk))
 				c.f.Skip(k)
 				c.progress(k)
