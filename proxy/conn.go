@@ -82,6 +82,8 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 	}
 	c.ctx, c.cancel = context.WithCancel(c.trace.ctx)
 	c.w = newClientWriter(nc, c.close, c.record)
+	// A line that cannot be written says how the client went.
+	c.w.writeFailed = func(err error) { c.noteOutcome(endOf(&writeError{err}, clientSide, clientSide)) }
 	return c
 }
 
@@ -281,13 +283,17 @@ func (c *conn) countedFailure(r response, n *int, max int, bye func(int) respons
 
 // record notes what a response says of the connection (the writer calls
 // it for each response with an outcome or a refusal): the outcome of a
-// closing response, and the refusal for telemetry.
+// closing response, unless one is known already (the first cause wins: a
+// kick is not turned into the idle timeout whose BYE comes after it),
+// and the refusal for telemetry.
 func (c *conn) record(r response) {
 	if r.closing && r.outcome != outcomeClosed {
 		c.mu.Lock()
-		c.outcome = r.outcome
-		if r.outcome == outcomeRefused {
-			c.refusedBy = r.refusal
+		if c.outcome == outcomeClosed {
+			c.outcome = r.outcome
+			if r.outcome == outcomeRefused {
+				c.refusedBy = r.refusal
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -339,7 +345,9 @@ func (c *conn) closeWithBye(o outcome, text string) {
 		return
 	}
 	c.closing = true
-	c.outcome = o
+	if c.outcome == outcomeClosed {
+		c.outcome = o
+	}
 	c.byeTimer = c.clock.AfterFunc(byeGrace, c.close)
 	c.mu.Unlock()
 	// The closing line closes the connection and cancels its context,

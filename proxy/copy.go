@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync/atomic"
 
 	"github.com/imapguard/imapguard/proxy/imapwire"
@@ -342,9 +341,6 @@ func (c *respCopier) run() error {
 				k, cerr := c.dst.copyLiteral(c.src, min(c.f.LiteralLeft(), spliceChunk))
 				c.f.Skip(k)
 				c.progress(k)
-				if errors.Is(cerr, os.ErrDeadlineExceeded) {
-					cerr = &writeError{cerr} // the client stopped reading
-				}
 				if cerr != nil {
 					c.release()
 					return cerr

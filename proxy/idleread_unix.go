@@ -127,3 +127,26 @@ func (r *idleReader) evict() bool {
 	r.conn.SetReadDeadline(time.Unix(1, 0))
 	return true
 }
+
+// isGone reports whether the socket src can no longer be read: a peek
+// that does not wait finds a reset, or the end of the stream (Linux
+// reports a reset to one system call only, and an end of stream after
+// it). Data or nothing yet (EAGAIN) mean it is alive; a src that is not
+// a socket counts as gone.
+func isGone(src any) bool {
+	sc, ok := src.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	gone := true
+	var b [1]byte
+	rc.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		gone = !(n > 0 || err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+	})
+	return gone
+}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -22,6 +24,8 @@ type clientWriter struct {
 	// record is told of every response with an outcome or a refusal,
 	// before it is written (respond); set once.
 	record func(response)
+	// writeFailed, when set, is told why a response could not be written.
+	writeFailed func(error)
 
 	mu          sync.Mutex
 	nc          net.Conn
@@ -128,6 +132,9 @@ func (w *clientWriter) respond(rs ...response) error {
 	}
 	onClose := w.onClose
 	w.mu.Unlock()
+	if err != nil && w.writeFailed != nil {
+		w.writeFailed(err)
+	}
 	if closing {
 		onClose()
 	}
@@ -177,21 +184,33 @@ func (w *clientWriter) relay(p []byte, boundary int, mid bool) error {
 
 // copyLiteral relays n bytes of a literal straight from src, letting the
 // kernel splice when both ends are plain TCP. The stream stays inside a
-// response, so injected lines wait.
+// response, so injected lines wait (midResponse is set), and the copy
+// runs without the writer's lock: it may block for as long as the
+// upstream stalls, and an idle timeout, a kick or a close must still be
+// able to take the lock and end the session. An error writing to the
+// client is a *writeError.
 func (w *clientWriter) copyLiteral(src io.Reader, n int64) (int64, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed {
+		w.mu.Unlock()
 		return 0, errClientClosed
 	}
-	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
-	return copyN(w.nc, src, n)
+	nc := w.nc
+	nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	w.mu.Unlock()
+	k, err := copyN(nc, src, n)
+	if err != nil && writeSide(err, src) {
+		err = &writeError{err}
+	}
+	return k, err
 }
 
 // copyN copies n bytes from src to dst: with io.CopyN between two TCP
 // connections, so the kernel splices, and through a pooled buffer
 // otherwise (a TLS connection on either side), so no 32 KiB buffer is
-// allocated per call.
+// allocated per call. A write error of the buffered copy is a
+// *writeError; a splice's error does not say which side failed (see
+// writeSide).
 func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 	_, dstTCP := dst.(*net.TCPConn)
 	_, srcTCP := src.(*net.TCPConn)
@@ -201,11 +220,39 @@ func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 	bufp := getBuf(32 << 10)
 	defer putBuf(bufp)
 	// Wrapping hides ReaderFrom, which would allocate a buffer of its own.
-	k, err := io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(src, n), *bufp)
+	k, err := io.CopyBuffer(taggedWriter{dst}, io.LimitReader(src, n), *bufp)
 	if err == nil && k < n {
 		err = io.EOF
 	}
 	return k, err
+}
+
+// taggedWriter marks its write errors as a *writeError.
+type taggedWriter struct{ w io.Writer }
+
+func (t taggedWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil {
+		err = &writeError{err}
+	}
+	return n, err
+}
+
+// writeSide reports whether err, from a copy from src, came from the
+// writing side. A splice between two sockets fails with the same errors
+// for either: EPIPE and a write deadline are the writer's; after a
+// reset, the writer's if src can still be read.
+func writeSide(err error, src io.Reader) bool {
+	var we *writeError
+	switch {
+	case errors.As(err, &we):
+		return false // tagged already
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, os.ErrDeadlineExceeded):
+		return true
+	case errors.Is(err, syscall.ECONNRESET):
+		return !isGone(src)
+	}
+	return false
 }
 
 // wakeLocked wakes whoever waits for pending to be written; w.mu is held.
