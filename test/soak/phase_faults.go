@@ -1,0 +1,3 @@
+package main
+
+func (s *suite) phaseFaults() *phaseResult { return newResult("faults") }

@@ -1,0 +1,3 @@
+package main
+
+func (s *suite) phaseFlood() *phaseResult { return newResult("flood") }
