@@ -157,6 +157,9 @@ func (c *client) handshake(ctx context.Context) error {
 	return nil
 }
 
+// newBufReader is the client's reader of a connection.
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 4096) }
+
 // deadline bounds the next exchange.
 func (c *client) deadline() { c.nc.SetDeadline(time.Now().Add(c.timeout)) }
 

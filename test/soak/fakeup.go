@@ -17,7 +17,7 @@ import (
 // fakeUpstream is a loopback listener whose connections a handler serves.
 type fakeUpstream struct {
 	ln       net.Listener
-	handler  func(f *fakeUpstream, nc net.Conn)
+	handler  atomic.Pointer[func(f *fakeUpstream, nc net.Conn)]
 	closed   chan struct{} // closed by close: every handler returns
 	accepted atomic.Int64
 
@@ -31,13 +31,22 @@ func startFake(handler func(f *fakeUpstream, nc net.Conn)) (*fakeUpstream, error
 	if err != nil {
 		return nil, err
 	}
-	f := &fakeUpstream{ln: ln, handler: handler, closed: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	f := &fakeUpstream{ln: ln, closed: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	f.handler.Store(&handler)
 	f.wg.Add(1)
 	go f.accept()
 	return f, nil
 }
 
 func (f *fakeUpstream) addr() string { return f.ln.Addr().String() }
+
+// heal ends the fault where it is: new connections to the same address
+// are relayed to target (cmd/imapd), as when a broken upstream recovers.
+// Connections already open stay as they are.
+func (f *fakeUpstream) heal(target string) {
+	h := (&relay{target: target}).serve
+	f.handler.Store(&h)
+}
 
 func (f *fakeUpstream) accept() {
 	defer f.wg.Done()
@@ -50,11 +59,12 @@ func (f *fakeUpstream) accept() {
 		f.mu.Lock()
 		f.conns[nc] = struct{}{}
 		f.mu.Unlock()
+		handler := *f.handler.Load()
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			defer f.forget(nc)
-			f.handler(f, nc)
+			handler(f, nc)
 		}()
 	}
 }
