@@ -1,6 +1,7 @@
 # imapguard — see README.md. The two commands a new user needs:
 #   make run    the proxy in front of the bundled upstream, on loopback
 #   make test   the whole test suite (race detector on)
+#   make soak   the soak and fault suite, about 15 minutes (test/soak/README.md; not in make test)
 
 GO          ?= go
 BIN         := bin
@@ -93,6 +94,17 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy ./proxy/imapwire
 	$(GO) test -run '^$$' -bench LoginTelemetry -benchmem -count 5 ./test
 	$(GO) run ./test/bench -out $(BIN)/bench.json $(BENCHFLAGS)
+
+# The soak and fault suite (test/soak/README.md): every phase with its
+# defaults (10,000 sessions for 10 minutes, 100,000 abrupt ends, the
+# upstream faults, the connection flood). Run as root: it raises
+# RLIMIT_NOFILE. For a quick look:
+#   make soak SOAKFLAGS="-duration 1m -sessions 1000 -abrupt 10000"
+SOAKFLAGS ?=
+
+.PHONY: soak
+soak:
+	$(GO) run ./test/soak -out $(BIN)/soak.json $(SOAKFLAGS)
 
 clean:
 	rm -rf $(BIN)

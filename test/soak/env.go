@@ -24,12 +24,13 @@ type binaries struct {
 	imapguard, imapd string
 }
 
-// build compiles cmd/imapguard and cmd/imapd into root/bin.
-func build(ctx context.Context, root string, log io.Writer) (binaries, error) {
-	b := binaries{imapguard: filepath.Join(root, "bin", "imapguard"), imapd: filepath.Join(root, "bin", "imapd")}
+// build compiles cmd/imapguard and cmd/imapd of the module in src into
+// dir.
+func build(ctx context.Context, src, dir string, log io.Writer) (binaries, error) {
+	b := binaries{imapguard: filepath.Join(dir, "imapguard"), imapd: filepath.Join(dir, "imapd")}
 	for _, t := range []struct{ out, pkg string }{{b.imapguard, "./cmd/imapguard"}, {b.imapd, "./cmd/imapd"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", t.out, t.pkg)
-		cmd.Dir = root
+		cmd.Dir = src
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Run(); err != nil {
 			return b, fmt.Errorf("go build %s: %w", t.pkg, err)

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ import (
 
 type options struct {
 	phases []string
+	src    string // the tree the binaries are built from; "": this repository
 	out    string
 	keep   bool
 	nofile uint64
@@ -64,6 +66,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	phase := fs.String("phase", "all", "phases to run, comma-separated: soak, abrupt, faults, flood, or all")
 	fs.StringVar(&o.out, "out", "", "write the results as JSON to `file`")
+	fs.StringVar(&o.src, "src", "", "build imapguard and imapd from the module in `dir` (another checkout, such as a branch under review) instead of this repository")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configurations, logs) even when every check passed")
 	fs.Uint64Var(&o.nofile, "nofile", 200000, "raise RLIMIT_NOFILE of the suite and its children to `n`")
 	fs.IntVar(&o.sessions, "sessions", 10000, "soak: concurrent sessions")
@@ -136,7 +139,12 @@ func run(args []string) int {
 		return 2
 	}
 	s.logf("working directory %s", s.dir)
-	if s.bins, err = build(ctx, s.root, os.Stderr); err != nil {
+	src, binDir := s.root, filepath.Join(s.root, "bin")
+	if opts.src != "" {
+		src, binDir = opts.src, filepath.Join(s.dir, "bin")
+	}
+	s.logf("building imapguard and imapd from %s", src)
+	if s.bins, err = build(ctx, src, binDir, os.Stderr); err != nil {
 		s.logf("%v", err)
 		return 2
 	}

@@ -193,8 +193,8 @@ func (s *suite) phaseFlood() *phaseResult {
 	m1, err := e.probe.metrics(s.ctx)
 	if err == nil {
 		d := delta(m0.outcomes(), m1.outcomes())
-		mark(r.check("imapguard_connections_closed_total{outcome=\"evicted\"} counts the evictions", d["evicted"] == evicted && evicted > 0,
-			"got %s; want evicted=%d", formatCounts(d), evicted))
+		mark(r.check("imapguard_connections_closed_total{outcome=\"evicted\"} counts the evictions", d["evicted"] == evicted && evicted == wantEvicted,
+			"got %s; want evicted=%d", formatCounts(d), wantEvicted))
 		refused := int(m1.sum(mRefused, map[string]string{"reason": "max_connections"}) - m0.sum(mRefused, map[string]string{"reason": "max_connections"}))
 		mark(r.check("nobody is refused while unauthenticated connections remain", refused == 0, "refused_total{reason=max_connections} +%d", refused))
 		oc := m1.openCounts()

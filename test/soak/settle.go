@@ -70,9 +70,10 @@ func (s *suite) checkOutcomes(r *phaseResult, name string, d map[string]int, n i
 
 // baseline is the proxy at rest, before a phase's load.
 type baseline struct {
-	snap    snapshot
-	stacks  map[string]int
-	outcome map[string]float64
+	snap     snapshot
+	stacks   map[string]int
+	outcome  map[string]float64
+	liveHeap int64 // heap in use after a GC
 }
 
 // warmUp logs in and out once per transport, so that whatever the
@@ -126,8 +127,29 @@ func (e *env) takeBaseline() (baseline, error) {
 		return b, err
 	}
 	b.stacks = goroutineGroups(prof)
+	if b.liveHeap, err = e.liveHeap(); err != nil {
+		return b, err
+	}
 	return b, nil
 }
+
+// liveHeap collects imapguard's garbage (pprof's heap profile with gc=1
+// runs a GC first) and returns the heap in use after it: the memory the
+// proxy still holds, not what it has yet to collect.
+func (e *env) liveHeap() (int64, error) {
+	if _, err := e.probe.get(e.ctx, e.probe.pprofURL+"/debug/pprof/heap?gc=1"); err != nil {
+		return 0, err
+	}
+	m, err := e.probe.metrics(e.ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int64(m.sum(mHeap, nil)), nil
+}
+
+// heapSlack is how much more live heap than at the baseline the proxy
+// may hold once a load has gone: pools and caches sized by the load.
+const heapSlack = 8 << 20
 
 // settle waits (up to limit) for the proxy to be back at its baseline
 // and records the checks: nothing open by the metrics or the admin API,
@@ -163,9 +185,12 @@ func (e *env) settle(r *phaseResult, b baseline, limit time.Duration) snapshot {
 	}
 	r.check("descriptors back to the baseline", last.Proc.FDs <= b.snap.Proc.FDs,
 		"got %d; want <= %d (baseline)", last.Proc.FDs, b.snap.Proc.FDs)
-	r.figure("after the load: settled in %s; goroutines %d (baseline %d), fds %d (baseline %d), RSS %s (baseline %s)",
+	live, err := e.liveHeap()
+	r.check("live heap back to the baseline", err == nil && live <= b.liveHeap+heapSlack,
+		"heap in use after a GC %s; want <= %s (baseline %s + %s); %v", mib(float64(live)), mib(float64(b.liveHeap+heapSlack)), mib(float64(b.liveHeap)), mib(heapSlack), orNone(err))
+	r.figure("after the load: settled in %s; goroutines %d (baseline %d), fds %d (baseline %d), RSS %s (baseline %s), heap in use %s before a GC, %s after (baseline %s)",
 		took, last.Goroutines, b.snap.Goroutines, last.Proc.FDs, b.snap.Proc.FDs,
-		mib(float64(last.Proc.RSS)), mib(float64(b.snap.Proc.RSS)))
+		mib(float64(last.Proc.RSS)), mib(float64(b.snap.Proc.RSS)), mib(float64(last.HeapInuse)), mib(float64(live)), mib(float64(b.liveHeap)))
 	return last
 }
 
