@@ -123,6 +123,8 @@ func (s *suite) phaseAbrupt() *phaseResult {
 
 	per := s.opts.abruptConns / (2 * len(abruptCases))
 	total := 0
+	stopWatch := e.watchPeaks(time.Second)
+	defer stopWatch()
 	for _, ac := range abruptCases {
 		for _, end := range []ending{fin, rst} {
 			if s.ctx.Err() != nil {
@@ -142,7 +144,7 @@ func (s *suite) phaseAbrupt() *phaseResult {
 			s.judgeCase(r, ac, end, cr)
 		}
 	}
-	r.figure("%d connections ended abruptly: %d per case and ending, %d cases, FIN and RST", total, per, len(abruptCases))
+	r.figure("%d connections ended abruptly: %d per case and ending, %d cases, FIN and RST; %s", total, per, len(abruptCases), stopWatch())
 	after := e.settle(r, base, 60*time.Second)
 	r.check("the relay's upstream connections all closed", relayOpen == 0, "%d still open at the end of their case", relayOpen)
 	all := delta(base.outcome, after.m.outcomes())

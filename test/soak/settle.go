@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -243,4 +244,55 @@ func (e *env) checkExit(r *phaseResult) {
 	} else {
 		r.check("no panic in imapguard's log", true, "none")
 	}
+}
+
+// peaks are the highest readings of the proxy while a load ran.
+type peaks struct {
+	mu         sync.Mutex
+	open       int
+	goroutines int
+	fds        int
+	rss        int64
+	samples    int
+}
+
+// watchPeaks samples the proxy every interval until stop is called, which
+// returns what it saw; stop may be called more than once.
+func (e *env) watchPeaks(interval time.Duration) (stop func() *peaks) {
+	p := &peaks{}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			s, err := e.probe.snap(e.ctx, false)
+			if err != nil {
+				continue
+			}
+			p.mu.Lock()
+			p.samples++
+			p.open = max(p.open, s.Metrics.Open)
+			p.goroutines = max(p.goroutines, s.Goroutines)
+			p.fds = max(p.fds, s.Proc.FDs)
+			p.rss = max(p.rss, s.Proc.RSS)
+			p.mu.Unlock()
+		}
+	}()
+	var once sync.Once
+	return func() *peaks {
+		once.Do(func() { close(done) })
+		<-finished
+		return p
+	}
+}
+
+func (p *peaks) String() string {
+	return fmt.Sprintf("peaks over %d samples: open %d, goroutines %d, fds %d, RSS %s", p.samples, p.open, p.goroutines, p.fds, mib(float64(p.rss)))
 }
