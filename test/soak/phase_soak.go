@@ -38,6 +38,10 @@ type soakSample struct {
 	FDs           int       `json:"fds"`
 	Ops           int64     `json:"ops"`
 	Errors        int64     `json:"errors"`
+	// The proxy's counters at the sample: imapguard_connections_closed_total
+	// by outcome and imapguard_connections_refused_total by reason.
+	Closed  map[string]float64 `json:"closed_by_outcome"`
+	Refused map[string]float64 `json:"refused_by_reason"`
 }
 
 // soakUsers returns the users of the soak: one per ten sessions, idle and
@@ -539,6 +543,9 @@ func (s *suite) soakSample(e *env, st *soakState, start time.Time, ramp bool) so
 		smp.RSSPerSession = float64(smp.RSS) / float64(smp.Suite.Open)
 	}
 	smp.Ops, smp.Errors = st.ops.Load(), st.errCount.Load()
+	if snap.m != nil {
+		smp.Closed, smp.Refused = snap.m.outcomes(), snap.m.byLabel(mRefused, "reason")
+	}
 	return smp
 }
 
