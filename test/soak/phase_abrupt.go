@@ -144,8 +144,9 @@ func (s *suite) phaseAbrupt() *phaseResult {
 			s.judgeCase(r, ac, end, cr)
 		}
 	}
-	r.figure("%d connections ended abruptly: %d per case and ending, %d cases, FIN and RST; %s", total, per, len(abruptCases), stopWatch())
-	after := e.settle(r, base, 60*time.Second)
+	pk := stopWatch()
+	r.figure("%d connections ended abruptly: %d per case and ending, %d cases, FIN and RST; %s", total, per, len(abruptCases), pk)
+	after := e.settle(r, base, 60*time.Second, max(pk.open, s.opts.abruptConc))
 	r.check("the relay's upstream connections all closed", relayOpen == 0, "%d still open at the end of their case", relayOpen)
 	all := delta(base.outcome, after.m.outcomes())
 	r.figure("outcomes over the phase: %s", formatCounts(all))

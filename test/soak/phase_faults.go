@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,159 +29,6 @@ const (
 // by the kernel, as in a crash.
 func (e *env) killImapd() {
 	e.imapd.stop(syscall.SIGKILL, 5*time.Second)
-}
-
-// crowd is a set of logged-in sessions that must keep working through a
-// fault: everyone else.
-type crowd struct {
-	cs []*client
-}
-
-// openCrowd logs n sessions in over every transport in turn and selects
-// INBOX.
-func (e *env) openCrowd(n int, users []user) (*crowd, error) {
-	cr := &crowd{}
-	for i := range n {
-		c, err := e.dialer.open(e.ctx, transport(i%3))
-		if err != nil {
-			cr.close()
-			return nil, err
-		}
-		cr.cs = append(cr.cs, c)
-		u := users[i%len(users)]
-		if err := c.login(u.name, u.pass); err != nil {
-			cr.close()
-			return nil, err
-		}
-		if _, err := c.command("SELECT INBOX"); err != nil {
-			cr.close()
-			return nil, err
-		}
-	}
-	return cr, nil
-}
-
-// exercise runs NOOP and a FETCH on every session.
-func (cr *crowd) exercise() error {
-	var errs []error
-	for i, c := range cr.cs {
-		if _, err := c.command("NOOP"); err != nil {
-			errs = append(errs, fmt.Errorf("session %d: %w", i, err))
-			continue
-		}
-		if _, err := c.command("FETCH 1 (FLAGS BODY.PEEK[HEADER])"); err != nil {
-			errs = append(errs, fmt.Errorf("session %d: %w", i, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (cr *crowd) close() {
-	for _, c := range cr.cs {
-		c.logout()
-	}
-}
-
-// openPreauth opens n greeted, not logged-in connections.
-func (e *env) openPreauth(n int) ([]*client, error) {
-	var cs []*client
-	for i := range n {
-		c, err := e.dialer.open(e.ctx, transport(i%3))
-		if err != nil {
-			closeAll(cs)
-			return nil, err
-		}
-		cs = append(cs, c)
-	}
-	return cs, nil
-}
-
-func closeAll(cs []*client) {
-	for _, c := range cs {
-		c.raw.Close()
-	}
-}
-
-// noopAll sends NOOP on each connection.
-func noopAll(cs []*client) error {
-	var errs []error
-	for i, c := range cs {
-		if _, err := c.command("NOOP"); err != nil {
-			errs = append(errs, fmt.Errorf("connection %d: %w", i, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// loginUnavailable sends LOGIN on c and expects "NO [UNAVAILABLE]"; it
-// returns how long the answer took.
-func loginUnavailable(c *client, u user) (time.Duration, error) {
-	start := time.Now()
-	r, err := c.commandAny("LOGIN " + quote(u.name) + " " + quote(u.pass))
-	took := time.Since(start)
-	if err != nil {
-		return took, err
-	}
-	if r.status != "NO" || !strings.HasPrefix(r.text, "[UNAVAILABLE]") {
-		return took, fmt.Errorf("LOGIN: %s %s; want NO [UNAVAILABLE]: %w", r.status, r.text, errUnexpected)
-	}
-	return took, nil
-}
-
-// unavailableLogins opens n connections (every transport in turn) and
-// expects each LOGIN to be answered NO [UNAVAILABLE] within limit. It
-// returns the connections, still open, for a retry once the fault ends.
-func (e *env) unavailableLogins(r *phaseResult, what string, n int, u user, limit time.Duration) []*client {
-	cs, err := e.openPreauth(n)
-	if err != nil {
-		r.check(what+": clients connect and are greeted", false, "%v", err)
-		return nil
-	}
-	var mu sync.Mutex
-	var errs []error
-	var slowest time.Duration
-	var wg sync.WaitGroup
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			took, err := loginUnavailable(c, u)
-			mu.Lock()
-			defer mu.Unlock()
-			slowest = max(slowest, took)
-			if err == nil && took > limit {
-				err = fmt.Errorf("answered after %s", took.Round(time.Millisecond))
-			}
-			if err != nil {
-				errs = append(errs, err)
-			}
-		}()
-	}
-	wg.Wait()
-	r.check(what+": LOGIN answered NO [UNAVAILABLE] within "+limit.String(), len(errs) == 0,
-		"%d of %d logins; slowest %s; %v", n-len(errs), n, slowest.Round(time.Millisecond), orNone(errors.Join(errs...)))
-	return cs
-}
-
-// retryLogins logs in again on connections that were refused during a
-// fault: once it has ended, the same connection must get in.
-func retryLogins(r *phaseResult, what string, cs []*client, u user) {
-	var errs []error
-	for _, c := range cs {
-		if err := c.login(u.name, u.pass); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if _, err := c.command("SELECT INBOX"); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := c.logout(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	r.check(what+": the refused connections log in once it has ended", len(errs) == 0,
-		"%d of %d; %v", len(cs)-len(errs), len(cs), orNone(errors.Join(errs...)))
 }
 
 // phaseFaults runs the upstream faults on one proxy, then EMFILE on
@@ -248,7 +92,7 @@ func (s *suite) phaseFaults() *phaseResult {
 			r.figure("%s (%s): outcomes %s", step.name, time.Since(start).Round(100*time.Millisecond), formatCounts(delta(before.outcomes(), after.outcomes())))
 		}
 	}
-	e.settle(r, base, 60*time.Second)
+	e.settle(r, base, 60*time.Second, 100)
 	e.stillServes(r, u, "after the upstream faults")
 	e.checkExit(r)
 	e.close()
@@ -566,64 +410,6 @@ func (s *suite) stallOnce(r *phaseResult, e *env, users []user, name string, siz
 	return nil
 }
 
-// waitClosed reads each connection until it ends or deadline passes and
-// returns, for those that ended, how long after since they did.
-func waitClosed(cs []*client, deadline, since time.Time) []time.Duration {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var out []time.Duration
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.nc.SetReadDeadline(deadline)
-			_, err := io.Copy(io.Discard, c.br)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return
-			}
-			mu.Lock()
-			out = append(out, time.Since(since))
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
-// kick posts a kick to the admin API.
-func (e *env) kick(body string) error {
-	req, err := http.NewRequestWithContext(e.ctx, "POST", e.probe.adminURL+"/sessions/kick", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.probe.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("kick: %s: %s", resp.Status, b)
-	}
-	return nil
-}
-
-// dumpGoroutines saves imapguard's goroutines with full stacks in the
-// phase's directory and returns the file's path.
-func (e *env) dumpGoroutines(name string) string {
-	b, err := e.probe.get(e.ctx, e.probe.pprofURL+"/debug/pprof/goroutine?debug=2")
-	if err != nil {
-		return err.Error()
-	}
-	path := filepath.Join(e.dir, name)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		return err.Error()
-	}
-	return path
-}
-
 // faultGarbageAfterLogin logs sessions in to an upstream that answers a
 // FETCH with garbage (binary, a bogus 100 GB literal announcement), and
 // expects the proxy to keep serving the others and the garbled sessions
@@ -664,119 +450,3 @@ func (s *suite) faultGarbageAfterLogin(r *phaseResult, e *env, users []user, nam
 	r.check(name+": the other sessions keep working", others.exercise() == nil, "%v", orNone(others.exercise()))
 	return nil
 }
-
-// faultEMFILE runs imapguard with a low RLIMIT_NOFILE, fills its
-// descriptors with connections, and checks that it keeps serving the
-// sessions it has, answers a login it cannot dial for with NO
-// [UNAVAILABLE], and serves the connections that waited once
-// descriptors are free again.
-func (s *suite) faultEMFILE(r *phaseResult, users []user) {
-	const name = "EMFILE at accept"
-	const nofile = 128
-	e, err := newEnv(s.ctx, "emfile", s.dir, s.bins, os.Stderr, users, guardConfig{maxConnsPerUser: 1000, nofile: nofile})
-	if err != nil {
-		r.check(name+": ran", false, "%v", err)
-		return
-	}
-	defer e.close()
-	e.dialer.timeout = 5 * time.Second
-	if err := e.warmUp(users[0]); err != nil {
-		r.check(name+": ran", false, "%v", err)
-		return
-	}
-	base, err := e.takeBaseline()
-	if err != nil {
-		r.check(name+": ran", false, "%v", err)
-		return
-	}
-	sessions, err := e.openCrowd(10, users)
-	if err != nil {
-		r.check(name+": ran", false, "%v", err)
-		return
-	}
-	defer sessions.close()
-
-	// Fill the descriptors: open plaintext connections one at a time
-	// until one is not greeted within 2s; the proxy is then at its limit.
-	var greeted, waiting []*net.TCPConn
-	defer func() {
-		for _, c := range append(greeted, waiting...) {
-			c.Close()
-		}
-	}()
-	var first *client // a greeted connection kept for a LOGIN during the fault
-	for len(greeted) < 2*nofile {
-		raw, err := e.dialer.dialTCP(e.ctx, e.imapAddr, nil)
-		if err != nil {
-			r.check(name+": ran", false, "dial: %v", err)
-			return
-		}
-		c := &client{raw: raw, nc: raw, br: bufio.NewReader(raw), timeout: 2 * time.Second}
-		c.deadline()
-		if _, err := c.readLine(); err != nil {
-			waiting = append(waiting, raw)
-			break
-		}
-		if first == nil {
-			first = c
-			continue
-		}
-		greeted = append(greeted, raw)
-	}
-	st, _ := readProc(e.guard.pid())
-	r.check(name+": the proxy reached its descriptor limit", len(waiting) == 1 && st.FDs >= nofile-1,
-		"%d connections greeted, then one was not; imapguard holds %d descriptors of %d", len(greeted)+1, st.FDs, nofile)
-	for range 20 {
-		raw, err := e.dialer.dialTCP(e.ctx, e.imapAddr, nil)
-		if err != nil {
-			break
-		}
-		waiting = append(waiting, raw)
-	}
-	r.check(name+": logged-in sessions keep working", sessions.exercise() == nil, "%v", orNone(sessions.exercise()))
-	if first != nil {
-		first.timeout = faultConnectTimeoutDefault + 2*time.Second
-		took, err := loginUnavailable(first, users[1])
-		r.check(name+": a LOGIN that needs a descriptor for the upstream is answered NO [UNAVAILABLE]", err == nil,
-			"after %s; %v", took.Round(time.Millisecond), orNone(err))
-	}
-	r.check(name+": the accept errors are logged and retried", e.guardLogHas("accept failed; retrying") > 0,
-		"%d log lines 'accept failed; retrying'", e.guardLogHas("accept failed; retrying"))
-
-	// The fault ends: the greeted connections go; those that waited in
-	// the backlog are accepted and greeted.
-	for _, c := range greeted {
-		c.Close()
-	}
-	greeted = nil
-	served := 0
-	for _, raw := range waiting {
-		raw.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if line, err := bufio.NewReader(raw).ReadString('\n'); err == nil && strings.HasPrefix(line, "* OK") {
-			served++
-		}
-	}
-	r.check(name+": the connections that waited are greeted once descriptors are free", served == len(waiting),
-		"%d of %d within 10s", served, len(waiting))
-	if first != nil {
-		first.timeout = 10 * time.Second
-		err := first.login(users[1].name, users[1].pass)
-		if err == nil {
-			err = first.logout()
-		}
-		r.check(name+": the connection refused during the fault logs in after it", err == nil, "%v", orNone(err))
-	}
-	for _, c := range waiting {
-		c.Close()
-	}
-	waiting = nil
-	sessions.close()
-	sessions.cs = nil
-	e.settle(r, base, 30*time.Second)
-	e.stillServes(r, users[0], "after EMFILE")
-	e.checkExit(r)
-}
-
-// faultConnectTimeoutDefault is the connect_timeout of the EMFILE
-// proxy (the default).
-const faultConnectTimeoutDefault = 5 * time.Second

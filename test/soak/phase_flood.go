@@ -242,7 +242,7 @@ func (s *suite) phaseFlood() *phaseResult {
 	if realC != nil {
 		realC.logout()
 	}
-	e.settle(r, base, 60*time.Second)
+	e.settle(r, base, 60*time.Second, max)
 	e.stillServes(r, users[0], "after the flood")
 	e.checkExit(r)
 	return r

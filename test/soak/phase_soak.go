@@ -454,7 +454,7 @@ steady:
 	r.check("counters equal the suite's at every sample", inexact == 0,
 		"%d of %d samples disagreed after 10s (connections open by state and listener, admin /sessions); longest settle %dms", inexact, len(samples), worst)
 	s.judgeMemory(r, samples, base.snap.Proc.RSS)
-	after := e.settle(r, base, 60*time.Second)
+	after := e.settle(r, base, 60*time.Second, o.sessions)
 	if before != nil {
 		d := delta(before.outcomes(), after.m.outcomes())
 		s.checkOutcomes(r, "final LOGOUTs end as logout", map[string]int{"logout": d["logout"]}, int(finalLogouts), "logout")
