@@ -195,6 +195,7 @@ func run(args []string) int {
 	}
 	if opts.out != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
+		os.MkdirAll(filepath.Dir(opts.out), 0o755)
 		if err := os.WriteFile(opts.out, b, 0o644); err != nil {
 			s.logf("%v", err)
 			ok = false
