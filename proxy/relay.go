@@ -55,6 +55,7 @@ type session struct {
 	toUpstream atomic.Int64
 	toClient   atomic.Int64
 	loggingOut atomic.Bool // the client sent LOGOUT
+	clientEOF  atomic.Bool // the client direction ended with an end of stream
 
 	cmd                    *commandCopier // client to upstream
 	resp                   *respCopier    // upstream to client
@@ -225,11 +226,13 @@ func (s *session) clientEnded(err error) {
 	case err == io.EOF:
 		// The client half-closed: let the upstream finish what it is
 		// sending, for a bounded time. The client ended the session,
-		// whoever closes last.
+		// whoever closes last; whether with a FIN or a reset that a write
+		// to it consumed (Linux reports a reset once, then an end of
+		// stream), the upstream direction's end tells.
 		if s.loggingOut.Load() {
 			s.observe(outcomeLogout)
 		}
-		s.observe(outcomeClientClosed)
+		s.clientEOF.Store(true)
 		if tc, ok := s.up.(interface{ CloseWrite() error }); ok {
 			tc.CloseWrite()
 		}
@@ -249,8 +252,11 @@ func (s *session) clientEnded(err error) {
 func (s *session) upstreamEnded(err error) {
 	s.upErr = err
 	o := endOf(err, upstreamSide, clientSide)
-	if o == outcomeUpstreamClosed && s.loggingOut.Load() {
+	switch {
+	case o == outcomeUpstreamClosed && s.loggingOut.Load():
 		o = outcomeLogout // the answer to the client's LOGOUT
+	case o == outcomeUpstreamClosed && s.clientEOF.Load():
+		o = outcomeClientClosed // its answer to the client's close
 	}
 	s.observe(o)
 	s.close()
@@ -276,6 +282,9 @@ func (s *session) end() {
 	s.mu.Unlock()
 	s.close()
 	s.sweeper.Remove(s)
+	if s.clientEOF.Load() {
+		s.observe(outcomeClientClosed)
+	}
 	s.observe(outcomeConnectionError) // if nothing said otherwise
 	s.mu.Lock()
 	o := s.observed
