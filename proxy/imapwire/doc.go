@@ -6,10 +6,14 @@
 //     line too long to keep;
 //   - reader.go, args.go: Reader, which parses whole commands before
 //     authentication, when the proxy is the server;
-//   - framer.go: CommandFramer, which follows the client's command stream
-//     after login, so that max_command_size holds for the whole session;
+//   - framer.go, wait.go, step.go: CommandFramer, which follows the
+//     client's command stream after login, so that max_command_size holds
+//     for the whole session and no byte runs on the upstream that it did
+//     not frame (wait.go: waiting for the upstream's answers; step.go: the
+//     Step a caller carries out);
 //   - gate.go: LiteralGate, which tells the command framer how the
-//     upstream answered a synchronizing literal;
+//     upstream answered a literal or IDLE, and whether every command was
+//     answered;
 //   - response.go: ResponseFramer, which finds the response boundaries in
 //     the upstream's stream, and ResponseReader, which reads the
 //     upstream's responses during login.

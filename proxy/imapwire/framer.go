@@ -2,7 +2,6 @@ package imapwire
 
 import (
 	"bytes"
-	"errors"
 )
 
 // This file frames the client-to-upstream stream after authentication:
@@ -46,61 +45,6 @@ import (
 // §6.3.12, MULTIAPPEND), which are mail, not commands; the mailbox name
 // of "APPEND {N}" is a literal that counts. A literal announced so that
 // its octets and the CRLF after it cannot fit is over the cap at once.
-
-// ErrCommandTooBig ends a session whose oversize command was already
-// partly passed on to the upstream: it can be neither refused nor
-// completed.
-var ErrCommandTooBig = errors.New("imapwire: command too big after part of it was relayed")
-
-// ErrCommandInvalid ends a session whose command, already partly passed
-// on to the upstream, goes on with a literal announcement the framer
-// cannot follow.
-var ErrCommandInvalid = errors.New("imapwire: invalid literal after part of the command was relayed")
-
-// RefusalKind is why the proxy answers a command itself.
-type RefusalKind uint8
-
-const (
-	RefuseNone           RefusalKind = iota
-	RefuseTooBig                     // over max_command_size: BAD [TOOBIG]
-	RefuseInvalidLiteral             // a literal where the upstream would not read one
-	RefuseCompress                   // COMPRESS would blind the framing (RFC 4978)
-	RefuseStartTLS                   // STARTTLS is not valid after login (RFC 9051 §6.2.1)
-	RefuseExpectedDone               // a line other than DONE during IDLE (RFC 2177)
-)
-
-// Refusal is a command the proxy answers itself instead of passing it
-// on. Tag is the command's tag, or empty when the tag is not valid (the
-// answer is then untagged).
-type Refusal struct {
-	Kind RefusalKind
-	Tag  string
-}
-
-// Step is what the caller does next with the framer's input, in this
-// order: throw the first Drop bytes away; pass the next Forward bytes on
-// to the upstream; write out what it has passed on if Flush is set;
-// answer the command if Refuse is set (Refusal says with which tag).
-// With Await, the framer waits for the upstream (see LiteralGate.Wait)
-// and the caller calls Next again, with the same bytes, once Wait
-// returns. With More, nothing further can be decided from the input: the
-// caller reads more and calls Next again with the bytes not yet consumed
-// and the new ones; if Stream is positive, the next Stream bytes of the
-// client's stream are literal octets that the caller may copy to the
-// upstream without reading them into its buffer, and report with
-// Streamed. Logout is set when a LOGOUT command begins: the upstream's
-// close after it is the client's doing. The fields are few and small:
-// Next runs once or twice per command.
-type Step struct {
-	Forward int
-	Drop    int
-	Stream  int64
-	Refuse  RefusalKind
-	Flush   bool
-	More    bool
-	Await   bool
-	Logout  bool
-}
 
 // awaiting is what the framer waits for the upstream to answer.
 type awaiting uint8
@@ -208,77 +152,6 @@ func (f *CommandFramer) Refusal(st *Step) Refusal {
 	return Refusal{Kind: st.Refuse}
 }
 
-// nextAnswer goes on once the upstream has answered the line that
-// waits: "+" or the command's tagged end.
-func (f *CommandFramer) nextAnswer(st *Step) {
-	answer := f.gate.take()
-	if answer == GateUnknown {
-		st.Await = true
-		return
-	}
-	what := f.await
-	f.await = awaitNone
-	switch {
-	case what == awaitIdle && answer == GateAccepted:
-		f.idling = true
-		f.gate.idling(f.tag)
-		f.endCommand()
-	case what == awaitIdle:
-		f.endCommand()
-	case answer == GateAccepted:
-		f.litLeft = f.litN // the octets follow, as part of the command
-	case f.litSync:
-		// The client waits for "+" that will not come: what it sends
-		// next is a new command (RFC 9051 §7.5).
-		f.endCommand()
-	default:
-		// The client sent the octets without waiting (RFC 7888); the
-		// upstream, which answered the command already, will not read
-		// them: they and the rest of the command are thrown away.
-		f.discarding = true
-		f.refuse = RefuseNone
-		f.litLeft = f.litN
-	}
-}
-
-// nextHeld passes a held line on once the upstream has answered every
-// earlier command.
-func (f *CommandFramer) nextHeld(in []byte, st *Step) {
-	if !f.gate.drained() {
-		st.Await = true
-		return
-	}
-	f.emitHeld(in, st)
-}
-
-// emitHeld passes on the held line (at the start of in), which waits for
-// the upstream's answer.
-func (f *CommandFramer) emitHeld(in []byte, st *Step) {
-	n := f.held
-	f.held = 0
-	if f.plusAt >= 0 {
-		// {N+} goes upstream as {N}: shift the line over the "+" and drop
-		// the first byte.
-		copy(in[1:f.plusAt+1], in[:f.plusAt])
-		st.Drop = 1
-		n--
-	}
-	st.Forward = n
-	st.Flush = true
-	f.sent()
-	f.gate.open(f.tag, f.await == awaitLiteral && !f.litSync)
-}
-
-// sent notes that the command's first line is passed on. The upstream
-// will answer it with a tagged response if it has a valid tag; a line
-// without one gets an untagged answer or none, and is not counted.
-func (f *CommandFramer) sent() {
-	if !f.forwarded && f.tagOK {
-		f.gate.sentCommand()
-	}
-	f.forwarded = true
-}
-
 func (f *CommandFramer) nextLiteral(in []byte, st *Step) {
 	if len(in) == 0 {
 		st.More = true
@@ -312,58 +185,6 @@ func (f *CommandFramer) nextSkipLine(in []byte, st *Step) error {
 	f.skippingLine = false
 	st.Drop = i + 1
 	return f.lineEnd(f.tail.Bytes(), 0, false, st)
-}
-
-// nextIdleEnd frames the line that ends an IDLE the upstream accepted.
-func (f *CommandFramer) nextIdleEnd(in []byte, st *Step) error {
-	if f.gate.idleEnded() {
-		// The upstream ended the IDLE itself: the line is a command.
-		f.idling, f.idleBad = false, false
-		return f.nextLine(in, st)
-	}
-	i := bytes.IndexByte(in, '\n')
-	if i < 0 {
-		if len(in) == 0 || (!f.idleBad && donePrefix(in)) {
-			st.More = true
-			return nil
-		}
-		// Not DONE: throw it away as it comes.
-		f.idleBad = true
-		st.Drop = len(in)
-		return nil
-	}
-	line := in[:i+1]
-	if !f.idleBad && EqualFoldASCII(TrimEOL(line), "DONE") {
-		f.idling = false
-		f.gate.stopIdle()
-		st.Forward = len(line)
-		st.Flush = true
-		return nil
-	}
-	// Anything else would end the IDLE on the upstream without being
-	// checked as a command: refuse it, and the IDLE goes on.
-	f.idleBad = false
-	st.Drop = len(line)
-	st.Refuse = RefuseExpectedDone
-	return nil
-}
-
-// donePrefix reports whether p, a line without its LF yet, may still
-// become DONE.
-func donePrefix(p []byte) bool {
-	const done = "DONE\r"
-	if len(p) > len(done) {
-		return false
-	}
-	for i, c := range p {
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != done[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (f *CommandFramer) nextLine(in []byte, st *Step) error {
