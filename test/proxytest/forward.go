@@ -24,7 +24,7 @@ type Forwarder struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool // both sides of every forwarded connection: true for the proxy's
-	cut   bool                  // set by Cut: new connections are dropped at once
+	cut   bool              // set by Cut: new connections are dropped at once
 }
 
 // Forward starts a forwarder to target. Cleanup cuts every connection and
