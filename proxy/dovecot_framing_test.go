@@ -1,0 +1,188 @@
+package proxy
+
+// End-to-end regressions, against a real Dovecot, of the framing bugs an
+// adversarial review reproduced (issue 10, "What the review reproduced",
+// item 1). Each runs with max_command_size 1024, logged in and INBOX
+// selected (runScenario), and is checked three ways: the differential
+// oracle (problems), the client's view (want, in order), and the hidden
+// command, which Dovecot must never answer and the proxy never pass on.
+// A NOOP after each shows that the session goes on.
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// framingCase is one regression: what the client sends after SELECT
+// INBOX (steps first, if any, each waited for), the responses it must
+// see, in order, by prefix (tagged, "+", or untagged BAD, NO and BYE),
+// those it must see in any order, and the tags of commands hidden in it
+// that must never run.
+type framingCase struct {
+	name     string
+	steps    []diffStep
+	send     string
+	want     []string
+	anyOrder []string
+	hidden   []string
+}
+
+// searchLine is the review's `b2 SEARCH TEXT "AAA…"` line, n octets with
+// its CRLF.
+func searchLine(tag string, n int) string {
+	head := tag + ` SEARCH TEXT "`
+	return head + strings.Repeat("A", n-len(head)-3) + "\"\r\n"
+}
+
+// nextNoop is the command after each case that shows the session goes
+// on.
+const nextNoop = "n1 NOOP\r\n"
+
+// endRefused ends a command whose non-synchronizing literal was refused:
+// after a literal's octets the same command goes on to the next CRLF
+// (RFC 9051 §4.3), so the proxy throws that away too.
+const endRefused = "\r\n"
+
+// reviewReproductions are the review's reproductions (issue 10, item 1).
+func reviewReproductions() []framingCase {
+	b2 := searchLine("b2", 50019)
+	return []framingCase{{
+		// The literal is inside an atom: Dovecot answers BAD "Invalid
+		// characters in atom" and runs the next line as a command.
+		name:   "literal inside an atom",
+		send:   "a2 APPEND INBOX x{50019+}\r\n" + b2 + endRefused + nextNoop,
+		want:   []string{"a2 BAD Invalid literal", "n1 OK"},
+		hidden: []string{"b2"},
+	}, {
+		name:   "literal inside an unterminated quoted string",
+		send:   "a3 APPEND INBOX \"x {50019+}\r\n" + b2 + endRefused + nextNoop,
+		want:   []string{"a3 BAD Invalid literal", "n1 OK"},
+		hidden: []string{"b2"},
+	}, {
+		// The client does not wait for "+"; Dovecot refuses the literal
+		// (no such mailbox), so the octets are the next command, as
+		// Dovecot reads them: over the cap, the proxy refuses it. (Its
+		// BAD may overtake Dovecot's NO, as in the IDLE case below.)
+		name:     "synchronizing literal refused by Dovecot",
+		send:     "a4 APPEND nonexist {50019}\r\n" + b2 + nextNoop,
+		want:     []string{"n1 OK"},
+		anyOrder: []string{"a4 NO [TRYCREATE]", "b2 BAD [TOOBIG]"},
+		hidden:   []string{"b2"},
+	}, {
+		// Dovecot does not parse NOOP's arguments: the literal's octets
+		// would run as COMPRESS.
+		name:   "literal on NOOP hiding COMPRESS",
+		send:   "a1 NOOP {21+}\r\nb1 COMPRESS DEFLATE\r\n" + endRefused + nextNoop,
+		want:   []string{"a1 BAD Invalid literal", "n1 OK"},
+		hidden: []string{"b1"},
+	}, {
+		// The refused COMPRESS takes its literal with it: "z X" is not a
+		// command.
+		name:   "COMPRESS with a literal",
+		send:   "a COMPRESS {5+}\r\nz X\r\n" + endRefused + nextNoop,
+		want:   []string{"a NO [CANNOT]", "n1 OK"},
+		hidden: []string{"z"},
+	}, {
+		// Dovecot answers STATUS without reading the extra argument; the
+		// client sent the octets without waiting, so they go with the
+		// command.
+		name:   "STATUS with an extra non-synchronizing literal",
+		send:   "s1 STATUS INBOX (MESSAGES) {9+}\r\nh1 NOOP\r\n" + endRefused + nextNoop,
+		want:   []string{"s1 OK", "n1 OK"},
+		hidden: []string{"h1"},
+	}, {
+		// The same with a synchronizing literal: Dovecot answered STATUS
+		// instead of "+", so what the client sent anyway is the next
+		// command, for Dovecot and for the proxy alike.
+		name: "STATUS with an extra synchronizing literal",
+		send: "s2 STATUS INBOX (MESSAGES) {9}\r\nh2 NOOP\r\n" + nextNoop,
+		want: []string{"s2 OK", "h2 OK", "n1 OK"},
+	}, {
+		// Dovecot would end the IDLE with BAD and run the line; the proxy
+		// refuses the line and the IDLE goes on until DONE. (The proxy's
+		// BAD may overtake Dovecot's "+", which the proxy has seen but not
+		// yet relayed: a client that waits for "+" before it sends never
+		// sees that.)
+		name:     "IDLE followed by a line that is not DONE",
+		send:     "i1 IDLE\r\nx1 NOOP\r\nDONE\r\n" + nextNoop,
+		want:     []string{"i1 OK", "n1 OK"},
+		anyOrder: []string{"+ idling", "* BAD Expected DONE"},
+		hidden:   []string{"x1"},
+	}}
+}
+
+func TestDovecotFramingReview(t *testing.T) {
+	runFramingCases(t, reviewReproductions())
+}
+
+// runFramingCases runs each case in a session of its own, all at once,
+// each as a user of its own.
+func runFramingCases(t *testing.T, cases []framingCase) {
+	d := startDiffDovecot(t, len(cases))
+	for i, c := range cases {
+		user := d.users[i]
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			run := runScenario(t, d, user, diffScenario{name: c.name, steps: c.steps, stream: []byte(c.send)})
+			defer func() {
+				if t.Failed() {
+					t.Log(run.report())
+				}
+			}()
+			for _, p := range run.problems() {
+				t.Error(p)
+			}
+			checkClientSaw(t, run, c.want)
+			for _, w := range c.anyOrder {
+				checkClientSaw(t, run, []string{w})
+			}
+			for _, h := range c.hidden {
+				for _, cmd := range run.commands {
+					if cmd.tag == h && cmd.forwarded {
+						t.Errorf("the proxy passed on the hidden command %q", h)
+					}
+				}
+				for _, r := range parseResponses(run.fromUpstream) {
+					if tag, _, ok := r.tagged(); ok && tag == h {
+						t.Errorf("Dovecot ran the hidden command: %q", r.line)
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkClientSaw checks that the client's responses include want, in
+// order, each by prefix, and end with the answer to the final LOGOUT.
+func checkClientSaw(t *testing.T, run *diffRun, want []string) {
+	t.Helper()
+	var got []string
+	for _, r := range parseResponses(run.toClient) {
+		l := r.line
+		if _, _, ok := r.tagged(); ok || strings.HasPrefix(l, "+") ||
+			strings.HasPrefix(l, "* BAD") || strings.HasPrefix(l, "* NO") || strings.HasPrefix(l, "* BYE") {
+			got = append(got, l)
+		}
+	}
+	i := 0
+	for _, l := range got {
+		if i < len(want) && strings.HasPrefix(l, want[i]) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("the client did not see %q (in order; wanted %q); got %s", want[i], want, quoteLines(got))
+	}
+	if len(got) == 0 || !strings.HasPrefix(got[len(got)-1], finTag+" OK") {
+		t.Errorf("the session did not end with the answer to LOGOUT; got %s", quoteLines(got))
+	}
+}
+
+func quoteLines(ls []string) string {
+	q := make([]string, len(ls))
+	for i, l := range ls {
+		q[i] = strconv.Quote(clip(l, 120))
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
