@@ -74,7 +74,7 @@ $(PEBBLE):
 
 # Long fuzzing, FUZZTIME per target (make test runs only the seed corpora).
 fuzz:
-	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config; do \
+	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config ./proxy; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
