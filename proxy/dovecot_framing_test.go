@@ -2,11 +2,13 @@ package proxy
 
 // End-to-end regressions, against a real Dovecot, of the framing bugs an
 // adversarial review reproduced (issue 10, "What the review reproduced",
-// item 1). Each runs with max_command_size 1024, logged in and INBOX
-// selected (runScenario), and is checked three ways: the differential
-// oracle (problems), the client's view (want, in order), and the hidden
-// command, which Dovecot must never answer and the proxy never pass on.
-// A NOOP after each shows that the session goes on.
+// item 1), and of those the differential test found since
+// (TestDovecotFramingFindings). Each runs with max_command_size 1024,
+// logged in and INBOX selected (runScenario), and is checked three ways:
+// the differential oracle (problems), the client's view (want, in
+// order), and the hidden command, which Dovecot must never answer and
+// the proxy never pass on. A NOOP after each shows that the session goes
+// on.
 
 import (
 	"strconv"
@@ -114,6 +116,87 @@ func reviewReproductions() []framingCase {
 
 func TestDovecotFramingReview(t *testing.T) {
 	runFramingCases(t, reviewReproductions())
+}
+
+// TestDovecotFramingFindings covers what the differential test found
+// (differential_test.go): places where the proxy and Dovecot 2.3 still
+// read a command stream differently.
+func TestDovecotFramingFindings(t *testing.T) {
+	// 900 octets that Dovecot would read as a literal while the proxy
+	// passes them on as a command of their own, and a line that would
+	// then finish Dovecot's command: 21+900+906 octets in all.
+	inLiteral := searchLine("e1", 900)
+	tail := " TEXT " + strings.Repeat("B", 898) + "\r\n"
+	hiddenSearch := "d CAPABILITY\r\nd SEARCH TEXT {900+}\r\n" + strings.Repeat("X", 900) + "\r\n" + inLiteral + tail + nextNoop
+	runFramingCases(t, []framingCase{{
+		// Dovecot answers "+ OK" as soon as it reads "{3}", then finds
+		// no CRLF after it and answers BAD, skipping the rest of the
+		// line. The proxy, which took only the "{21+}" at the line's end
+		// for a literal, takes that "+" for its own and passes the
+		// octets on: Dovecot runs them as a command (here COMPRESS;
+		// IDLE, STARTTLS and SEARCH in other runs).
+		name:   "literal announcement inside a line, then a literal at its end",
+		send:   "a SEARCH TEXT {3} {21+}\r\nb1 COMPRESS DEFLATE\r\n" + endRefused + nextNoop,
+		want:   []string{"a BAD", "n1 OK"},
+		hidden: []string{"b1"},
+	}, {
+		name:   "literal announcement glued to an atom, then a literal at the end",
+		send:   "a SEARCH TEXT {3}x {13+}\r\nb1 STARTTLS\r\n" + endRefused + nextNoop,
+		want:   []string{"a BAD", "n1 OK"},
+		hidden: []string{"b1"},
+	}, {
+		// Dovecot answers an invalid tag with an untagged BAD; the proxy
+		// waits for its "+" or a tagged answer forever.
+		name: "IDLE with an invalid tag",
+		send: "(x IDLE\r\nDONE\r\n" + nextNoop,
+		want: []string{"* BAD", "n1 OK"},
+	}, {
+		// Dovecot reads APPEND's arguments up to the message literal
+		// before it checks them, and reads a synchronizing literal there
+		// without sending "+" (then answers BAD). The proxy turns the
+		// client's {3+} into {3} and waits for "+" forever.
+		name: "APPEND with an invalid argument before a non-synchronizing literal",
+		send: "a APPEND INBOX x {3+}\r\nabc\r\n" + nextNoop,
+		want: []string{"a BAD", "n1 OK"},
+	}, {
+		// The proxy counts "t]" as a command Dovecot will answer; Dovecot
+		// (which, unlike RFC 9051, does not allow "]" in a tag) answers
+		// it untagged, and the proxy waits forever before the next
+		// literal for an answer that will not come.
+		name: "tag with ] before a literal",
+		send: "t] NOOP\r\nb SEARCH TEXT {3+}\r\nabc\r\n" + nextNoop,
+		want: []string{"* BAD", "b OK", "n1 OK"},
+	}, {
+		name: "tag with ] before IDLE",
+		send: "t] NOOP\r\ni IDLE\r\nDONE\r\n" + nextNoop,
+		want: []string{"* BAD", "+ idling", "i OK", "n1 OK"},
+	}, {
+		// Dovecot answers "x" with a tagged BAD that the proxy counts
+		// against no command: from then on the proxy believes one more
+		// command answered than there is. It passes "d SEARCH" on before
+		// "d CAPABILITY" is answered, takes CAPABILITY's answer for the
+		// refusal of SEARCH's literal and throws the client's octets
+		// away, while Dovecot, which asked for them ("+"), reads the
+		// next 900 octets (e1, which the proxy passes on as a command)
+		// as the literal and the line after as the rest of its SEARCH:
+		// an uncounted command of 1,827 octets.
+		name:  "tag without a command name, then a reused tag and a literal",
+		steps: []diffStep{{send: []byte("x\r\n"), until: "x BAD"}},
+		send:  hiddenSearch,
+		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
+	}, {
+		// Dovecot accepts DEL in a tag; RFC 9051 and the proxy do not.
+		name:  "tag with DEL, then a reused tag and a literal",
+		steps: []diffStep{{send: []byte("x\x7f NOOP\r\n"), until: "x\x7f OK"}},
+		send:  hiddenSearch,
+		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
+	}, {
+		// Dovecot's tag ends at a CR: it answers "x\ry NOOP" as "x".
+		name:  "tag with CR, then a reused tag and a literal",
+		steps: []diffStep{{send: []byte("x\ry NOOP\r\n"), until: "x BAD"}},
+		send:  hiddenSearch,
+		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
+	}})
 }
 
 // runFramingCases runs each case in a session of its own, all at once,
