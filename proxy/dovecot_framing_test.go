@@ -159,6 +159,14 @@ func TestDovecotFramingFindings(t *testing.T) {
 		send: "a APPEND INBOX x {3+}\r\nabc\r\n" + nextNoop,
 		want: []string{"a BAD", "n1 OK"},
 	}, {
+		// The same to a mailbox that does not exist: Dovecot answers NO
+		// at once, then throws away the next line (h1) as the rest of
+		// the APPEND. The proxy, which passed h1 on as a command, waits
+		// for its answer before b's literal, forever.
+		name: "APPEND to a missing mailbox with an invalid argument before the literal",
+		send: "t APPEND nonexist X {5+}\r\nabcde\r\nh1 NOOP\r\nb SEARCH TEXT {3+}\r\nabc\r\n" + nextNoop,
+		want: []string{"t ", "b OK", "n1 OK"},
+	}, {
 		// The proxy counts "t]" as a command Dovecot will answer; Dovecot
 		// (which, unlike RFC 9051, does not allow "]" in a tag) answers
 		// it untagged, and the proxy waits forever before the next
@@ -188,6 +196,15 @@ func TestDovecotFramingFindings(t *testing.T) {
 		// Dovecot accepts DEL in a tag; RFC 9051 and the proxy do not.
 		name:  "tag with DEL, then a reused tag and a literal",
 		steps: []diffStep{{send: []byte("x\x7f NOOP\r\n"), until: "x\x7f OK"}},
+		send:  hiddenSearch,
+		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
+	}, {
+		// Dovecot quotes the search key in its error, CRLF and all: the
+		// text after the CRLF ("q OK z") reaches the proxy as a line of
+		// its own, which the proxy counts as one more tagged answer. The
+		// rest is as above.
+		name:  "Dovecot quoting a client's CRLF in an error",
+		steps: []diffStep{{send: []byte("q SEARCH {9}\r\nx\r\nq OK z\r\n"), until: "q OK z"}},
 		send:  hiddenSearch,
 		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
 	}, {
@@ -226,7 +243,7 @@ func runFramingCases(t *testing.T, cases []framingCase) {
 						t.Errorf("the proxy passed on the hidden command %q", h)
 					}
 				}
-				for _, r := range parseResponses(run.fromUpstream) {
+				for _, r := range dovecotResponses(run.fromUpstream) {
 					if tag, _, ok := r.tagged(); ok && tag == h {
 						t.Errorf("Dovecot ran the hidden command: %q", r.line)
 					}
