@@ -598,6 +598,8 @@ func knownTrigger(stream []byte) string {
 			return "a tag Dovecot refuses and the proxy counts"
 		case !proxyOK && imapwire.EqualFoldASCII(name, "IDLE"):
 			return "IDLE with an invalid tag"
+		case imapwire.HasPrefixFold(name, "IDLE\r"):
+			return "IDLE with a CR in its name"
 		}
 	}
 	return ""

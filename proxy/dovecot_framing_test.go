@@ -208,6 +208,17 @@ func TestDovecotFramingFindings(t *testing.T) {
 		send:  hiddenSearch,
 		want:  []string{"d OK Capability", "d OK Search", "e1 OK", "n1 OK"},
 	}, {
+		// Dovecot's command name ends at a CR too: "c IDLE\rx" is IDLE to
+		// Dovecot and an ordinary command to the proxy, which passes the
+		// next line (h1) on as a command; Dovecot takes it for the end of
+		// the IDLE and never answers it. (Here Dovecot's answer to DONE,
+		// which the proxy does not count, evens the proxy's count out;
+		// without it the proxy would wait before b's literal forever.)
+		// Found by the fuzzer as "0 IDLE\r0".
+		name: "IDLE with a CR in its name",
+		send: "c IDLE\rx\r\nh1 NOOP\r\nDONE\r\nb SEARCH TEXT {3+}\r\nabc\r\n" + nextNoop,
+		want: []string{"b OK", "n1 OK"},
+	}, {
 		// Dovecot's tag ends at a CR: it answers "x\ry NOOP" as "x".
 		name:  "tag with CR, then a reused tag and a literal",
 		steps: []diffStep{{send: []byte("x\ry NOOP\r\n"), until: "x BAD"}},
