@@ -122,6 +122,14 @@ func (c *commandCopier) step() error {
 	if st.Refuse != imapwire.RefuseNone {
 		c.refuse(c.f.Refusal(st))
 	}
+	if st.Probe != nil {
+		// The proxy's own command: not counted in sent, which is the
+		// client's bytes.
+		c.noteActivity()
+		if _, err := c.dst.Write(st.Probe); err != nil {
+			return &writeError{err}
+		}
+	}
 	if st.Await && !c.await() {
 		return net.ErrClosed
 	}

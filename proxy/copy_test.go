@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -28,10 +29,12 @@ func runCopier(src io.Reader, max int, initial []byte, reject ...string) wiretes
 		return true
 	}
 	err := c.run()
-	res.Dst = dst.String()
+	res.Dst = probeLine.ReplaceAllLiteralString(dst.String(), wiretest.Probe)
 	switch {
 	case errors.Is(err, imapwire.ErrCommandTooBig):
 		res.Err = "TOOBIG"
+	case errors.Is(err, imapwire.ErrCommandInvalid):
+		res.Err = "INVALID"
 	case err == io.EOF:
 		res.Err = "EOF"
 	case err == io.ErrUnexpectedEOF:
@@ -43,21 +46,23 @@ func runCopier(src io.Reader, max int, initial []byte, reject ...string) wiretes
 }
 
 // playUpstream answers what the framer waits for: the literal or IDLE
-// awaited ("+"), or a tagged NO if its tag is in reject, and every
-// command still outstanding.
+// awaited ("+"), or a tagged NO if its tag is in reject, or the probe.
 func playUpstream(g *imapwire.LiteralGate, reject []string) {
+	if tag, ok := g.Probe(); ok {
+		g.Response([]byte(tag + " OK NOOP completed"))
+		return
+	}
 	if tag, ok := g.Awaited(); ok {
 		if slices.Contains(reject, tag) {
 			g.Response([]byte(tag + " NO rejected"))
 		} else {
 			g.Response([]byte("+ go ahead"))
 		}
-		return
-	}
-	for g.Outstanding() > 0 {
-		g.Response([]byte("x OK done"))
 	}
 }
+
+// probeLine matches the proxy's probe in what it passes on.
+var probeLine = regexp.MustCompile(`ig[0-9a-f]{16} NOOP\r\n`)
 
 // The command framer's cases (package imapwire) through the proxy's own
 // copy loop, its buffer and its answers.
@@ -78,7 +83,7 @@ func TestCommandCopier(t *testing.T) {
 func TestCommandCopierInitial(t *testing.T) {
 	initial := []byte("a NOOP\r\nb COMPRESS DEFLATE\r\nc SEARCH TEXT {3+}\r\nab")
 	got := runCopier(&wiretest.ChunkReader{Data: []byte("c\r\nd NOOP\r\n"), Sizes: []int{1}}, 1024, initial)
-	want := wiretest.Framed{Dst: "a NOOP\r\nc SEARCH TEXT {3}\r\nabc\r\nd NOOP\r\n",
+	want := wiretest.Framed{Dst: "a NOOP\r\n" + wiretest.Probe + "c SEARCH TEXT {3}\r\nabc\r\nd NOOP\r\n",
 		Replies: []string{"b NO [CANNOT] COMPRESS is not available through this proxy"}, Err: "EOF"}
 	if !got.Equal(want) {
 		t.Errorf("got %v\nwant %v", got, want)

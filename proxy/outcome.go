@@ -30,7 +30,7 @@ const (
 	outcomePreauthTimeout                 // not authenticated within preauth_timeout
 	outcomeIdleTimeout                    // a session idle for idle_timeout
 	outcomeCommandTooBig                  // an oversize command that could not be refused alone
-	outcomeInvalidCommand                 // an invalid literal in a command partly relayed
+	outcomeInvalidCommand                 // an invalid line in a command partly relayed
 	outcomeTLSHandshake                   // the client's TLS handshake failed
 	outcomeBadCommands                    // max_bad_commands invalid commands
 	outcomeAuthFailures                   // max_auth_failures failed logins

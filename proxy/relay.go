@@ -221,8 +221,8 @@ func (s *session) clientEnded(err error) {
 		s.log.Info("oversize command after part of it was relayed; closing", "max_command_size", s.max)
 		s.w.respond(tooBigBye(s.max))
 	case errors.Is(err, imapwire.ErrCommandInvalid):
-		s.log.Info("invalid literal in a command already partly relayed; closing")
-		s.w.respond(invalidLiteralBye())
+		s.log.Info("invalid line in a command already partly relayed; closing")
+		s.w.respond(invalidCommandBye())
 	case err == io.EOF:
 		// The client half-closed: let the upstream finish what it is
 		// sending, for a bounded time. The client ended the session,

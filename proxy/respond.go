@@ -190,10 +190,12 @@ func tooBigBye(max int) response {
 		outcome: outcomeCommandTooBig, refusal: reasonCommandTooBig}
 }
 
-// invalidLiteralBye ends a session whose command, already partly
-// relayed, goes on with a literal the proxy cannot follow.
-func invalidLiteralBye() response {
-	return response{kind: respBYE, code: "CLIENTBUG", text: "Invalid literal in a command already partly relayed", closing: true,
+// invalidCommandBye ends a session whose command, already partly
+// relayed, goes on with a line the proxy must refuse (a literal it
+// cannot follow, a CR inside the line, APPEND arguments it cannot
+// check).
+func invalidCommandBye() response {
+	return response{kind: respBYE, code: "CLIENTBUG", text: "Invalid line in a command already partly relayed", closing: true,
 		outcome: outcomeInvalidCommand, refusal: reasonInvalidCommand}
 }
 
@@ -255,6 +257,16 @@ func framerRefusal(r imapwire.Refusal, max int) response {
 	case imapwire.RefuseExpectedDone:
 		// RFC 2177: during IDLE the client sends DONE and nothing else.
 		return bad("", "Expected DONE")
+	case imapwire.RefuseBareCR:
+		return bad(r.Tag, "CR without LF in a command")
+	case imapwire.RefuseTag:
+		// The proxy waits for the upstream's answer to a literal or IDLE
+		// by its tag; Dovecot answers a tag with "]" untagged.
+		return bad(r.Tag, "Invalid tag for a literal or IDLE")
+	case imapwire.RefuseAppendArgs:
+		return bad(r.Tag, "Invalid APPEND arguments")
+	case imapwire.RefuseAppendUTF8:
+		return response{tag: r.Tag, kind: respNO, code: "CANNOT", text: "APPEND UTF8 is not available through this proxy"}
 	}
 	return bad(r.Tag, "Command refused")
 }

@@ -35,7 +35,7 @@ func TestResponses(t *testing.T) {
 		{loggedIn("a", "IMAP4rev1 IDLE"), "a OK [CAPABILITY IMAP4rev1 IDLE] Logged in"},
 		{nulCredentials("a"), "a BAD NUL is not allowed in a user name or password"},
 		{framerRefusal(imapwire.Refusal{Kind: imapwire.RefuseExpectedDone, Tag: "i"}, 1024), "* BAD Expected DONE"},
-		{invalidLiteralBye(), "* BYE [CLIENTBUG] Invalid literal in a command already partly relayed"},
+		{invalidCommandBye(), "* BYE [CLIENTBUG] Invalid line in a command already partly relayed"},
 		{connLimitBye(&limits.Error{Limit: "max_connections", Value: 5}), "* BYE [UNAVAILABLE] Too many connections (max_connections=5)"},
 		{evictedBye(5), "* BYE [UNAVAILABLE] Too many connections; closing the oldest unauthenticated one (max_connections=5)"},
 		{userLimitNo("a", lim), "a NO [LIMIT] Too many connections for this user (max_connections_per_user=16)"},

@@ -2,6 +2,8 @@ package imapwire
 
 import (
 	"bytes"
+	"crypto/rand"
+	"fmt"
 )
 
 // This file frames the client-to-upstream stream after authentication:
@@ -17,11 +19,14 @@ import (
 //
 //   - A literal is recognised only where an argument can start: after SP
 //     or "(", outside a quoted string, after the tag and the command
-//     name, as the last token of its line. Anything else that ends in
-//     "{N}" is refused, and commands that take no arguments (NOOP, IDLE,
-//     ...) refuse any literal: the upstream would not read one there (a
-//     server that does not parse NOOP's arguments runs the octets as
-//     commands).
+//     name, as the last token of its line. A line with any other "{"
+//     outside a quoted string is refused (a server reads a literal
+//     wherever an argument starts, and may ask for its octets before it
+//     finds the line goes on), and so is one with a CR that does not end
+//     it. Commands that take no arguments (NOOP, IDLE, ...) refuse any
+//     literal: the upstream would not read one there (a server that does
+//     not parse NOOP's arguments runs the octets as commands). APPEND's
+//     arguments are checked up to each literal (append.go).
 //   - Every literal waits for the upstream's "+" before its octets go
 //     on: a client's non-synchronizing literal ({N+}, RFC 7888) is sent
 //     upstream as a synchronizing one ({N}) and the "+" is not relayed
@@ -33,9 +38,13 @@ import (
 //     the command, and after a synchronizing one the client's next bytes
 //     are a new command, exactly as the upstream reads them.
 //   - Before a command that waits for a "+" (a literal, IDLE) goes on,
-//     the upstream has answered every earlier one, so the "+" or tagged
-//     answer that comes next is this command's and nobody else's (a
-//     pipelined IDLE or a reused tag cannot answer for it).
+//     the upstream has read everything before it as the framer did: if
+//     any command went on since the last time that was known, the proxy
+//     sends a NOOP of its own with a tag nobody else knows and waits for
+//     its answer, which the client never sees (see LiteralGate). The "+"
+//     or tagged answer that comes next is then this command's and nobody
+//     else's (a pipelined IDLE or a reused tag cannot answer for it), and
+//     the command's tag must be one the upstream answers with.
 //   - After the upstream accepted IDLE, the client's next line ends it
 //     (RFC 2177): it goes on only if it is DONE, and the upstream's own
 //     end of the IDLE makes the next line a command again.
@@ -75,8 +84,8 @@ type CommandFramer struct {
 	discarding bool        // it is thrown away to its end
 	refuse     RefusalKind // why, answered at its end (none: the upstream answered it)
 	appendCmd  bool        // APPEND: message literals do not count
-	firstLit   bool        // the next literal is the command's first
-	mboxLit    bool        // APPEND's first literal is its mailbox name
+	appendAt   appendState // where APPEND's arguments stand (append.go)
+	litMessage bool        // the literal is APPEND message data
 	noArgs     bool        // the command takes no arguments
 	idleCmd    bool        // IDLE
 	tag        []byte
@@ -98,6 +107,10 @@ type CommandFramer struct {
 	// Inside an overlong line being thrown away.
 	skippingLine bool
 	tail         Tail
+
+	// dirty: a command went on since the upstream last answered a probe.
+	dirty     bool
+	probeLine []byte // the probe: "ig<random> NOOP" CRLF
 }
 
 // NewCommandFramer returns a framer for commands of at most max octets;
@@ -229,17 +242,28 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 // end); inBuf says whether the line is still at the front of the input.
 func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error {
 	lit, sync, isLit, malformed := LiteralAt(line)
-	if isLit && !f.discarding && (f.noArgs || !f.tagOK || !literalPlace(line, f.argsFrom)) {
-		// The upstream would not read a literal here, or could not
-		// answer it with a tagged response.
-		if err := f.refuseCommand(RefuseInvalidLiteral); err != nil {
+	open := -1
+	if isLit {
+		open = literalOpen(line)
+	}
+	f.litMessage = false
+	if !f.discarding && f.size > f.max {
+		if err := f.refuseCommand(RefuseTooBig); err != nil {
 			return err
 		}
 	}
-	counted := isLit && !(f.appendCmd && !(f.firstLit && f.mboxLit))
+	if !f.discarding {
+		// The line is whole: a line being thrown away was refused.
+		if k := f.checkLine(line, open); k != RefuseNone {
+			if err := f.refuseCommand(k); err != nil {
+				return err
+			}
+		}
+	}
+	counted := isLit && !f.litMessage
 	// At least CRLF follows a literal: a literal without room for it
 	// cannot make a command within the cap.
-	if !f.discarding && (f.size > f.max || (counted && int64(f.size)+lit+2 > int64(f.max))) {
+	if !f.discarding && counted && int64(f.size)+lit+2 > int64(f.max) {
 		if err := f.refuseCommand(RefuseTooBig); err != nil {
 			return err
 		}
@@ -263,7 +287,6 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error 
 			st.Refuse = f.endCommand()
 			return nil
 		}
-		f.firstLit = false
 		f.litLeft = lit // thrown away as it comes
 		return nil
 	}
@@ -279,7 +302,6 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error 
 	}
 	// A line that waits for the upstream's answer: a literal's, or
 	// IDLE's.
-	f.firstLit = false
 	f.held = n
 	f.plusAt = -1
 	if isLit {
@@ -290,7 +312,11 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error 
 	} else {
 		f.await = awaitIdle
 	}
-	if !f.forwarded && !f.gate.drained() {
+	if !f.forwarded && f.dirty {
+		// Other commands went on since the upstream last answered a
+		// probe: probe first (nextHeld waits for the answer).
+		f.dirty = false
+		st.Probe = f.probe()
 		st.Await = true
 		return nil
 	}
@@ -298,27 +324,22 @@ func (f *CommandFramer) lineEnd(line []byte, n int, inBuf bool, st *Step) error 
 	return nil
 }
 
-// literalPlace reports whether the literal announced at the end of line
-// stands where an argument can start: after SP or "(", outside a quoted
-// string, at or after argsFrom.
-func literalPlace(line []byte, argsFrom int) bool {
-	open := bytes.LastIndexByte(TrimEOL(line), '{')
-	if open > 0 && line[open-1] == '~' {
-		open--
+// probe returns the probe line to send and has the gate wait for its
+// answer. Its tag is random, once per session: the client cannot make
+// the upstream forge its answer (an error text that quotes a client's
+// CRLF can start a line with any text the client knows).
+func (f *CommandFramer) probe() []byte {
+	if f.probeLine == nil {
+		var b [8]byte
+		rand.Read(b[:])
+		f.probeLine = fmt.Appendf(nil, "ig%x NOOP\r\n", b[:])
 	}
-	if open < argsFrom || open == 0 || (line[open-1] != ' ' && line[open-1] != '(') {
-		return false
+	tag := f.probeLine[:bytes.IndexByte(f.probeLine, ' ')]
+	f.gate.probe(tag)
+	if f.OnCommand != nil {
+		f.OnCommand(tag, len(f.probeLine), true)
 	}
-	quoted := false
-	for i := 0; i < open; i++ {
-		switch c := line[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		}
-	}
-	return !quoted
+	return f.probeLine
 }
 
 // refuseCommand refuses the command being framed for reason k, unless
@@ -365,8 +386,7 @@ func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 	f.forwarded = false
 	f.discarding = false
 	f.refuse = RefuseNone
-	f.firstLit = true
-	f.appendCmd, f.mboxLit, f.noArgs, f.idleCmd = false, false, false, false
+	f.appendCmd, f.appendAt, f.noArgs, f.idleCmd = false, appendMailbox, false, false
 	f.argsFrom = len(tag) + 1 + len(name) + 1
 	switch len(name) {
 	case len("NOOP"): // and IDLE
@@ -379,12 +399,8 @@ func (f *CommandFramer) startCommand(line []byte, st *Step) RefusalKind {
 		if EqualFoldASCII(name, "LOGOUT") {
 			st.Logout = true
 			f.noArgs = true
-		} else if EqualFoldASCII(name, "APPEND") {
-			f.appendCmd = true
-			// "tag APPEND {N}": the mailbox name itself is a literal and
-			// counts.
-			rest := bytes.TrimLeft(line[len(tag)+1+len(name):], " ")
-			f.mboxLit = len(rest) > 0 && (rest[0] == '{' || (rest[0] == '~' && len(rest) > 1 && rest[1] == '{'))
+		} else {
+			f.appendCmd = EqualFoldASCII(name, "APPEND")
 		}
 	case len("EXPUNGE"):
 		f.noArgs = EqualFoldASCII(name, "EXPUNGE")

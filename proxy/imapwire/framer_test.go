@@ -29,6 +29,14 @@ func refusalLine(r Refusal, max int) string {
 		return tag + " BAD STARTTLS is not valid in the authenticated state"
 	case RefuseExpectedDone:
 		return tag + " BAD Expected DONE"
+	case RefuseBareCR:
+		return tag + " BAD CR without LF in a command"
+	case RefuseTag:
+		return tag + " BAD Invalid tag for a literal or IDLE"
+	case RefuseAppendArgs:
+		return tag + " BAD Invalid APPEND arguments"
+	case RefuseAppendUTF8:
+		return tag + " NO [CANNOT] APPEND UTF8 is not available through this proxy"
 	}
 	return tag + " ?"
 }
@@ -78,18 +86,20 @@ func newDriver(f *CommandFramer, src io.Reader, stream bool) *driver {
 
 // answer plays the upstream for a framer that awaits: it accepts the
 // literal or IDLE awaited ("+"), or ends its command with a tagged NO if
-// the tag is in reject, and answers every command still outstanding.
+// the tag is in reject, or answers the probe.
 func answer(g *LiteralGate, reject []string) {
+	if tag, ok := g.Probe(); ok {
+		if !g.Response([]byte(tag + " OK NOOP completed")) {
+			panic("the answer to the probe is relayed")
+		}
+		return
+	}
 	if tag, ok := g.Awaited(); ok {
 		if slices.Contains(reject, tag) {
 			g.Response([]byte(tag + " NO rejected"))
 		} else {
 			g.Response([]byte("+ go ahead"))
 		}
-		return
-	}
-	for g.Outstanding() > 0 {
-		g.Response([]byte("x OK done"))
 	}
 }
 
@@ -135,6 +145,9 @@ func (d *driver) step() error {
 	}
 	if st.Refuse != RefuseNone {
 		d.replies = append(d.replies, refusalLine(d.f.Refusal(&st), d.f.Max()))
+	}
+	if st.Probe != nil {
+		d.dst.WriteString(wiretest.Probe)
 	}
 	if st.Await {
 		d.upstream()
@@ -326,11 +339,11 @@ func TestCommandFramerGate(t *testing.T) {
 	}
 }
 
-// A literal waits until the upstream has answered every command before
-// it: only then is the "+" or tagged answer that comes next its own (a
-// pipelined IDLE's "+", or a reused tag's completion, cannot pass for
-// it).
-func TestCommandFramerDrain(t *testing.T) {
+// A command that waits for a "+" after other commands went on waits
+// for the answer to the proxy's probe first: only then is the "+" or
+// tagged answer that comes next its own (a pipelined IDLE's "+", or a
+// reused tag's completion, cannot pass for it).
+func TestCommandFramerProbe(t *testing.T) {
 	gate := new(LiteralGate)
 	f := NewCommandFramer(1024, gate)
 	in := "a NOOP\r\nb IDLE\r\na APPEND INBOX {5}\r\nhello\r\n"
@@ -339,8 +352,11 @@ func TestCommandFramerDrain(t *testing.T) {
 	d.upstream = func() {
 		script = append(script, d.dst.String())
 		switch len(script) {
-		case 1: // b IDLE waits for a and its own answer
-			gate.Response([]byte("a OK NOOP"))
+		case 1: // b IDLE waits for the probe sent after a
+			if want := "a NOOP\r\n" + wiretest.Probe; d.dst.String() != want {
+				t.Errorf("probing: forwarded %q; want %q", d.dst.String(), want)
+			}
+			answer(gate, nil)
 		case 2:
 			gate.Response([]byte("+ idling"))
 		case 3: // idling: DONE is not there, the APPEND line is refused
@@ -348,7 +364,7 @@ func TestCommandFramerDrain(t *testing.T) {
 		}
 	}
 	d.run()
-	if want := "a NOOP\r\nb IDLE\r\n"; d.dst.String() != want {
+	if want := "a NOOP\r\n" + wiretest.Probe + "b IDLE\r\n"; d.dst.String() != want {
 		t.Errorf("forwarded %q; want %q", d.dst.String(), want)
 	}
 
@@ -361,12 +377,15 @@ func TestCommandFramerDrain(t *testing.T) {
 		script = append(script, d.dst.String())
 		switch len(script) {
 		case 1:
-			// The APPEND waits for NOOP's answer before it goes on.
-			if want := "a NOOP\r\n"; d.dst.String() != want {
-				t.Errorf("before NOOP's answer: forwarded %q; want %q", d.dst.String(), want)
-			}
+			// NOOP's answer has the APPEND's tag: it does not answer the
+			// probe, and the APPEND does not go on.
 			gate.Response([]byte("a OK NOOP completed"))
 		case 2:
+			if want := "a NOOP\r\n" + wiretest.Probe; d.dst.String() != want {
+				t.Errorf("before the probe's answer: forwarded %q; want %q", d.dst.String(), want)
+			}
+			answer(gate, nil)
+		case 3:
 			gate.Response([]byte("+ go ahead"))
 		default:
 			t.Fatalf("waits too often")
@@ -375,8 +394,29 @@ func TestCommandFramerDrain(t *testing.T) {
 	if err := d.run(); err != io.EOF {
 		t.Fatal(err)
 	}
-	if d.dst.String() != in {
-		t.Errorf("forwarded %q; want %q", d.dst.String(), in)
+	if want := "a NOOP\r\n" + wiretest.Probe + in[len("a NOOP\r\n"):]; d.dst.String() != want {
+		t.Errorf("forwarded %q; want %q", d.dst.String(), want)
+	}
+}
+
+// The probe's tag is one the client cannot know: random, and a valid tag
+// for any server.
+func TestCommandFramerProbeTag(t *testing.T) {
+	var tags []string
+	for range 2 {
+		f := NewCommandFramer(1024, nil)
+		line := f.probe()
+		tag, rest, _ := strings.Cut(string(line), " ")
+		if rest != "NOOP\r\n" || len(tag) != 18 || !ValidTag([]byte(tag)) || strings.ContainsRune(tag, ']') {
+			t.Fatalf("probe %q", line)
+		}
+		if got, ok := f.Gate().Probe(); !ok || got != tag {
+			t.Fatalf("the gate waits for %q, %v; want %q", got, ok, tag)
+		}
+		tags = append(tags, tag)
+	}
+	if tags[0] == tags[1] {
+		t.Errorf("two sessions probe with the same tag %q", tags[0])
 	}
 }
 

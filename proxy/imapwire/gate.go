@@ -14,18 +14,24 @@ import (
 //     with a tagged response instead, in which case no literal follows
 //     (RFC 9051 §4.3, §7.5);
 //   - whether it accepted an IDLE ("+", RFC 2177), and when it ended it;
-//   - how many of the commands passed on it has answered: a "+" or a
-//     tagged response can be attributed to one command only when no other
-//     is outstanding, so the framer waits for the others first.
+//   - whether it has answered the proxy's probe: a NOOP with a tag that
+//     nobody else knows, sent before a command that waits for a "+"
+//     whenever other commands went on since the last probe. Once the
+//     upstream answers it, the upstream has read everything sent before
+//     it as the proxy did, and a "+" or tagged response that comes next
+//     answers the waiting command and nobody else (a pipelined command,
+//     a reused tag, an error text that quotes a client's CRLF and so
+//     forges a line cannot answer for it). Counting tagged responses
+//     instead cannot be made exact: an upstream answers some lines the
+//     proxy cannot tell from commands with an untagged BAD, or with a
+//     tag that is not the line's, or not at all.
 //
 // The two framers run on different goroutines; the gate is safe for
-// that. The response side's cost per response is a byte test and, for a
-// tagged response, an atomic add; the rest happens only while the
-// command side waits.
+// that. The response side's cost per response is one atomic load while
+// the command side waits for nothing; the rest happens only while it
+// waits.
 type LiteralGate struct {
-	sent     atomic.Int64 // commands passed on
-	answered atomic.Int64 // tagged responses seen
-	watch    atomic.Bool  // the response side must call observe
+	watch atomic.Bool // the response side must call observe
 
 	mu       sync.Mutex
 	tag      []byte
@@ -34,7 +40,7 @@ type LiteralGate struct {
 	state    GateState // the answer, until taken
 	idleTag  []byte    // an accepted IDLE, until its tagged completion
 	idleOver bool      // the upstream completed the IDLE
-	draining bool      // the command side waits for every answer
+	probeTag []byte    // the proxy's probe, while its answer is awaited
 	wake     chan struct{}
 }
 
@@ -51,23 +57,21 @@ const (
 // Response is called by the response side with the start of each
 // response (a response's first line; not the lines that continue it
 // after a literal). It reports whether the line must not reach the
-// client: a "+" the proxy asked for itself.
+// client: a "+" the proxy asked for itself, or the answer to its probe.
 func (g *LiteralGate) Response(line []byte) (drop bool) {
-	tagged := len(line) > 0 && line[0] != '*' && line[0] != '+'
-	if tagged {
-		g.answered.Add(1)
-	}
 	if !g.watch.Load() {
 		return false
 	}
-	return g.observe(line, tagged)
+	return g.observe(line, len(line) > 0 && line[0] != '*' && line[0] != '+')
 }
 
 func (g *LiteralGate) observe(line []byte, tagged bool) (drop bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	changed := g.draining
+	changed := false
 	switch {
+	case g.probeTag != nil && tagged && hasTag(line, g.probeTag):
+		g.probeTag, changed, drop = nil, true, true
 	case g.awaiting && len(line) > 0 && line[0] == '+':
 		g.state, g.awaiting, changed = GateAccepted, false, true
 		drop = g.swallow
@@ -77,6 +81,7 @@ func (g *LiteralGate) observe(line []byte, tagged bool) (drop bool) {
 		g.idleTag, g.idleOver, changed = nil, true, true
 	}
 	if changed {
+		g.updateWatch()
 		g.signal()
 	}
 	return drop
@@ -96,20 +101,23 @@ func (g *LiteralGate) signal() {
 
 // updateWatch says whether the response side must report; g.mu is held.
 func (g *LiteralGate) updateWatch() {
-	g.watch.Store(g.awaiting || g.idleTag != nil || g.draining)
+	g.watch.Store(g.awaiting || g.idleTag != nil || g.probeTag != nil)
 }
 
-// sentCommand counts a command passed on to the upstream.
-func (g *LiteralGate) sentCommand() { g.sent.Add(1) }
+// probe starts waiting for the tagged answer to the proxy's probe, which
+// has tag; the answer is not relayed.
+func (g *LiteralGate) probe(tag []byte) {
+	g.mu.Lock()
+	g.probeTag = append(g.probeTag[:0:0], tag...)
+	g.updateWatch()
+	g.mu.Unlock()
+}
 
-// drained reports whether the upstream has answered every command passed
-// on; if not, it asks the response side to report answers, for Wait.
-func (g *LiteralGate) drained() bool {
+// probing reports whether the probe's answer is still awaited.
+func (g *LiteralGate) probing() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.draining = g.answered.Load() < g.sent.Load()
-	g.updateWatch()
-	return !g.draining
+	return g.probeTag != nil
 }
 
 // open starts waiting for the upstream's answer to the command with tag:
@@ -166,12 +174,12 @@ func (g *LiteralGate) stopIdle() {
 }
 
 // Wait blocks until what the command framer waits for has come (a
-// Step's Await: an answer, or every command answered) or done is
-// closed; it reports whether it came.
+// Step's Await: an answer, or the probe's) or done is closed; it
+// reports whether it came.
 func (g *LiteralGate) Wait(done <-chan struct{}) bool {
 	for {
 		g.mu.Lock()
-		ready := g.state != GateUnknown || (!g.awaiting && (!g.draining || g.answered.Load() >= g.sent.Load()))
+		ready := g.state != GateUnknown || (!g.awaiting && g.probeTag == nil)
 		if ready {
 			g.mu.Unlock()
 			return true
@@ -189,14 +197,18 @@ func (g *LiteralGate) Wait(done <-chan struct{}) bool {
 	}
 }
 
-// Outstanding returns how many commands passed on the upstream has not
-// answered yet.
-func (g *LiteralGate) Outstanding() int64 { return g.sent.Load() - g.answered.Load() }
-
 // Awaited returns the tag whose "+" or tagged answer the command side
 // awaits, if any (tests play the upstream with it and Response).
 func (g *LiteralGate) Awaited() (tag string, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return string(g.tag), g.awaiting
+}
+
+// Probe returns the tag of the proxy's probe while its answer is awaited
+// (tests play the upstream with it and Response).
+func (g *LiteralGate) Probe() (tag string, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return string(g.probeTag), g.probeTag != nil
 }

@@ -50,37 +50,45 @@ func TestLiteralGate(t *testing.T) {
 	}
 }
 
-// The gate counts the commands passed on and their tagged answers, and
-// Wait returns once every one is answered.
-func TestLiteralGateDrain(t *testing.T) {
+// The gate waits for the answer to the proxy's probe, drops it, and
+// takes no other line for it: another tag, a line that only starts like
+// it, an untagged line.
+func TestLiteralGateProbe(t *testing.T) {
 	var g LiteralGate
-	g.sentCommand()
-	g.sentCommand()
-	if g.drained() || g.Outstanding() != 2 || !g.watch.Load() {
-		t.Fatalf("drained with 2 outstanding (or not watching)")
+	g.probe([]byte("igp"))
+	if tag, ok := g.Probe(); !ok || tag != "igp" || !g.watch.Load() {
+		t.Fatalf("Probe = %q, %v (or not watching)", tag, ok)
 	}
 	done := make(chan struct{})
 	waited := make(chan bool)
 	go func() { waited <- g.Wait(done) }()
-	g.Response([]byte("* 1 EXISTS"))
-	g.Response([]byte("+ idling"))
-	g.Response([]byte("a OK"))
+	for _, l := range []string{"* 1 EXISTS", "+ idling", "a OK", "igpx OK", "igp", "* igp OK"} {
+		if g.Response([]byte(l)) {
+			t.Fatalf("dropped %q", l)
+		}
+	}
 	select {
 	case <-waited:
-		t.Fatal("Wait returned with one command outstanding")
+		t.Fatal("Wait returned before the probe's answer")
 	default:
 	}
-	g.Response([]byte("b OK"))
+	if !g.Response([]byte("igp OK NOOP completed\r\n")) {
+		t.Fatal("the probe's answer is not dropped")
+	}
 	select {
 	case ok := <-waited:
 		if !ok {
 			t.Fatal("Wait = false")
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Wait did not return once every command was answered")
+		t.Fatal("Wait did not return once the probe was answered")
 	}
-	if !g.drained() || g.watch.Load() {
-		t.Fatal("not drained, or still watching")
+	if g.probing() || g.watch.Load() {
+		t.Fatal("still probing, or still watching")
+	}
+	// A second answer with the same tag is not the proxy's: relayed.
+	if g.Response([]byte("igp OK again")) {
+		t.Fatal("dropped a line after the probe was answered")
 	}
 	// Wait gives up when done closes.
 	g.open([]byte("c"), false)

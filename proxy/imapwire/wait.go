@@ -40,10 +40,10 @@ func (f *CommandFramer) nextAnswer(st *Step) {
 	}
 }
 
-// nextHeld passes a held line on once the upstream has answered every
-// earlier command.
+// nextHeld passes a held line on once the upstream has answered the
+// probe sent before it.
 func (f *CommandFramer) nextHeld(in []byte, st *Step) {
-	if !f.gate.drained() {
+	if f.gate.probing() {
 		st.Await = true
 		return
 	}
@@ -68,12 +68,11 @@ func (f *CommandFramer) emitHeld(in []byte, st *Step) {
 	f.gate.open(f.tag, f.await == awaitLiteral && !f.litSync)
 }
 
-// sent notes that the command's first line is passed on. The upstream
-// will answer it with a tagged response if it has a valid tag; a line
-// without one gets an untagged answer or none, and is not counted.
+// sent notes that the command's first line is passed on: a command that
+// waits for a "+" after it needs a probe first.
 func (f *CommandFramer) sent() {
-	if !f.forwarded && f.tagOK {
-		f.gate.sentCommand()
+	if !f.forwarded {
+		f.dirty = true
 	}
 	f.forwarded = true
 }

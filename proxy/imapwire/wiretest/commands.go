@@ -80,11 +80,19 @@ type CommandCase struct {
 	Big bool
 }
 
+// Probe stands for the proxy's probe (see imapwire.LiteralGate) in a
+// stream the proxy passes on: the tests' upstreams answer it, and their
+// drivers write this in its place (its tag is random).
+const Probe = "<probe>\r\n"
+
 // Synced is s, a stream the proxy passes on, with every literal
-// announcement "{N+}" written "{N}": the proxy waits for the upstream's
-// "+" to every literal.
+// announcement "{N+}" written "{N}", as the proxy waits for the
+// upstream's "+" to every literal, and a Probe before each command that
+// waits for a "+" (a literal, IDLE) when another command went on since
+// the last probe.
 func Synced(s string) string {
 	var b strings.Builder
+	dirty, inCmd := false, false
 	for len(s) > 0 {
 		j := strings.IndexByte(s, '\n')
 		if j < 0 {
@@ -94,6 +102,15 @@ func Synced(s string) string {
 		line := s[:j+1]
 		s = s[j+1:]
 		n, sync, ok := RefLiteral([]byte(line))
+		if !inCmd {
+			_, name, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			name, _, _ = strings.Cut(name, " ")
+			if (ok || strings.EqualFold(name, "IDLE")) && dirty {
+				b.WriteString(Probe)
+			}
+			dirty = true
+		}
+		inCmd = ok
 		if ok && !sync {
 			k := strings.LastIndexByte(line, '+')
 			line = line[:k] + line[k+1:]
@@ -181,7 +198,7 @@ func CommandCases() []CommandCase {
 		fwd("append mailbox literal then 3MB", "a APPEND {5}\r\nINBOX {3000000+}\r\n"+msg[:3000000]+"\r\n"+noop)
 		refused("append mailbox literal over", "a APPEND {2000}\r\n"+noop, noop, tooBig)
 		refused("append mailbox literal over, non-sync", "a APPEND {2000+}\r\n"+msg[:2000]+" {5+}\r\nhello\r\n"+noop, noop, tooBig)
-		refused("append mailbox literal8 over", "a APPEND ~{2000}\r\n"+noop, noop, tooBig)
+		refused("append mailbox literal8", "a APPEND ~{2000}\r\n"+noop, noop, "a BAD Invalid APPEND arguments")
 		refused("append line over", CmdOf("a APPEND INBOX ", 1025)+noop, noop, tooBig)
 		// Only the first line's name counts: a literal whose content reads
 		// "APPEND" does not exempt the next literal.
@@ -211,7 +228,9 @@ func CommandCases() []CommandCase {
 	fwd("empty lines", "\r\n\r\n\n"+noop)
 	fwd("garbage", "\x00\x01\xff\xfe garbage\r\n"+noop)
 	fwd("nul", "a NO\x00OP\r\n"+noop)
-	fwd("lone CR", "a NOOP\rb NOOP\r\n"+noop)
+	// Dovecot ends a tag or a command name at a CR: "a IDLE\rx" is IDLE.
+	refused("lone CR", "a NOOP\rb NOOP\r\n"+noop, noop, "a BAD CR without LF in a command")
+	refused("lone CR in IDLE", "0 IDLE\r0\r\n"+noop, noop, "0 BAD CR without LF in a command")
 	fwd("tagged DONE", "DONE\r\n"+noop)
 	fwd("http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	// Malformed literal announcements are refused, never relayed as text:
@@ -243,6 +262,49 @@ func CommandCases() []CommandCase {
 	fwd("literal after a parenthesis", "a FETCH 1 (BODY[HEADER.FIELDS ({4}\r\nDATE)])\r\n"+noop)
 	fwd("literal after an escaped quote", `a SEARCH TEXT "a\"b" TEXT {3}`+"\r\nabc\r\n"+noop)
 	fwd("brace in a quoted string", `a SEARCH TEXT "x {3}"`+"\r\n"+noop)
+	// A "{" anywhere else outside a quoted string: Dovecot reads a
+	// literal wherever an argument starts and answers "+" to "{3}" before
+	// it finds no CRLF after it.
+	refused("literal announcement inside a line", "a SEARCH TEXT {3} {5+}\r\nhello\r\n"+noop, noop, invalid("a"))
+	refused("literal announcement glued to an atom inside a line", "a SEARCH TEXT {3}x {5+}\r\nhello\r\n"+noop, noop, invalid("a"))
+	refused("literal announcement inside a line without a literal", "a SEARCH TEXT {3} x\r\n"+noop, noop, invalid("a"))
+	refused("brace in an atom", "a SEARCH TEXT x{y\r\n"+noop, noop, invalid("a"))
+	add("brace in a continuation line", "a SEARCH TEXT {3+}\r\nabc {3} TEXT {5+}\r\nhello\r\n"+noop,
+		"a SEARCH TEXT {3+}\r\nabc", nil, "INVALID")
+	fwd("brace in a quoted string before a literal", `a SEARCH TEXT "{3}" TEXT {5+}`+"\r\nhello\r\n"+noop)
+	// A command that waits for the upstream's "+" or tagged answer must
+	// have a tag the upstream answers with: Dovecot answers "]" in a tag
+	// (which RFC 9051 allows) and an invalid tag with an untagged BAD.
+	refused("tag with ] before a literal", "a] SEARCH TEXT {5+}\r\nhello\r\n"+noop, noop, "a] BAD Invalid tag for a literal or IDLE")
+	refused("tag with ] on IDLE", "a] IDLE\r\n"+noop, noop, "a] BAD Invalid tag for a literal or IDLE")
+	refused("IDLE with an invalid tag", "(x IDLE\r\n"+noop, noop, "* BAD Invalid tag for a literal or IDLE")
+	fwd("tag with ] without a literal", "a] NOOP\r\n"+noop)
+	// APPEND's arguments up to each literal (Dovecot reads the literal of
+	// arguments it cannot parse without sending "+").
+	{
+		bad := "a BAD Invalid APPEND arguments"
+		fwd("append catenate", `a APPEND INBOX CATENATE (URL "/INBOX;UID=1" TEXT {5+}`+"\r\nhello URL x)\r\n"+noop)
+		fwd("append catenate then a message", "a APPEND INBOX (\\Seen) CATENATE (TEXT {5+}\r\nhello) () {3+}\r\nabc\r\n"+noop)
+		fwd("append catenate URL literal", "a APPEND INBOX CATENATE (URL {3}\r\n/;x TEXT {5}\r\nhello)\r\n"+noop)
+		fwd("append quoted mailbox, empty flags", `a APPEND "Sent Items" () {5}`+"\r\nhello\r\n"+noop)
+		fwd("append without a literal", "a APPEND INBOX x\r\n"+noop)
+		refused("append with an atom before the literal", "a APPEND INBOX x {5+}\r\nhello\r\n"+noop, noop, bad)
+		refused("append with two flag lists", `a APPEND INBOX (\Seen) (\Seen) {5}`+"\r\n"+noop, noop, bad)
+		refused("append with an unquoted date", "a APPEND INBOX () 01-Jan-2024 {5}\r\n"+noop, noop, bad)
+		refused("append with a literal in the flags", "a APPEND INBOX ({5}\r\n"+noop, noop, bad)
+		refused("append with a bad escape in the date", `a APPEND INBOX "\x" {5}`+"\r\n"+noop, noop, bad)
+		refused("append catenate with junk", "a APPEND INBOX CATENATE (TEXT x {5}\r\n"+noop, noop, bad)
+		refused("append catenate empty", "a APPEND INBOX CATENATE () {5}\r\n"+noop, noop, bad)
+		refused("append utf8", "a APPEND INBOX UTF8 (~{5+}\r\nhello)\r\n"+noop, noop,
+			"a NO [CANNOT] APPEND UTF8 is not available through this proxy")
+		// Part of the command went on: the session ends.
+		first := "a APPEND INBOX {5+}\r\nhello"
+		add("multiappend with junk", first+" x {5+}\r\nworld\r\n"+noop, first, nil, "INVALID")
+		first = "a APPEND INBOX CATENATE (TEXT {5+}\r\nhello"
+		add("catenate with junk after a part", first+" x {5+}\r\nworld)\r\n"+noop, first, nil, "INVALID")
+		first = "a APPEND {5+}\r\nINBOX"
+		add("append mailbox literal then junk", first+" x {5+}\r\nworld\r\n"+noop, first, nil, "INVALID")
+	}
 
 	// The upstream decides whether a literal follows. Refused, a
 	// synchronizing literal's octets sent anyway are the next commands,
