@@ -12,7 +12,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -26,8 +25,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/imapguard/imapguard/proxy/imapwire"
 )
 
 var (
@@ -37,9 +34,6 @@ var (
 	// of the fuzz corpus (testdata/fuzz/FuzzDifferentialDovecot/gen-*)
 	// and the review's reproductions (review-*).
 	writeCorpus = flag.Bool("difftest.writecorpus", false, "rewrite FuzzDifferentialDovecot's generated seed corpus")
-	// skipKnown lets a long fuzzing run look past the disagreements
-	// TestDovecotFramingFindings pins, while they are not fixed.
-	skipKnown = flag.Bool("difftest.skipknown", false, "FuzzDifferentialDovecot skips inputs that would hit a known finding")
 )
 
 // diffFixedSeeds always run: seeds whose scenarios cover each mutation
@@ -115,11 +109,6 @@ func FuzzDifferentialDovecot(f *testing.F) {
 		if len(stream) > 256<<10 {
 			return
 		}
-		if *skipKnown {
-			if why := knownTrigger(stream); why != "" {
-				t.Skip("known finding: " + why)
-			}
-		}
 		mu.Lock()
 		defer mu.Unlock()
 		sc := diffScenario{name: fmt.Sprintf("fuzz input (%d bytes, chunking %d)", len(stream), chunking), stream: stream}
@@ -130,13 +119,7 @@ func FuzzDifferentialDovecot(f *testing.F) {
 				t.Fatalf("resetting the INBOX: %v", err)
 			}
 		}
-		probs := run.problems()
-		if len(probs) > 0 && *skipKnown {
-			if why := knownAfter(run, probs); why != "" {
-				t.Skip("known finding: " + why)
-			}
-		}
-		if len(probs) > 0 {
+		if probs := run.problems(); len(probs) > 0 {
 			t.Errorf("%s\n%s", strings.Join(probs, "\n"), run.report())
 		}
 	})
@@ -580,102 +563,4 @@ func writeDiffCorpus(dir string) error {
 		}
 	}
 	return nil
-}
-
-// knownTrigger returns which finding of TestDovecotFramingFindings
-// stream may hit, judged from its text alone (literal octets are taken
-// for lines too), or "". The findings that need more than the text to
-// tell are knownAfter's.
-func knownTrigger(stream []byte) string {
-	for _, line := range bytes.SplitAfter(stream, []byte("\n")) {
-		if literalInside(line) {
-			return "literal announcement inside a line"
-		}
-		tag, name := imapwire.SplitTagName(line)
-		proxyOK := name != nil && imapwire.ValidTag(tag)
-		switch {
-		case proxyOK && !dovecotTagOK(dovecotTag(string(tag))):
-			return "a tag Dovecot refuses and the proxy counts"
-		case !proxyOK && imapwire.EqualFoldASCII(name, "IDLE"):
-			return "IDLE with an invalid tag"
-		case imapwire.HasPrefixFold(name, "IDLE\r"):
-			return "IDLE with a CR in its name"
-		}
-	}
-	return ""
-}
-
-// knownAfter returns which finding of TestDovecotFramingFindings a
-// failed run, with problems probs, shows the signs of, or "":
-//   - "APPEND with an invalid argument before its literal": the stream
-//     has an APPEND, Dovecot refused one (or none was answered), and the
-//     run only stalled or left forwarded commands unanswered;
-//   - "a line Dovecot answers and the proxy does not count": Dovecot
-//     answered a line that has no command name or a tag with DEL or CR,
-//     or quoted a CRLF in an answer, and a tag was used twice.
-func knownAfter(run *diffRun, probs []string) string {
-	resp := dovecotResponses(run.fromUpstream)
-	quiet := true // only stalls and unanswered commands
-	for _, p := range probs {
-		quiet = quiet && (strings.HasPrefix(p, "the session did not end") || strings.HasPrefix(p, "Dovecot never answered"))
-	}
-	if quiet && bytes.Contains(bytes.ToUpper(run.sc.stream), []byte("APPEND")) {
-		refused := run.stalled
-		for _, r := range resp {
-			for _, t := range []string{"IMAP command APPEND:", "Mailbox doesn't exist", "Mailbox name is not valid"} {
-				refused = refused || strings.Contains(r.line, t)
-			}
-		}
-		if refused {
-			return "APPEND with an invalid argument before its literal"
-		}
-	}
-	answered := map[string]bool{}
-	drift := false
-	for _, r := range resp {
-		if tag, _, ok := r.tagged(); ok {
-			answered[tag] = true
-			// Dovecot quoted a CRLF: the proxy took the rest for a response.
-			drift = drift || strings.Contains(r.line, "\r\n")
-		}
-	}
-	for _, line := range bytes.SplitAfter(run.toUpstream, []byte("\n")) {
-		tag, name := imapwire.SplitTagName(line)
-		if !(name != nil && imapwire.ValidTag(tag)) && answered[dovecotTag(string(tag))] {
-			drift = true
-		}
-	}
-	uses := map[string]int{}
-	for _, c := range run.commands {
-		if c.forwarded {
-			if uses[c.tag]++; uses[c.tag] > 1 && drift {
-				return "a line Dovecot answers and the proxy does not count"
-			}
-		}
-	}
-	return ""
-}
-
-// literalInside reports whether line announces a synchronizing literal
-// ("{N}", to which Dovecot answers "+" at once) before its end and
-// another literal at its end (which the proxy waits for "+" for).
-func literalInside(line []byte) bool {
-	end := bytes.TrimRight(line, "\r\n")
-	if len(end) == 0 || end[len(end)-1] != '}' {
-		return false
-	}
-	body := end[:bytes.LastIndexByte(end, '{')+1]
-	for i := 0; i+2 < len(body); i++ {
-		if body[i] != '{' {
-			continue
-		}
-		j := i + 1
-		for j < len(body) && '0' <= body[j] && body[j] <= '9' {
-			j++
-		}
-		if j > i+1 && j < len(body) && body[j] == '}' {
-			return true
-		}
-	}
-	return false
 }

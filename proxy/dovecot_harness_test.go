@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -661,10 +662,14 @@ func ranForbidden(text string) bool {
 	return false
 }
 
+// probeTag matches the tag of the proxy's probe (imapwire.LiteralGate),
+// which the hook reports as a forwarded command.
+var probeTag = regexp.MustCompile(`^ig[0-9a-f]{16}$`)
+
 // problems is the oracle. It returns what is wrong with run:
 //   - every tagged response Dovecot sent answers a command the proxy
-//     forwarded with that tag (as Dovecot reads it: dovecotTag), and no tag is answered more often than it
-//     was forwarded (per tag and in order: Dovecot completes pipelined
+//     forwarded with that tag (as Dovecot reads it: dovecotTag), and no
+//     tag is answered more often than it was forwarded (per tag and in order: Dovecot completes pipelined
 //     commands out of order, e.g. NOOP waits for a mailbox sync);
 //   - no command the proxy forwarded counted more than max_command_size,
 //     and none that Dovecot answered did;
@@ -675,7 +680,8 @@ func ranForbidden(text string) bool {
 //     forwarded command it did not answer was read by Dovecot as part
 //     of another command, which the proxy did not count;
 //   - the session ended in time: the proxy did not wait forever for an
-//     answer Dovecot will not give.
+//     answer Dovecot will not give;
+//   - the client never saw the answer to the proxy's probe.
 //
 // The hook reports no command that was still being framed when the
 // session ended; Dovecot's last answer may be to it.
@@ -734,6 +740,11 @@ func (run *diffRun) problems() []string {
 		answered[i] = true
 		if run.commands[i].size > diffMax {
 			probs = append(probs, fmt.Sprintf("Dovecot answered %q, which counted %d octets, over max_command_size", a.tag, run.commands[i].size))
+		}
+	}
+	for _, r := range parseResponses(run.toClient) {
+		if tag, _, ok := r.tagged(); ok && probeTag.MatchString(tag) {
+			probs = append(probs, fmt.Sprintf("the client saw the answer to the proxy's probe: %q", r.line))
 		}
 	}
 	if finOK && byeOther == "" && run.ended {
