@@ -10,10 +10,12 @@
 //     client's command stream after login, so that max_command_size holds
 //     for the whole session and no byte runs on the upstream that it did
 //     not frame (wait.go: waiting for the upstream's answers; step.go: the
-//     Step a caller carries out);
+//     Step a caller carries out); check.go, append.go: the checks of
+//     each line before it goes on (stray literals, bare CRs, tags the
+//     upstream would not echo, APPEND's arguments);
 //   - gate.go: LiteralGate, which tells the command framer how the
-//     upstream answered a literal or IDLE, and whether every command was
-//     answered;
+//     upstream answered a literal or IDLE, and when the probe (a NOOP
+//     under a random tag) that follows earlier commands was answered;
 //   - response.go: ResponseFramer, which finds the response boundaries in
 //     the upstream's stream, and ResponseReader, which reads the
 //     upstream's responses during login.
