@@ -6,6 +6,7 @@ package test
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -243,6 +244,10 @@ func TestBadPostauthInput(t *testing.T) {
 	proxytest.WaitZero(t, p.Limiter)
 }
 
+// probeRE matches the NOOP the proxy sends the upstream before a literal
+// or IDLE that follows other commands.
+var probeRE = regexp.MustCompile(`^ig[0-9a-f]{16} NOOP$`)
+
 // TestBadPostauthLiteralRefusedByUpstream: the upstream refuses a
 // synchronizing literal with a tagged NO (as a server with a literal
 // limit does, RFC 9051 §7.5); the client then does not send it, and the
@@ -278,7 +283,13 @@ func TestBadPostauthLiteralRefusedByUpstream(t *testing.T) {
 	c.Expect("d OK done")
 	c.OK("n1", "NOOP")
 	c.Logout("z")
-	for _, want := range []string{"a SEARCH TEXT {5000}", "d SEARCH TEXT {5}\r\nhello", "n1 NOOP", "z LOGOUT"} {
+	wantLine(t, "the upstream's first command after login", up.Next(t), "a SEARCH TEXT {5000}")
+	// A literal after other commands waits for the proxy's probe, a NOOP
+	// under a random tag, to be answered (proxy/README.md).
+	if probe := up.Next(t); !probeRE.MatchString(probe) {
+		t.Fatalf("the upstream's next command: got %q; want the probe (ig and 16 hex digits, NOOP)", probe)
+	}
+	for _, want := range []string{"d SEARCH TEXT {5}\r\nhello", "n1 NOOP", "z LOGOUT"} {
 		wantLine(t, "the upstream's next command", up.Next(t), want)
 	}
 	proxytest.WaitZero(t, p.Limiter)
