@@ -230,9 +230,18 @@ func TestCLITracesStdout(t *testing.T) {
 // boundary to say BYE, closes that connection when its grace runs out,
 // and exits 0: a graceful stop that had to cut a straggler is
 // still the stop that was asked for (systemd must not count it as a
-// failure).
+// failure). SIGINT (Ctrl-C in a terminal) is the same stop.
 func TestCLIShutdownWithStuckClient(t *testing.T) {
 	t.Parallel() // it waits out the shutdown grace
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			shutdownWithStuckClient(t, sig)
+		})
+	}
+}
+
+func shutdownWithStuckClient(t *testing.T, sig syscall.Signal) {
 	upAddr := startIMAPD(t)
 	path := writeFile(t, "imapguard.toml", "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \""+upAddr+"\"\n")
 	p := startImapguard(t, path)
@@ -267,9 +276,9 @@ func TestCLIShutdownWithStuckClient(t *testing.T) {
 	fmt.Fprintf(nc, "f FETCH * BODY.PEEK[]\r\n")
 	// The response has begun; the client reads no more of it.
 	until("f", "FETCH")
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Process.Signal(sig)
 	if err := p.wait(); err != nil {
-		t.Fatalf("imapguard exit: %v; want status 0\n%s", err, p.output())
+		t.Fatalf("imapguard exit after %v: %v; want status 0\n%s", sig, err, p.output())
 	}
 	// Closed when its BYE could not get out, whichever of the BYE grace
 	// and the shutdown grace ran out first.
