@@ -226,3 +226,66 @@ func (e *env) dumpGoroutines(name string) string {
 	}
 	return path
 }
+
+// fakeScene is the setting of a fault played by a fake upstream: the
+// crowd on cmd/imapd that must keep working, the fake the proxy points
+// at, and the sessions logged in to the fake (hit; empty when the fake
+// logs nobody in).
+type fakeScene struct {
+	e       *env
+	others  *crowd
+	fake    *fakeUpstream
+	hit     *crowd
+	pointed bool // the proxy's upstream.address is the fake's
+}
+
+// openFakeScene opens 9 sessions on cmd/imapd, starts a fake upstream
+// with handler, points the proxy at it, and logs n sessions in to it
+// (what names the fake in the error). close undoes all of it.
+func (e *env) openFakeScene(handler func(*fakeUpstream, net.Conn), n int, users []user, what string) (*fakeScene, error) {
+	sc := &fakeScene{e: e, hit: &crowd{}}
+	var err error
+	if sc.others, err = e.openCrowd(9, users); err != nil {
+		return nil, err
+	}
+	if sc.fake, err = startFake(handler); err != nil {
+		sc.close()
+		return nil, err
+	}
+	if err := e.setUpstream(sc.fake.addr()); err != nil {
+		sc.close()
+		return nil, err
+	}
+	sc.pointed = true
+	if n > 0 {
+		if sc.hit, err = e.openCrowd(n, users); err != nil {
+			sc.close()
+			return nil, fmt.Errorf("logging in to %s: %w", what, err)
+		}
+	}
+	return sc, nil
+}
+
+// restore points the proxy back at cmd/imapd.
+func (sc *fakeScene) restore() error {
+	if !sc.pointed {
+		return nil
+	}
+	sc.pointed = false
+	return sc.e.setUpstream(sc.e.imapdAddr)
+}
+
+// close closes the sessions on the fake, points the proxy back, stops
+// the fake and closes the crowd.
+func (sc *fakeScene) close() {
+	if sc.hit != nil {
+		closeAll(sc.hit.cs)
+	}
+	sc.restore()
+	if sc.fake != nil {
+		sc.fake.close()
+	}
+	if sc.others != nil {
+		sc.others.close()
+	}
+}

@@ -108,11 +108,7 @@ func (s *suite) phaseAbrupt() *phaseResult {
 	// that one address's ephemeral ports could not absorb.
 	e.dialer.sources = loopbackSources(2, 254)
 	e.dialer.timeout = 15 * time.Second
-	if err := e.warmUp(users[0]); err != nil {
-		r.fail(err)
-		return r
-	}
-	base, err := e.takeBaseline()
+	base, err := e.ready(users[0])
 	if err != nil {
 		r.fail(err)
 		return r

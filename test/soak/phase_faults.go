@@ -51,11 +51,7 @@ func (s *suite) phaseFaults() *phaseResult {
 		return r
 	}
 	defer e.close()
-	if err := e.warmUp(users[0]); err != nil {
-		r.fail(err)
-		return r
-	}
-	base, err := e.takeBaseline()
+	base, err := e.ready(users[0])
 	if err != nil {
 		r.fail(err)
 		return r
@@ -272,19 +268,12 @@ func (s *suite) faultKillMidLogin(r *phaseResult, e *env, users []user, name str
 // back at cmd/imapd the refused connections log in.
 func fakeFault(handler func(*fakeUpstream, net.Conn), limit time.Duration) func(*phaseResult, *env, []user, string) error {
 	return func(r *phaseResult, e *env, users []user, name string) error {
-		others, err := e.openCrowd(9, users)
+		sc, err := e.openFakeScene(handler, 0, users, "")
 		if err != nil {
 			return err
 		}
-		defer others.close()
-		fake, err := startFake(handler)
-		if err != nil {
-			return err
-		}
-		defer fake.close()
-		if err := e.setUpstream(fake.addr()); err != nil {
-			return err
-		}
+		defer sc.close()
+		others, fake := sc.others, sc.fake
 		refused := e.unavailableLogins(r, name, 12, users[3], limit)
 		defer closeAll(refused)
 		r.check(name+": the sessions opened before keep working", others.exercise() == nil, "%v", orNone(others.exercise()))
@@ -297,7 +286,7 @@ func fakeFault(handler func(*fakeUpstream, net.Conn), limit time.Duration) func(
 		// under.)
 		fake.heal(e.imapdAddr)
 		retryLogins(r, name, refused, users[3])
-		return e.setUpstream(e.imapdAddr)
+		return sc.restore()
 	}
 }
 
@@ -318,25 +307,12 @@ func (s *suite) faultStallMidResponse(r *phaseResult, e *env, users []user, name
 
 func (s *suite) stallOnce(r *phaseResult, e *env, users []user, name string, size int) error {
 	const n = 6
-	others, err := e.openCrowd(9, users)
+	sc, err := e.openFakeScene((&fakeIMAP{onFetch: stallMidResponse(size)}).serve, n, users, "the stalling upstream")
 	if err != nil {
 		return err
 	}
-	defer others.close()
-	fake, err := startFake((&fakeIMAP{onFetch: stallMidResponse(size)}).serve)
-	if err != nil {
-		return err
-	}
-	defer fake.close()
-	if err := e.setUpstream(fake.addr()); err != nil {
-		return err
-	}
-	defer e.setUpstream(e.imapdAddr)
-	stalled, err := e.openCrowd(n, users)
-	if err != nil {
-		return fmt.Errorf("logging in to the stalling upstream: %w", err)
-	}
-	defer closeAll(stalled.cs)
+	defer sc.close()
+	others, stalled := sc.others, sc.hit
 	for _, c := range stalled.cs {
 		tag := c.nextTag()
 		io.WriteString(c.nc, tag+" FETCH 1 BODY[]\r\n")
@@ -416,25 +392,12 @@ func (s *suite) stallOnce(r *phaseResult, e *env, users []user, name string, siz
 // to end once the client logs out and the upstream closes.
 func (s *suite) faultGarbageAfterLogin(r *phaseResult, e *env, users []user, name string) error {
 	const n = 6
-	others, err := e.openCrowd(9, users)
+	sc, err := e.openFakeScene((&fakeIMAP{onFetch: garbageAnswer}).serve, n, users, "the garbage upstream")
 	if err != nil {
 		return err
 	}
-	defer others.close()
-	fake, err := startFake((&fakeIMAP{onFetch: garbageAnswer}).serve)
-	if err != nil {
-		return err
-	}
-	defer fake.close()
-	if err := e.setUpstream(fake.addr()); err != nil {
-		return err
-	}
-	defer e.setUpstream(e.imapdAddr)
-	garbled, err := e.openCrowd(n, users)
-	if err != nil {
-		return fmt.Errorf("logging in to the garbage upstream: %w", err)
-	}
-	defer closeAll(garbled.cs)
+	defer sc.close()
+	others, garbled := sc.others, sc.hit
 	ended := 0
 	for _, c := range garbled.cs {
 		io.WriteString(c.nc, c.nextTag()+" FETCH 1 BODY[]\r\n")

@@ -49,11 +49,7 @@ func (s *suite) phaseFlood() *phaseResult {
 		return r
 	}
 	defer e.close()
-	if err := e.warmUp(users[0]); err != nil {
-		r.fail(err)
-		return r
-	}
-	base, err := e.takeBaseline()
+	base, err := e.ready(users[0])
 	if err != nil {
 		r.fail(err)
 		return r

@@ -268,11 +268,7 @@ func (s *suite) phaseSoak() *phaseResult {
 		return r
 	}
 	defer e.close()
-	if err := e.warmUp(busyUsers[0]); err != nil {
-		r.fail(err)
-		return r
-	}
-	base, err := e.takeBaseline()
+	base, err := e.ready(busyUsers[0])
 	if err != nil {
 		r.fail(err)
 		return r

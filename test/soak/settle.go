@@ -104,6 +104,15 @@ func (e *env) warmUp(u user) error {
 	})
 }
 
+// ready logs u in and out over each transport (warmUp), then takes the
+// baseline every phase compares its end with.
+func (e *env) ready(u user) (baseline, error) {
+	if err := e.warmUp(u); err != nil {
+		return baseline{}, err
+	}
+	return e.takeBaseline()
+}
+
 // takeBaseline waits until the goroutine count and descriptors hold
 // still across two reads, and records them.
 func (e *env) takeBaseline() (baseline, error) {
