@@ -93,10 +93,11 @@ var ErrLimit = errors.New("limits: limit reached")
 // to show a bare refusal as "wrong password".
 type Error struct {
 	Limit string // configuration key: "max_connections", ...
-	Value int    // the cap in force (for the rate, Rate rounded down)
+	Value int    // the cap in force
 	Count int    // the count the refused acquire found (at least Value)
 	// Rate is the rate in force, for max_connection_rate_per_ip, which
-	// may be a fraction.
+	// may be a fraction; Value and Count are then its burst and the
+	// connections the burst holds, as in its Check.
 	Rate float64
 }
 
@@ -244,7 +245,7 @@ func (l *Limiter) AdmitConnAt(addr netip.Addr, now time.Time) (release func(), c
 		used := burst - int(max(tokens, 0)) // connections the burst holds now
 		checks = append(checks, Check{"max_connection_rate_per_ip", used, burst})
 		if tokens < 1 {
-			return nil, checks, &Error{Limit: "max_connection_rate_per_ip", Value: int(r), Count: used, Rate: r}
+			return nil, checks, &Error{Limit: "max_connection_rate_per_ip", Value: burst, Count: used, Rate: r}
 		}
 	}
 	checks = append(checks, Check{"max_connections", l.conns, l.opts.MaxConnections})

@@ -29,7 +29,7 @@ func TestRate(t *testing.T) {
 	l := New(Options{MaxConnectionRatePerIP: 2}) // burst 4
 	rels := admitAt(t, l, ip2, t0, 4)
 	rel, checks, err := l.AdmitConnAt(ip2, t0)
-	wantLimitErr(t, err, "max_connection_rate_per_ip", 2, "Too many new connections from your address (max_connection_rate_per_ip=2)")
+	wantLimitErr(t, err, "max_connection_rate_per_ip", 4, "Too many new connections from your address (max_connection_rate_per_ip=2)")
 	if rel != nil {
 		t.Errorf("got a release function with the error; want nil")
 	}
@@ -60,7 +60,7 @@ func TestRateFraction(t *testing.T) {
 	l := New(Options{MaxConnectionRatePerIP: 0.5}) // one every 2 s, burst 1
 	rels := admitAt(t, l, ip2, t0, 1)
 	_, _, err := l.AdmitConnAt(ip2, t0.Add(time.Second))
-	wantLimitErr(t, err, "max_connection_rate_per_ip", 0, "Too many new connections from your address (max_connection_rate_per_ip=0.5)")
+	wantLimitErr(t, err, "max_connection_rate_per_ip", 1, "Too many new connections from your address (max_connection_rate_per_ip=0.5)")
 	rels = append(rels, admitAt(t, l, ip2, t0.Add(2*time.Second), 1)...)
 	releaseAll(t, l, rels...)
 }
@@ -324,7 +324,7 @@ func TestSetOptionsOpen(t *testing.T) {
 	// The rate: a new address gets the new burst, 2.
 	rels = append(rels, admitAt(t, l, ip3, t0, 2)...)
 	_, _, err = l.AdmitConnAt(ip3, t0)
-	wantLimitErr(t, err, "max_connection_rate_per_ip", 1, "Too many new connections from your address (max_connection_rate_per_ip=1)")
+	wantLimitErr(t, err, "max_connection_rate_per_ip", 2, "Too many new connections from your address (max_connection_rate_per_ip=1)")
 
 	// Raised, by an override and an exemption: admitted at once.
 	l.SetOptions(Options{MaxConnectionsPerUserIP: 1, MaxConnectionRatePerIP: 1, MaxConnectionsPerIP: 2,
