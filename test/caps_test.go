@@ -206,3 +206,34 @@ func TestCapReload(t *testing.T) {
 		t.Errorf("alice's sessions: got %d; want 5", n)
 	}
 }
+
+// TestCapMetrics: the refusals of the rate and of the user+address cap
+// are counted with their own reasons, and the refused login's result is
+// limit.
+func TestCapMetrics(t *testing.T) {
+	up := proxytest.Imapd(t, server.User{Username: "alice", Password: tracedPassword, Messages: 1})
+	tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{
+		MaxConnectionRatePerIP: 0.01, MaxConnectionsPerUserIP: 1, // a burst of 1, then one per 100 s
+		Overrides: []limits.Override{{Networks: prefixes("127.0.0.3/32"), MaxConnectionRatePerIP: 1000}},
+	})
+	a := proxytest.LoginFrom(t, "127.0.0.2", tp.Addr, "alice", tracedPassword)
+	refused(t, "127.0.0.2", tp.Addr, byeRate("0.01"))
+	b := proxytest.LoginFrom(t, "127.0.0.3", tp.Addr, "alice", tracedPassword)
+	c := greeted(t, "127.0.0.3", tp.Addr)
+	_, st := c.Cmd("l", "LOGIN alice "+tracedPassword)
+	wantLine(t, "2nd alice from 127.0.0.3", st, noMaxPerUserIP("l", 1))
+	for _, s := range []*proxytest.Conn{a, b, c} {
+		s.Logout("z")
+	}
+	proxytest.WaitZero(t, tp.Limiter)
+	m := collectUntil(t, tp.reader, "no connection open", func(m metrics) bool {
+		return m.gauge("imapguard.connections.open") == 0
+	})
+	m.want(t, []metricWant{
+		{"sum", "imapguard.connections.refused", []string{"reason=max_connection_rate_per_ip"}, 1},
+		{"sum", "imapguard.connections.refused", []string{"reason=max_connections_per_user_ip"}, 1},
+		{"sum", "imapguard.auth.attempts", []string{"result=limit"}, 1},
+		{"sum", "imapguard.connections.closed", []string{"outcome=refused"}, 1},
+		{"gauge", "imapguard.limit", []string{"limit=max_connections_per_user_ip"}, 1},
+	})
+}
