@@ -344,6 +344,111 @@ type Limits struct {
 	// AUTHENTICATE) allowed on one connection; at that many the connection
 	// is closed. This slows down password guessing.
 	MaxAuthFailures int `toml:"max_auth_failures"`
+
+	// MaxConnectionsPerUserIP is the maximum number of authenticated
+	// sessions of one user from one client address at the same time (IPv6
+	// clients grouped by ipv6_prefix_length), as Dovecot's
+	// mail_max_userip_connections. It is checked with
+	// max_connections_per_user, once the upstream server has accepted the
+	// password; a login beyond it is refused with "NO [LIMIT]". 0 turns
+	// it off.
+	MaxConnectionsPerUserIP int `toml:"max_connections_per_user_ip" means:"off"`
+
+	// MaxConnectionRatePerIP is the number of new connections per second
+	// accepted from one client address (IPv6 clients grouped by
+	// ipv6_prefix_length), with bursts of up to twice as many (at least
+	// one): with 5, ten connections at once are accepted, then five per
+	// second. A fraction is allowed: 0.2 is one connection every five
+	// seconds. A connection over the rate gets "* BYE [UNAVAILABLE] Too
+	// many new connections from your address" (on listen.imaps it is
+	// closed without a word, as for the other connection caps). Only
+	// connections that are accepted use up the rate. The rates of at most
+	// 100000 addresses are remembered, the least recently seen forgotten
+	// first. 0 turns it off.
+	MaxConnectionRatePerIP float64 `toml:"max_connection_rate_per_ip" means:"off"`
+
+	// ExemptNetworks are client networks, such as a webmail host or a
+	// monitoring probe, whose connections skip the caps by address:
+	// max_connections_per_ip, max_connections_per_user_ip and
+	// max_connection_rate_per_ip, and the counting of failed logins by
+	// address. max_connections and the per-user caps still apply. Write
+	// networks in CIDR notation or single addresses:
+	//
+	//	exempt_networks = ["192.0.2.10", "10.20.0.0/16"]
+	ExemptNetworks []string `toml:"exempt_networks" means:"none"`
+
+	// Override holds the [[limits.override]] entries, documented with
+	// Override.
+	Override []Override `toml:"override"`
+}
+
+// Override is one entry of an array of tables, each under its own
+// header, after the [limits] keys: other caps for some users, some client
+// networks, or some users from some networks. A shared mailbox:
+//
+//	[[limits.override]]
+//	users = ["archive@example.com"]
+//	max_connections_per_user = 50
+//
+// A webmail host, whose users all come from one address:
+//
+//	[[limits.override]]
+//	networks = ["192.0.2.10/32"]
+//	max_connections_per_ip = 500
+//	max_connection_rate_per_ip = 50
+//
+// An entry needs users or networks, or both (then both must match), and
+// at least one of the four caps; a cap it does not set (0) is left to
+// the other entries and to [limits]. When several entries set the same
+// cap and match, the one that applies is, for each cap on its own: an
+// entry with users and networks, else one with users only, else one with
+// networks only; among entries with networks, the one whose matching
+// network is the longest prefix (the most specific); then the first in
+// the file. max_connections_per_ip and max_connection_rate_per_ip are
+// checked when a connection arrives, before the user is known, so only
+// entries with networks and no users can set them; the per-user caps are
+// checked at login, with the address the user logs in from. Clients in
+// exempt_networks skip the caps by address whatever the overrides say.
+// SIGHUP applies changes.
+type Override struct {
+	// Users are the user names the entry applies to, as clients log in
+	// with them, compared case-insensitively.
+	Users []string `toml:"users" means:"any user"`
+
+	// Networks are the client networks the entry applies to, written as
+	// limits.exempt_networks.
+	Networks []string `toml:"networks" means:"any address"`
+
+	// MaxConnectionsPerIP replaces limits.max_connections_per_ip for
+	// clients in networks; an entry with users cannot set it.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip" means:"not overridden"`
+
+	// MaxConnectionsPerUser replaces limits.max_connections_per_user.
+	MaxConnectionsPerUser int `toml:"max_connections_per_user" means:"not overridden"`
+
+	// MaxConnectionsPerUserIP replaces
+	// limits.max_connections_per_user_ip.
+	MaxConnectionsPerUserIP int `toml:"max_connections_per_user_ip" means:"not overridden"`
+
+	// MaxConnectionRatePerIP replaces limits.max_connection_rate_per_ip
+	// for clients in networks; an entry with users cannot set it.
+	MaxConnectionRatePerIP float64 `toml:"max_connection_rate_per_ip" means:"not overridden"`
+}
+
+// problems returns what is wrong with the entry as a whole, its keys
+// each being valid.
+func (o Override) problems() []string {
+	var out []string
+	if len(o.Users) == 0 && len(o.Networks) == 0 {
+		out = append(out, "has neither users nor networks, so it would apply to no one")
+	}
+	if o.MaxConnectionsPerIP == 0 && o.MaxConnectionsPerUser == 0 && o.MaxConnectionsPerUserIP == 0 && o.MaxConnectionRatePerIP == 0 {
+		out = append(out, "sets none of max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip, max_connection_rate_per_ip")
+	}
+	if len(o.Users) > 0 && (o.MaxConnectionsPerIP != 0 || o.MaxConnectionRatePerIP != 0) {
+		out = append(out, "has users, but max_connections_per_ip and max_connection_rate_per_ip are checked before the user is known; set them in an entry with networks only")
+	}
+	return out
 }
 
 // Log is what the proxy logs and how. Logs go to standard error: a line
@@ -527,7 +632,12 @@ var secretKeys = map[string]bool{
 func (c *Config) settings(effective bool) []Setting {
 	v := reflect.ValueOf(c).Elem()
 	out := make([]Setting, 0, len(schema.leaves))
-	for _, l := range schema.leaves {
+	arrays := schema.arrays
+	for j, l := range schema.leaves {
+		for len(arrays) > 0 && arrays[0].after == j {
+			out = appendEntries(out, &arrays[0], v)
+			arrays = arrays[1:]
+		}
 		value := formatValue(v.FieldByIndex(l.index))
 		if f := effectiveValues[l.key]; effective && f != nil {
 			value = f(c)
@@ -536,6 +646,21 @@ func (c *Config) settings(effective bool) []Setting {
 			value = Redacted
 		}
 		out = append(out, Setting{Name: l.key, Value: value})
+	}
+	for i := range arrays {
+		out = appendEntries(out, &arrays[i], v)
+	}
+	return out
+}
+
+// appendEntries appends every key of every entry of the array of tables
+// a, such as "limits.override[1].users".
+func appendEntries(out []Setting, a *arrayTable, v reflect.Value) []Setting {
+	entries := v.FieldByIndex(a.index)
+	for i := range entries.Len() {
+		for _, l := range a.leaves {
+			out = append(out, Setting{Name: a.entryLeafKey(i, l), Value: formatValue(entries.Index(i).FieldByIndex(l.index))})
+		}
 	}
 	return out
 }
@@ -624,6 +749,23 @@ func (c *Config) Validate() error {
 		if msg := l.rule.check(v.FieldByIndex(l.index).Interface()); msg != "" {
 			errs = append(errs, &problem{key: l.key, msg: msg + " (valid " + l.rule.valid() + ")"})
 			failed[l.key] = true
+		}
+	}
+	for _, a := range schema.arrays {
+		entries := v.FieldByIndex(a.index)
+		for i := range entries.Len() {
+			bad := false
+			for _, l := range a.leaves {
+				if msg := l.rule.check(entries.Index(i).FieldByIndex(l.index).Interface()); msg != "" {
+					errs = append(errs, &problem{key: a.entryLeafKey(i, l), msg: msg + " (valid " + l.rule.valid() + ")"})
+					bad = true
+				}
+			}
+			if !bad {
+				for _, msg := range entryProblems(entries.Index(i)) {
+					errs = append(errs, &problem{key: a.entryKey(i), msg: msg})
+				}
+			}
 		}
 	}
 	for _, r := range relations(c) {

@@ -89,6 +89,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		cv.FieldByIndex(l.index).Set(reflect.ValueOf(v))
 	}
+	for i := range schema.arrays {
+		problems = append(problems, idx.convertArray(&schema.arrays[i], rv, cv, failed)...)
+	}
 	for _, r := range relations(c) {
 		if r.dependsOnAny(failed) {
 			continue
@@ -107,6 +110,84 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// convertArray converts the entries of the array of tables a from the
+// raw document rv into the Config cv, and returns the problems of its
+// keys and of each entry as a whole, at their lines. A key that fails is
+// recorded in failed by its entry key ("limits.override[1].users").
+func (idx *docIndex) convertArray(a *arrayTable, rv, cv reflect.Value, failed map[string]bool) []*problem {
+	raws := rv.FieldByIndex(a.index)
+	if info := idx.first[a.key]; info.kind == "table" && idx.writtenAsTable(a) {
+		// [limits.override] or limits.override.users = ...: go-toml
+		// would take it as one entry, but a second such table is a
+		// duplicate, so the file would not grow as it reads.
+		return []*problem{{file: idx.file, line: info.line, sortCol: info.col, key: a.key,
+			msg: "must be an array of tables, written [[" + a.key + "]] before each entry, got table"}}
+	}
+	if raws.Len() == 0 {
+		return nil
+	}
+	var problems []*problem
+	at := func(keys ...string) keyInfo {
+		for _, k := range keys {
+			if info, ok := idx.first[k]; ok {
+				return info
+			}
+		}
+		return keyInfo{}
+	}
+	out := reflect.MakeSlice(a.field.Type, raws.Len(), raws.Len())
+	for i := range raws.Len() {
+		ek := a.entryKey(i)
+		entryFailed := false
+		for _, l := range a.leaves {
+			r := raws.Index(i).FieldByIndex(l.index).Interface()
+			if r == nil {
+				continue
+			}
+			v, msg := l.rule.convert(r)
+			if msg != "" {
+				key := a.entryLeafKey(i, l)
+				info := at(key, ek, a.key)
+				problems = append(problems, &problem{
+					file: idx.file, line: info.line, sortCol: info.col, key: key,
+					msg: msg + " (valid " + l.rule.valid() + ")",
+				})
+				failed[key] = true
+				entryFailed = true
+				continue
+			}
+			out.Index(i).FieldByIndex(l.index).Set(reflect.ValueOf(v))
+		}
+		if entryFailed {
+			continue // what the entry lacks may be the key that failed
+		}
+		for _, msg := range entryProblems(out.Index(i)) {
+			info := at(ek, a.key)
+			problems = append(problems, &problem{file: idx.file, line: info.line, sortCol: info.col, key: ek, msg: msg})
+		}
+	}
+	cv.FieldByIndex(a.index).Set(out)
+	return problems
+}
+
+// writtenAsTable reports whether the document writes the array of
+// tables a as a plain table: a header [limits.override], or a dotted key
+// of one of its keys (limits.override.users = ...). A header of an
+// unknown table below it ([[limits.override.x]]) is reported as such.
+func (idx *docIndex) writtenAsTable(a *arrayTable) bool {
+	for _, k := range idx.at {
+		if k == a.key {
+			return true
+		}
+		for _, l := range a.leaves {
+			if k == l.key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // problem is one thing wrong with a configuration.
@@ -149,6 +230,10 @@ type docIndex struct {
 	// at maps the position of the first part of every key written in the
 	// document to the full dotted key.
 	at map[position]string
+	// entries counts the entries of each array of tables written with
+	// [[headers]]; first also holds each entry ("limits.override[1]")
+	// and its keys ("limits.override[1].users").
+	entries map[string]int
 }
 
 type keyInfo struct {
@@ -166,6 +251,7 @@ func indexDocument(name string, data []byte) (*docIndex, error) {
 		lineStarts: []int{0},
 		first:      map[string]keyInfo{},
 		at:         map[position]string{},
+		entries:    map[string]int{},
 	}
 	for i, c := range data {
 		if c == '\n' {
@@ -176,19 +262,35 @@ func indexDocument(name string, data []byte) (*docIndex, error) {
 	var p unstable.Parser
 	p.Reset(data)
 	var table []string // the key of the current [table]
+	entry := ""        // the current entry of an array of tables
 	for p.NextExpression() {
 		n := p.Expression()
 		switch n.Kind {
 		case unstable.Table, unstable.ArrayTable:
 			kind := "table"
+			parts, offset := keyParts(n)
+			entry = ""
 			if n.Kind == unstable.ArrayTable {
 				kind = "array of tables"
+				key := joinKey(parts)
+				idx.entries[key]++
+				entry = key + "[" + strconv.Itoa(idx.entries[key]) + "]"
+				line, col := idx.position(offset)
+				idx.first[entry] = keyInfo{line: line, col: col, kind: "table"}
 			}
-			parts, offset := keyParts(n)
 			idx.add(parts, offset, kind)
 			table = parts
 		case unstable.KeyValue:
 			idx.addKeyValue(table, n)
+			if entry != "" {
+				parts, offset := keyParts(n)
+				line, col := idx.position(offset)
+				k := entry + "." + joinKey(parts)
+				if idx.first[k] == (keyInfo{}) {
+					idx.first[k] = keyInfo{line: line, col: col, kind: kindName(n.Value().Kind)}
+				}
+				idx.at[position{line, col}] = k // an unknown key is named by its entry
+			}
 		}
 	}
 	if err := p.Error(); err != nil {
@@ -315,6 +417,12 @@ func (idx *docIndex) decodeProblem(e *toml.DecodeError) *problem {
 	line, col := e.Position()
 	key := joinKey(e.Key())
 	msg := strings.TrimPrefix(e.Error(), "toml: ")
+	for _, a := range schema.arrays {
+		if a.key == key {
+			info := idx.first[key]
+			return &problem{file: idx.file, line: info.line, key: key, msg: "must be an array of tables, written [[" + key + "]], got " + info.kind}
+		}
+	}
 	if schema.tables[key] && (strings.HasPrefix(msg, "cannot decode TOML ") || strings.HasPrefix(msg, "cannot store an array table")) {
 		info := idx.first[key]
 		return &problem{file: idx.file, line: info.line, key: key, msg: "must be a table, got " + info.kind}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -49,16 +50,26 @@ var rules = map[string]rule{
 	"tls.self_signed_names":        hostNames{wildcard: true, ip: true},
 	"tls.allow_plaintext_auth":     boolean{},
 
-	"limits.max_connections":          intRange{1, math.MaxInt32},
-	"limits.evict_unauthenticated":    boolean{},
-	"limits.max_connections_per_ip":   intRange{1, math.MaxInt32},
-	"limits.max_connections_per_user": intRange{1, math.MaxInt32},
-	"limits.ipv6_prefix_length":       intRange{32, 128},
-	"limits.max_command_size":         intRange{1024, 1 << 20},
-	"limits.preauth_timeout":          durationRange{30 * time.Second, time.Hour},
-	"limits.idle_timeout":             durationRange{30 * time.Second, 24 * time.Hour},
-	"limits.max_bad_commands":         intRange{1, 100},
-	"limits.max_auth_failures":        intRange{1, 100},
+	"limits.max_connections":             intRange{1, math.MaxInt32},
+	"limits.evict_unauthenticated":       boolean{},
+	"limits.max_connections_per_ip":      intRange{1, math.MaxInt32},
+	"limits.max_connections_per_user":    intRange{1, math.MaxInt32},
+	"limits.ipv6_prefix_length":          intRange{32, 128},
+	"limits.max_command_size":            intRange{1024, 1 << 20},
+	"limits.preauth_timeout":             durationRange{30 * time.Second, time.Hour},
+	"limits.idle_timeout":                durationRange{30 * time.Second, 24 * time.Hour},
+	"limits.max_bad_commands":            intRange{1, 100},
+	"limits.max_auth_failures":           intRange{1, 100},
+	"limits.max_connections_per_user_ip": intRange{0, math.MaxInt32},
+	"limits.max_connection_rate_per_ip":  floatRange{0, maxRate},
+	"limits.exempt_networks":             networks{},
+
+	"limits.override.users":                       userNames{},
+	"limits.override.networks":                    networks{},
+	"limits.override.max_connections_per_ip":      intRange{0, math.MaxInt32},
+	"limits.override.max_connections_per_user":    intRange{0, math.MaxInt32},
+	"limits.override.max_connections_per_user_ip": intRange{0, math.MaxInt32},
+	"limits.override.max_connection_rate_per_ip":  floatRange{0, maxRate},
 
 	"log.level":  oneOf{"debug", "info", "warn", "error"},
 	"log.format": oneOf{"text", "json"},
@@ -76,6 +87,10 @@ var rules = map[string]rule{
 	"admin.listen": address{allowPort0: true, allowEmpty: true},
 	"admin.token":  secret{min: 16, max: 256},
 }
+
+// maxRate bounds max_connection_rate_per_ip, in connections per second
+// from one address: beyond it the cap means nothing.
+const maxRate = 1_000_000
 
 // A rule converts a value decoded from TOML into the Go type of its field
 // and says what is wrong with it.
@@ -484,6 +499,104 @@ func (r hostNames) valid() string {
 	}
 }
 
+// stringArray converts an array of strings, checked by check.
+func stringArray(raw any, check func([]string) string) (any, string) {
+	a, ok := raw.([]any)
+	if !ok {
+		return nil, "want an array of strings, got " + describe(raw)
+	}
+	var out []string
+	for i, e := range a {
+		s, ok := e.(string)
+		if !ok {
+			return nil, "element " + strconv.Itoa(i+1) + ": want a string, got " + describe(e)
+		}
+		out = append(out, s)
+	}
+	if msg := check(out); msg != "" {
+		return nil, msg
+	}
+	return out, ""
+}
+
+// networks is an array of strings field holding IP networks in CIDR
+// notation ("192.0.2.0/24", "2001:db8::/32"), or single IP addresses
+// (a /32 or /128). An empty array is decoded as nil, like the default.
+type networks struct{}
+
+func (r networks) convert(raw any) (any, string) { return stringArray(raw, r.checkAll) }
+
+func (r networks) check(v any) string { return r.checkAll(v.([]string)) }
+
+func (networks) checkAll(nets []string) string {
+	seen := map[netip.Prefix]bool{}
+	for _, s := range nets {
+		p, err := ParseNetwork(s)
+		if err != nil {
+			return err.Error()
+		}
+		if seen[p] {
+			return quote(s) + " is listed twice"
+		}
+		seen[p] = true
+	}
+	return ""
+}
+
+func (networks) valid() string {
+	return `IP networks such as "192.0.2.0/24" or "2001:db8::/32", or single addresses`
+}
+
+// ParseNetwork parses one network of limits.exempt_networks or an
+// override's networks: CIDR notation with no bits set after the prefix
+// ("10.0.0.0/8", not "10.1.2.3/8", which is more likely a mistake than
+// meant), or a single IP address, which is the network of that address
+// alone. Zones are not allowed.
+func ParseNetwork(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%s is neither an IP network (CIDR) nor an IP address", quote(s))
+		}
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%s is not an IP network in CIDR notation such as \"192.0.2.0/24\"", quote(s))
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("%s has bits set after the /%d prefix; the network is %s", quote(s), p.Bits(), quote(m.String()))
+	}
+	return p, nil
+}
+
+// userNames is an array of strings field holding user names as clients
+// log in with them, compared case-insensitively; none empty, none twice.
+type userNames struct{}
+
+func (r userNames) convert(raw any) (any, string) { return stringArray(raw, r.checkAll) }
+
+func (r userNames) check(v any) string { return r.checkAll(v.([]string)) }
+
+func (userNames) checkAll(users []string) string {
+	seen := map[string]bool{}
+	for i, u := range users {
+		k := strings.ToLower(strings.TrimSpace(u))
+		switch {
+		case k == "":
+			return "element " + strconv.Itoa(i+1) + " is empty"
+		case strings.ContainsFunc(u, unicode.IsControl):
+			return quote(u) + " contains control characters"
+		case seen[k]:
+			return quote(u) + " is listed twice"
+		}
+		seen[k] = true
+	}
+	return ""
+}
+
+func (userNames) valid() string { return "user names, compared case-insensitively" }
+
 // checkHostName returns what is wrong with s as a DNS name: one or more
 // labels of letters, digits and hyphens, separated by dots, as used in
 // certificates (RFC 5280, RFC 1123). With ip an IP address is allowed;
@@ -610,16 +723,52 @@ type schemaInfo struct {
 	leaves []leaf
 	// tables holds the dotted keys of the tables ("limits").
 	tables map[string]bool
+	// arrays are the arrays of tables ([[limits.override]]), in the
+	// order of Config.
+	arrays []arrayTable
 	// raw is Config's shape with every leaf typed any: decoding into it
 	// catches unknown keys (strict mode) but no type errors, which Parse
 	// then reports for all keys at once, with their lines.
 	raw reflect.Type
 }
 
+// arrayTable is an array of tables of the file, such as
+// [[limits.override]]: a field of Config holding a slice of structs.
+// Its entries' keys are leaves too, with rules like any key's (keyed
+// "limits.override.users"), and an index into the element type.
+type arrayTable struct {
+	key    string // "limits.override"
+	index  []int  // field index path in Config (and in the raw type)
+	field  reflect.StructField
+	after  int    // how many of schema.leaves come before it
+	leaves []leaf // the keys of an entry
+}
+
+// entryKey is the key of entry i (0-based) in messages and settings:
+// "limits.override[1]".
+func (a *arrayTable) entryKey(i int) string { return a.key + "[" + strconv.Itoa(i+1) + "]" }
+
+// entryLeafKey is the key of leaf l of entry i: "limits.override[1].users".
+func (a *arrayTable) entryLeafKey(i int, l leaf) string {
+	return a.entryKey(i) + l.key[len(a.key):]
+}
+
+// entryProblems returns what is wrong with an entry as a whole.
+func entryProblems(entry reflect.Value) []string {
+	if c, ok := entry.Interface().(interface{ problems() []string }); ok {
+		return c.problems()
+	}
+	return nil
+}
+
 func buildSchema() *schemaInfo {
 	s := &schemaInfo{tables: map[string]bool{}}
 	s.raw = s.walk(reflect.TypeFor[Config](), "", nil)
-	if len(s.leaves) != len(rules) {
+	n := len(s.leaves)
+	for _, a := range s.arrays {
+		n += len(a.leaves)
+	}
+	if n != len(rules) {
 		panic("config: rules do not match the Config fields")
 	}
 	for key, r := range rules {
@@ -639,10 +788,18 @@ func (s *schemaInfo) walk(t reflect.Type, prefix string, index []int) reflect.Ty
 		key := prefix + name
 		idx := append(append([]int(nil), index...), i)
 		typ := reflect.TypeFor[any]()
-		if f.Type.Kind() == reflect.Struct {
+		switch {
+		case f.Type.Kind() == reflect.Struct:
 			s.tables[key] = true
 			typ = s.walk(f.Type, key+".", idx)
-		} else {
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+			sub := &schemaInfo{tables: map[string]bool{}}
+			typ = reflect.SliceOf(sub.walk(f.Type.Elem(), key+".", nil))
+			if len(sub.tables) > 0 || len(sub.arrays) > 0 {
+				panic("config: a table inside an array of tables: " + key)
+			}
+			s.arrays = append(s.arrays, arrayTable{key: key, index: idx, field: f, after: len(s.leaves), leaves: sub.leaves})
+		default:
 			r, ok := rules[key]
 			if !ok {
 				panic("config: no rule for " + key)

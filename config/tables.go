@@ -17,6 +17,11 @@ type Table struct {
 	GoType string
 	// Keys are the table's keys in the order of the struct's fields.
 	Keys []Key
+	// Array is true for an array of tables, such as
+	// [[limits.override]]: the file may hold any number of entries, each
+	// under its own header, and Default holds none. Its keys' defaults
+	// are those of an entry that does not set them.
+	Array bool
 }
 
 // Key describes one key of a table.
@@ -47,7 +52,12 @@ type Key struct {
 func Tables() []Table {
 	var out []Table
 	def := reflect.ValueOf(Default()).Elem()
-	for _, l := range schema.leaves {
+	arrays := schema.arrays
+	for j, l := range schema.leaves {
+		for len(arrays) > 0 && arrays[0].after == j {
+			out = append(out, arrayTableDoc(&arrays[0]))
+			arrays = arrays[1:]
+		}
 		table, name, _ := strings.Cut(l.key, ".")
 		if len(out) == 0 || out[len(out)-1].Name != table {
 			out = append(out, Table{Name: table, GoType: def.Type().Field(l.index[0]).Type.Name()})
@@ -62,7 +72,28 @@ func Tables() []Table {
 			Valid:        l.rule.valid(),
 		})
 	}
+	for i := range arrays {
+		out = append(out, arrayTableDoc(&arrays[i]))
+	}
 	return out
+}
+
+// arrayTableDoc describes an array of tables, with the defaults of an
+// entry's keys (their zero values: not set).
+func arrayTableDoc(a *arrayTable) Table {
+	elem := reflect.New(a.field.Type.Elem()).Elem()
+	t := Table{Name: a.key, GoType: a.field.Type.Elem().Name(), Array: true}
+	for _, l := range a.leaves {
+		t.Keys = append(t.Keys, Key{
+			Name:         l.key[len(a.key)+1:],
+			GoField:      l.field.Name,
+			Type:         typeName(l.field.Type),
+			Default:      tomlValue(elem.FieldByIndex(l.index)),
+			DefaultMeans: l.field.Tag.Get("means"),
+			Valid:        l.rule.valid(),
+		})
+	}
+	return t
 }
 
 // typeName names the type of a leaf field for people.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +173,72 @@ func TestCheckHostName(t *testing.T) {
 		}
 		if !strings.HasSuffix(got, tt.want) || !strings.HasPrefix(got, quote(tt.name)+" is ") {
 			t.Errorf("%q: got %q; want %q...%q", tt.name, got, quote(tt.name)+" is ", tt.want)
+		}
+	}
+}
+
+// TestValidateOverrides checks the keys of [[limits.override]] entries
+// and the entries as a whole in a Config built in code.
+func TestValidateOverrides(t *testing.T) {
+	c := Default()
+	c.Limits.ExemptNetworks = []string{"192.0.2.1", "10.0.0.0/8"}
+	c.Limits.Override = []Override{
+		{Users: []string{"archive@example.com"}, MaxConnectionsPerUser: 50},
+		{Networks: []string{"2001:db8::1/32"}, MaxConnectionsPerIP: 5},
+		{MaxConnectionsPerUser: 5},
+		{Users: []string{"a"}, Networks: []string{"192.0.2.0/24"}, MaxConnectionRatePerIP: 2},
+	}
+	want := `limits.override[2].networks: "2001:db8::1/32" has bits set after the /32 prefix; the network is "2001:db8::/32" (valid IP networks such as "192.0.2.0/24" or "2001:db8::/32", or single addresses)` + "\n" +
+		"limits.override[3]: has neither users nor networks, so it would apply to no one\n" +
+		"limits.override[4]: has users, but max_connections_per_ip and max_connection_rate_per_ip are checked before the user is known; set them in an entry with networks only"
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("got %v; want %s", err, want)
+	}
+	c.Limits.Override = c.Limits.Override[:1]
+	if err := c.Validate(); err != nil {
+		t.Errorf("got %v; want nil", err)
+	}
+}
+
+// TestParseOverrides checks what the entries decode to.
+func TestParseOverrides(t *testing.T) {
+	c, err := Parse("x.toml", []byte(`
+[limits]
+exempt_networks = ["192.0.2.10", "2001:db8::/48"]
+
+[[limits.override]]
+users = ["Archive@example.com"]
+max_connections_per_user = 50
+
+[[limits.override]]
+networks = ["198.51.100.0/24"]
+max_connections_per_ip = 500
+max_connection_rate_per_ip = 2.5
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Override{
+		{Users: []string{"Archive@example.com"}, MaxConnectionsPerUser: 50},
+		{Networks: []string{"198.51.100.0/24"}, MaxConnectionsPerIP: 500, MaxConnectionRatePerIP: 2.5},
+	}
+	if !reflect.DeepEqual(c.Limits.Override, want) {
+		t.Errorf("got %+v; want %+v", c.Limits.Override, want)
+	}
+	if got := c.Limits.ExemptNetworks; !reflect.DeepEqual(got, []string{"192.0.2.10", "2001:db8::/48"}) {
+		t.Errorf("got exempt_networks %q", got)
+	}
+	for _, tt := range []struct {
+		in   string
+		want string
+	}{
+		{"192.0.2.10", "192.0.2.10/32"},
+		{"2001:db8::1", "2001:db8::1/128"},
+		{"10.0.0.0/8", "10.0.0.0/8"},
+	} {
+		p, err := ParseNetwork(tt.in)
+		if err != nil || p.String() != tt.want {
+			t.Errorf("ParseNetwork(%q): got %v, %v; want %s", tt.in, p, err, tt.want)
 		}
 	}
 }

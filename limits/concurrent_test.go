@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestConcurrentAcquireRelease hammers one Limiter from 64 goroutines;
@@ -78,6 +79,10 @@ func TestConcurrentCapNeverExceeded(t *testing.T) {
 			}
 			return admitConn(l, ip2)
 		}},
+		{"max_connections_per_user_ip", Options{MaxConnectionsPerUserIP: 3}, 3, func(l *Limiter, g, i int) (func(), error) {
+			rel, _, err := l.AdmitUser("Alice", netip.MustParseAddr("::ffff:127.0.0.2"))
+			return rel, err
+		}},
 		{"max_connections_per_user", Options{MaxConnectionsPerUser: 4}, 4, func(l *Limiter, g, i int) (func(), error) {
 			if i%2 == 0 {
 				return admitUser(l, "ALICE")
@@ -126,5 +131,67 @@ func TestConcurrentCapNeverExceeded(t *testing.T) {
 			wantCounts(t, l, 0, 0, 0, 0)
 			t.Logf("max held %d (cap %d), %d refused", maxLive.Load(), tt.cap, refused.Load())
 		})
+	}
+}
+
+// TestConcurrentReload admits and releases connections and sessions
+// with the rate, the user+address cap, overrides and exemptions on,
+// while another goroutine changes them; run it with -race. Every count
+// returns to zero.
+func TestConcurrentReload(t *testing.T) {
+	const goroutines, cycles = 32, 300
+	optionSets := []Options{
+		{MaxConnectionRatePerIP: 1000, MaxConnectionsPerUserIP: 2, MaxConnectionsPerIP: 4},
+		{MaxConnectionRatePerIP: 0.5, MaxConnectionsPerUserIP: 1, RateTrackingEntries: 2,
+			Overrides:      []Override{{Users: []string{"alice"}, MaxConnectionsPerUserIP: 3}, {Networks: pfx("127.0.0.0/8"), MaxConnectionsPerIP: 8}},
+			ExemptNetworks: pfx("2001:db8::/32")},
+		{IPv6PrefixLength: 128},
+	}
+	l := New(optionSets[0])
+	addrs := []netip.Addr{ip2, ip3, netip.MustParseAddr("2001:db8::1"), ipN(9)}
+	users := []string{"alice", "BOB"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.SetOptions(optionSets[i%len(optionSets)])
+			runtime.Gosched()
+		}
+	})
+	var workers sync.WaitGroup
+	for g := range goroutines {
+		workers.Go(func() {
+			now := t0
+			for i := range cycles {
+				now = now.Add(time.Millisecond)
+				addr := addrs[(g+i)%len(addrs)]
+				relC, _, err := l.AdmitConnAt(addr, now)
+				if err != nil {
+					if !errors.Is(err, ErrLimit) {
+						t.Errorf("AdmitConnAt: got %v; want nil or ErrLimit", err)
+					}
+					continue
+				}
+				if relU, _, err := l.AdmitUser(users[i%len(users)], addr); err == nil {
+					_ = l.Exempt(addr)
+					relU()
+				} else if !errors.Is(err, ErrLimit) {
+					t.Errorf("AdmitUser: got %v; want nil or ErrLimit", err)
+				}
+				relC()
+			}
+		})
+	}
+	workers.Wait()
+	close(stop)
+	wg.Wait()
+	wantCounts(t, l, 0, 0, 0, 0)
+	if c := l.Counts(); c.UserAddresses != 0 {
+		t.Errorf("got %d user addresses; want 0", c.UserAddresses)
 	}
 }

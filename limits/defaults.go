@@ -65,3 +65,9 @@ func FormatDuration(d time.Duration) string {
 		return d.String()
 	}
 }
+
+// DefaultRateTrackingEntries bounds the client addresses whose
+// connection rate (max_connection_rate_per_ip) is remembered: a few MB at
+// most. The auth failure tracking of issue 11 has a key of its own,
+// auth_tracking_entries, with the same default, which may be wired here.
+const DefaultRateTrackingEntries = 100000

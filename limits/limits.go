@@ -1,8 +1,13 @@
 // Package limits counts connections and sessions against the caps an
 // operator configures: all connections, connections from one client
-// address, and authenticated sessions of one user. It is modelled on the
-// IMAP4 connection limits of Exchange Server 2013 (MaxConnections,
-// MaxConnectionFromSingleIP, MaxConnectionsPerUser).
+// address, new connections per second from one client address,
+// authenticated sessions of one user, and sessions of one user from one
+// client address. It is modelled on the IMAP4 connection limits of
+// Exchange Server 2013 (MaxConnections, MaxConnectionFromSingleIP,
+// MaxConnectionsPerUser) and Dovecot's mail_max_userip_connections.
+// Overrides (Override) change the caps for some users or networks, and
+// exempt networks (Options.ExemptNetworks) skip the per-address caps;
+// see policy.go for the rule that picks among several overrides.
 //
 // A Limiter never blocks: an acquire either succeeds at once and returns an
 // idempotent release function, or fails with an *Error naming the limit and
@@ -14,8 +19,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
 )
 
 // Options are the caps. A zero field means its default.
@@ -27,6 +37,27 @@ type Options struct {
 	// clients usually hold a whole /64, so counting single addresses would
 	// let one client open unlimited connections.
 	IPv6PrefixLength int
+	// MaxConnectionsPerUserIP caps the authenticated sessions of one user
+	// from one client address (IPv6 by IPv6PrefixLength), as Dovecot's
+	// mail_max_userip_connections; 0 is off.
+	MaxConnectionsPerUserIP int
+	// MaxConnectionRatePerIP is the number of new connections per second
+	// admitted from one client address (IPv6 by IPv6PrefixLength), with a
+	// burst of twice as many; a fraction is allowed (0.5: one every two
+	// seconds, burst 1). 0 is off.
+	MaxConnectionRatePerIP float64
+	// Overrides change the caps above for some users or networks; see
+	// Override for how one is picked when several match.
+	Overrides []Override
+	// ExemptNetworks are client networks that skip the per-address caps
+	// (MaxConnectionsPerIP, MaxConnectionsPerUserIP), the rate cap and
+	// brute-force counting by address (see Exempt): webmail hosts,
+	// monitoring.
+	ExemptNetworks []netip.Prefix
+	// RateTrackingEntries bounds the client addresses whose connection
+	// rate is remembered (an LRU cache): an address pushed out starts
+	// again with a full burst. 0 means DefaultRateTrackingEntries.
+	RateTrackingEntries int
 }
 
 func (o Options) withDefaults() Options {
@@ -42,6 +73,15 @@ func (o Options) withDefaults() Options {
 	if o.IPv6PrefixLength <= 0 || o.IPv6PrefixLength > 128 {
 		o.IPv6PrefixLength = DefaultIPv6PrefixLength
 	}
+	if o.MaxConnectionsPerUserIP < 0 {
+		o.MaxConnectionsPerUserIP = 0
+	}
+	if !(o.MaxConnectionRatePerIP > 0) { // negative or NaN: off
+		o.MaxConnectionRatePerIP = 0
+	}
+	if o.RateTrackingEntries <= 0 {
+		o.RateTrackingEntries = DefaultRateTrackingEntries
+	}
 	return o
 }
 
@@ -55,6 +95,10 @@ type Error struct {
 	Limit string // configuration key: "max_connections", ...
 	Value int    // the cap in force
 	Count int    // the count the refused acquire found (at least Value)
+	// Rate is the rate in force, for max_connection_rate_per_ip, which
+	// may be a fraction; Value and Count are then its burst and the
+	// connections the burst holds, as in its Check.
+	Rate float64
 }
 
 func (e *Error) Error() string {
@@ -66,6 +110,10 @@ func (e *Error) Error() string {
 		what = "Too many connections from your address"
 	case "max_connections_per_user":
 		what = "Too many connections for this user"
+	case "max_connections_per_user_ip":
+		what = "Too many connections for this user from your address"
+	case "max_connection_rate_per_ip":
+		return "Too many new connections from your address (max_connection_rate_per_ip=" + FormatRate(e.Rate) + ")"
 	default:
 		what = "Limit reached"
 	}
@@ -77,28 +125,53 @@ func (e *Error) Is(target error) bool { return target == ErrLimit }
 // Limiter counts live connections and sessions. The zero value is not
 // usable; call New.
 type Limiter struct {
-	mu    sync.Mutex
-	opts  Options
-	conns int
-	perIP map[netip.Prefix]int
-	users map[string]int
+	mu      sync.Mutex
+	opts    Options
+	policy  *policy
+	conns   int
+	perIP   map[netip.Prefix]int
+	users   map[string]int
+	userIPs map[userIP]int
+	// rates holds a token bucket per address key, for
+	// max_connection_rate_per_ip; bounded, so a flood of distinct
+	// addresses costs bounded memory.
+	rates *lru.Cache[netip.Prefix, *rate.Limiter]
+}
+
+// userIP is the key of max_connections_per_user_ip.
+type userIP struct {
+	user string
+	addr netip.Prefix
 }
 
 // New returns a Limiter enforcing opts.
 func New(opts Options) *Limiter {
+	opts = opts.withDefaults()
+	rates, err := lru.New[netip.Prefix, *rate.Limiter](opts.RateTrackingEntries)
+	if err != nil { // only for a size <= 0, which withDefaults rules out
+		panic(err)
+	}
 	return &Limiter{
-		opts:  opts.withDefaults(),
-		perIP: make(map[netip.Prefix]int),
-		users: make(map[string]int),
+		opts:    opts,
+		policy:  newPolicy(opts),
+		perIP:   make(map[netip.Prefix]int),
+		users:   make(map[string]int),
+		userIPs: make(map[userIP]int),
+		rates:   rates,
 	}
 }
 
-// SetOptions changes the caps in force. Connections already counted stay;
-// a lowered cap only refuses new acquires until the counts fall below it.
+// SetOptions changes the caps in force, overrides and exemptions
+// included. Connections and sessions already counted stay; a lowered cap
+// only refuses new acquires until the counts fall below it, and a raised
+// one admits at once. The rate of an address already tracked changes at
+// its next connection, keeping the tokens it has (up to the new burst).
 func (l *Limiter) SetOptions(opts Options) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.opts = opts.withDefaults()
+	l.policy = newPolicy(l.opts)
+	l.rates.Resize(l.opts.RateTrackingEntries)
 }
 
 // Options returns the caps in force, defaults filled in.
@@ -139,22 +212,55 @@ type Check struct {
 	Max   int
 }
 
-// AdmitConn counts one connection from addr against max_connections and
-// max_connections_per_ip, both or neither. The release function returned
-// on success may be called any number of times; it uncounts once. It also
-// returns the checks it made, in order; on refusal the last one is the
-// limit that refused.
+// AdmitConn is AdmitConnAt at the current time.
 func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, err error) {
+	return l.AdmitConnAt(addr, time.Now())
+}
+
+// AdmitConnAt counts one connection from addr, arriving at now, against
+// max_connection_rate_per_ip, max_connections and max_connections_per_ip,
+// all or none. The release function returned on success may be called
+// any number of times; it uncounts once. It also returns the checks it
+// made, in order; on refusal the last one is the limit that refused.
+//
+// The rate is checked first, so that an address over it does not make
+// room under max_connections by evicting someone else, and a connection
+// uses up one of its address's tokens only when it is admitted: one
+// refused by any cap costs nothing. An exempt address (ExemptNetworks)
+// skips the rate and max_connections_per_ip, though its connections are
+// still counted. The caps of addr are those of the overrides that match
+// it by network (the user is not known yet; see policy).
+func (l *Limiter) AdmitConnAt(addr netip.Addr, now time.Time) (release func(), checks []Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := AddrKey(addr, l.opts.IPv6PrefixLength)
-	checks = append(make([]Check, 0, 2), Check{"max_connections", l.conns, l.opts.MaxConnections})
+	p := l.policy
+	exempt := p.exempt(addr)
+	checks = make([]Check, 0, 3)
+	var bucket *rate.Limiter
+	if r := p.rate(addr); r > 0 && !exempt {
+		bucket = l.bucket(key, r, now)
+		tokens := bucket.TokensAt(now)
+		burst := bucket.Burst()
+		used := burst - int(max(tokens, 0)) // connections the burst holds now
+		checks = append(checks, Check{"max_connection_rate_per_ip", used, burst})
+		if tokens < 1 {
+			return nil, checks, &Error{Limit: "max_connection_rate_per_ip", Value: burst, Count: used, Rate: r}
+		}
+	}
+	checks = append(checks, Check{"max_connections", l.conns, l.opts.MaxConnections})
 	if l.conns >= l.opts.MaxConnections {
 		return nil, checks, &Error{Limit: "max_connections", Value: l.opts.MaxConnections, Count: l.conns}
 	}
-	checks = append(checks, Check{"max_connections_per_ip", l.perIP[key], l.opts.MaxConnectionsPerIP})
-	if l.perIP[key] >= l.opts.MaxConnectionsPerIP {
-		return nil, checks, &Error{Limit: "max_connections_per_ip", Value: l.opts.MaxConnectionsPerIP, Count: l.perIP[key]}
+	if !exempt {
+		perIP := p.perIP(addr)
+		checks = append(checks, Check{"max_connections_per_ip", l.perIP[key], perIP})
+		if l.perIP[key] >= perIP {
+			return nil, checks, &Error{Limit: "max_connections_per_ip", Value: perIP, Count: l.perIP[key]}
+		}
+	}
+	if bucket != nil {
+		bucket.AllowN(now, 1) // checked above, under l.mu
 	}
 	l.conns++
 	l.perIP[key]++
@@ -171,18 +277,61 @@ func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, er
 	}, checks, nil
 }
 
-// AdmitUser counts one authenticated session of user against
-// max_connections_per_user, and returns the check it made. The release
-// function works as AdmitConn's.
-func (l *Limiter) AdmitUser(user string) (release func(), check Check, err error) {
+// bucket returns the token bucket of an address key, made or brought to
+// rate r (burst twice r, at least 1). l.mu is held.
+func (l *Limiter) bucket(key netip.Prefix, r float64, now time.Time) *rate.Limiter {
+	burst := rateBurst(r)
+	b, ok := l.rates.Get(key)
+	if !ok {
+		b = rate.NewLimiter(rate.Limit(r), burst)
+		l.rates.Add(key, b)
+		return b
+	}
+	if b.Limit() != rate.Limit(r) || b.Burst() != burst {
+		// Reloaded, or another override: keep the tokens it has.
+		b.SetLimitAt(now, rate.Limit(r))
+		b.SetBurstAt(now, burst)
+	}
+	return b
+}
+
+// rateBurst is the burst of rate r: twice the rate, at least one
+// connection.
+func rateBurst(r float64) int {
+	return max(1, int(2*r))
+}
+
+// FormatRate writes a connection rate as the configuration takes it:
+// "10", "0.5".
+func FormatRate(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
+
+// AdmitUser counts one authenticated session of user, logged in from
+// addr, against max_connections_per_user and max_connections_per_user_ip
+// (unless addr is exempt), both or neither, with the caps the overrides
+// give user at addr. It returns the checks it made, in order; on refusal
+// the last one is the limit that refused. The release function works as
+// AdmitConn's.
+func (l *Limiter) AdmitUser(user string, addr netip.Addr) (release func(), checks []Check, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := UserKey(user)
-	check = Check{"max_connections_per_user", l.users[key], l.opts.MaxConnectionsPerUser}
-	if l.users[key] >= l.opts.MaxConnectionsPerUser {
-		return nil, check, &Error{Limit: "max_connections_per_user", Value: l.opts.MaxConnectionsPerUser, Count: l.users[key]}
+	p := l.policy
+	perUser := p.perUser(key, addr)
+	checks = append(make([]Check, 0, 2), Check{"max_connections_per_user", l.users[key], perUser})
+	if l.users[key] >= perUser {
+		return nil, checks, &Error{Limit: "max_connections_per_user", Value: perUser, Count: l.users[key]}
 	}
+	uk := userIP{key, AddrKey(addr, l.opts.IPv6PrefixLength)}
+	if n := p.perUserIP(key, addr); n > 0 && !p.exempt(addr) {
+		checks = append(checks, Check{"max_connections_per_user_ip", l.userIPs[uk], n})
+		if l.userIPs[uk] >= n {
+			return nil, checks, &Error{Limit: "max_connections_per_user_ip", Value: n, Count: l.userIPs[uk]}
+		}
+	}
+	// Counted even when off or exempt, so that a reload that turns the
+	// cap on finds the sessions already open.
 	l.users[key]++
+	l.userIPs[uk]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -191,16 +340,34 @@ func (l *Limiter) AdmitUser(user string) (release func(), check Check, err error
 			if l.users[key]--; l.users[key] <= 0 {
 				delete(l.users, key)
 			}
+			if l.userIPs[uk]--; l.userIPs[uk] <= 0 {
+				delete(l.userIPs, uk)
+			}
 		})
-	}, check, nil
+	}, checks, nil
+}
+
+// Exempt reports whether addr is in one of the exempt networks in force
+// (Options.ExemptNetworks): its clients skip the per-address caps, the
+// rate cap and, in the proxy, brute-force counting by address.
+func (l *Limiter) Exempt(addr netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.policy.exempt(addr)
 }
 
 // Counts is a snapshot of what a Limiter holds.
 type Counts struct {
-	Connections int            // connections counted
-	Addresses   int            // distinct address keys with a connection
-	Users       int            // distinct users with a session
-	Sessions    int            // authenticated sessions, all users
+	Connections int // connections counted
+	Addresses   int // distinct address keys with a connection
+	Users       int // distinct users with a session
+	Sessions    int // authenticated sessions, all users
+	// UserAddresses is the distinct (user, address key) pairs with a
+	// session, counted for max_connections_per_user_ip.
+	UserAddresses int
+	// RateTracked is the address keys whose connection rate is
+	// remembered (at most Options.RateTrackingEntries).
+	RateTracked int
 	PerUser     map[string]int // sessions by canonical user
 	// The largest per-address and per-user counts: how close anyone is
 	// to max_connections_per_ip and max_connections_per_user.
@@ -212,7 +379,8 @@ type Counts struct {
 func (l *Limiter) Counts() Counts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := Counts{Connections: l.conns, Addresses: len(l.perIP), Users: len(l.users), PerUser: make(map[string]int, len(l.users))}
+	c := Counts{Connections: l.conns, Addresses: len(l.perIP), Users: len(l.users), PerUser: make(map[string]int, len(l.users)),
+		UserAddresses: len(l.userIPs), RateTracked: l.rates.Len()}
 	for u, n := range l.users {
 		c.Sessions += n
 		c.PerUser[u] = n

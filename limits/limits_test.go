@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 )
@@ -130,15 +131,16 @@ func TestDefaults(t *testing.T) {
 		MaxConnectionsPerIP:   DefaultMaxConnectionsPerIP,
 		MaxConnectionsPerUser: DefaultMaxConnectionsPerUser,
 		IPv6PrefixLength:      DefaultIPv6PrefixLength,
+		RateTrackingEntries:   DefaultRateTrackingEntries,
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got Options() %+v; want %+v", got, want)
 	}
 	if DefaultMaxConnectionsPerUser != 16 {
 		t.Errorf("got DefaultMaxConnectionsPerUser %d; want 16", DefaultMaxConnectionsPerUser)
 	}
 	neg := New(Options{MaxConnections: -1, MaxConnectionsPerIP: -5, MaxConnectionsPerUser: -1, IPv6PrefixLength: 129}).Options()
-	if neg != want {
+	if !reflect.DeepEqual(neg, want) {
 		t.Errorf("got Options() for negative/out-of-range fields %+v; want %+v", neg, want)
 	}
 }
@@ -432,13 +434,13 @@ func TestAdmitChecks(t *testing.T) {
 	if last := checks[len(checks)-1]; last != (Check{"max_connections_per_ip", 1, 1}) {
 		t.Fatalf("last check = %v", last)
 	}
-	relU, check, err := l.AdmitUser("Ann")
-	if err != nil || check != (Check{"max_connections_per_user", 0, 1}) {
-		t.Fatalf("AdmitUser = %v, %v", check, err)
+	relU, checksU, err := l.AdmitUser("Ann", a)
+	if err != nil || fmt.Sprint(checksU) != fmt.Sprint([]Check{{"max_connections_per_user", 0, 1}}) {
+		t.Fatalf("AdmitUser = %v, %v", checksU, err)
 	}
 	defer relU()
-	if _, check, err = l.AdmitUser("ann"); !errors.Is(err, ErrLimit) || check.Count != 1 {
-		t.Fatalf("second AdmitUser = %v, %v", check, err)
+	if _, checksU, err = l.AdmitUser("ann", a); !errors.Is(err, ErrLimit) || checksU[len(checksU)-1].Count != 1 {
+		t.Fatalf("second AdmitUser = %v, %v", checksU, err)
 	}
 }
 
@@ -450,6 +452,6 @@ func admitConn(l *Limiter, addr netip.Addr) (release func(), err error) {
 }
 
 func admitUser(l *Limiter, user string) (release func(), err error) {
-	release, _, err = l.AdmitUser(user)
+	release, _, err = l.AdmitUser(user, ip2)
 	return release, err
 }

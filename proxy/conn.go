@@ -90,7 +90,7 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 // serve runs the connection up to login. It returns the session to relay,
 // or nil when the connection ends here (the caller then finishes it).
 func (c *conn) serve() *session {
-	release, checks, err := c.srv.limiter.AdmitConn(clientAddr(c.remote))
+	release, checks, err := c.srv.limiter.AdmitConnAt(clientAddr(c.remote), c.clock.Now())
 	c.trace.limitEvents(c.trace.span, checks, err)
 	var le *limits.Error
 	if errors.As(err, &le) && le.Limit == "max_connections" && le.Count == le.Value && !c.opts.KeepUnauthenticated {
@@ -99,7 +99,7 @@ func (c *conn) serve() *session {
 		// Over the cap (it was lowered), closing one would not.
 		for victim := c.srv.oldestUnauthenticated(); victim != nil; victim = c.srv.oldestUnauthenticated() {
 			if victim.evict(le.Value) {
-				release, checks, err = c.srv.limiter.AdmitConn(clientAddr(c.remote))
+				release, checks, err = c.srv.limiter.AdmitConnAt(clientAddr(c.remote), c.clock.Now())
 				c.trace.limitEvents(c.trace.span, checks, err)
 				le = nil
 				break

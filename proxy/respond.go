@@ -153,8 +153,8 @@ func loggedIn(tag, caps string) response {
 
 // The limits.
 
-// connLimitBye refuses a connection over max_connections or
-// max_connections_per_ip.
+// connLimitBye refuses a connection over max_connections,
+// max_connections_per_ip or max_connection_rate_per_ip.
 func connLimitBye(e *limits.Error) response {
 	return response{kind: respBYE, code: "UNAVAILABLE", text: e.Error(), closing: true,
 		outcome: outcomeRefused, refusal: e.Limit}
@@ -168,7 +168,8 @@ func evictedBye(max int) response {
 		closing: true, outcome: outcomeEvicted, refusal: reasonEvicted}
 }
 
-// userLimitNo refuses a login over max_connections_per_user.
+// userLimitNo refuses a login over max_connections_per_user or
+// max_connections_per_user_ip.
 func userLimitNo(tag string, e *limits.Error) response {
 	return response{tag: tag, kind: respNO, code: "LIMIT", text: e.Error(), refusal: e.Limit}
 }

@@ -39,6 +39,8 @@ func TestResponses(t *testing.T) {
 		{connLimitBye(&limits.Error{Limit: "max_connections", Value: 5}), "* BYE [UNAVAILABLE] Too many connections (max_connections=5)"},
 		{evictedBye(5), "* BYE [UNAVAILABLE] Too many connections; closing the oldest unauthenticated one (max_connections=5)"},
 		{userLimitNo("a", lim), "a NO [LIMIT] Too many connections for this user (max_connections_per_user=16)"},
+		{connLimitBye(&limits.Error{Limit: "max_connection_rate_per_ip", Value: 1, Rate: 0.5}), "* BYE [UNAVAILABLE] Too many new connections from your address (max_connection_rate_per_ip=0.5)"},
+		{userLimitNo("a", &limits.Error{Limit: "max_connections_per_user_ip", Value: 4}), "a NO [LIMIT] Too many connections for this user from your address (max_connections_per_user_ip=4)"},
 		{tooBig("a", 1024), "a BAD [TOOBIG] Command too long (max_command_size=1024)"},
 		{tooBig("", 1024), "* BAD [TOOBIG] Command too long (max_command_size=1024)"},
 		{tooBigBye(1024), "* BYE [TOOBIG] Command too long (max_command_size=1024)"},

@@ -122,7 +122,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 		metric.WithDescription("Bytes relayed in authenticated sessions, by direction (to_upstream, to_client)."))
 	check(err)
 	caps, err := m.Int64ObservableGauge("imapguard.limit",
-		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_command_size), to set against the counts."))
+		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip (0: off), max_command_size; not the overrides), to set against the counts."))
 	check(err)
 	timeouts, err := m.Float64ObservableGauge("imapguard.timeout", metric.WithUnit("s"),
 		metric.WithDescription("The timeouts in force, by timeout (preauth_timeout, idle_timeout)."))
@@ -156,6 +156,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 			{"max_connections", lo.MaxConnections},
 			{"max_connections_per_ip", lo.MaxConnectionsPerIP},
 			{"max_connections_per_user", lo.MaxConnectionsPerUser},
+			{"max_connections_per_user_ip", lo.MaxConnectionsPerUserIP},
 			{"max_command_size", po.MaxCommandSize},
 		} {
 			o.ObserveInt64(caps, int64(c.v), metric.WithAttributes(attribute.String("limit", c.name)))

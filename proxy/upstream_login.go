@@ -59,12 +59,13 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		log.Warn("upstream unavailable", "err", le.err)
 		return c.w.respond(upstreamUnavailable(tag)) == nil
 	}
-	releaseUser, check, err := c.srv.limiter.AdmitUser(user)
-	c.trace.limitEvents(a.span, []limits.Check{check}, err)
+	releaseUser, checks, err := c.srv.limiter.AdmitUser(user, clientAddr(c.remote))
+	c.trace.limitEvents(a.span, checks, err)
 	var lim *limits.Error
 	if errors.As(err, &lim) {
-		// Checked only now that the upstream accepted the password, so the
-		// answer tells nothing to someone who does not know it.
+		// max_connections_per_user or max_connections_per_user_ip,
+		// checked only now that the upstream accepted the password, so
+		// the answer tells nothing to someone who does not know it.
 		up.logout()
 		a.end(authLimit, "")
 		log.Info("login refused", "reason", lim.Error(), "limit", lim.Limit, "count", lim.Count, "max", lim.Value)

@@ -26,16 +26,16 @@ func TestCLICheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("-check: %v", err)
 		}
-		for _, want := range []string{
-			"limits.max_connections          : 2147483647",
-			"limits.max_connections_per_ip   : 2147483647",
-			"limits.max_connections_per_user : 16",
-			"limits.max_command_size         : 10240",
-			"limits.preauth_timeout          : 1m",
-			"limits.idle_timeout             : 30m",
+		for _, want := range [][2]string{
+			{"limits.max_connections", "2147483647"},
+			{"limits.max_connections_per_ip", "2147483647"},
+			{"limits.max_connections_per_user", "16"},
+			{"limits.max_command_size", "10240"},
+			{"limits.preauth_timeout", "1m"},
+			{"limits.idle_timeout", "30m"},
 		} {
-			if !strings.Contains(string(out), want+"\n") {
-				t.Errorf("-check output lacks %q:\n%s", want, out)
+			if !hasSetting(out, want[0], want[1]) {
+				t.Errorf("-check output lacks %s : %s:\n%s", want[0], want[1], out)
 			}
 		}
 	})
@@ -45,8 +45,7 @@ func TestCLICheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("-check: %v", err)
 		}
-		if !strings.Contains(string(out), "limits.max_connections_per_user : 4\n") ||
-			!strings.Contains(string(out), "limits.idle_timeout             : 45m\n") {
+		if !hasSetting(out, "limits.max_connections_per_user", "4") || !hasSetting(out, "limits.idle_timeout", "45m") {
 			t.Errorf("got %s; want the file's values", out)
 		}
 	})
@@ -66,6 +65,12 @@ func TestCLICheck(t *testing.T) {
 			}
 		}
 	})
+}
+
+// hasSetting reports whether -check's output has the line of the setting
+// name with value, however wide the names are padded.
+func hasSetting(out []byte, name, value string) bool {
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` +: ` + regexp.QuoteMeta(value) + `$`).Match(out)
 }
 
 // TestCLIReload runs both binaries as a user would and lowers

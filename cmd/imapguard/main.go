@@ -31,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"reflect"
@@ -129,12 +130,38 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // limitOptions and proxyOptions map the configuration onto each package's
 // own options; only this command knows the configuration file.
 func limitOptions(c *config.Config) limits.Options {
-	return limits.Options{
-		MaxConnections:        c.Limits.MaxConnections,
-		MaxConnectionsPerIP:   c.Limits.MaxConnectionsPerIP,
-		MaxConnectionsPerUser: c.Limits.MaxConnectionsPerUser,
-		IPv6PrefixLength:      c.Limits.IPv6PrefixLength,
+	l := c.Limits
+	o := limits.Options{
+		MaxConnections:          l.MaxConnections,
+		MaxConnectionsPerIP:     l.MaxConnectionsPerIP,
+		MaxConnectionsPerUser:   l.MaxConnectionsPerUser,
+		IPv6PrefixLength:        l.IPv6PrefixLength,
+		MaxConnectionsPerUserIP: l.MaxConnectionsPerUserIP,
+		MaxConnectionRatePerIP:  l.MaxConnectionRatePerIP,
+		ExemptNetworks:          networks(l.ExemptNetworks),
 	}
+	for _, e := range l.Override {
+		o.Overrides = append(o.Overrides, limits.Override{
+			Users:                   e.Users,
+			Networks:                networks(e.Networks),
+			MaxConnectionsPerIP:     e.MaxConnectionsPerIP,
+			MaxConnectionsPerUser:   e.MaxConnectionsPerUser,
+			MaxConnectionsPerUserIP: e.MaxConnectionsPerUserIP,
+			MaxConnectionRatePerIP:  e.MaxConnectionRatePerIP,
+		})
+	}
+	return o
+}
+
+// networks parses networks that config has validated (config.ParseNetwork).
+func networks(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := config.ParseNetwork(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // tlsOptions maps the [tls] table onto the tls package's options.

@@ -50,6 +50,18 @@ type Table struct {
 	Name string // "limits"
 	Keys []Key
 	Doc  Doc
+	// Array is true for an array of tables ([[limits.override]]): the
+	// files show its header and keys as an example, commented out in
+	// default.toml, since the default has no entries.
+	Array bool
+}
+
+// Header is the table's header in TOML: "[limits]", "[[limits.override]]".
+func (t Table) Header() string {
+	if t.Array {
+		return "[[" + t.Name + "]]"
+	}
+	return "[" + t.Name + "]"
 }
 
 // Key is one key, with its documentation.
@@ -138,7 +150,8 @@ func document(tables []config.Table, docs map[string]string) ([]Table, error) {
 		return d
 	}
 	for _, t := range tables {
-		dt := Table{Name: t.Name, Doc: parse(t.GoType, t.GoType, docs[t.GoType], "["+t.Name+"]")}
+		dt := Table{Name: t.Name, Array: t.Array}
+		dt.Doc = parse(t.GoType, t.GoType, docs[t.GoType], dt.Header())
 		for _, k := range t.Keys {
 			what := t.GoType + "." + k.GoField
 			dt.Keys = append(dt.Keys, Key{Key: k, Path: t.Name + "." + k.Name, Doc: parse(what, k.GoField, docs[what], k.Name)})
