@@ -66,6 +66,8 @@ func (e *Error) Error() string {
 		what = "Too many connections from your address"
 	case "max_connections_per_user":
 		what = "Too many connections for this user"
+	case "max_auth_failures_per_ip", "max_auth_failures_per_user":
+		what = "Too many failed logins, try again later"
 	default:
 		what = "Limit reached"
 	}
