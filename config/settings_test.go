@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,55 +13,61 @@ func TestWriteSettings(t *testing.T) {
 	if err := Default().WriteSettings(&b); err != nil {
 		t.Fatal(err)
 	}
-	want := `listen.imap                     : 127.0.0.1:1143
-listen.imaps                    :
-upstream.address                : 127.0.0.1:2143
-upstream.connect_timeout        : 5s
-upstream.login_timeout          : 30s
-upstream.tls                    : none
-upstream.server_name            :
-upstream.ca_file                :
-upstream.insecure_skip_verify   : false
-upstream.cert_file              :
-upstream.key_file               :
-tls.mode                        : off
-tls.cert_file                   :
-tls.key_file                    :
-tls.domains                     :
-tls.email                       :
-tls.ca                          :
-tls.ca_root                     :
-tls.storage                     :
-tls.http_challenge_port         : 0
-tls.tls_alpn_challenge_port     : 0
-tls.on_demand                   : false
-tls.on_demand_domains           :
-tls.on_demand_permission_url    :
-tls.self_signed_names           :
-tls.allow_plaintext_auth        : true
-limits.max_connections          : 2147483647
-limits.evict_unauthenticated    : true
-limits.max_connections_per_ip   : 2147483647
-limits.max_connections_per_user : 16
-limits.ipv6_prefix_length       : 64
-limits.max_command_size         : 10240
-limits.preauth_timeout          : 1m
-limits.idle_timeout             : 30m
-limits.max_bad_commands         : 3
-limits.max_auth_failures        : 3
-log.level                       : info
-log.format                      : text
-telemetry.traces                : none
-telemetry.metrics               : none
-telemetry.otlp_endpoint         :
-telemetry.otlp_protocol         :
-telemetry.otlp_insecure         : false
-telemetry.sample_ratio          : 1.0
-telemetry.metrics_interval      : 1m
-telemetry.metrics_listen        :
-telemetry.record_user           : false
-admin.listen                    :
-admin.token                     :
+	want := `listen.imap                       : 127.0.0.1:1143
+listen.imaps                      :
+upstream.address                  : 127.0.0.1:2143
+upstream.connect_timeout          : 5s
+upstream.login_timeout            : 30s
+upstream.tls                      : none
+upstream.server_name              :
+upstream.ca_file                  :
+upstream.insecure_skip_verify     : false
+upstream.cert_file                :
+upstream.key_file                 :
+tls.mode                          : off
+tls.cert_file                     :
+tls.key_file                      :
+tls.domains                       :
+tls.email                         :
+tls.ca                            :
+tls.ca_root                       :
+tls.storage                       :
+tls.http_challenge_port           : 0
+tls.tls_alpn_challenge_port       : 0
+tls.on_demand                     : false
+tls.on_demand_domains             :
+tls.on_demand_permission_url      :
+tls.self_signed_names             :
+tls.allow_plaintext_auth          : true
+limits.max_connections            : 2147483647
+limits.evict_unauthenticated      : true
+limits.max_connections_per_ip     : 2147483647
+limits.max_connections_per_user   : 16
+limits.ipv6_prefix_length         : 64
+limits.max_command_size           : 10240
+limits.preauth_timeout            : 1m
+limits.idle_timeout               : 30m
+limits.max_bad_commands           : 3
+limits.max_auth_failures          : 3
+limits.auth_failure_window        : 10m
+limits.max_auth_failures_per_ip   : 10
+limits.max_auth_failures_per_user : 30
+limits.auth_failure_block         : 15m
+limits.auth_failure_delay         : 2s
+limits.auth_tracking_entries      : 100000
+log.level                         : info
+log.format                        : text
+telemetry.traces                  : none
+telemetry.metrics                 : none
+telemetry.otlp_endpoint           :
+telemetry.otlp_protocol           :
+telemetry.otlp_insecure           : false
+telemetry.sample_ratio            : 1.0
+telemetry.metrics_interval        : 1m
+telemetry.metrics_listen          :
+telemetry.record_user             : false
+admin.listen                      :
+admin.token                       :
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
@@ -136,7 +143,7 @@ func TestSecretRedacted(t *testing.T) {
 	if err := c.WriteSettings(&b); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(b.String(), token) || !strings.Contains(b.String(), "admin.token                     : "+Redacted+"\n") {
+	if strings.Contains(b.String(), token) || !regexp.MustCompile(`(?m)^admin\.token +: `+regexp.QuoteMeta(Redacted)+`$`).MatchString(b.String()) {
 		t.Errorf("got:\n%s\nwant admin.token redacted", b.String())
 	}
 
