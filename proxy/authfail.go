@@ -156,6 +156,11 @@ var ErrNoTracker = errors.New("proxy: the brute-force defence is off")
 // errEmptyPenaltyMatch is returned for a PenaltyMatch with nothing set.
 var errEmptyPenaltyMatch = errors.New("clearing needs all, an address or a user")
 
+// AuthTracker returns the brute-force defence's tracker
+// (Options.AuthTracker), nil when there is none; SIGHUP changes its
+// settings through it.
+func (s *Server) AuthTracker() *limits.Tracker { return s.tracker }
+
 // Penalties lists the brute-force defence's tracked failures now, as
 // limits.Tracker.Penalties does; none without a tracker.
 func (s *Server) Penalties() []limits.Penalty {

@@ -137,6 +137,21 @@ func limitOptions(c *config.Config) limits.Options {
 	}
 }
 
+// authOptions maps the brute-force keys of [limits] onto the tracker's
+// options; 0 is off there as in the file.
+func authOptions(c *config.Config) limits.AuthOptions {
+	l := c.Limits
+	return limits.AuthOptions{
+		Window:           time.Duration(l.AuthFailureWindow),
+		MaxPerIP:         l.MaxAuthFailuresPerIP,
+		MaxPerUser:       l.MaxAuthFailuresPerUser,
+		Block:            time.Duration(l.AuthFailureBlock),
+		Delay:            time.Duration(l.AuthFailureDelay),
+		Entries:          l.AuthTrackingEntries,
+		IPv6PrefixLength: l.IPv6PrefixLength,
+	}
+}
+
 // tlsOptions maps the [tls] table onto the tls package's options.
 func tlsOptions(c *config.Config, log *slog.Logger) imaptls.Options {
 	t := c.TLS
@@ -263,7 +278,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		return err
 	}
 	limiter := limits.New(limitOptions(cfg))
-	srv := proxy.New(proxyOptions(cfg, serverTLS, upTLS), limiter, log)
+	popts := proxyOptions(cfg, serverTLS, upTLS)
+	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
+	srv := proxy.New(popts, limiter, log)
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
 		return err
 	}
@@ -331,6 +348,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		api := admin.New(admin.Options{
 			Token:     cfg.Admin.Token,
 			Sessions:  srv,
+			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Listeners: listeners,
@@ -420,6 +438,11 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		return old
 	}
 	limiter.SetOptions(limitOptions(cfg))
+	if t := srv.AuthTracker(); t != nil {
+		// New window, maxima, block and delay apply at once;
+		// auth_tracking_entries resizes the tables.
+		t.SetOptions(authOptions(cfg))
+	}
 	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
 	for _, s := range cfg.Settings() {
 		log.Info("setting", "name", s.Name, "value", s.Value)
