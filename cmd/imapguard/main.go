@@ -6,6 +6,7 @@
 //	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
+//	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //
 // who, kick and settings talk to the admin API (admin.listen) of a
 // running imapguard: they list its connections, close some, and print its
@@ -57,7 +58,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings":
+		case "who", "kick", "settings", "penalties":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
