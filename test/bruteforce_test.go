@@ -3,7 +3,11 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,4 +290,35 @@ func TestBruteForceReloadAndClear(t *testing.T) {
 		t.Fatalf("clear with a bad address: got %v; want an error naming it", err)
 	}
 	proxytest.WaitZero(t, g.Limiter)
+}
+
+// TestCLIBruteForceReload runs the binaries: failed logins are tracked,
+// and SIGHUP lowering max_auth_failures_per_ip blocks the address that
+// already has that many, at once.
+func TestCLIBruteForceReload(t *testing.T) {
+	upAddr := startIMAPD(t)
+	cfg := func(maxPerIP int) string {
+		return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upAddr + "\"\n[limits]\n" +
+			"auth_failure_delay = \"0s\"\nmax_auth_failures = 10\nmax_auth_failures_per_ip = " + strconv.Itoa(maxPerIP) + "\n"
+	}
+	path := writeFile(t, "imapguard.toml", cfg(100))
+	p := startImapguard(t, path)
+	addr := p.waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
+
+	c := proxytest.DialFrom(t, "127.0.0.2", addr)
+	c.Greeting()
+	for _, tag := range []string{"a", "b"} {
+		if _, st := c.Cmd(tag, "LOGIN demo wrong"); st != tag+authFailedNo {
+			t.Fatalf("got %q; want a failed login", st)
+		}
+	}
+	if err := os.WriteFile(path, []byte(cfg(2)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(regexp.MustCompile(`configuration reloaded`))
+	if _, st := c.Cmd("c", "LOGIN demo demo"); st != "c"+fmt.Sprintf(blockedByIP, 2) {
+		t.Fatalf("after reload: got %q; want blocked", st)
+	}
+	proxytest.LoginFrom(t, "127.0.0.3", addr, "demo", "demo").Logout("z")
 }
