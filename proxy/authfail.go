@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
@@ -33,7 +34,7 @@ func (c *conn) authAttempt(user string) limits.Attempt {
 // refuses a blocked address or user, or waits out the delay. It reports
 // whether the login goes on to the upstream; when it does not, the
 // attempt is ended and cont says whether the connection goes on.
-func (c *conn) authGate(a *authSpan, tag, user string) (proceed, cont bool) {
+func (c *conn) authGate(a *authSpan, log *slog.Logger, tag, user string) (proceed, cont bool) {
 	t := c.srv.tracker
 	if t == nil {
 		return true, true
@@ -45,14 +46,14 @@ func (c *conn) authGate(a *authSpan, tag, user string) (proceed, cont bool) {
 		// and tells the client nothing about the password.
 		c.trace.limitEvents(a.span, []limits.Check{{Limit: le.Limit, Count: le.Count, Max: le.Value}}, err)
 		a.end(authBlocked, "")
-		c.log.Info("login refused", "user", user, "reason", le.Error(), "limit", le.Limit, "count", le.Count, "max", le.Value)
+		log.Info("login refused", "reason", le.Error(), "limit", le.Limit, "count", le.Count, "max", le.Value)
 		return false, c.authFailed(authBlockedNo(tag, le))
 	}
 	if delay <= 0 {
 		return true, true
 	}
 	a.delayed(delay)
-	c.log.Debug("delaying login", "user", user, "delay", delay)
+	log.Debug("delaying login", "delay", delay)
 	if !c.penaltyWait(delay) {
 		a.end(authAborted, "")
 		return false, false

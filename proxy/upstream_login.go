@@ -29,7 +29,7 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		return c.authFailed(authenticationFailed(tag))
 	}
 	// The brute-force defence, before the upstream is asked.
-	if proceed, cont := c.authGate(a, tag, user); !proceed {
+	if proceed, cont := c.authGate(a, log, tag, user); !proceed {
 		return cont
 	}
 	start := time.Now()
