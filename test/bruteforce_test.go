@@ -35,11 +35,18 @@ type guardedProxy struct {
 
 func startGuarded(t *testing.T, ao limits.AuthOptions) *guardedProxy {
 	t.Helper()
-	return startGuardedMax(t, ao, 100)
+	return startGuardedWith(t, ao, func(c *proxytest.Config) { c.Options.MaxAuthFailures = 100 })
 }
 
 // startGuardedMax is startGuarded with max_auth_failures.
 func startGuardedMax(t *testing.T, ao limits.AuthOptions, maxAuthFailures int) *guardedProxy {
+	t.Helper()
+	return startGuardedWith(t, ao, func(c *proxytest.Config) { c.Options.MaxAuthFailures = maxAuthFailures })
+}
+
+// startGuardedWith is startGuarded with the proxy's configuration changed
+// by set.
+func startGuardedWith(t *testing.T, ao limits.AuthOptions, set func(*proxytest.Config)) *guardedProxy {
 	t.Helper()
 	up := proxytest.Imapd(t,
 		server.User{Username: "alice", Password: "secret", Messages: 1},
@@ -50,13 +57,14 @@ func startGuardedMax(t *testing.T, ao limits.AuthOptions, maxAuthFailures int) *
 	t.Cleanup(func() { meters.Shutdown(context.Background()) })
 	// preauth_timeout far beyond the delays and blocks the tests wait
 	// out on the fake clock.
-	opts := proxy.Options{Dial: g.dials.Dial, Clock: g.clock, AuthTracker: g.tracker,
-		PreauthTimeout: 24 * time.Hour, MaxAuthFailures: maxAuthFailures}
-	g.Proxy = proxytest.Start(t, proxytest.Config{Upstream: up, Options: opts, Setup: func(s *proxy.Server) {
+	opts := proxy.Options{Dial: g.dials.Dial, Clock: g.clock, AuthTracker: g.tracker, PreauthTimeout: 24 * time.Hour}
+	cfg := proxytest.Config{Upstream: up, Options: opts, Setup: func(s *proxy.Server) {
 		if err := s.Instrument(nil, meters); err != nil {
 			t.Fatal(err)
 		}
-	}})
+	}}
+	set(&cfg)
+	g.Proxy = proxytest.Start(t, cfg)
 	return g
 }
 
@@ -321,4 +329,31 @@ func TestCLIBruteForceReload(t *testing.T) {
 		t.Fatalf("after reload: got %q; want blocked", st)
 	}
 	proxytest.LoginFrom(t, "127.0.0.3", addr, "demo", "demo").Logout("z")
+}
+
+// Over implicit TLS the delay works the same, and a client that leaves
+// during it is noticed through the TLS layer.
+func TestBruteForceDelayOverTLS(t *testing.T) {
+	ca := newTestCA(t, "bruteforce")
+	g := startGuardedWith(t, guardOptions(), func(c *proxytest.Config) {
+		c.Options.TLSConfig, c.ServeTLS, c.Options.MaxAuthFailures = ca.serverConfig(), true, 100
+	})
+	c, _ := proxytest.DialTLS(t, g.TLSAddr, ca.clientConfig())
+	c.Greeting()
+	c.Cmd("a1", "LOGIN alice wrong")
+	c.Send("a2 LOGIN alice secret\r\n")
+	g.clock.WaitTimers(t, 2)
+	noAnswerYet(t, c, "a2 over TLS")
+	g.clock.Expire(t, 2*time.Second, 2)
+	c.LoggedIn("a2")
+	c.Logout("z")
+
+	d, _ := proxytest.DialTLS(t, g.TLSAddr, ca.clientConfig())
+	d.Greeting()
+	d.Cmd("b1", "LOGIN bob wrong")
+	d.Send("b2 LOGIN bob hunter2\r\n")
+	g.clock.WaitTimers(t, 2)
+	d.Close()
+	proxytest.WaitZero(t, g.Limiter)
+	g.wantDials(t, 3, "the client left during the delay")
 }
