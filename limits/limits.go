@@ -8,6 +8,11 @@
 // idempotent release function, or fails with an *Error naming the limit and
 // its value. Map entries are deleted as soon as their count reaches zero, so
 // the Limiter's memory follows the live connections, not their history.
+//
+// A Tracker (authfail.go) is the other kind of state: the history of
+// failed logins across connections, for the brute-force defence, kept in
+// bounded LRU caches (github.com/hashicorp/golang-lru/v2) because it
+// outlives the connections.
 package limits
 
 import (
