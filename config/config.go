@@ -353,7 +353,7 @@ type Limits struct {
 	// after its last failure (each failure starts the window again). "0s"
 	// turns the whole defence off: no delay, no block. For example
 	// auth_failure_window = "1h" remembers a slow guesser for an hour.
-	AuthFailureWindow Duration `toml:"auth_failure_window" means:"off"`
+	AuthFailureWindow Duration `toml:"auth_failure_window"`
 
 	// MaxAuthFailuresPerIP is the number of failed logins from one client
 	// address, within auth_failure_window, at which that address is
@@ -364,7 +364,7 @@ type Limits struct {
 	// login does not lower this count (it resets the delay). 0 means no
 	// block by address (the delay still applies). For example, behind a
 	// large NAT, max_auth_failures_per_ip = 50.
-	MaxAuthFailuresPerIP int `toml:"max_auth_failures_per_ip" means:"no block by address"`
+	MaxAuthFailuresPerIP int `toml:"max_auth_failures_per_ip"`
 
 	// MaxAuthFailuresPerUser is the number of failed logins for one user
 	// name, from all addresses together within auth_failure_window, at
@@ -376,7 +376,7 @@ type Limits struct {
 	// successful login clears the user's count. 0 means no block by user.
 	// For example max_auth_failures_per_user = 100 for users whose
 	// clients retry old passwords often.
-	MaxAuthFailuresPerUser int `toml:"max_auth_failures_per_user" means:"no block by user"`
+	MaxAuthFailuresPerUser int `toml:"max_auth_failures_per_user"`
 
 	// AuthFailureBlock is how long a blocked address or user stays
 	// blocked after its last failure. For example auth_failure_block =
@@ -392,7 +392,7 @@ type Limits struct {
 	// that leaves, a kick or a shutdown ends the wait. "0s" means no
 	// delay (the blocks still apply). For example auth_failure_delay =
 	// "1s" gives 1s, 2s, 4s, 8s, 15s.
-	AuthFailureDelay Duration `toml:"auth_failure_delay" means:"no delay"`
+	AuthFailureDelay Duration `toml:"auth_failure_delay"`
 
 	// AuthTrackingEntries bounds each of the brute-force defence's three
 	// tables (addresses with failures, user names with failures, and
