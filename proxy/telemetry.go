@@ -126,7 +126,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 		metric.WithDescription("Bytes relayed in authenticated sessions, by direction (to_upstream, to_client)."))
 	check(err)
 	caps, err := m.Int64ObservableGauge("imapguard.limit",
-		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_command_size), to set against the counts."))
+		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_command_size, and with the brute-force defence max_auth_failures_per_ip and max_auth_failures_per_user), to set against the counts."))
 	check(err)
 	timeouts, err := m.Float64ObservableGauge("imapguard.timeout", metric.WithUnit("s"),
 		metric.WithDescription("The timeouts in force, by timeout (preauth_timeout, idle_timeout)."))
