@@ -22,8 +22,8 @@ var _ Penalties = (*proxy.Server)(nil)
 
 // penalties lists what the brute-force defence tracks: GET /penalties.
 func (s *Server) penalties(w http.ResponseWriter, r *http.Request) {
-	if err := onlyKeys(r.URL.Query()); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if r.URL.RawQuery != "" {
+		writeError(w, http.StatusBadRequest, "GET /penalties takes no parameters")
 		return
 	}
 	if s.opts.Penalties == nil {

@@ -82,6 +82,7 @@ func TestPenalties(t *testing.T) {
 	} {
 		post(t, base+"/penalties/clear", tc.ctype, tc.body).wantError(t, tc.status)
 	}
+	get(t, base+"/penalties?user=alice").wantError(t, http.StatusBadRequest)
 	if r := get(t, base+"/penalties/clear"); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET /penalties/clear: status %d; want 405", r.status)
 	}
