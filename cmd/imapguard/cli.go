@@ -1,6 +1,6 @@
 package main
 
-// The admin commands, who, kick and settings, are clients of the admin
+// The admin commands, who, kick, settings and penalties, are clients of the admin
 // API (package proxy/admin) of a running imapguard, as doveadm who and
 // kick are of Dovecot. What the API answers comes in part from IMAP
 // clients (user names) and in all from whatever -admin points at, so
@@ -52,7 +52,7 @@ var adminUsage = map[string]string{
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
 }
 
-// runAdminCommand runs who, kick or settings and returns the exit code:
+// runAdminCommand runs who, kick, settings or penalties and returns the exit code:
 // 0, 1 for a failure, 2 for bad arguments.
 func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)

@@ -8,9 +8,10 @@
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //
-// who, kick and settings talk to the admin API (admin.listen) of a
-// running imapguard: they list its connections, close some, and print its
-// effective settings. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
+// who, kick, settings and penalties talk to the admin API (admin.listen)
+// of a running imapguard: they list its connections, close some, print
+// its effective settings, and list or clear the failed logins its
+// brute-force defence tracks. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
 // or admin.token, in that order.
 //
 // Without -config it runs with the embedded demo configuration
