@@ -1,8 +1,8 @@
 package main
 
-// The admin commands, who, kick, settings and penalties, are clients of the admin
-// API (package proxy/admin) of a running imapguard, as doveadm who and
-// kick are of Dovecot. What the API answers comes in part from IMAP
+// The admin commands, who, kick, settings and penalties, are clients of
+// the admin API (package proxy/admin) of a running imapguard, as doveadm
+// who, kick and penalty are of Dovecot. What the API answers comes in part from IMAP
 // clients (user names) and in all from whatever -admin points at, so
 // before it reaches the terminal every string is made printable (see
 // printable and terminalJSON) and the answer's size is bounded.
