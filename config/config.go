@@ -363,8 +363,8 @@ type Limits struct {
 	// many new connections from your address" (on listen.imaps it is
 	// closed without a word, as for the other connection caps). Only
 	// connections that are accepted use up the rate. The rates of at most
-	// 100000 addresses are remembered, the least recently seen forgotten
-	// first. 0 turns it off.
+	// auth_tracking_entries addresses are remembered, the least recently
+	// seen forgotten first. 0 turns it off.
 	MaxConnectionRatePerIP float64 `toml:"max_connection_rate_per_ip" means:"off"`
 
 	// ExemptNetworks are client networks, such as a webmail host or a
@@ -376,6 +376,65 @@ type Limits struct {
 	//
 	//	exempt_networks = ["192.0.2.10", "10.20.0.0/16"]
 	ExemptNetworks []string `toml:"exempt_networks" means:"none"`
+
+	// AuthFailureWindow is how long failed logins are remembered across
+	// connections, for the brute-force defence: a login the upstream
+	// rejected as a wrong password counts for the client's address (IPv6
+	// grouped by ipv6_prefix_length) and for the user name (compared
+	// case-insensitively), and a count is forgotten auth_failure_window
+	// after its last failure (each failure starts the window again). "0s"
+	// turns the whole defence off: no delay, no block. For example
+	// auth_failure_window = "1h" remembers a slow guesser for an hour.
+	AuthFailureWindow Duration `toml:"auth_failure_window"`
+
+	// MaxAuthFailuresPerIP is the number of failed logins from one client
+	// address, within auth_failure_window, at which that address is
+	// blocked: every login from it, for any user, is answered "NO
+	// [UNAVAILABLE] Too many failed logins, try again later
+	// (max_auth_failures_per_ip=10)" without asking the upstream, until
+	// auth_failure_block has passed since the last failure. A successful
+	// login does not lower this count (it resets the delay). 0 means no
+	// block by address (the delay still applies). For example, behind a
+	// large NAT, max_auth_failures_per_ip = 50.
+	MaxAuthFailuresPerIP int `toml:"max_auth_failures_per_ip"`
+
+	// MaxAuthFailuresPerUser is the number of failed logins for one user
+	// name, from all addresses together within auth_failure_window, at
+	// which logins for that user are refused the same way
+	// (max_auth_failures_per_user=30) until auth_failure_block has passed,
+	// except from addresses the user has logged in from successfully
+	// before (the last auth_tracking_entries such pairs are kept), so
+	// that an attacker cannot lock a user out of the places it uses. A
+	// successful login clears the user's count. 0 means no block by user.
+	// For example max_auth_failures_per_user = 100 for users whose
+	// clients retry old passwords often.
+	MaxAuthFailuresPerUser int `toml:"max_auth_failures_per_user"`
+
+	// AuthFailureBlock is how long a blocked address or user stays
+	// blocked after its last failure. For example auth_failure_block =
+	// "1h".
+	AuthFailureBlock Duration `toml:"auth_failure_block"`
+
+	// AuthFailureDelay is how long a login from an address with failed
+	// logins in its window waits before the upstream is asked: this
+	// delay after one failure, doubling with each further one, at most
+	// 15 seconds, as Dovecot's auth penalty does (2s, 4s, 8s, 15s). The
+	// delay goes by address only, and a successful login from the address
+	// resets it. The connection keeps its slot while it waits; a client
+	// that leaves, a kick or a shutdown ends the wait. "0s" means no
+	// delay (the blocks still apply). For example auth_failure_delay =
+	// "1s" gives 1s, 2s, 4s, 8s, 15s.
+	AuthFailureDelay Duration `toml:"auth_failure_delay"`
+
+	// AuthTrackingEntries bounds each of the brute-force defence's three
+	// tables (addresses with failures, user names with failures, and
+	// (user, address) pairs that logged in): at most this many keys each,
+	// the least recently used going first, so an attacker cycling through
+	// addresses or names costs bounded memory, about 400 bytes per key
+	// (120 MB for three full tables of 1000000). User names longer than
+	// 256 bytes are kept as their SHA-256. SIGHUP resizes the tables. For
+	// example auth_tracking_entries = 1000000 on a large site.
+	AuthTrackingEntries int `toml:"auth_tracking_entries"`
 
 	// Override holds the [[limits.override]] entries, documented with
 	// Override.
@@ -567,16 +626,22 @@ func Default() *Config {
 			Mode: "off",
 		},
 		Limits: Limits{
-			MaxConnections:        limits.DefaultMaxConnections,
-			EvictUnauthenticated:  true,
-			MaxConnectionsPerIP:   limits.DefaultMaxConnectionsPerIP,
-			MaxConnectionsPerUser: limits.DefaultMaxConnectionsPerUser,
-			IPv6PrefixLength:      limits.DefaultIPv6PrefixLength,
-			MaxCommandSize:        limits.DefaultMaxCommandSize,
-			PreauthTimeout:        Duration(limits.DefaultPreauthTimeout),
-			IdleTimeout:           Duration(limits.DefaultIdleTimeout),
-			MaxBadCommands:        limits.DefaultMaxBadCommands,
-			MaxAuthFailures:       limits.DefaultMaxAuthFailures,
+			MaxConnections:         limits.DefaultMaxConnections,
+			EvictUnauthenticated:   true,
+			MaxConnectionsPerIP:    limits.DefaultMaxConnectionsPerIP,
+			MaxConnectionsPerUser:  limits.DefaultMaxConnectionsPerUser,
+			IPv6PrefixLength:       limits.DefaultIPv6PrefixLength,
+			MaxCommandSize:         limits.DefaultMaxCommandSize,
+			PreauthTimeout:         Duration(limits.DefaultPreauthTimeout),
+			IdleTimeout:            Duration(limits.DefaultIdleTimeout),
+			MaxBadCommands:         limits.DefaultMaxBadCommands,
+			MaxAuthFailures:        limits.DefaultMaxAuthFailures,
+			AuthFailureWindow:      Duration(limits.DefaultAuthFailureWindow),
+			MaxAuthFailuresPerIP:   limits.DefaultMaxAuthFailuresIP,
+			MaxAuthFailuresPerUser: limits.DefaultMaxAuthFailuresUser,
+			AuthFailureBlock:       Duration(limits.DefaultAuthFailureBlock),
+			AuthFailureDelay:       Duration(limits.DefaultAuthFailureDelay),
+			AuthTrackingEntries:    limits.DefaultAuthTrackingEntries,
 		},
 		Log: Log{
 			Level:  "info",

@@ -63,6 +63,12 @@ var rules = map[string]rule{
 	"limits.max_connections_per_user_ip": intRange{0, math.MaxInt32},
 	"limits.max_connection_rate_per_ip":  floatRange{0, maxRate},
 	"limits.exempt_networks":             networks{},
+	"limits.auth_failure_window":         durationRange{0, 7 * 24 * time.Hour},
+	"limits.max_auth_failures_per_ip":    intRange{0, 100000},
+	"limits.max_auth_failures_per_user":  intRange{0, 100000},
+	"limits.auth_failure_block":          durationRange{time.Second, 7 * 24 * time.Hour},
+	"limits.auth_failure_delay":          durationRange{0, 15 * time.Second}, // at most limits.MaxAuthFailureDelay
+	"limits.auth_tracking_entries":       intRange{100, 10000000},
 
 	"limits.override.users":                       userNames{},
 	"limits.override.networks":                    networks{},

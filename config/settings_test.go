@@ -52,6 +52,12 @@ limits.max_auth_failures           : 3
 limits.max_connections_per_user_ip : 0
 limits.max_connection_rate_per_ip  : 0.0
 limits.exempt_networks             :
+limits.auth_failure_window         : 10m
+limits.max_auth_failures_per_ip    : 10
+limits.max_auth_failures_per_user  : 30
+limits.auth_failure_block          : 15m
+limits.auth_failure_delay          : 2s
+limits.auth_tracking_entries       : 100000
 log.level                          : info
 log.format                         : text
 telemetry.traces                   : none

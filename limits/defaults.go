@@ -32,6 +32,17 @@ const (
 	// authentications.
 	DefaultMaxAuthFailures = 3
 
+	// The brute-force defence across connections (AuthOptions), after
+	// Dovecot's auth penalty (auth_failure_delay = 2s, doubling to 15 s)
+	// and fail2ban's usual jail (a ban after some failures in a window).
+	DefaultAuthFailureWindow   = 10 * time.Minute
+	DefaultMaxAuthFailuresIP   = 10
+	DefaultMaxAuthFailuresUser = 30
+	DefaultAuthFailureBlock    = 15 * time.Minute
+	DefaultAuthFailureDelay    = 2 * time.Second
+	// DefaultAuthTrackingEntries bounds each of the tracker's caches.
+	DefaultAuthTrackingEntries = 100000
+
 	// DefaultPreauthTimeout is Exchange's PreAuthenticatedConnectionTimeout;
 	// RFC 9051 §5.4 leaves the pre-authentication timer to the server.
 	DefaultPreauthTimeout = 60 * time.Second

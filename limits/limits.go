@@ -13,6 +13,11 @@
 // idempotent release function, or fails with an *Error naming the limit and
 // its value. Map entries are deleted as soon as their count reaches zero, so
 // the Limiter's memory follows the live connections, not their history.
+//
+// A Tracker (authfail.go) is the other kind of state: the history of
+// failed logins across connections, for the brute-force defence, kept in
+// bounded LRU caches (github.com/hashicorp/golang-lru/v2) because it
+// outlives the connections.
 package limits
 
 import (
@@ -114,6 +119,8 @@ func (e *Error) Error() string {
 		what = "Too many connections for this user from your address"
 	case "max_connection_rate_per_ip":
 		return "Too many new connections from your address (max_connection_rate_per_ip=" + FormatRate(e.Rate) + ")"
+	case "max_auth_failures_per_ip", "max_auth_failures_per_user":
+		what = "Too many failed logins, try again later"
 	default:
 		what = "Limit reached"
 	}

@@ -8,8 +8,6 @@ import (
 	"time"
 )
 
-var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
 // admitAt admits n connections from addr at now and returns their
 // release functions; it fails the test at the first refusal.
 func admitAt(t *testing.T, l *Limiter, addr netip.Addr, now time.Time, n int) []func() {

@@ -51,6 +51,12 @@ type Options struct {
 	// the proxy's own graces); nil is the wall clock. Tests pass a
 	// clock.Fake. Only New reads it.
 	Clock clock.Clock
+	// AuthTracker is the brute-force defence across connections (see
+	// limits.Tracker): logins are checked against it before the upstream
+	// is asked, delayed or refused, and their results recorded. nil: no
+	// such defence (max_auth_failures per connection still applies).
+	// Only New reads it; its own SetOptions changes its settings.
+	AuthTracker *limits.Tracker
 	// Parker holds idle relay directions without a goroutine; nil makes
 	// the Server its own (park.New: epoll on Linux, none elsewhere),
 	// closed by Shutdown. Only New reads it.

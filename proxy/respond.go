@@ -174,6 +174,15 @@ func userLimitNo(tag string, e *limits.Error) response {
 	return response{tag: tag, kind: respNO, code: "LIMIT", text: e.Error(), refusal: e.Limit}
 }
 
+// authBlockedNo refuses a login, without asking the upstream, from an
+// address or for a user that the brute-force defence blocks
+// (max_auth_failures_per_ip, max_auth_failures_per_user). UNAVAILABLE
+// (RFC 5530: try again later), so that clients do not take it for a wrong
+// password and ask the user for a new one.
+func authBlockedNo(tag string, e *limits.Error) response {
+	return response{tag: tag, kind: respNO, code: "UNAVAILABLE", text: e.Error(), refusal: e.Limit}
+}
+
 func tooBigText(max int) string {
 	return "Command too long (max_command_size=" + strconv.Itoa(max) + ")"
 }

@@ -19,6 +19,7 @@ import (
 // Server is the proxy. Create it with New.
 type Server struct {
 	limiter *limits.Limiter
+	tracker *limits.Tracker // nil: no brute-force defence
 	log     *slog.Logger
 	opts    atomic.Pointer[Options]
 
@@ -50,6 +51,7 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 	}
 	s := &Server{
 		limiter:   limiter,
+		tracker:   opts.AuthTracker,
 		log:       logger,
 		clock:     opts.Clock,
 		parker:    opts.Parker,

@@ -41,6 +41,7 @@ type telemetry struct {
 	refused      metric.Int64Counter
 	closed       metric.Int64Counter
 	authAttempts metric.Int64Counter
+	authDelayed  metric.Int64Counter
 	dialTime     metric.Float64Histogram
 	loginTime    metric.Float64Histogram
 	sessionTime  metric.Float64Histogram
@@ -102,6 +103,9 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 	t.authAttempts, err = m.Int64Counter("imapguard.auth.attempts", metric.WithUnit("{attempt}"),
 		metric.WithDescription("Authentication attempts, by mechanism and result."))
 	check(err)
+	t.authDelayed, err = m.Int64Counter("imapguard.auth.delayed", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Logins held back by auth_failure_delay before the upstream was asked, because their address had failed logins; those refused outright are in imapguard.connections.refused (max_auth_failures_per_ip, max_auth_failures_per_user)."))
+	check(err)
 	t.dialTime, err = m.Float64Histogram("imapguard.upstream.dial.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time to connect to the upstream: TCP, TLS as configured, and its greeting."),
 		metric.WithExplicitBucketBoundaries(upstreamBuckets...))
@@ -122,7 +126,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 		metric.WithDescription("Bytes relayed in authenticated sessions, by direction (to_upstream, to_client)."))
 	check(err)
 	caps, err := m.Int64ObservableGauge("imapguard.limit",
-		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip (0: off), max_command_size; not the overrides), to set against the counts."))
+		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip (0: off), max_command_size, and with the brute-force defence max_auth_failures_per_ip and max_auth_failures_per_user; not the overrides), to set against the counts."))
 	check(err)
 	timeouts, err := m.Float64ObservableGauge("imapguard.timeout", metric.WithUnit("s"),
 		metric.WithDescription("The timeouts in force, by timeout (preauth_timeout, idle_timeout)."))
@@ -138,6 +142,9 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 	check(err)
 	perAddrMax, err := m.Int64ObservableGauge("imapguard.address.connections.max", metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections of the client address that has most: compare with imapguard.limit{limit=max_connections_per_ip}."))
+	check(err)
+	tracked, err := m.Int64ObservableGauge("imapguard.auth.tracked", metric.WithUnit("{key}"),
+		metric.WithDescription("Keys held by the brute-force defence, by table (address, user: with failed logins; known: user and address pairs that logged in), each at most auth_tracking_entries."))
 	check(err)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -168,8 +175,17 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 		o.ObserveInt64(perUserMax, int64(n.MaxPerUser))
 		o.ObserveInt64(addrs, int64(n.Addresses))
 		o.ObserveInt64(perAddrMax, int64(n.MaxPerAddress))
+		if s.tracker != nil {
+			ao := s.tracker.Options()
+			o.ObserveInt64(caps, int64(ao.MaxPerIP), metric.WithAttributes(attribute.String("limit", "max_auth_failures_per_ip")))
+			o.ObserveInt64(caps, int64(ao.MaxPerUser), metric.WithAttributes(attribute.String("limit", "max_auth_failures_per_user")))
+			tc := s.tracker.Counts()
+			o.ObserveInt64(tracked, int64(tc.Addresses), metric.WithAttributes(attribute.String("table", "address")))
+			o.ObserveInt64(tracked, int64(tc.Users), metric.WithAttributes(attribute.String("table", "user")))
+			o.ObserveInt64(tracked, int64(tc.Known), metric.WithAttributes(attribute.String("table", "known")))
+		}
 		return nil
-	}, open, bytes, caps, timeouts, users, perUserMax, addrs, perAddrMax)
+	}, open, bytes, caps, timeouts, users, perUserMax, addrs, perAddrMax, tracked)
 	if err != nil {
 		return nil, err
 	}

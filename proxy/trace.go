@@ -39,6 +39,7 @@ const (
 	authCancelled           = "cancelled"
 	authUnsupported         = "unsupported_mechanism"
 	authAborted             = "aborted" // the client went away, or was kicked or shut down, mid-attempt
+	authBlocked             = "blocked" // the brute-force defence refused it before the upstream was asked
 )
 
 // connTrace is the instrumentation of one connection.
@@ -104,6 +105,13 @@ func (t *connTrace) refused(reason string, closing bool) {
 		return
 	}
 	t.span.AddEvent("refusal", trace.WithAttributes(attribute.String("imapguard.refused.reason", reason)))
+}
+
+// delayed counts a login held back by auth_failure_delay, and notes the
+// delay on the attempt's span.
+func (a *authSpan) delayed(d time.Duration) {
+	a.t.tel.authDelayed.Add(context.Background(), 1)
+	a.span.AddEvent("auth_failure_delay", trace.WithAttributes(attribute.Float64("imapguard.auth.delay", d.Seconds())))
 }
 
 // startHandshake starts the span of the client's TLS handshake.

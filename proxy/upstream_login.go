@@ -28,6 +28,10 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		a.end(authFailed, "")
 		return c.authFailed(authenticationFailed(tag))
 	}
+	// The brute-force defence, before the upstream is asked.
+	if proceed, cont := c.authGate(a, log, tag, user); !proceed {
+		return cont
+	}
 	start := time.Now()
 	up, err := c.upstreamLogin(a, user, pass)
 	if err != nil && c.ctx.Err() != nil {
@@ -43,6 +47,11 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		}
 		switch le.kind {
 		case loginAuthFailed:
+			if le.err == nil {
+				// A NO to the credentials; a BAD (le.err says why) is
+				// the proxy's or the upstream's trouble, not a guess.
+				c.authFailedUpstream(user)
+			}
 			a.end(authFailed, "")
 			attrs := []any{"upstream_time", time.Since(start)}
 			if le.err != nil {
@@ -59,6 +68,9 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		log.Warn("upstream unavailable", "err", le.err)
 		return c.w.respond(upstreamUnavailable(tag)) == nil
 	}
+	// The password was right, whether or not the per-user caps admit
+	// the session.
+	c.authSucceeded(user)
 	releaseUser, checks, err := c.srv.limiter.AdmitUser(user, clientAddr(c.remote))
 	c.trace.limitEvents(a.span, checks, err)
 	var lim *limits.Error

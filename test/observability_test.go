@@ -289,6 +289,13 @@ token = "`+adminToken+`"
 		if !found {
 			t.Errorf("GET /settings: no admin.token among %d settings", len(settings.Settings))
 		}
+		// The wrong password is tracked by address and by user.
+		var pen admin.PenaltyList
+		getJSON(t, seen, adminURL+"/penalties", &pen)
+		if pen.Count != 2 || len(pen.Penalties) != 2 || pen.Penalties[0].Key != "127.0.0.1/32" ||
+			pen.Penalties[1].Key != watchedUser || pen.Penalties[1].Failures != 1 {
+			t.Errorf("GET /penalties: got %+v; want 127.0.0.1 and %s with a failure each", pen, watchedUser)
+		}
 	})
 
 	t.Run("Prometheus while open", func(t *testing.T) {
@@ -310,6 +317,11 @@ token = "`+adminToken+`"
 		out = runCLI(t, seen, []string{"IMAPGUARD_ADMIN_TOKEN=" + adminToken}, "settings", "-admin", adminURL)
 		if !regexp.MustCompile(`(?m)^admin\.token +: \(redacted\)$`).MatchString(out) {
 			t.Errorf("imapguard settings: got\n%s\nwant admin.token : (redacted)", out)
+		}
+
+		out = runCLI(t, seen, env, "penalties", "-admin", adminURL, "-token", adminToken)
+		if !strings.Contains(out, "address  127.0.0.1/32") || !strings.Contains(out, "2 tracked keys\n") {
+			t.Errorf("imapguard penalties: got\n%s\nwant 127.0.0.1 and %s", out, watchedUser)
 		}
 
 		// kick, with the token from the environment (out of ps).

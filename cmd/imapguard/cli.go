@@ -1,8 +1,8 @@
 package main
 
-// The admin commands, who, kick and settings, are clients of the admin
-// API (package proxy/admin) of a running imapguard, as doveadm who and
-// kick are of Dovecot. What the API answers comes in part from IMAP
+// The admin commands, who, kick, settings and penalties, are clients of
+// the admin API (package proxy/admin) of a running imapguard, as doveadm
+// who, kick and penalty are of Dovecot. What the API answers comes in part from IMAP
 // clients (user names) and in all from whatever -admin points at, so
 // before it reaches the terminal every string is made printable (see
 // printable and terminalJSON) and the answer's size is bounded.
@@ -48,9 +48,11 @@ var adminUsage = map[string]string{
 	"who":      "imapguard who [-user USER] [-address ADDRESS] [flags]\n\nLists the live connections of a running imapguard.",
 	"kick":     "imapguard kick [-address ADDRESS] [-reason TEXT] [flags] [USER]\n\nCloses the connections of USER (case-insensitive), from ADDRESS (an IP\naddress, a prefix such as 192.0.2.0/24, or host:port), or both; each\nclient is told \"* BYE [UNAVAILABLE] TEXT\".",
 	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
+	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
+		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
 }
 
-// runAdminCommand runs who, kick or settings and returns the exit code:
+// runAdminCommand runs who, kick, settings or penalties and returns the exit code:
 // 0, 1 for a failure, 2 for bad arguments.
 func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)
@@ -62,7 +64,13 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	var af adminFlags
 	af.register(fs)
 	var user, address, reason string
+	var clear, all bool
 	switch name {
+	case "penalties":
+		fs.BoolVar(&clear, "clear", false, "forget the failures of -address, -user (or the argument), or -all")
+		fs.BoolVar(&all, "all", false, "with -clear: forget every tracked failure")
+		fs.StringVar(&user, "user", "", "with -clear: forget the failures of `USER`, like the argument")
+		fs.StringVar(&address, "address", "", "with -clear: forget the failures of `ADDRESS`: an IP address or a prefix")
 	case "who":
 		fs.StringVar(&user, "user", "", "only the connections of `USER` (case-insensitive)")
 		fs.StringVar(&address, "address", "", "only the connections from `ADDRESS`: an IP address, a prefix or host:port")
@@ -84,15 +92,26 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		return usage("-timeout must be positive")
 	}
 	switch {
-	case name == "kick" && len(pos) == 1 && user != "" && pos[0] != user:
+	case (name == "kick" || name == "penalties") && len(pos) == 1 && user != "" && pos[0] != user:
 		return usage("two users: -user %q and %q", user, pos[0])
-	case name == "kick" && len(pos) == 1:
+	case (name == "kick" || name == "penalties" && clear) && len(pos) == 1:
 		user = pos[0]
 	case len(pos) > 0:
 		return usage("unexpected argument %q", pos[0])
 	}
 	if name == "kick" && strings.TrimSpace(user) == "" && strings.TrimSpace(address) == "" {
 		return usage("kick needs a USER, an -address or both")
+	}
+	if name == "penalties" {
+		selected := strings.TrimSpace(user) != "" || strings.TrimSpace(address) != ""
+		switch {
+		case !clear && (all || selected):
+			return usage("-all, -user and -address go with -clear")
+		case clear && all && selected:
+			return usage("-all goes alone, without a USER or an -address")
+		case clear && !all && !selected:
+			return usage("-clear needs a USER, an -address, both, or -all")
+		}
 	}
 
 	c, err := af.client()
@@ -107,6 +126,12 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		err = c.kick(stdout, admin.KickRequest{User: user, Address: address, Reason: reason}, af.json)
 	case "settings":
 		err = c.settings(stdout, af.json)
+	case "penalties":
+		if clear {
+			err = c.clearPenalties(stdout, admin.ClearRequest{All: all, User: user, Address: address}, af.json)
+		} else {
+			err = c.penalties(stdout, af.json)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
@@ -354,6 +379,42 @@ func (c *adminClient) kick(w io.Writer, req admin.KickRequest, raw bool) error {
 		return err
 	}
 	return writeSessions(w, res.Kicked)
+}
+
+// penalties prints the brute-force defence's tracked failures as a
+// table: addresses, then users.
+func (c *adminClient) penalties(w io.Writer, raw bool) error {
+	var list admin.PenaltyList
+	if err := c.get(w, http.MethodGet, "/penalties", nil, &list, raw); err != nil || raw {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tKEY\tFAILURES\tLAST FAILURE\tBLOCKED UNTIL\tDELAY")
+	for _, p := range list.Penalties {
+		until, delay := "-", "-"
+		if p.BlockedUntil != nil {
+			until = p.BlockedUntil.UTC().Format(time.RFC3339)
+		}
+		if p.DelaySeconds > 0 {
+			delay = formatAge(p.DelaySeconds)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", printable(p.Kind), printable(p.Key), p.Failures,
+			p.LastFailure.UTC().Format(time.RFC3339), until, delay)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, plural(len(list.Penalties), "tracked key"))
+	return err
+}
+
+func (c *adminClient) clearPenalties(w io.Writer, req admin.ClearRequest, raw bool) error {
+	var res admin.ClearResult
+	if err := c.get(w, http.MethodPost, "/penalties/clear", req, &res, raw); err != nil || raw {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "cleared %s\n", plural(res.Cleared, "tracked key"))
+	return err
 }
 
 // settings prints "name : value" lines, the names padded to a common

@@ -6,10 +6,12 @@
 //	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
+//	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //
-// who, kick and settings talk to the admin API (admin.listen) of a
-// running imapguard: they list its connections, close some, and print its
-// effective settings. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
+// who, kick, settings and penalties talk to the admin API (admin.listen)
+// of a running imapguard: they list its connections, close some, print
+// its effective settings, and list or clear the failed logins its
+// brute-force defence tracks. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
 // or admin.token, in that order.
 //
 // Without -config it runs with the embedded demo configuration
@@ -58,7 +60,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings":
+		case "who", "kick", "settings", "penalties":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
@@ -139,6 +141,7 @@ func limitOptions(c *config.Config) limits.Options {
 		MaxConnectionsPerUserIP: l.MaxConnectionsPerUserIP,
 		MaxConnectionRatePerIP:  l.MaxConnectionRatePerIP,
 		ExemptNetworks:          networks(l.ExemptNetworks),
+		RateTrackingEntries:     l.AuthTrackingEntries,
 	}
 	for _, e := range l.Override {
 		o.Overrides = append(o.Overrides, limits.Override{
@@ -162,6 +165,21 @@ func networks(ss []string) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// authOptions maps the brute-force keys of [limits] onto the tracker's
+// options; 0 is off there as in the file.
+func authOptions(c *config.Config) limits.AuthOptions {
+	l := c.Limits
+	return limits.AuthOptions{
+		Window:           time.Duration(l.AuthFailureWindow),
+		MaxPerIP:         l.MaxAuthFailuresPerIP,
+		MaxPerUser:       l.MaxAuthFailuresPerUser,
+		Block:            time.Duration(l.AuthFailureBlock),
+		Delay:            time.Duration(l.AuthFailureDelay),
+		Entries:          l.AuthTrackingEntries,
+		IPv6PrefixLength: l.IPv6PrefixLength,
+	}
 }
 
 // tlsOptions maps the [tls] table onto the tls package's options.
@@ -290,7 +308,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		return err
 	}
 	limiter := limits.New(limitOptions(cfg))
-	srv := proxy.New(proxyOptions(cfg, serverTLS, upTLS), limiter, log)
+	popts := proxyOptions(cfg, serverTLS, upTLS)
+	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
+	srv := proxy.New(popts, limiter, log)
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
 		return err
 	}
@@ -358,6 +378,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		api := admin.New(admin.Options{
 			Token:     cfg.Admin.Token,
 			Sessions:  srv,
+			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Listeners: listeners,
@@ -447,6 +468,11 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		return old
 	}
 	limiter.SetOptions(limitOptions(cfg))
+	if t := srv.AuthTracker(); t != nil {
+		// New window, maxima, block and delay apply at once;
+		// auth_tracking_entries resizes the tables.
+		t.SetOptions(authOptions(cfg))
+	}
 	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
 	for _, s := range cfg.Settings() {
 		log.Info("setting", "name", s.Name, "value", s.Value)

@@ -6,6 +6,8 @@
 //	GET  /settings       the effective configuration, secrets redacted
 //	GET  /sessions       live connections; ?user=U&address=A filter
 //	POST /sessions/kick  close the connections matching user and/or address
+//	GET  /penalties      the brute-force defence's failed logins and blocks
+//	POST /penalties/clear  forget them: all, or an address and/or a user
 //	GET  /metrics        Options.Metrics (Prometheus), when set
 //
 // Every endpoint but /healthz and /readyz requires "Authorization: Bearer
@@ -74,6 +76,9 @@ type Options struct {
 	// Settings returns the live effective settings, in order, secrets
 	// already redacted; nil: an empty list.
 	Settings func() []Setting
+	// Penalties is the brute-force defence, for /penalties; nil: those
+	// endpoints answer 404.
+	Penalties Penalties
 	// Metrics is served at /metrics when non-nil; otherwise /metrics is 404.
 	Metrics http.Handler
 	// Listeners is how many listeners /readyz expects the proxy to have;
@@ -122,12 +127,14 @@ func New(o Options) *Server {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ready = &upstreamCheck{check: o.Sessions.CheckUpstream, now: func() time.Time { return s.now() }, base: s.ctx, log: log}
 	s.routes = map[string]route{
-		"/healthz":       {http.MethodGet, true, s.healthz},
-		"/readyz":        {http.MethodGet, true, s.readyz},
-		"/settings":      {http.MethodGet, false, s.settings},
-		"/sessions":      {http.MethodGet, false, s.sessions},
-		"/sessions/kick": {http.MethodPost, false, s.kick},
-		"/metrics":       {http.MethodGet, false, s.metrics},
+		"/healthz":         {http.MethodGet, true, s.healthz},
+		"/readyz":          {http.MethodGet, true, s.readyz},
+		"/settings":        {http.MethodGet, false, s.settings},
+		"/sessions":        {http.MethodGet, false, s.sessions},
+		"/sessions/kick":   {http.MethodPost, false, s.kick},
+		"/penalties":       {http.MethodGet, false, s.penalties},
+		"/penalties/clear": {http.MethodPost, false, s.clearPenalties},
+		"/metrics":         {http.MethodGet, false, s.metrics},
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),

@@ -120,15 +120,21 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 // fields.
 func kickRequest(body io.Reader) (KickRequest, error) {
 	var req KickRequest
+	return req, decodeJSON(body, &req)
+}
+
+// decodeJSON decodes a request's JSON body into v: one object, no unknown
+// fields.
+func decodeJSON(body io.Reader, v any) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("bad JSON body: %w", err)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("bad JSON body: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return req, errors.New("bad JSON body: more than one value")
+		return errors.New("bad JSON body: more than one value")
 	}
-	return req, nil
+	return nil
 }
 
 // onlyKeys refuses parameters other than keys, and repeated ones.

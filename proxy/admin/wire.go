@@ -73,6 +73,44 @@ type KickResult struct {
 	Kicked []Session `json:"kicked"`
 }
 
+// Penalty is one key the brute-force defence tracks: a client address
+// (Key a prefix such as "192.0.2.7/32" or "2001:db8::/64") or a user
+// name (canonical: lower case).
+type Penalty struct {
+	Kind        string    `json:"kind"` // "address" or "user"
+	Key         string    `json:"key"`
+	Failures    int       `json:"failures"` // within auth_failure_window
+	LastFailure time.Time `json:"last_failure"`
+	Blocked     bool      `json:"blocked"`
+	// BlockedUntil is when the block ends, in UTC; absent when not
+	// blocked.
+	BlockedUntil *time.Time `json:"blocked_until,omitempty"`
+	// DelaySeconds is what the next login from this address waits
+	// (auth_failure_delay, doubled); 0 for users.
+	DelaySeconds float64 `json:"delay_seconds"`
+}
+
+// PenaltyList is the body of GET /penalties: addresses first, then
+// users, each sorted by key.
+type PenaltyList struct {
+	Count     int       `json:"count"`
+	Penalties []Penalty `json:"penalties"`
+}
+
+// ClearRequest is the JSON body of POST /penalties/clear: All alone, or
+// Address (an IP address or a prefix), User, or both.
+type ClearRequest struct {
+	All     bool   `json:"all,omitempty"`
+	Address string `json:"address,omitempty"`
+	User    string `json:"user,omitempty"`
+}
+
+// ClearResult is the body of a successful POST /penalties/clear: how
+// many tracked keys were forgotten.
+type ClearResult struct {
+	Cleared int `json:"cleared"`
+}
+
 // ErrorBody is the body of every error response.
 type ErrorBody struct {
 	Error string `json:"error"`
