@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -22,6 +23,9 @@ import (
 var rules = map[string]rule{
 	"listen.imap":  address{allowPort0: true, allowEmpty: true},
 	"listen.imaps": address{allowPort0: true, allowEmpty: true},
+
+	"listen.proxy_protocol":  boolean{},
+	"listen.trusted_proxies": networks{},
 
 	"upstream.address":              address{requireHost: true},
 	"upstream.connect_timeout":      durationRange{100 * time.Millisecond, 5 * time.Minute},
@@ -482,6 +486,82 @@ func (r hostNames) valid() string {
 	default:
 		return "DNS names"
 	}
+}
+
+// networks is an array of strings field holding networks in CIDR
+// notation ("10.0.0.0/8") or bare IP addresses (a network of one
+// address); Prefixes parses a valid one. An empty array is decoded as nil,
+// like the default.
+type networks struct{}
+
+func (r networks) convert(raw any) (any, string) {
+	a, ok := raw.([]any)
+	if !ok {
+		return nil, "want an array of strings, got " + describe(raw)
+	}
+	var nets []string
+	for i, e := range a {
+		s, ok := e.(string)
+		if !ok {
+			return nil, "element " + strconv.Itoa(i+1) + ": want a string, got " + describe(e)
+		}
+		nets = append(nets, s)
+	}
+	if msg := r.check(nets); msg != "" {
+		return nil, msg
+	}
+	return nets, ""
+}
+
+func (networks) check(v any) string {
+	for _, s := range v.([]string) {
+		if _, err := parsePrefix(s); err != nil {
+			return quote(s) + " is neither a network such as 10.0.0.0/8 nor an IP address"
+		}
+	}
+	return ""
+}
+
+func (networks) valid() string {
+	return "networks such as 10.0.0.0/8 or 2001:db8::/64, or IP addresses"
+}
+
+// Prefixes parses networks as the networks rule accepts them (CIDR or a
+// bare IP address), IPv4-mapped IPv6 written as IPv4. A network with host
+// bits set ("10.1.2.3/8") is taken as the network it names (10.0.0.0/8).
+func Prefixes(networks []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(networks))
+	for _, s := range networks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("config: %q is not an IP address", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("config: %q is not a network: %w", s, err)
+	}
+	if a := p.Addr(); a.Is4In6() {
+		bits := p.Bits() - 96
+		if bits < 0 {
+			return netip.Prefix{}, fmt.Errorf("config: %q is not a network of IPv4 addresses", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), bits)
+	}
+	return p.Masked(), nil
 }
 
 // checkHostName returns what is wrong with s as a DNS name: one or more

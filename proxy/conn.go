@@ -28,25 +28,33 @@ type conn struct {
 	srv         *Server
 	id          uint64
 	listener    string
-	implicitTLS bool // accepted on an imaps listener
-	remote      net.Addr
-	opts        *Options
-	clock       clock.Clock
-	since       time.Time       // accepted, on the wall clock (durations, the admin API)
-	ctx         context.Context // cancelled when the connection closes
-	cancel      context.CancelFunc
-	log         *slog.Logger
-	w           *clientWriter
-	trace       *connTrace
+	implicitTLS bool     // accepted on an imaps listener
+	peer        net.Addr // the TCP peer: the client, or a balancer (PROXY protocol)
+	// remote and local are the client's address and the address it
+	// connected to: the TCP connection's, or those a trusted PROXY header
+	// carried (proxyheader.go). Set before admission; read under mu by
+	// others (the admin API).
+	remote, local net.Addr
+	opts          *Options
+	clock         clock.Clock
+	since         time.Time       // accepted, on the wall clock (durations, the admin API)
+	ctx           context.Context // cancelled when the connection closes
+	cancel        context.CancelFunc
+	log           *slog.Logger
+	w             *clientWriter
+	trace         *connTrace
 
 	// Owned by the goroutine serving the connection before login.
 	br           *bufio.Reader
 	r            *imapwire.Reader
 	badCommands  int
 	authFailures int
-	releaseUser  func()      // the user's slot, once logged in
-	preauth      clock.Timer // preauth_timeout
-	ready        *session    // logged in: relay this once the command loop ends
+	// untrustedPeer: proxy_protocol is on and the peer is not in
+	// trusted_proxies; it is closed if it sends a PROXY header.
+	untrustedPeer bool
+	releaseUser   func()      // the user's slot, once logged in
+	preauth       clock.Timer // preauth_timeout
+	ready         *session    // logged in: relay this once the command loop ends
 
 	mu             sync.Mutex
 	nc             net.Conn // the TCP connection, or TLS over it
@@ -68,7 +76,9 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 		srv:         s,
 		id:          s.nextID.Add(1),
 		nc:          nc,
+		peer:        nc.RemoteAddr(),
 		remote:      nc.RemoteAddr(),
+		local:       nc.LocalAddr(),
 		listener:    listener,
 		implicitTLS: implicitTLS,
 		opts:        s.options(),
@@ -90,6 +100,12 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 // serve runs the connection up to login. It returns the session to relay,
 // or nil when the connection ends here (the caller then finishes it).
 func (c *conn) serve() *session {
+	// The timer covers a PROXY header and an implicit TLS handshake too.
+	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
+	defer c.preauth.Stop()
+	if !c.proxyHeader() {
+		return nil
+	}
 	release, checks, err := c.srv.limiter.AdmitConn(clientAddr(c.remote))
 	c.trace.limitEvents(c.trace.span, checks, err)
 	var le *limits.Error
@@ -120,18 +136,17 @@ func (c *conn) serve() *session {
 	c.srv.unauthenticated(c)
 	c.trace.accepted(c.listener)
 
-	// The timer covers an implicit TLS handshake too, which counts toward
-	// the caps like any connection.
-	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
-	defer c.preauth.Stop()
+	// An implicit TLS handshake counts toward the caps like any
+	// connection.
 	if c.implicitTLS {
-		if c.startTLS() != nil {
+		if !c.checkUntrusted() || c.startTLS() != nil {
 			return nil
 		}
-	} else {
-		c.setReader(c.nc)
 	}
 	if c.w.respond(greeting(c.capabilities())) != nil {
+		return nil
+	}
+	if !c.implicitTLS && !c.checkUntrusted() {
 		return nil
 	}
 	for {
