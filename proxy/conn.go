@@ -103,6 +103,12 @@ func (c *conn) serve() *session {
 	// The timer covers a PROXY header and an implicit TLS handshake too.
 	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
 	defer c.preauth.Stop()
+	if c.implicitTLS {
+		// Nothing in plaintext to an imaps client, which waits for a
+		// ServerHello: not a shutdown's BYE while a PROXY header is
+		// awaited either. startTLS unmutes after the handshake.
+		c.w.mute()
+	}
 	if !c.proxyHeader() {
 		return nil
 	}

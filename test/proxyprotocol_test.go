@@ -375,6 +375,10 @@ func TestProxyProtocolStall(t *testing.T) {
 				if n := p.Limiter.Counts().Connections; n != 0 {
 					t.Errorf("connections counted while the header is awaited: got %d; want 0", n)
 				}
+				// The wait is the connection's own: others are served.
+				other := p.open(t, balancer, listener, header(t, 1, "192.0.2.71:1", "198.51.100.1:143"))
+				other.Greeting()
+				other.Logout("o1")
 				p.clock.Expire(t, limits.DefaultPreauthTimeout, 1)
 				c.ExpectClosed()
 				proxytest.WaitFor(t, "the connection gone", func() bool { return len(p.Server.Conns()) == 0 })
@@ -401,4 +405,55 @@ func TestProxyProtocolOff(t *testing.T) {
 		t.Errorf("sessions: got %+v; want alice from %s", p.Server.Conns(), balancer)
 	}
 	c.Logout("l2")
+}
+
+// TestProxyProtocolTelemetry: the connection span carries the client's
+// address from the header as client.*, the address it connected to as
+// server.*, and the balancer as network.peer.*; a connection closed over
+// its header counts as refused for proxy_header and closed as "bad proxy
+// header".
+func TestProxyProtocolTelemetry(t *testing.T) {
+	up := proxytest.Imapd(t, aliceUser)
+	tp := startTracedProxy(t, up, proxy.Options{
+		ProxyProtocol:      true,
+		TrustedProxies:     []netip.Prefix{netip.MustParsePrefix(balancer + "/32")},
+		AllowPlaintextAuth: true,
+	}, limits.Options{})
+	c := proxytest.DialFrom(t, balancer, tp.Addr)
+	c.Send(string(header(t, 2, "192.0.2.90:4090", "198.51.100.9:143")))
+	c.Greeting()
+	c.LogIn("l1", "LOGIN alice secret")
+	c.Logout("l2")
+	root := tp.connTrees(t, 1)[0]
+	wantAttr(t, root, "client.address", "192.0.2.90")
+	wantAttr(t, root, "client.port", 4090)
+	wantAttr(t, root, "server.address", "198.51.100.9")
+	wantAttr(t, root, "server.port", 143)
+	wantAttr(t, root, "network.peer.address", balancer)
+	wantAttr(t, root, "imapguard.proxy_protocol.version", 2)
+
+	bad := proxytest.DialFrom(t, balancer, tp.Addr)
+	bad.Send("PROXY TCP4 nonsense\r\n")
+	bad.ExpectClosed()
+	untrustedPeer := proxytest.DialFrom(t, untrusted, tp.Addr)
+	untrustedPeer.Greeting()
+	untrustedPeer.Send(string(header(t, 1, "192.0.2.91:1", "198.51.100.9:143")))
+	untrustedPeer.ExpectClosed()
+	roots := tp.connTrees(t, 3)
+	for _, r := range roots[1:] {
+		wantAttr(t, r, "imapguard.outcome", "bad proxy header")
+		wantAttr(t, r, "error.type", "proxy_header")
+		if _, ok := attrOf(r.s, "network.peer.address"); ok {
+			t.Errorf("a refused header's span has network.peer.address: %v", r.s.Attributes)
+		}
+	}
+	proxytest.WaitZero(t, tp.Limiter)
+	m := collectUntil(t, tp.reader, "no connection open", func(m metrics) bool {
+		return m.gauge("imapguard.connections.open") == 0
+	})
+	m.want(t, []metricWant{
+		{"sum", "imapguard.connections.refused", []string{"reason=proxy_header"}, 2},
+		{"sum", "imapguard.connections.closed", []string{"outcome=bad_proxy_header"}, 2},
+		{"sum", "imapguard.connections.accepted", nil, 2},
+	})
 }
