@@ -73,8 +73,10 @@ type Config struct {
 	Admin Admin `toml:"admin"`
 }
 
-// Listen holds the addresses clients connect to. Changes take effect
-// after a restart.
+// Listen holds the addresses clients connect to, and whether a load
+// balancer in front passes their addresses on (the PROXY protocol).
+// Changes take effect after a restart, but for trusted_proxies, which
+// SIGHUP applies to new connections.
 type Listen struct {
 	// IMAP is the address the proxy accepts IMAP client connections on,
 	// as host:port. Clients connect in plaintext here and, when tls.mode is

@@ -9,8 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -456,4 +460,62 @@ func TestProxyProtocolTelemetry(t *testing.T) {
 		{"sum", "imapguard.connections.closed", []string{"outcome=bad_proxy_header"}, 2},
 		{"sum", "imapguard.connections.accepted", nil, 2},
 	})
+}
+
+// TestCLIReloadTrustedProxies: SIGHUP applies a new trusted_proxies to
+// new connections without a restart; proxy_protocol itself needs one.
+func TestCLIReloadTrustedProxies(t *testing.T) {
+	upAddr := startIMAPD(t)
+	cfg := func(on bool, trusted string) string {
+		return "[listen]\nimap = \"127.0.0.1:0\"\nproxy_protocol = " + strconv.FormatBool(on) +
+			"\ntrusted_proxies = [\"" + trusted + "\"]\n[upstream]\naddress = \"" + upAddr + "\"\n"
+	}
+	path := writeFile(t, "imapguard.toml", cfg(true, balancer))
+	p := startImapguard(t, path)
+	addr := p.waitLog(regexp.MustCompile(`msg="imapguard listening" imap=(\S+)`))[1]
+
+	// loginVia logs in from src with a header carrying client, or fails
+	// to (the connection is closed) when served is false.
+	loginVia := func(src, client string, served bool) {
+		t.Helper()
+		c := proxytest.DialFrom(t, src, addr)
+		h := string(header(t, 1, client, "198.51.100.1:143"))
+		if !served {
+			// Untrusted: greeted as a direct client, closed at the header.
+			c.Greeting()
+			c.Send(h)
+			c.ExpectClosed()
+			return
+		}
+		c.Send(h)
+		c.Greeting()
+		c.LogIn("l1", "LOGIN demo demo")
+		c.Logout("l2")
+		p.waitLog(regexp.MustCompile(`msg="logged in" conn=\d+ client=` + regexp.QuoteMeta(client) + ` via=` + regexp.QuoteMeta(src) + `:`))
+	}
+	loginVia(balancer, "192.0.2.100:1", true)
+	loginVia(untrusted, "192.0.2.101:1", false)
+
+	reload := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLog(regexp.MustCompile(`configuration reloaded`))
+	}
+	reload(cfg(true, untrusted))
+	if strings.Contains(p.output(), "take effect only after a restart") {
+		t.Errorf("a new trusted_proxies alone asked for a restart:\n%s", p.output())
+	}
+	loginVia(untrusted, "192.0.2.102:1", true)
+	loginVia(balancer, "192.0.2.103:1", false)
+
+	// proxy_protocol off needs a restart: the old setting stays, and so
+	// does the list in force.
+	reload(cfg(false, balancer))
+	if !strings.Contains(p.output(), "take effect only after a restart") {
+		t.Errorf("turning proxy_protocol off did not ask for a restart:\n%s", p.output())
+	}
+	loginVia(untrusted, "192.0.2.104:1", true)
 }
