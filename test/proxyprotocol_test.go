@@ -78,8 +78,16 @@ func (p *ppProxy) open(t *testing.T, src, listener string, head []byte) *proxyte
 	return c
 }
 
-// client returns the address the proxy shows for the one live connection
-// whose address is not the proxy's own test clients', waiting for it.
+// gone waits until no connection is left, in the registry (which the
+// admin API lists) as in the limiter.
+func (p *ppProxy) gone(t *testing.T) {
+	t.Helper()
+	proxytest.WaitFor(t, "no connection left", func() bool { return len(p.Server.Conns()) == 0 })
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// clientOf returns the client address the proxy shows for user's
+// session, waiting for it.
 func (p *ppProxy) clientOf(t *testing.T, user string) string {
 	t.Helper()
 	var got string
@@ -133,7 +141,7 @@ func TestProxyProtocolTrusted(t *testing.T) {
 					t.Errorf("client: got %s; want %s", got, tt.src)
 				}
 				c.Logout("l2")
-				proxytest.WaitZero(t, p.Limiter)
+				p.gone(t)
 				want := "client=" + tt.src + " via=" + balancer + ":"
 				proxytest.WaitFor(t, "the log line", func() bool { return strings.Contains(p.logs.String(), want) })
 			})
@@ -156,7 +164,7 @@ func TestProxyProtocolUntrusted(t *testing.T) {
 				t.Errorf("client: got %s; want %s:port", got, untrusted)
 			}
 			c.Logout("l2")
-			proxytest.WaitZero(t, p.Limiter)
+			p.gone(t)
 		})
 		for _, v := range []byte{1, 2} {
 			t.Run(listener+"/v"+string('0'+v), func(t *testing.T) {
@@ -279,7 +287,7 @@ func TestProxyProtocolSplit(t *testing.T) {
 					t.Errorf("client: got %s; want %s", got, src)
 				}
 				c.Logout("l2")
-				proxytest.WaitZero(t, p.Limiter)
+				p.gone(t)
 			})
 		}
 	}
@@ -353,7 +361,7 @@ func TestProxyProtocolLocal(t *testing.T) {
 					t.Errorf("client: got %s; want %s:port", got, balancer)
 				}
 				c.Logout("l2")
-				proxytest.WaitZero(t, p.Limiter)
+				p.gone(t)
 			})
 		}
 	}
