@@ -51,6 +51,13 @@ var errUntrustedProxyHeader = errors.New("proxy: PROXY header from an untrusted 
 // a client's address from (UDP, Unix sockets).
 var errProxyHeaderFamily = errors.New("proxy: PROXY header for a transport other than TCP over IPv4 or IPv6")
 
+// peerGone is a trusted peer that closed or reset the connection before
+// sending anything: a balancer's plain TCP health check.
+type peerGone struct{ err error }
+
+func (e *peerGone) Error() string { return "proxy: the peer left before a PROXY header: " + e.err.Error() }
+func (e *peerGone) Unwrap() error { return e.err }
+
 // maxV1Header is the longest v1 header, CRLF included (the spec's worst
 // case, "PROXY UNKNOWN" with two IPv6 addresses and ports).
 const maxV1Header = 107
@@ -113,7 +120,10 @@ func (c *conn) proxyHeader() bool {
 func readProxyHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	first, err := br.Peek(1)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, err
+		}
+		return nil, &peerGone{err}
 	}
 	if first[0] != proxyproto.SIGV1[0] {
 		return proxyproto.Read(br) // v2, whose parser reads what it needs
@@ -259,6 +269,11 @@ func (c *conn) refuseHeader(err error) {
 		c.trace.refused(reasonPreauthTimeout, true)
 	case c.ctx.Err() != nil || errors.Is(err, net.ErrClosed):
 		// Kicked or shut down: the outcome says so.
+	case errors.As(err, new(*peerGone)):
+		// Not a refusal: a balancer's TCP health check connects and
+		// leaves (often with a reset), every few seconds.
+		c.log.Debug("closed before a PROXY header", "err", err)
+		c.noteOutcome(endOf(err, clientSide, clientSide))
 	default:
 		c.log.Info("PROXY header refused", "err", err, "trusted", !c.untrustedPeer)
 		c.noteOutcome(outcomeProxyHeader)

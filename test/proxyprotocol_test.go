@@ -266,6 +266,28 @@ func TestProxyProtocolBadHeaders(t *testing.T) {
 	}
 }
 
+// TestProxyProtocolHealthCheck: a trusted balancer's plain TCP health
+// check, which connects and leaves without a byte (with a FIN or a
+// reset), is not a refused header: it is a client that closed.
+func TestProxyProtocolHealthCheck(t *testing.T) {
+	p := startPP(t, limits.Options{})
+	for _, listener := range listeners {
+		for _, reset := range []bool{false, true} {
+			c := proxytest.DialFrom(t, balancer, p.addr(listener))
+			if reset {
+				c.Reset()
+			} else {
+				c.CloseWrite()
+				c.ExpectClosed()
+			}
+		}
+	}
+	p.gone(t)
+	if strings.Contains(p.logs.String(), "PROXY header refused") {
+		t.Errorf("log: got %q; want no refusal", p.logs.String())
+	}
+}
+
 // TestProxyProtocolSplit: a header written a byte at a time, v1 or v2,
 // is gathered and used, on both listeners.
 func TestProxyProtocolSplit(t *testing.T) {
