@@ -55,7 +55,9 @@ var errProxyHeaderFamily = errors.New("proxy: PROXY header for a transport other
 // sending anything: a balancer's plain TCP health check.
 type peerGone struct{ err error }
 
-func (e *peerGone) Error() string { return "proxy: the peer left before a PROXY header: " + e.err.Error() }
+func (e *peerGone) Error() string {
+	return "proxy: the peer left before a PROXY header: " + e.err.Error()
+}
 func (e *peerGone) Unwrap() error { return e.err }
 
 // maxV1Header is the longest v1 header, CRLF included (the spec's worst
