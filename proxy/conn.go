@@ -457,6 +457,9 @@ func (c *conn) info() ConnInfo {
 	c.mu.Lock()
 	i := ConnInfo{ID: c.id, Client: c.remote.String(), Listener: c.listener,
 		User: c.user, TLS: c.tlsActive, Since: c.since}
+	if c.remote != c.peer { // setAddrs replaced it (not for a LOCAL header)
+		i.Via = c.peer.String()
+	}
 	c.mu.Unlock()
 	i.Authenticated, i.BytesToUpstream, i.BytesToClient = c.relayed()
 	return i

@@ -90,11 +90,18 @@ func (p *ppProxy) gone(t *testing.T) {
 // session, waiting for it.
 func (p *ppProxy) clientOf(t *testing.T, user string) string {
 	t.Helper()
-	var got string
+	return p.sessionOf(t, user).Client
+}
+
+// sessionOf returns what the proxy shows the admin API of user's
+// session, waiting for it.
+func (p *ppProxy) sessionOf(t *testing.T, user string) proxy.ConnInfo {
+	t.Helper()
+	var got proxy.ConnInfo
 	proxytest.WaitFor(t, "the session of "+user, func() bool {
 		for _, ci := range p.Server.Conns() {
 			if ci.User == user {
-				got = ci.Client
+				got = ci
 				return true
 			}
 		}
@@ -137,8 +144,8 @@ func TestProxyProtocolTrusted(t *testing.T) {
 				c := p.open(t, balancer, listener, header(t, tt.v, tt.src, tt.dst))
 				c.Greeting()
 				c.LogIn("l1", "LOGIN alice secret")
-				if got := p.clientOf(t, "alice"); got != tt.src {
-					t.Errorf("client: got %s; want %s", got, tt.src)
+				if got := p.sessionOf(t, "alice"); got.Client != tt.src || !strings.HasPrefix(got.Via, balancer+":") {
+					t.Errorf("session: got client %s via %q; want %s via %s:port", got.Client, got.Via, tt.src, balancer)
 				}
 				c.Logout("l2")
 				p.gone(t)
@@ -160,8 +167,8 @@ func TestProxyProtocolUntrusted(t *testing.T) {
 			c := p.open(t, untrusted, listener, nil)
 			c.Greeting()
 			c.LogIn("l1", "LOGIN alice secret")
-			if got := p.clientOf(t, "alice"); !strings.HasPrefix(got, untrusted+":") {
-				t.Errorf("client: got %s; want %s:port", got, untrusted)
+			if got := p.sessionOf(t, "alice"); !strings.HasPrefix(got.Client, untrusted+":") || got.Via != "" {
+				t.Errorf("session: got client %s via %q; want %s:port, no via", got.Client, got.Via, untrusted)
 			}
 			c.Logout("l2")
 			p.gone(t)
@@ -379,8 +386,8 @@ func TestProxyProtocolLocal(t *testing.T) {
 				c := p.open(t, balancer, listener, []byte(tt.head))
 				c.Greeting()
 				c.LogIn("l1", "LOGIN alice secret")
-				if got := p.clientOf(t, "alice"); !strings.HasPrefix(got, balancer+":") {
-					t.Errorf("client: got %s; want %s:port", got, balancer)
+				if got := p.sessionOf(t, "alice"); !strings.HasPrefix(got.Client, balancer+":") || got.Via != "" {
+					t.Errorf("session: got client %s via %q; want %s:port, no via", got.Client, got.Via, balancer)
 				}
 				c.Logout("l2")
 				p.gone(t)
