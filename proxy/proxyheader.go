@@ -230,18 +230,20 @@ func (c *conn) checkUntrusted() bool {
 }
 
 // sentSignature reports whether what br starts with is the signature of
-// a PROXY header, v1 ("PROXY") or v2. It reads only while what has come
+// a PROXY header, v1 ("PROXY ") or v2. It reads only while what has come
 // is a prefix of one (bounded by preauth_timeout, like any read before
 // login): an IMAP tag or a TLS ClientHello differs at its first bytes.
+// (A client whose first command has the tag "PROXY" is taken for a
+// header; no client tags that way.)
 func sentSignature(br *bufio.Reader) (bool, error) {
 	for n := 1; ; {
 		b, err := br.Peek(max(n, br.Buffered()))
 		if err != nil {
 			return false, err
 		}
-		v1, v2 := prefixOf(b, proxyproto.SIGV1), prefixOf(b, proxyproto.SIGV2)
+		v1, v2 := prefixOf(b, sigV1), prefixOf(b, proxyproto.SIGV2)
 		switch {
-		case v1 && len(b) >= len(proxyproto.SIGV1), v2 && len(b) >= len(proxyproto.SIGV2):
+		case v1 && len(b) >= len(sigV1), v2 && len(b) >= len(proxyproto.SIGV2):
 			return true, nil
 		case !v1 && !v2:
 			return false, nil
@@ -249,6 +251,9 @@ func sentSignature(br *bufio.Reader) (bool, error) {
 		n = len(b) + 1
 	}
 }
+
+// sigV1 starts a v1 header: proxyproto.SIGV1 and the space after it.
+var sigV1 = []byte("PROXY ")
 
 // prefixOf reports whether b and sig agree on their common length.
 func prefixOf(b, sig []byte) bool {

@@ -98,6 +98,7 @@ func TestSentSignature(t *testing.T) {
 		{"a1 NOOP\r\n", false, false},
 		{"P1 NOOP\r\n", false, false},
 		{"PROX1 NOOP\r\n", false, false},
+		{"PROXYTAG NOOP\r\n", false, false},
 		{"\x16\x03\x01\x02\x00", false, false},
 		{"\r\n\r\nX", false, false},
 		{"PRO", false, true},
