@@ -27,7 +27,8 @@ import (
 //     the peer's addresses. A trusted peer that sends no header, a
 //     malformed or truncated one, or one for a transport other than TCP
 //     over IPv4 or IPv6 is closed without a word: it is not speaking
-//     IMAP yet.
+//     IMAP yet. (One that leaves without sending a byte, a balancer's TCP
+//     health check, is recorded as a client that closed, not a refusal.)
 //   - any other peer is served as a direct client under its own address,
 //     which nothing it sends can change, as Dovecot's haproxy listeners
 //     do; if what it sends first is a PROXY header, it is closed. So a
