@@ -73,8 +73,10 @@ type Config struct {
 	Admin Admin `toml:"admin"`
 }
 
-// Listen holds the addresses clients connect to. Changes take effect
-// after a restart.
+// Listen holds the addresses clients connect to, and whether a load
+// balancer in front passes their addresses on (the PROXY protocol).
+// Changes take effect after a restart, but for trusted_proxies, which
+// SIGHUP applies to new connections.
 type Listen struct {
 	// IMAP is the address the proxy accepts IMAP client connections on,
 	// as host:port. Clients connect in plaintext here and, when tls.mode is
@@ -91,6 +93,29 @@ type Listen struct {
 	// host:port, written like imap. It needs a certificate, so tls.mode
 	// must not be "off". Empty ("") means no such listener.
 	IMAPS string `toml:"imaps" means:"no implicit TLS listener"`
+
+	// ProxyProtocol, when true, makes both listeners take the PROXY
+	// protocol (HAProxy's, version 1 or 2) from the load balancers in
+	// trusted_proxies: such a peer must start each connection with a
+	// PROXY header, read before the greeting (imap) or the TLS handshake
+	// (imaps) and within limits.preauth_timeout, and the client address
+	// it carries is then the client's for everything: the per-address
+	// caps, the log lines, the spans and the admin API. A trusted peer
+	// that sends no header or a malformed one is closed; a v2 LOCAL
+	// header (the balancer's own health check) keeps the balancer's
+	// address. A peer not in trusted_proxies is served as a direct client
+	// under its own address, and closed if it sends a header. Requires
+	// trusted_proxies. On the balancer: HAProxy "send-proxy" or
+	// "send-proxy-v2" on the server line. Changing it needs a restart.
+	ProxyProtocol bool `toml:"proxy_protocol"`
+
+	// TrustedProxies are the peers whose PROXY headers are believed, as
+	// networks in CIDR notation or bare IP addresses, such as
+	// ["10.0.0.0/8", "192.0.2.7", "2001:db8::/64"]: the load balancers,
+	// and nothing that clients can reach the proxy from. Required, and
+	// only used, with proxy_protocol. It is re-read on SIGHUP (while
+	// proxy_protocol stays as it is), for new connections.
+	TrustedProxies []string `toml:"trusted_proxies" means:"none"`
 }
 
 // Upstream is the IMAP server behind the proxy, and how the proxy

@@ -43,6 +43,9 @@ func relations(c *Config) []relation {
 	if l.IMAP == "" && l.IMAPS == "" {
 		add("listen.imap", "is empty and so is listen.imaps, which leaves no listener; set at least one of them", "listen.imaps")
 	}
+	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
+		add("listen.proxy_protocol", "is true but listen.trusted_proxies is empty, which would believe no balancer (set the balancers' addresses)", "listen.trusted_proxies")
+	}
 	if l.IMAPS != "" && t.Mode == "off" {
 		add("listen.imaps", `implicit TLS needs a certificate, but tls.mode is "off"`, "tls.mode")
 	}

@@ -24,6 +24,9 @@ var rules = map[string]rule{
 	"listen.imap":  address{allowPort0: true, allowEmpty: true},
 	"listen.imaps": address{allowPort0: true, allowEmpty: true},
 
+	"listen.proxy_protocol":  boolean{},
+	"listen.trusted_proxies": networks{},
+
 	"upstream.address":              address{requireHost: true},
 	"upstream.connect_timeout":      durationRange{100 * time.Millisecond, 5 * time.Minute},
 	"upstream.login_timeout":        durationRange{time.Second, 5 * time.Minute},
@@ -564,6 +567,7 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 		if err != nil || a.Zone() != "" {
 			return netip.Prefix{}, fmt.Errorf("%s is neither an IP network (CIDR) nor an IP address", quote(s))
 		}
+		a = a.Unmap() // the proxy sees IPv4 clients as IPv4
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	p, err := netip.ParsePrefix(s)
@@ -573,7 +577,28 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 	if m := p.Masked(); m != p {
 		return netip.Prefix{}, fmt.Errorf("%s has bits set after the /%d prefix; the network is %s", quote(s), p.Bits(), quote(m.String()))
 	}
+	if a := p.Addr(); a.Is4In6() {
+		// ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%s holds IPv4-mapped addresses and others; write the IPv4 network", quote(s))
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
 	return p, nil
+}
+
+// Prefixes parses networks as ParseNetwork does (listen.trusted_proxies,
+// limits.exempt_networks, an override's networks).
+func Prefixes(networks []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(networks))
+	for _, s := range networks {
+		p, err := ParseNetwork(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // userNames is an array of strings field holding user names as clients

@@ -15,6 +15,8 @@ func TestWriteSettings(t *testing.T) {
 	}
 	want := `listen.imap                        : 127.0.0.1:1143
 listen.imaps                       :
+listen.proxy_protocol              : false
+listen.trusted_proxies             :
 upstream.address                   : 127.0.0.1:2143
 upstream.connect_timeout           : 5s
 upstream.login_timeout             : 30s

@@ -28,25 +28,33 @@ type conn struct {
 	srv         *Server
 	id          uint64
 	listener    string
-	implicitTLS bool // accepted on an imaps listener
-	remote      net.Addr
-	opts        *Options
-	clock       clock.Clock
-	since       time.Time       // accepted, on the wall clock (durations, the admin API)
-	ctx         context.Context // cancelled when the connection closes
-	cancel      context.CancelFunc
-	log         *slog.Logger
-	w           *clientWriter
-	trace       *connTrace
+	implicitTLS bool     // accepted on an imaps listener
+	peer        net.Addr // the TCP peer: the client, or a balancer (PROXY protocol)
+	// remote and local are the client's address and the address it
+	// connected to: the TCP connection's, or those a trusted PROXY header
+	// carried (proxyheader.go). Set before admission; read under mu by
+	// others (the admin API).
+	remote, local net.Addr
+	opts          *Options
+	clock         clock.Clock
+	since         time.Time       // accepted, on the wall clock (durations, the admin API)
+	ctx           context.Context // cancelled when the connection closes
+	cancel        context.CancelFunc
+	log           *slog.Logger
+	w             *clientWriter
+	trace         *connTrace
 
 	// Owned by the goroutine serving the connection before login.
 	br           *bufio.Reader
 	r            *imapwire.Reader
 	badCommands  int
 	authFailures int
-	releaseUser  func()      // the user's slot, once logged in
-	preauth      clock.Timer // preauth_timeout
-	ready        *session    // logged in: relay this once the command loop ends
+	// untrustedPeer: proxy_protocol is on and the peer is not in
+	// trusted_proxies; it is closed if it sends a PROXY header.
+	untrustedPeer bool
+	releaseUser   func()      // the user's slot, once logged in
+	preauth       clock.Timer // preauth_timeout
+	ready         *session    // logged in: relay this once the command loop ends
 
 	mu             sync.Mutex
 	nc             net.Conn // the TCP connection, or TLS over it
@@ -68,7 +76,9 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 		srv:         s,
 		id:          s.nextID.Add(1),
 		nc:          nc,
+		peer:        nc.RemoteAddr(),
 		remote:      nc.RemoteAddr(),
+		local:       nc.LocalAddr(),
 		listener:    listener,
 		implicitTLS: implicitTLS,
 		opts:        s.options(),
@@ -90,6 +100,18 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 // serve runs the connection up to login. It returns the session to relay,
 // or nil when the connection ends here (the caller then finishes it).
 func (c *conn) serve() *session {
+	// The timer covers a PROXY header and an implicit TLS handshake too.
+	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
+	defer c.preauth.Stop()
+	if c.implicitTLS {
+		// Nothing in plaintext to an imaps client, which waits for a
+		// ServerHello: not a shutdown's BYE while a PROXY header is
+		// awaited either. startTLS unmutes after the handshake.
+		c.w.mute()
+	}
+	if !c.proxyHeader() {
+		return nil
+	}
 	release, checks, err := c.srv.limiter.AdmitConnAt(clientAddr(c.remote), c.clock.Now())
 	c.trace.limitEvents(c.trace.span, checks, err)
 	var le *limits.Error
@@ -120,18 +142,17 @@ func (c *conn) serve() *session {
 	c.srv.unauthenticated(c)
 	c.trace.accepted(c.listener)
 
-	// The timer covers an implicit TLS handshake too, which counts toward
-	// the caps like any connection.
-	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
-	defer c.preauth.Stop()
+	// An implicit TLS handshake counts toward the caps like any
+	// connection.
 	if c.implicitTLS {
-		if c.startTLS() != nil {
+		if !c.checkUntrusted() || c.startTLS() != nil {
 			return nil
 		}
-	} else {
-		c.setReader(c.nc)
 	}
 	if c.w.respond(greeting(c.capabilities())) != nil {
+		return nil
+	}
+	if !c.implicitTLS && !c.checkUntrusted() {
 		return nil
 	}
 	for {
@@ -436,6 +457,9 @@ func (c *conn) info() ConnInfo {
 	c.mu.Lock()
 	i := ConnInfo{ID: c.id, Client: c.remote.String(), Listener: c.listener,
 		User: c.user, TLS: c.tlsActive, Since: c.since}
+	if c.remote != c.peer { // setAddrs replaced it (not for a LOCAL header)
+		i.Via = c.peer.String()
+	}
 	c.mu.Unlock()
 	i.Authenticated, i.BytesToUpstream, i.BytesToClient = c.relayed()
 	return i

@@ -20,8 +20,11 @@ import (
 
 // ConnInfo describes one live connection.
 type ConnInfo struct {
-	ID            uint64
-	Client        string // client address, host:port
+	ID     uint64
+	Client string // client address, host:port (a PROXY header's, if any)
+	// Via is the load balancer the connection came through, host:port,
+	// when a trusted PROXY header gave the client's address; else "".
+	Via           string
 	Listener      string // local address of the listener it came in on
 	User          string // empty before authentication
 	Authenticated bool

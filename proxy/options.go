@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/imapguard/imapguard/limits"
@@ -26,6 +27,13 @@ type Options struct {
 	// instead of closing the oldest connection that has not logged in to
 	// make room for them.
 	KeepUnauthenticated bool
+	// ProxyProtocol makes both listeners take a PROXY protocol header (v1
+	// or v2) from the peers in TrustedProxies, and use the client address
+	// it carries (proxyheader.go). Peers outside TrustedProxies are served
+	// under their own address and closed if they send a header.
+	ProxyProtocol  bool
+	TrustedProxies []netip.Prefix
+
 	// Dial, when set, replaces the TCP dial to the upstream (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

@@ -36,6 +36,7 @@ const (
 	outcomeAuthFailures                   // max_auth_failures failed logins
 	outcomeKicked                         // an administrator's kick
 	outcomeShutdown                       // the proxy shut down
+	outcomeProxyHeader                    // a PROXY header missing, malformed, or from an untrusted peer
 )
 
 // outcomeInfo is what telemetry says of an outcome.
@@ -72,6 +73,7 @@ var outcomes = [...]outcomeInfo{
 	outcomeAuthFailures:    {name: "too many authentication failures", errorType: reasonAuthFailures, endedBy: "proxy"},
 	outcomeKicked:          {name: "kicked", endedBy: "proxy"},
 	outcomeShutdown:        {name: "proxy shutdown", endedBy: "proxy"},
+	outcomeProxyHeader:     {name: "bad proxy header", errorType: reasonProxyHeader, endedBy: "proxy"},
 }
 
 func (o outcome) String() string { return outcomes[o].name }
@@ -95,6 +97,7 @@ const (
 	reasonUpstreamUnavailable = "upstream_unavailable"
 	reasonBadCommands         = "too_many_bad_commands"
 	reasonAuthFailures        = "too_many_auth_failures"
+	reasonProxyHeader         = "proxy_header"
 )
 
 // writeError is an error writing to one side of a relay, as opposed to

@@ -68,6 +68,16 @@ func newConnTrace(t *telemetry, c *conn) *connTrace {
 	return ct
 }
 
+// proxied replaces the root span's client and server addresses with
+// those a PROXY header of version v carried, and records the peer (the
+// balancer) as network.peer.*.
+func (t *connTrace) proxied(client, server, peer net.Addr, v int) {
+	attrs := append(hostPort("client", client), hostPort("server", server)...)
+	attrs = append(attrs, hostPort("network.peer", peer)...)
+	attrs = append(attrs, attribute.Int("imapguard.proxy_protocol.version", v))
+	t.span.SetAttributes(attrs...)
+}
+
 // traceID is the root span's trace id, for the connection's log lines
 // (so that logs and traces join), or "" when it is not sampled.
 func (t *connTrace) traceID() string {

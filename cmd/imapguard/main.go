@@ -209,7 +209,10 @@ func upstreamTLS(c *config.Config) (*tls.Config, error) {
 }
 
 func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options {
+	trusted := networks(c.Listen.TrustedProxies)
 	return proxy.Options{
+		ProxyProtocol:       c.Listen.ProxyProtocol,
+		TrustedProxies:      trusted,
 		TLSConfig:           serverTLS,
 		AllowPlaintextAuth:  c.TLS.PlaintextAuthAllowed(),
 		UpstreamTLS:         c.Upstream.TLS,
@@ -454,13 +457,24 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 	// record_user is a proxy option and applies at once.
 	tel := cfg.Telemetry
 	tel.RecordUser = old.Telemetry.RecordUser
-	if cfg.Listen != old.Listen || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
+	// trusted_proxies applies to new connections at once, unless
+	// proxy_protocol changed (which needs a restart): a new list for
+	// the proxy_protocol in force.
+	listen, trusted := cfg.Listen, cfg.Listen.TrustedProxies
+	reloadTrusted := listen.ProxyProtocol == old.Listen.ProxyProtocol
+	if reloadTrusted {
+		listen.TrustedProxies = old.Listen.TrustedProxies
+	}
+	if !reflect.DeepEqual(listen, old.Listen) || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
 		tel != old.Telemetry || cfg.Admin != old.Admin {
-		log.Warn("SIGHUP: [listen], [log], [tls], [telemetry] (but record_user) and [admin] changes take effect only after a restart (certificate files are re-read)")
+		log.Warn("SIGHUP: [listen] (but trusted_proxies), [log], [tls], [telemetry] (but record_user) and [admin] changes take effect only after a restart (certificate files are re-read)")
 		cfg.Listen, cfg.Log, cfg.TLS, cfg.Admin = old.Listen, old.Log, old.TLS, old.Admin
 		record := cfg.Telemetry.RecordUser
 		cfg.Telemetry = old.Telemetry
 		cfg.Telemetry.RecordUser = record
+		if reloadTrusted {
+			cfg.Listen.TrustedProxies = trusted
+		}
 	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {

@@ -38,8 +38,11 @@ type SettingList struct {
 
 // Session is one live client connection.
 type Session struct {
-	ID       uint64 `json:"id"`
-	Client   string `json:"client"`   // host:port
+	ID     uint64 `json:"id"`
+	Client string `json:"client"` // host:port
+	// Via is the load balancer whose PROXY header gave Client, host:port;
+	// absent without one.
+	Via      string `json:"via,omitempty"`
 	Listener string `json:"listener"` // the local address it came in on
 	User     string `json:"user"`     // "" before authentication
 	State    string `json:"state"`    // "preauth" or "authenticated"
@@ -122,7 +125,7 @@ func sessions(infos []proxy.ConnInfo, now time.Time) []Session {
 	out := make([]Session, 0, len(infos))
 	for _, i := range infos {
 		out = append(out, Session{
-			ID: i.ID, Client: i.Client, Listener: i.Listener, User: i.User,
+			ID: i.ID, Client: i.Client, Via: i.Via, Listener: i.Listener, User: i.User,
 			State: i.State(), TLS: i.TLS,
 			Since:           i.Since.UTC(),
 			DurationSeconds: max(now.Sub(i.Since), 0).Seconds(),

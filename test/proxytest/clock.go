@@ -33,8 +33,9 @@ func NewClock() *Clock {
 
 // WaitTimers fails the test unless at least n timers come to wait. The
 // proxy starts its timers on its own goroutines (a connection's
-// preauth_timeout once it is admitted, a session's idle_timeout once it
-// relays), so a test that moves the clock waits for them first.
+// preauth_timeout once its goroutine starts, before a PROXY header and
+// admission; a session's idle_timeout once it relays), so a test that
+// moves the clock waits for them first.
 func (c *Clock) WaitTimers(t testing.TB, n int) {
 	t.Helper()
 	if !c.WaitPending(n, Timeout) {
