@@ -30,6 +30,7 @@ type conn struct {
 	listener    string
 	implicitTLS bool // accepted on an imaps listener
 	remote      net.Addr
+	local       net.Addr // the address the client connected to (x-connected-ip)
 	opts        *Options
 	clock       clock.Clock
 	since       time.Time       // accepted, on the wall clock (durations, the admin API)
@@ -47,6 +48,7 @@ type conn struct {
 	releaseUser  func()      // the user's slot, once logged in
 	preauth      clock.Timer // preauth_timeout
 	ready        *session    // logged in: relay this once the command loop ends
+	clientID     []idField   // the client's ID fields, for the upstream (id.go)
 
 	mu             sync.Mutex
 	nc             net.Conn // the TCP connection, or TLS over it
@@ -69,6 +71,7 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 		id:          s.nextID.Add(1),
 		nc:          nc,
 		remote:      nc.RemoteAddr(),
+		local:       nc.LocalAddr(),
 		listener:    listener,
 		implicitTLS: implicitTLS,
 		opts:        s.options(),
