@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"net"
 	"net/netip"
@@ -122,6 +123,9 @@ type forwarding struct {
 	local    net.Addr // the address the client connected to (conn.local)
 	session  string   // x-session-id, also in the proxy's log lines
 	clientID []idField
+	// clientTLS is the TLS version of the client's connection to the
+	// proxy ("TLSv1.3"), "" for plaintext: PROXY v2 passes it on.
+	clientTLS string
 }
 
 // idCommand is the ID command sent to the upstream before login: the
@@ -212,7 +216,36 @@ func (f *forwarding) proxyHeader() ([]byte, error) {
 			}
 		}
 	}
-	return proxyproto.HeaderProxyFromAddrs(version, src, dst).Format()
+	h := proxyproto.HeaderProxyFromAddrs(version, src, dst)
+	if version == 2 && h.Command == proxyproto.PROXY && f.clientTLS != "" {
+		// proxy-protocol.txt §2.2.5, as HAProxy's send-proxy-v2-ssl:
+		// PP2_CLIENT_SSL, verify non-zero (no client certificate was
+		// verified), and the version. Dovecot counts such a connection as
+		// secured, so its disable_plaintext_auth does not refuse the
+		// login of a client that used TLS to the proxy.
+		ssl := []byte{0x01, 0, 0, 0, 1, byte(proxyproto.PP2_SUBTYPE_SSL_VERSION), 0, byte(len(f.clientTLS))}
+		ssl = append(ssl, f.clientTLS...)
+		if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_SSL, Value: ssl}}); err != nil {
+			return nil, err
+		}
+	}
+	return h.Format()
+}
+
+// tlsVersionName names a TLS version as OpenSSL and HAProxy do in the
+// PROXY v2 SSL version field.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return "TLS"
 }
 
 func tcpAddr(a net.Addr) (*net.TCPAddr, bool) {

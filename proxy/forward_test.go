@@ -159,6 +159,11 @@ func TestProxyHeader(t *testing.T) {
 			v2(0x11, ip("192.0.2.7"), ip("198.51.100.1"), port(50123), port(143))},
 		{"v2 ipv6", &forwarding{mode: ForwardProxyV2, client: tcp("[2001:db8::2]:50123"), local: tcp("[2001:db8::1]:993")},
 			v2(0x21, ip("2001:db8::2"), ip("2001:db8::1"), port(50123), port(993))},
+		{"v2 from a TLS client carries PP2_TYPE_SSL", &forwarding{mode: ForwardProxyV2, client: tcp("192.0.2.7:50123"), local: tcp("198.51.100.1:993"), clientTLS: "TLSv1.3"},
+			v2(0x11, ip("192.0.2.7"), ip("198.51.100.1"), port(50123), port(993),
+				[]byte{0x20, 0, 15, 0x01, 0, 0, 0, 1, 0x21, 0, 7}, []byte("TLSv1.3"))},
+		{"v1 has no room for TLS", &forwarding{mode: ForwardProxyV1, client: tcp("192.0.2.7:50123"), local: tcp("198.51.100.1:993"), clientTLS: "TLSv1.3"},
+			[]byte("PROXY TCP4 192.0.2.7 198.51.100.1 50123 993\r\n")},
 		{"v2 without addresses is LOCAL", &forwarding{mode: ForwardProxyV2},
 			append(bytes.Clone(v2sig), 0x20, 0x00, 0, 0)},
 	} {

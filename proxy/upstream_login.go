@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"strings"
@@ -114,6 +115,13 @@ func (c *conn) forwarding() *forwarding {
 	f := &forwarding{mode: c.opts.ForwardClient, client: c.remote, local: c.local, clientID: c.clientID}
 	if f.mode == ForwardID {
 		f.session = newSessionID()
+	}
+	c.mu.Lock()
+	tc, ok := c.nc.(*tls.Conn)
+	active := c.tlsActive
+	c.mu.Unlock()
+	if ok && active {
+		f.clientTLS = tlsVersionName(tc.ConnectionState().Version)
 	}
 	return f
 }

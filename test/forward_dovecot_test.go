@@ -55,7 +55,7 @@ func TestForwardClientDovecotPenalty(t *testing.T) {
 		for _, mode := range []string{proxy.ForwardNone, proxy.ForwardID, proxy.ForwardProxyV2} {
 			t.Run(mode, func(t *testing.T) {
 				t.Parallel()
-				inst := startDovecotWith(t, dovecot.Options{
+				opts := dovecot.Options{
 					Users: users,
 					// The stock penalty, which test/dovecot otherwise
 					// turns off: it is what this test is about.
@@ -63,9 +63,21 @@ func TestForwardClientDovecotPenalty(t *testing.T) {
 					TrustedNetworks: "127.0.0.1/32",
 					HAProxy:         true,
 					// Dovecot logs the ID it was sent, to show the
-					// client's own fields reached it.
-					Extra: "imap_id_log = *",
-				})
+					// client's own fields reached it. Plaintext logins
+					// only on a secured connection, Dovecot's default
+					// (the harness allows them everywhere): from its
+					// login_trusted_networks a connection counts as
+					// secured, whatever address was forwarded.
+					Extra: "imap_id_log = *\ndisable_plaintext_auth = yes",
+				}
+				if mode == proxy.ForwardProxyV2 {
+					// Through the haproxy listener only a PROXY header
+					// that says the client used TLS makes the connection
+					// secured (TestForwardClientDovecotProxyV2TLS); these
+					// clients use plaintext.
+					opts.Extra += "\ndisable_plaintext_auth = no"
+				}
+				inst := startDovecotWith(t, opts)
 				upstream := inst.Addr
 				if mode == proxy.ForwardProxyV2 {
 					upstream = inst.HAProxyAddr
@@ -172,5 +184,42 @@ func checkDovecotLog(t *testing.T, inst *dovecot.Instance, mode string, run pena
 	// The client's forged address never reached Dovecot.
 	if strings.Contains(log, "rip=192.0.2.66") || strings.Contains(log, ",192.0.2.66,") {
 		t.Errorf("%s: Dovecot took the client's forged x-originating-ip", mode)
+	}
+}
+
+// TestForwardClientDovecotProxyV2TLS: through a haproxy listener Dovecot
+// counts a connection as secured only when the PROXY v2 header says the
+// client used TLS (PP2_TYPE_SSL): with Dovecot's default
+// disable_plaintext_auth = yes, a client that logged in to the proxy
+// over TLS gets in, one that used plaintext (allowed by the proxy with
+// allow_plaintext_auth) is refused by Dovecot (LOGINDISABLED), which the
+// proxy answers NO [UNAVAILABLE].
+func TestForwardClientDovecotProxyV2TLS(t *testing.T) {
+	t.Parallel()
+	inst := startDovecotWith(t, dovecot.Options{
+		Users:           []dovecotUser{{Username: "bob", Password: "bob-secret"}},
+		TrustedNetworks: "127.0.0.1/32",
+		HAProxy:         true,
+		Extra:           "disable_plaintext_auth = yes",
+	})
+	ca := newTestCA(t, "proxy CA")
+	p := startTLSProxy(t, ca, proxytest.Config{Upstream: inst.HAProxyAddr,
+		Options: proxy.Options{ForwardClient: proxy.ForwardProxyV2, AllowPlaintextAuth: true}})
+
+	c := proxytest.DialFrom(t, "127.0.0.2", p.TLSAddr)
+	c.UpgradeTLS(ca.clientConfig())
+	c.Greeting()
+	c.LogIn("l", "LOGIN bob bob-secret")
+	c.Logout("o")
+
+	plain := proxytest.DialFrom(t, "127.0.0.3", p.Addr)
+	plain.Greeting()
+	if _, st := plain.Cmd("l", "LOGIN bob bob-secret"); st != "l "+noUnavailable {
+		t.Errorf("plaintext client: got %q; want l %s", st, noUnavailable)
+	}
+	plain.Logout("o")
+	proxytest.WaitZero(t, p.Limiter)
+	if !proxytest.Eventually(func() bool { return strings.Contains(inst.Log(), "Login: user=<bob>, method=PLAIN, rip=127.0.0.2,") }) {
+		t.Errorf("Dovecot's log has no login of bob from 127.0.0.2:\n%s", inst.Log())
 	}
 }
