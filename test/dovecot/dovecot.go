@@ -7,7 +7,9 @@
 // instance's directory, and it listens on free ports of 127.0.0.1 only.
 // Users are a passwd-file passdb with plain passwords and a static userdb;
 // mail is maildir under Instance.Dir/mail/USERNAME. Failed logins are
-// answered without Dovecot's delay and per-IP penalty.
+// answered without Dovecot's delay and per-IP penalty, unless
+// Options.AuthPenalty keeps them; Options.HAProxy adds a listener that
+// reads a PROXY header.
 //
 // It works as root (the login and mail processes then run as dovenull or
 // nobody, since Dovecot refuses root for them) and as an ordinary user
