@@ -143,7 +143,7 @@ func (c *conn) upstreamLogin(a *authSpan, user, pass string, fwd *forwarding, lo
 	lctx, lspan := a.upstreamSpan(spanLogin)
 	idErr, err := up.login(lctx, user, pass, fwd)
 	if idErr != nil {
-		log.Warn("upstream refused the forwarded ID; it sees the proxy's address", "detail", idErr)
+		log.Warn("upstream refused the ID; logging in without it", "detail", idErr)
 	}
 	result, code := loginResult(err)
 	endLoginSpan(lspan, result, code)

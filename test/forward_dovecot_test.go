@@ -5,6 +5,7 @@ package test
 // clients behind the proxy, and Dovecot's log must name the real client.
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -221,5 +222,17 @@ func TestForwardClientDovecotProxyV2TLS(t *testing.T) {
 	proxytest.WaitZero(t, p.Limiter)
 	if !proxytest.Eventually(func() bool { return strings.Contains(inst.Log(), "Login: user=<bob>, method=PLAIN, rip=127.0.0.2,") }) {
 		t.Errorf("Dovecot's log has no login of bob from 127.0.0.2:\n%s", inst.Log())
+	}
+
+	// The readiness check (/readyz) names no client: v2 LOCAL, v1
+	// "PROXY UNKNOWN", both of which the haproxy listener greets.
+	for _, mode := range []string{proxy.ForwardProxyV2, proxy.ForwardProxyV1} {
+		p.Server.SetOptions(proxy.Options{UpstreamAddr: inst.HAProxyAddr, ForwardClient: mode,
+			TLSConfig: ca.serverConfig(), AllowPlaintextAuth: true})
+		ctx, cancel := context.WithTimeout(context.Background(), proxytest.Timeout)
+		if err := p.Server.CheckUpstream(ctx); err != nil {
+			t.Errorf("%s: CheckUpstream: %v", mode, err)
+		}
+		cancel()
 	}
 }

@@ -189,7 +189,7 @@ func TestForwardClientIDRefused(t *testing.T) {
 			}
 			c.Logout("o")
 			proxytest.WaitZero(t, p.Limiter)
-			refused := strings.Contains(logs.String(), "upstream refused the forwarded ID")
+			refused := strings.Contains(logs.String(), "upstream refused the ID")
 			if want := tc.name != "untagged with a literal"; refused != want {
 				t.Errorf("log says the ID was refused: %v; want %v\n%s", refused, want, logs.String())
 			}
@@ -339,5 +339,29 @@ func TestForwardClientNoneSendsNothing(t *testing.T) {
 		t.Errorf("first bytes upstream: got %q; want the login", got)
 	}
 	c.Logout("o")
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestForwardClientReload: a new forward_client (SIGHUP: SetOptions)
+// applies to connections accepted after it; one accepted before keeps
+// the mode it started with.
+func TestForwardClientReload(t *testing.T) {
+	t.Parallel()
+	f := idUpstream(t, idCaps, idOK)
+	p := proxytest.Start(t, proxytest.Config{Upstream: f.Addr, Options: proxy.Options{ForwardClient: proxy.ForwardID}})
+	old := proxytest.DialFrom(t, "127.0.0.2", p.Addr)
+	old.Greeting()
+	p.Server.SetOptions(proxy.Options{UpstreamAddr: f.Addr, ForwardClient: proxy.ForwardNone})
+
+	fresh := proxytest.LoginFrom(t, "127.0.0.3", p.Addr, "alice", "secret")
+	if got := f.Next(t); !strings.HasPrefix(got, authCmd) {
+		t.Errorf("new connection, forward_client none: first command upstream %q; want the login", got)
+	}
+	old.LogIn("l", "LOGIN alice secret")
+	if got := f.Next(t); !strings.HasPrefix(got, `igi ID ("x-originating-ip" "127.0.0.2" `) {
+		t.Errorf("older connection, forward_client id: first command upstream %q; want the ID", got)
+	}
+	fresh.Logout("o")
+	old.Logout("o")
 	proxytest.WaitZero(t, p.Limiter)
 }
