@@ -179,6 +179,31 @@ type Upstream struct {
 	// together with cert_file, or neither. Only allowed when tls is not
 	// "none".
 	KeyFile string `toml:"key_file" means:"no client certificate"`
+
+	// ForwardClient is how the upstream server learns each client's
+	// address, so that its logs, its per-address limits and its penalty
+	// for failed logins apply to the client and not to the proxy. "id":
+	// before logging in, when the server advertises ID, the proxy sends
+	// ID ("x-originating-ip" "..." "x-originating-port" "..."
+	// "x-connected-ip" "..." "x-connected-port" "..." "x-session-id"
+	// "..."), as Dovecot's own proxy does; Dovecot believes it from its
+	// login_trusted_networks (set them to the proxy's address), and
+	// counts such a connection as secured. The session id is also on the
+	// proxy's login log lines ("session"). "proxy_v1" or "proxy_v2": a
+	// PROXY protocol header (text or binary) opens the upstream
+	// connection, before TLS; Dovecot reads it on an inet_listener with
+	// haproxy = yes, from haproxy_trusted_networks, and closes connections
+	// without one. There Dovecot counts a plaintext connection as secured
+	// only when the header says the client used TLS, which only proxy_v2
+	// can say: with proxy_v1, or clients allowed to log in without TLS,
+	// Dovecot's disable_plaintext_auth = yes refuses them unless tls is
+	// "starttls" or "implicit". "none": the server sees the proxy's
+	// address. In every mode the client's own ID fields sent before login
+	// (name, version, os, ...) reach a server that advertises ID, less
+	// any field that could pass for the client's address
+	// (x-originating-*, x-connected-*, x-session-*, x-proxy-*,
+	// x-forward-*, ...). Example: forward_client = "proxy_v2".
+	ForwardClient string `toml:"forward_client"`
 }
 
 // TLS is the certificate the proxy presents to clients, on listen.imaps
@@ -646,6 +671,7 @@ func Default() *Config {
 			ConnectTimeout: Duration(limits.DefaultConnectTimeout),
 			LoginTimeout:   Duration(limits.DefaultLoginTimeout),
 			TLS:            "none",
+			ForwardClient:  "id",
 		},
 		TLS: TLS{
 			Mode: "off",

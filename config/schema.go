@@ -36,6 +36,7 @@ var rules = map[string]rule{
 	"upstream.insecure_skip_verify": boolean{},
 	"upstream.cert_file":            path{},
 	"upstream.key_file":             path{},
+	"upstream.forward_client":       oneOf{"none", "id", "proxy_v1", "proxy_v2"},
 
 	"tls.mode":                     oneOf{"off", "files", "acme", "self_signed"},
 	"tls.cert_file":                path{},

@@ -26,6 +26,7 @@ upstream.ca_file                   :
 upstream.insecure_skip_verify      : false
 upstream.cert_file                 :
 upstream.key_file                  :
+upstream.forward_client            : id
 tls.mode                           : off
 tls.cert_file                      :
 tls.key_file                       :

@@ -55,6 +55,7 @@ type conn struct {
 	releaseUser   func()      // the user's slot, once logged in
 	preauth       clock.Timer // preauth_timeout
 	ready         *session    // logged in: relay this once the command loop ends
+	clientID      []idField   // the client's ID fields, for the upstream (id.go)
 
 	mu             sync.Mutex
 	nc             net.Conn // the TCP connection, or TLS over it

@@ -162,7 +162,8 @@ func (s *Server) Listening() []string {
 // configured, greeting) and logs out, bounded by connect_timeout and
 // login_timeout; nil means the upstream is reachable.
 func (s *Server) CheckUpstream(ctx context.Context) error {
-	up, err := dialUpstream(ctx, s.options())
+	// With proxy_v1/v2 the header names no client (forwarding.proxyHeader).
+	up, err := dialUpstream(ctx, s.options(), nil)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,11 @@ type Options struct {
 	// defaults to the host of UpstreamAddr).
 	UpstreamTLS       string
 	UpstreamTLSConfig *tls.Config
+	// ForwardClient is how the upstream learns the client's address:
+	// ForwardID (the default, ""), ForwardNone, ForwardProxyV1 or
+	// ForwardProxyV2 (forward.go). Any other value fails every login,
+	// as an unknown UpstreamTLS does.
+	ForwardClient string
 
 	// RecordUser puts the user name on spans as enduser.id (see
 	// Instrument). Off, no span carries it.
@@ -111,6 +116,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxAuthFailures <= 0 {
 		o.MaxAuthFailures = limits.DefaultMaxAuthFailures
+	}
+	if o.ForwardClient == "" {
+		o.ForwardClient = ForwardID
 	}
 	if o.Dial == nil {
 		var d net.Dialer

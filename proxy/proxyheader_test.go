@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -80,9 +79,6 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
-
-// tcp is the TCP address s (host:port).
-func tcp(s string) *net.TCPAddr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
 
 // TestSentSignature: an untrusted peer's first bytes are a header's
 // signature or not, decided as soon as they differ from both; a prefix

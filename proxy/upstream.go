@@ -79,13 +79,20 @@ func newUpstream(nc net.Conn) *upstream {
 }
 
 // dialUpstream connects and reads the greeting. The whole exchange up to
-// the end of login is bounded by loginTimeout from here.
-func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
+// the end of login is bounded by loginTimeout from here. With
+// ForwardProxyV1 or V2 it first writes fwd's PROXY header.
+func dialUpstream(ctx context.Context, o *Options, fwd *forwarding) (*upstream, error) {
 	switch o.UpstreamTLS {
 	case "", "none", "implicit", "starttls":
 	default:
 		// Fail closed: an unknown mode must not mean plaintext.
 		return nil, unavailable("unknown UpstreamTLS %q", o.UpstreamTLS)
+	}
+	switch o.ForwardClient {
+	case "", ForwardNone, ForwardID, ForwardProxyV1, ForwardProxyV2:
+	default:
+		// Fail closed too: the upstream would see every client as the proxy.
+		return nil, unavailable("unknown ForwardClient %q", o.ForwardClient)
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
@@ -97,6 +104,23 @@ func dialUpstream(ctx context.Context, o *Options) (*upstream, error) {
 	// A cancelled ctx (proxy shutdown) unblocks the exchange.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stop()
+	if o.ForwardClient == ForwardProxyV1 || o.ForwardClient == ForwardProxyV2 {
+		// The header is the first thing on the connection, before TLS
+		// and before the greeting (proxy-protocol.txt §2: the receiver
+		// reads it before any protocol byte).
+		if fwd == nil {
+			fwd = &forwarding{}
+		}
+		fwd.mode = o.ForwardClient
+		h, err := fwd.proxyHeader()
+		if err == nil {
+			_, err = nc.Write(h)
+		}
+		if err != nil {
+			nc.Close()
+			return nil, unavailable("sending the PROXY header: %w", err)
+		}
+	}
 	if o.UpstreamTLS == "implicit" {
 		tc := tls.Client(nc, o.UpstreamTLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -243,15 +267,55 @@ func isTagged(line []byte, tag string) bool {
 // login authenticates with the client's credentials, re-encoded so that
 // no byte of them can end the command early (IMAP-NOTES: AUTHENTICATE
 // PLAIN with SASL-IR when offered, else LOGIN with quoted strings or
-// literals). On success u.caps holds the post-login capabilities.
-func (u *upstream) login(ctx context.Context, user, pass string) error {
+// literals). Before that it sends fwd's ID (sendID). On success u.caps
+// holds the post-login capabilities. idErr is the upstream's refusal of
+// the ID, which does not stop the login; the caller logs it.
+func (u *upstream) login(ctx context.Context, user, pass string, fwd *forwarding) (idErr, err error) {
 	stop := context.AfterFunc(ctx, func() { u.nc.SetDeadline(time.Now()) })
 	defer stop()
 	if len(u.caps) == 0 {
 		if err := u.capability("ig0"); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	idErr, err = u.sendID(fwd)
+	if err != nil {
+		return nil, err
+	}
+	return idErr, u.authenticate(user, pass)
+}
+
+// sendID sends the ID that tells the upstream who the client is and
+// what software it runs (forwarding.idCommand), when the upstream
+// advertises ID (RFC 2971 §2) and there is something to tell; it reads
+// and discards the upstream's own "* ID" answer. A NO or BAD to it is
+// returned as idErr and the login goes on: the upstream then sees the
+// proxy's address, as with ForwardNone. Dovecot takes the client's
+// address from the first ID of a connection only, so there is one.
+func (u *upstream) sendID(fwd *forwarding) (idErr, err error) {
+	if fwd == nil || !u.hasCap("ID") {
+		return nil, nil
+	}
+	const tag = "igi"
+	cmd := fwd.idCommand(tag)
+	if cmd == "" {
+		return nil, nil
+	}
+	if err := u.write(cmd); err != nil {
+		return nil, unavailable("sending ID: %w", err)
+	}
+	st, err := u.waitTagged(tag)
+	if err != nil {
+		return nil, unavailable("reading ID answer: %w", err)
+	}
+	if !imapwire.HasPrefixFold(st[len(tag)+1:], "OK") {
+		return fmt.Errorf("upstream refused ID: %q", imapwire.SanitizeText(string(st))), nil
+	}
+	return nil, nil
+}
+
+// authenticate sends the credentials and reads the answer.
+func (u *upstream) authenticate(user, pass string) error {
 	const tag = "ig1"
 	var status []byte
 	var err error

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -16,6 +18,11 @@ import (
 // unauthenticated.
 func (c *conn) login(tag, command, mech, user, pass string) bool {
 	log := c.log.With("user", user, "mechanism", mech)
+	fwd := c.forwarding()
+	if fwd.session != "" {
+		// The x-session-id the upstream logs: joins both logs.
+		log = log.With("session", fwd.session)
+	}
 	if strings.ContainsRune(user, 0) || strings.ContainsRune(pass, 0) {
 		// RFC 4616 §2: no NUL in an authcid or a password. Passed on as
 		// PLAIN, where NUL separates the fields, such a user name would
@@ -33,7 +40,7 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		return cont
 	}
 	start := time.Now()
-	up, err := c.upstreamLogin(a, user, pass)
+	up, err := c.upstreamLogin(a, user, pass, fwd, log)
 	if err != nil && c.ctx.Err() != nil {
 		// Kicked or shut down during the login: not the upstream's
 		// doing, and the client has been told BYE.
@@ -115,12 +122,29 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 	return false
 }
 
+// forwarding is what this connection tells the upstream about its
+// client (Options.ForwardClient): a session id only with ForwardID.
+func (c *conn) forwarding() *forwarding {
+	f := &forwarding{mode: c.opts.ForwardClient, client: c.remote, local: c.local, clientID: c.clientID}
+	if f.mode == ForwardID {
+		f.session = newSessionID()
+	}
+	c.mu.Lock()
+	tc, ok := c.nc.(*tls.Conn)
+	active := c.tlsActive
+	c.mu.Unlock()
+	if ok && active {
+		f.clientTLS = tlsVersionName(tc.ConnectionState().Version)
+	}
+	return f
+}
+
 // upstreamLogin dials the upstream and logs in there with the client's
 // credentials, tracing both steps.
-func (c *conn) upstreamLogin(a *authSpan, user, pass string) (*upstream, error) {
+func (c *conn) upstreamLogin(a *authSpan, user, pass string, fwd *forwarding, log *slog.Logger) (*upstream, error) {
 	start := time.Now()
 	dctx, dspan := a.upstreamSpan(spanDial)
-	up, err := dialUpstream(dctx, c.opts)
+	up, err := dialUpstream(dctx, c.opts, fwd)
 	endSpan(dspan, err)
 	if c.ctx.Err() == nil {
 		c.trace.dialed(time.Since(start), err == nil)
@@ -130,7 +154,10 @@ func (c *conn) upstreamLogin(a *authSpan, user, pass string) (*upstream, error) 
 	}
 	lstart := time.Now()
 	lctx, lspan := a.upstreamSpan(spanLogin)
-	err = up.login(lctx, user, pass)
+	idErr, err := up.login(lctx, user, pass, fwd)
+	if idErr != nil {
+		log.Warn("upstream refused the ID; logging in without it", "detail", idErr)
+	}
 	result, code := loginResult(err)
 	endLoginSpan(lspan, result, code)
 	if c.ctx.Err() == nil {

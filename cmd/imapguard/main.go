@@ -218,6 +218,7 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 		UpstreamTLS:         c.Upstream.TLS,
 		UpstreamTLSConfig:   upTLS,
 		UpstreamAddr:        c.Upstream.Address,
+		ForwardClient:       c.Upstream.ForwardClient,
 		ConnectTimeout:      time.Duration(c.Upstream.ConnectTimeout),
 		LoginTimeout:        time.Duration(c.Upstream.LoginTimeout),
 		MaxCommandSize:      c.Limits.MaxCommandSize,

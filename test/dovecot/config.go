@@ -30,9 +30,14 @@ ssl = no
 # Plaintext logins are allowed with and without TLS.
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+{{- if not .AuthPenalty}}
 auth_failure_delay = 0
+{{- end}}
 auth_verbose = yes
-login_trusted_networks = 127.0.0.0/8
+login_trusted_networks = {{or .TrustedNetworks "127.0.0.0/8"}}
+{{- if .HAProxyPort}}
+haproxy_trusted_networks = {{or .TrustedNetworks "127.0.0.0/8"}}
+{{- end}}
 mail_max_userip_connections = 1000
 default_internal_user = {{.InternalUser}}
 default_internal_group = {{.InternalGroup}}
@@ -57,6 +62,15 @@ service imap-login {
     address = 127.0.0.1
     port = {{.Port}}
   }
+{{- if .HAProxyPort}}
+  # A listener that reads a PROXY v1/v2 header from
+  # haproxy_trusted_networks before the greeting.
+  inet_listener imap_haproxy {
+    address = 127.0.0.1
+    port = {{.HAProxyPort}}
+    haproxy = yes
+  }
+{{- end}}
   inet_listener imaps {
 {{- if .TLS}}
     address = 127.0.0.1
@@ -77,6 +91,16 @@ service imap {
   process_limit = 1000
 }
 
+{{- if .AuthPenalty}}
+# Options.AuthPenalty: Dovecot's stock auth_failure_delay (2s) and anvil's
+# per-IP auth penalty (2s, 4s, ... 15s), for tests of what a real Dovecot
+# does to an attacker and to the clients behind the same proxy.
+service anvil {
+{{- if .NoChroot}}
+  chroot =
+{{- end}}
+}
+{{- else}}
 # Dovecot delays the answer to a failed authentication and, on top of that,
 # adds a per-IP penalty (2s, 4s, ... 15s) via anvil for each further failure.
 # All test connections come from 127.0.0.1, so the penalty would pile up
@@ -91,6 +115,7 @@ service anvil {
   chroot =
 {{- end}}
 }
+{{- end}}
 {{- if .NoChroot}}
 # Not running as root: chroot(2) is not permitted.
 service imap-urlauth-login {
@@ -110,7 +135,9 @@ service ipc {
 // conf holds what confTemplate needs.
 type conf struct {
 	Dir                         string
-	Port, TLSPort               int
+	Port, TLSPort, HAProxyPort  int
+	AuthPenalty                 bool
+	TrustedNetworks             string
 	InternalUser, InternalGroup string
 	LoginUser                   string
 	MailUID, MailGID            string

@@ -7,7 +7,9 @@
 // instance's directory, and it listens on free ports of 127.0.0.1 only.
 // Users are a passwd-file passdb with plain passwords and a static userdb;
 // mail is maildir under Instance.Dir/mail/USERNAME. Failed logins are
-// answered without Dovecot's delay and per-IP penalty.
+// answered without Dovecot's delay and per-IP penalty, unless
+// Options.AuthPenalty keeps them; Options.HAProxy adds a listener that
+// reads a PROXY header.
 //
 // It works as root (the login and mail processes then run as dovenull or
 // nobody, since Dovecot refuses root for them) and as an ordinary user
@@ -74,6 +76,23 @@ type Options struct {
 	// that accesses mail.
 	PrepareMail func(mailDir string) error
 
+	// AuthPenalty keeps Dovecot's stock penalty for failed logins:
+	// auth_failure_delay (2s) and anvil's per-address auth penalty (2s,
+	// doubling to 15s). Without it both are off, since every test
+	// connects from loopback and the penalty would pile up across tests.
+	AuthPenalty bool
+
+	// TrustedNetworks is login_trusted_networks (and, with HAProxy,
+	// haproxy_trusted_networks): from these Dovecot believes the client
+	// address in an ID's x-originating-ip (and a PROXY header). Empty:
+	// 127.0.0.0/8.
+	TrustedNetworks string
+
+	// HAProxy adds a listener with haproxy = yes (Instance.HAProxyAddr),
+	// which reads a PROXY v1 or v2 header from TrustedNetworks before
+	// the greeting.
+	HAProxy bool
+
 	// ReadyTimeout bounds the wait for Dovecot's first real greeting.
 	// Zero: 20 seconds.
 	ReadyTimeout time.Duration
@@ -86,6 +105,9 @@ type Instance struct {
 	Addr string
 	// TLSAddr is the imaps listener (implicit TLS); "" without TLS.
 	TLSAddr string
+	// HAProxyAddr is the listener that expects a PROXY header first;
+	// "" without Options.HAProxy.
+	HAProxyAddr string
 	// CertPEM holds the PEM certificates Dovecot presents (leaf first);
 	// nil without TLS. A client trusts it with ClientTLSConfig.
 	CertPEM []byte
@@ -158,7 +180,11 @@ func Start(opts Options) (*Instance, error) {
 		}
 	}
 	inst := &Instance{Binary: opts.Binary}
-	c := conf{TLS: opts.TLS, Extra: strings.TrimRight(opts.Extra, "\n")}
+	c := conf{TLS: opts.TLS, Extra: strings.TrimRight(opts.Extra, "\n"),
+		AuthPenalty: opts.AuthPenalty, TrustedNetworks: opts.TrustedNetworks}
+	if strings.ContainsAny(c.TrustedNetworks, "\r\n{}") {
+		return nil, fmt.Errorf("dovecot: unusable TrustedNetworks %q", c.TrustedNetworks)
+	}
 	var err error
 	if opts.TLS {
 		if c.CertFile, c.KeyFile, inst.CertPEM, err = tlsFiles(opts.TLSCert, opts.TLSKey); err != nil {
@@ -216,7 +242,10 @@ func Start(opts Options) (*Instance, error) {
 	for attempt := 1; attempt <= portAttempts; attempt++ {
 		n := 1
 		if opts.TLS {
-			n = 2
+			n++
+		}
+		if opts.HAProxy {
+			n++
 		}
 		ports, err := freePorts(n)
 		if err != nil {
@@ -227,6 +256,10 @@ func Start(opts Options) (*Instance, error) {
 		if opts.TLS {
 			c.TLSPort = ports[1]
 			inst.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.TLSPort))
+		}
+		if opts.HAProxy {
+			c.HAProxyPort = ports[n-1]
+			inst.HAProxyAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HAProxyPort))
 		}
 		retry, err := inst.run(&c, timeout)
 		if err == nil {

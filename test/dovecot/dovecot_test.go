@@ -35,6 +35,30 @@ func TestConfig(t *testing.T) {
 	if !strings.HasSuffix(string(withTLS), c.Extra+"\n") {
 		t.Errorf("Extra is not at the end:\n%s", withTLS)
 	}
+	for _, want := range []string{"auth_failure_delay = 0\n", "login_trusted_networks = 127.0.0.0/8\n", "anvil-auth-penalty {\n    mode = 0\n"} {
+		if !strings.Contains(string(withTLS), want) {
+			t.Errorf("without AuthPenalty: no %q in\n%s", want, withTLS)
+		}
+	}
+	if strings.Contains(string(withTLS), "haproxy") {
+		t.Errorf("a haproxy setting without HAProxy:\n%s", withTLS)
+	}
+
+	c.AuthPenalty, c.TrustedNetworks, c.HAProxyPort = true, "127.0.0.1/32", 1144
+	penalty, err := c.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"login_trusted_networks = 127.0.0.1/32\n", "haproxy_trusted_networks = 127.0.0.1/32\n", "port = 1144\n    haproxy = yes\n"} {
+		if !strings.Contains(string(penalty), want) {
+			t.Errorf("with AuthPenalty and HAProxy: no %q in\n%s", want, penalty)
+		}
+	}
+	for _, unwanted := range []string{"auth_failure_delay =", "anvil-auth-penalty"} {
+		if strings.Contains(string(penalty), unwanted) {
+			t.Errorf("with AuthPenalty: %q in\n%s", unwanted, penalty)
+		}
+	}
 }
 
 func TestStartRejects(t *testing.T) {

@@ -37,6 +37,10 @@ func DialClient(src, addr string) (*Client, error) {
 	return &Client{nc: nc, br: bufio.NewReader(nc)}, nil
 }
 
+// LocalAddr is the client's end of the connection: the address the
+// proxy sees it connect from.
+func (c *Client) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
 func (c *Client) deadline() time.Time {
 	if c.Timeout != 0 {
 		return time.Now().Add(c.Timeout)

@@ -213,18 +213,32 @@ func (c *FakeConn) Write(s string) error {
 	return err
 }
 
+// Read reads raw bytes (through the buffer Line and Command read from),
+// such as a binary PROXY protocol header before the greeting.
+func (c *FakeConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
 // ReadAll reads what the client sends until it closes the connection.
 func (c *FakeConn) ReadAll() ([]byte, error) { return io.ReadAll(c.br) }
 
-// StartTLS runs a TLS handshake as server and goes on over TLS.
+// StartTLS runs a TLS handshake as server and goes on over TLS. The
+// handshake reads through the buffer, which may already hold the start of
+// it (behind a PROXY header read with Read).
 func (c *FakeConn) StartTLS(cfg *tls.Config) error {
-	tc := tls.Server(c.nc, cfg)
+	tc := tls.Server(bufferedConn{c.nc, c.br}, cfg)
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
 	c.nc, c.br = tc, bufio.NewReader(tc)
 	return nil
 }
+
+// bufferedConn reads a connection through its bufio.Reader.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // NetConn is the connection the handler reads and writes.
 func (c *FakeConn) NetConn() net.Conn { return c.nc }
