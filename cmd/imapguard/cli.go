@@ -362,7 +362,34 @@ func (c *adminClient) who(w io.Writer, user, address string, raw bool) error {
 	if err := writeSessions(w, list.Sessions); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, plural(len(list.Sessions), "connection"))
+	if _, err := fmt.Fprintln(w, plural(len(list.Sessions), "connection")); err != nil {
+		return err
+	}
+	return c.penaltySummary(w)
+}
+
+// penaltySummary adds to who's listing a line on the brute-force
+// defence's tracked failures, when there are any; the whole list (it may
+// hold auth_tracking_entries keys each) is imapguard penalties'. A proxy
+// without the defence (the API answers 404) adds nothing.
+func (c *adminClient) penaltySummary(w io.Writer) error {
+	var list admin.PenaltyList
+	if err := c.get(w, http.MethodGet, "/penalties", nil, &list, false); err != nil || len(list.Penalties) == 0 {
+		return nil
+	}
+	var n, blocked [2]int // addresses, users
+	for _, p := range list.Penalties {
+		i := 0
+		if p.Kind == "user" {
+			i = 1
+		}
+		n[i]++
+		if p.Blocked {
+			blocked[i]++
+		}
+	}
+	_, err := fmt.Fprintf(w, "failed logins tracked: %s (%d blocked), %s (%d blocked); imapguard penalties lists them\n",
+		plural(n[0], "address"), blocked[0], plural(n[1], "user"), blocked[1])
 	return err
 }
 
@@ -527,6 +554,9 @@ func humanBytes(n int64) string {
 func plural(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "s") {
+		return fmt.Sprintf("%d %ses", n, noun)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }

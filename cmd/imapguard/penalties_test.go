@@ -58,6 +58,13 @@ func TestPenaltiesCommand(t *testing.T) {
 		t.Fatalf("penalties: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errOut, out, want)
 	}
 
+	// who lists the sessions, then sums up the tracked failures.
+	code, out, errOut = runCLI("who", "-admin", srv.URL)
+	wantLine := "failed logins tracked: 2 addresses (1 blocked), 1 user (0 blocked); imapguard penalties lists them\n"
+	if code != 0 || !strings.HasSuffix(out, "0 connections\n"+wantLine) || errOut != "" {
+		t.Errorf("who: exit %d, stderr %q, stdout:\n%s\nwant it to end with:\n%s", code, errOut, out, wantLine)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want proxy.PenaltyMatch
