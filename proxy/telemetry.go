@@ -125,8 +125,14 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 	bytes, err := m.Int64ObservableCounter("imapguard.session.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes relayed in authenticated sessions, by direction (to_upstream, to_client)."))
 	check(err)
+	// Counts only: one gauge holds one unit, so that sum() and ratios
+	// over imapguard_limit mean something (issue 12); the command size
+	// cap, in bytes, has a gauge of its own.
 	caps, err := m.Int64ObservableGauge("imapguard.limit",
-		metric.WithDescription("The caps in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip (0: off), max_command_size, and with the brute-force defence max_auth_failures_per_ip and max_auth_failures_per_user; not the overrides), to set against the counts."))
+		metric.WithDescription("The caps on counts in force, by limit (max_connections, max_connections_per_ip, max_connections_per_user, max_connections_per_user_ip (0: off), and with the brute-force defence max_auth_failures_per_ip and max_auth_failures_per_user; not the overrides), to set against the counts."))
+	check(err)
+	commandSize, err := m.Int64ObservableGauge("imapguard.max_command_size", metric.WithUnit("By"),
+		metric.WithDescription("The max_command_size in force: the largest command a client may send, in bytes."))
 	check(err)
 	timeouts, err := m.Float64ObservableGauge("imapguard.timeout", metric.WithUnit("s"),
 		metric.WithDescription("The timeouts in force, by timeout (preauth_timeout, idle_timeout)."))
@@ -164,10 +170,10 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 			{"max_connections_per_ip", lo.MaxConnectionsPerIP},
 			{"max_connections_per_user", lo.MaxConnectionsPerUser},
 			{"max_connections_per_user_ip", lo.MaxConnectionsPerUserIP},
-			{"max_command_size", po.MaxCommandSize},
 		} {
 			o.ObserveInt64(caps, int64(c.v), metric.WithAttributes(attribute.String("limit", c.name)))
 		}
+		o.ObserveInt64(commandSize, int64(po.MaxCommandSize))
 		o.ObserveFloat64(timeouts, po.PreauthTimeout.Seconds(), metric.WithAttributes(attribute.String("timeout", "preauth_timeout")))
 		o.ObserveFloat64(timeouts, po.IdleTimeout.Seconds(), metric.WithAttributes(attribute.String("timeout", "idle_timeout")))
 		n := s.limiter.Counts()
@@ -185,7 +191,7 @@ func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (
 			o.ObserveInt64(tracked, int64(tc.Known), metric.WithAttributes(attribute.String("table", "known")))
 		}
 		return nil
-	}, open, bytes, caps, timeouts, users, perUserMax, addrs, perAddrMax, tracked)
+	}, open, bytes, caps, commandSize, timeouts, users, perUserMax, addrs, perAddrMax, tracked)
 	if err != nil {
 		return nil, err
 	}

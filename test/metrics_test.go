@@ -19,7 +19,7 @@ import (
 // connections, and the open gauges back at zero.
 func TestMetricsAfterSessions(t *testing.T) {
 	up := proxytest.Imapd(t, server.User{Username: "alice", Password: tracedPassword, Messages: 3})
-	tp := startTracedProxy(t, up, proxy.Options{}, limits.Options{MaxConnectionsPerIP: 2, MaxConnectionsPerUser: 5})
+	tp := startTracedProxy(t, up, proxy.Options{MaxCommandSize: 20000}, limits.Options{MaxConnectionsPerIP: 2, MaxConnectionsPerUser: 5})
 
 	a := proxytest.Login(t, tp.Addr, "alice", tracedPassword)
 	a.Cmd("f", "FETCH 1:* (BODY.PEEK[])")
@@ -30,6 +30,10 @@ func TestMetricsAfterSessions(t *testing.T) {
 		{"gauge", "imapguard.connections.open", []string{"state=preauth"}, 1},
 		{"gauge", "imapguard.limit", []string{"limit=max_connections_per_ip"}, 2},
 		{"gauge", "imapguard.address.connections.max", nil, 2},
+		// Bytes have a gauge of their own, not a series among the
+		// counts (issue 12).
+		{"gauge", "imapguard.max_command_size", nil, 20000},
+		{"gauge", "imapguard.limit", []string{"limit=max_command_size"}, 0},
 	})
 	refused := proxytest.Dial(t, tp.Addr) // the third from 127.0.0.1
 	refused.ExpectPrefix("* BYE [UNAVAILABLE]")
