@@ -15,8 +15,8 @@ import (
 
 // newPrometheus builds a Prometheus reader on a registry of its own (never
 // the global default one, so that several can coexist, in tests for one),
-// with the Go runtime and process collectors beside it, and the handler
-// serving that registry.
+// with the Go runtime and process collectors and imapguard_build_info
+// beside it, and the handler serving that registry.
 //
 // Names are translated the exporter's default way
 // (otlptranslator.UnderscoreEscapingWithSuffixes): dots become underscores,
@@ -28,19 +28,28 @@ import (
 //	gauge     imapguard.connections.open      {connection}  imapguard_connections_open
 //	counter   imapguard.session.bytes         By            imapguard_session_bytes_total
 //
-// Every series also carries otel_scope_name (and _version, _schema_url when
-// set) labels, and the resource is exposed once as target_info.
-func newPrometheus(logger *slog.Logger) (sdkmetric.Reader, http.Handler, error) {
+// The series carry no otel_scope_* labels (otelprom.WithoutScopeInfo):
+// every imapguard metric comes from the one meter of package proxy, so the
+// name said nothing a metric name does not, and its version and schema URL
+// were empty labels on every series (issue 12). The OTLP push keeps the
+// scope, where it is part of the data model rather than a label. Should a
+// second meter ever be added, its metric names must not collide with the
+// proxy's: without the scope label two such series would be one.
+// The resource is exposed once as target_info (an OpenTelemetry
+// convention Prometheus understands), and imapguard_build_info says which
+// build runs, the Prometheus way (see buildInfoCollector).
+func newPrometheus(logger *slog.Logger, build Build) (sdkmetric.Reader, http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfoCollector(build),
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, nil, fmt.Errorf("telemetry: prometheus: %w", err)
 		}
 	}
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, nil, fmt.Errorf("telemetry: prometheus: %w", err)
 	}

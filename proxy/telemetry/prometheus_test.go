@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -101,8 +103,11 @@ func TestPrometheusNames(t *testing.T) {
 			t.Fatalf("%s: got %d series; want 1", name, len(f.GetMetric()))
 		}
 		m := f.GetMetric()[0]
-		if got := label(m, "otel_scope_name"); got != testScope {
-			t.Errorf("%s: otel_scope_name: got %q; want %q", name, got, testScope)
+		// No scope labels, and no empty ones (issue 12).
+		for _, l := range m.GetLabel() {
+			if strings.HasPrefix(l.GetName(), "otel_scope_") || l.GetValue() == "" {
+				t.Errorf("%s: label %s=%q; want no otel_scope_* and no empty labels", name, l.GetName(), l.GetValue())
+			}
 		}
 		return m
 	}
@@ -163,5 +168,57 @@ func TestPrometheusRegistries(t *testing.T) {
 	}
 	if _, ok := scrape(t, b.MetricsHandler)["only_in_a_total"]; ok {
 		t.Errorf("b: got a's only_in_a_total")
+	}
+}
+
+// TestBuildInfo checks imapguard_build_info{version,revision,goversion} 1
+// (issue 12), with the version Options.ServiceVersion gives.
+func TestBuildInfo(t *testing.T) {
+	tel := setup(t, Options{Prometheus: true, ServiceVersion: "v1.2.3"})
+	f, ok := scrape(t, tel.MetricsHandler)["imapguard_build_info"]
+	if !ok {
+		t.Fatal("family imapguard_build_info missing")
+	}
+	if f.GetType() != dto.MetricType_GAUGE || len(f.GetMetric()) != 1 {
+		t.Fatalf("imapguard_build_info: got %v with %d series; want one gauge", f.GetType(), len(f.GetMetric()))
+	}
+	m := f.GetMetric()[0]
+	if got := m.GetGauge().GetValue(); got != 1 {
+		t.Errorf("imapguard_build_info: got %v; want 1", got)
+	}
+	want := ReadBuild()
+	want.Version = "v1.2.3"
+	got := Build{Version: label(m, "version"), Revision: label(m, "revision"), GoVersion: label(m, "goversion")}
+	if got != want {
+		t.Errorf("imapguard_build_info labels: got %+v; want %+v", got, want)
+	}
+	if n := len(m.GetLabel()); n != 3 {
+		t.Errorf("imapguard_build_info: got %d labels (%v); want 3", n, m.GetLabel())
+	}
+}
+
+func TestBuildOf(t *testing.T) {
+	rev := "0123456789abcdef0123456789abcdef01234567"
+	goVersion := runtime.Version()
+	tests := []struct {
+		name string
+		bi   *debug.BuildInfo
+		ok   bool
+		want Build
+	}{
+		{name: "no build info", want: Build{"devel", "unknown", goVersion}},
+		{name: "module version", ok: true, want: Build{"v1.4.0", rev, goVersion},
+			bi: &debug.BuildInfo{Main: debug.Module{Version: "v1.4.0"}, Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: rev}}}},
+		{name: "modified revision", ok: true, want: Build{"0123456789ab+dirty", rev + "+dirty", goVersion},
+			bi: &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: "true"}}}},
+		{name: "no VCS", ok: true, want: Build{"devel", "unknown", goVersion},
+			bi: &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{{Key: "vcs.modified", Value: "true"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := buildOf(tt.bi, tt.ok); got != tt.want {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
 	}
 }

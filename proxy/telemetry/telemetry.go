@@ -225,7 +225,11 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, ropts...)))
 	}
 	if o.Prometheus {
-		reader, handler, err := newPrometheus(logger)
+		build := ReadBuild()
+		if o.ServiceVersion != "" {
+			build.Version = o.ServiceVersion
+		}
+		reader, handler, err := newPrometheus(logger, build)
 		if err != nil {
 			return fail(err)
 		}
