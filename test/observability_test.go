@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -355,6 +356,8 @@ token = "`+adminToken+`"
 				{name: "imapguard_auth_attempts_total", labels: []string{"result", "success"}, want: 2},
 				{name: "imapguard_auth_attempts_total", labels: []string{"mechanism", "PLAIN", "result", "success"}, want: 1},
 				{name: "imapguard_limit", labels: []string{"limit", "max_connections_per_user"}, want: 16},
+				{name: "imapguard_max_command_size_bytes", want: 10240},
+				{name: "imapguard_build_info", labels: []string{"goversion", runtime.Version()}, want: 1},
 				{name: "imapguard_upstream_login_duration_seconds", want: 3, atLeast: true},
 				{name: "imapguard_upstream_dial_duration_seconds", want: 3, atLeast: true},
 				{name: "imapguard_session_duration_seconds", want: 2},
@@ -368,6 +371,16 @@ token = "`+adminToken+`"
 				}
 				if (tt.atLeast && got < tt.want) || (!tt.atLeast && got != tt.want) {
 					t.Errorf("%s: %s%q: got %v; want %v (at least: %v)", ep.url, tt.name, tt.labels, got, tt.want, tt.atLeast)
+				}
+			}
+			// No scope and no empty labels (issue 12).
+			for name, fam := range f {
+				for _, m := range fam.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if strings.HasPrefix(l.GetName(), "otel_scope_") || l.GetValue() == "" {
+							t.Errorf("%s: %s has label %s=%q; want no otel_scope_* and no empty label", ep.url, name, l.GetName(), l.GetValue())
+						}
+					}
 				}
 			}
 			if t.Failed() {
