@@ -48,8 +48,9 @@ run: build
 # why ("skipped: none" when everything ran). Pebble, the ACME suite's
 # certificate authority, is installed like staticcheck when missing; the
 # tests find it in $(GOBIN_DIR) even if that is not in PATH. The Dovecot,
-# curl and openssl suites need Debian's dovecot-imapd, curl and openssl
-# (.ci/run installs them); with CI set, a missing one fails the run.
+# curl and openssl suites need Debian's dovecot-imapd, curl and openssl,
+# the alert rules' checks promtool (Debian's prometheus) (.ci/run installs
+# them); with CI set, a missing one fails the run.
 test: fmt-check vet staticcheck $(PEBBLE)
 	@$(GO) build -o $(BIN)/test-report ./test/report
 	$(BIN)/test-report -go $(GO) -race -count=1 -timeout 15m ./...
