@@ -42,7 +42,7 @@ func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := proxytest.LookPath("promtool")
 	if err != nil {
-		proxytest.Skip(t, "promtool checks of the alert rules", "promtool not found: apt-get install prometheus")
+		proxytest.Skip(t, "promtool checks of the alert rules and dashboard queries", "promtool not found: apt-get install prometheus")
 	}
 	return p
 }
