@@ -40,7 +40,11 @@ type Server struct {
 	preauth   list.List // admitted connections not logged in, oldest first
 	bytesDone [2]int64  // relayed by finished sessions: to upstream, to client
 	closing   bool
+	drain     *drainState    // set by Drain (drain.go)
+	drained   chan struct{}  // closed when a drain has ended
 	wg        sync.WaitGroup // live connection handlers
+
+	parkerOnce sync.Once // closeParker
 }
 
 // New returns a Server that counts connections with limiter and logs to
@@ -57,6 +61,7 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 		parker:    opts.Parker,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		drained:   make(chan struct{}),
 	}
 	if s.clock == nil {
 		s.clock = clock.Real
@@ -254,8 +259,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	// During a drain: the sessions whose turn has not come get their BYE
+	// now (a connection told already is not told again).
+	s.stopDrain()
 	for _, c := range conns {
-		c.shutdown("Server shutting down")
+		c.shutdown(shutdownText)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -285,8 +293,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // closeParker closes the parker New made, once nothing can park.
+// Once: a Shutdown may follow a drain.
 func (s *Server) closeParker() {
 	if s.ownParker {
-		s.parker.Close()
+		s.parkerOnce.Do(func() { s.parker.Close() })
 	}
 }

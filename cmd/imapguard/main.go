@@ -18,8 +18,9 @@
 // (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
 // -check it validates the configuration, prints the effective settings one
 // "name : value" per line, and exits. SIGHUP re-reads the file and applies
-// new limits and timeouts without a restart; SIGINT and SIGTERM shut down
-// gracefully.
+// new limits and timeouts without a restart; SIGINT and SIGTERM drain
+// (shutdown.drain_timeout, shutdown.disconnect_spread) and exit 0; a
+// second one closes everything at once.
 package main
 
 import (
@@ -48,10 +49,6 @@ import (
 	"github.com/imapguard/imapguard/proxy/telemetry"
 	imaptls "github.com/imapguard/imapguard/tls"
 )
-
-// shutdownGrace is how long a shutdown waits for sessions to reach a
-// response boundary and say BYE before they are cut.
-const shutdownGrace = 10 * time.Second
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -385,6 +382,8 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
+			Drain:     func() bool { return startDrain(srv, live.Load()) },
+			Draining:  srv.Draining,
 			Listeners: listeners,
 			Logger:    log.With("component", "admin"),
 		})
@@ -405,8 +404,11 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	for {
 		select {
 		case err := <-served:
+			listeners--
 			if errors.Is(err, proxy.ErrServerClosed) {
-				return nil
+				// A drain closed the listeners (POST /drain): the process
+				// stays up, not ready, until SIGTERM or SIGINT.
+				continue
 			}
 			srv.Shutdown(ctx)
 			return err
@@ -417,18 +419,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
-			sctx, scancel := context.WithTimeout(ctx, shutdownGrace)
-			err := srv.Shutdown(sctx)
-			scancel()
+			err := drainAndStop(srv, cfg, sigs, log)
 			for ; listeners > 0; listeners-- {
 				<-served
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				// Connections that did not reach a response boundary in
-				// time (a client that stopped reading) were closed: the
-				// stop is still the one asked for, not a failure.
-				log.Info("closed the connections that did not finish within the shutdown grace", "grace", shutdownGrace)
-				err = nil
 			}
 			return err
 		}
