@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"syscall"
 	"time"
 
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/proxy/admin"
 )
 
 // startDrain starts a drain of srv with the [shutdown] settings of c
@@ -47,5 +51,48 @@ wait:
 	// After the drain this only closes what is left: nothing, or all of it
 	// on a hard stop (the context is done).
 	srv.Shutdown(ctx)
+	return nil
+}
+
+// drainUsage is the synopsis of imapguard drain.
+const drainUsage = "imapguard drain [-wait] [flags]\n\n" +
+	"Starts a drain of a running imapguard (POST /drain): it stops accepting,\n" +
+	"/readyz answers 503, and its sessions get \"* BYE [UNAVAILABLE] Server\n" +
+	"shutting down\" spread over shutdown.disconnect_spread. The process stays\n" +
+	"up until SIGTERM. With -wait, returns once every connection has ended."
+
+// drainPoll is how often drain -wait asks how many connections are left.
+const drainPoll = 500 * time.Millisecond
+
+// drain starts a drain and, with wait, polls /sessions until no
+// connection is left (the drain's drain_timeout bounds that).
+func (c *adminClient) drain(w io.Writer, wait, raw bool) error {
+	var res admin.DrainResult
+	if err := c.get(w, http.MethodPost, "/drain", admin.DrainRequest{}, &res, raw); err != nil {
+		return err
+	}
+	if !raw {
+		what := "drain started"
+		if !res.Started {
+			what = "already draining"
+		}
+		if _, err := fmt.Fprintf(w, "%s: %s open; not accepting, /readyz answers 503\n", what, plural(res.Connections, "connection")); err != nil {
+			return err
+		}
+	}
+	for wait {
+		var list admin.SessionList
+		if err := c.get(w, http.MethodGet, "/sessions", nil, &list, false); err != nil {
+			return err
+		}
+		if list.Count == 0 {
+			if raw {
+				return nil
+			}
+			_, err := fmt.Fprintln(w, "drained: no connection left")
+			return err
+		}
+		time.Sleep(drainPoll)
+	}
 	return nil
 }

@@ -7,11 +7,12 @@
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
+//	imapguard drain [-wait] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //
-// who, kick, settings and penalties talk to the admin API (admin.listen)
-// of a running imapguard: they list its connections, close some, print
-// its effective settings, and list or clear the failed logins its
-// brute-force defence tracks. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
+// who, kick, settings, penalties and drain talk to the admin API
+// (admin.listen) of a running imapguard: they list its connections, close
+// some, print its effective settings, list or clear the failed logins its
+// brute-force defence tracks, and start a drain. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
 // or admin.token, in that order.
 //
 // Without -config it runs with the embedded demo configuration
@@ -57,7 +58,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties":
+		case "who", "kick", "settings", "penalties", "drain":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
