@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/imapguard/imapguard/proxy/clock"
 )
@@ -152,3 +155,34 @@ func (s *Server) Draining() bool {
 // Drained is closed when a drain has ended: every connection has
 // finished. It is never closed without a Drain.
 func (s *Server) Drained() <-chan struct{} { return s.drained }
+
+// instrumentDrain registers the gauge imapguard.draining on mp: 1 from
+// the start of a drain or shutdown, else 0. Kept apart from the other
+// instruments (telemetry.go); a second Instrument replaces it.
+func (s *Server) instrumentDrain(mp metric.MeterProvider) error {
+	m := mp.Meter(instrumentationName)
+	g, err := m.Int64ObservableGauge("imapguard.draining",
+		metric.WithDescription("1 while the proxy drains or shuts down (not accepting, /readyz 503), else 0"))
+	if err != nil {
+		return err
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		var v int64
+		if s.Draining() {
+			v = 1
+		}
+		o.ObserveInt64(g, v)
+		return nil
+	}, g)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.drainReg
+	s.drainReg = reg
+	s.mu.Unlock()
+	if old != nil {
+		return old.Unregister()
+	}
+	return nil
+}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy/clock"
 	"github.com/imapguard/imapguard/proxy/park"
@@ -40,9 +42,10 @@ type Server struct {
 	preauth   list.List // admitted connections not logged in, oldest first
 	bytesDone [2]int64  // relayed by finished sessions: to upstream, to client
 	closing   bool
-	drain     *drainState    // set by Drain (drain.go)
-	drained   chan struct{}  // closed when a drain has ended
-	wg        sync.WaitGroup // live connection handlers
+	drain     *drainState         // set by Drain (drain.go)
+	drained   chan struct{}       // closed when a drain has ended
+	drainReg  metric.Registration // imapguard.draining (instrumentDrain)
+	wg        sync.WaitGroup      // live connection handlers
 
 	parkerOnce sync.Once // closeParker
 }

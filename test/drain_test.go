@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
@@ -131,16 +132,20 @@ func TestDrainSpread(t *testing.T) {
 // TestDrainTimeout: what is still open when drain_timeout runs out is
 // closed, without its BYE when its turn has not come (a spread longer
 // than the timeout, which the configuration refuses but Drain accepts).
+// The gauge imapguard.draining is 1 from the start of the drain, and both
+// connections end with the outcome "proxy shutdown".
 func TestDrainTimeout(t *testing.T) {
 	up := drainUpstream(t, nil)
 	clk := proxytest.NewClock()
-	p := proxytest.Start(t, proxytest.Config{Upstream: up.Addr, Options: proxy.Options{Clock: clk}})
+	p := startTracedProxy(t, up.Addr, proxy.Options{Clock: clk}, limits.Options{})
 	a := proxytest.LoginFrom(t, "127.0.0.2", p.Addr, "alice", "secret")
 	b := proxytest.LoginFrom(t, "127.0.0.3", p.Addr, "bob", "secret")
 	b.Idle("i")
+	collect(t, p.reader).want(t, []metricWant{{"gauge", "imapguard.draining", nil, 0}})
 	if !p.Server.Drain(5*time.Second, 20*time.Second) {
 		t.Fatal("Drain: got false")
 	}
+	collect(t, p.reader).want(t, []metricWant{{"gauge", "imapguard.draining", nil, 1}})
 	a.ExpectBye(byeShutdown) // slot 0
 	// b's slot is at 10s; the timeout comes first.
 	clk.Expire(t, 5*time.Second, 1)
@@ -151,4 +156,7 @@ func TestDrainTimeout(t *testing.T) {
 		t.Fatal("Drained not closed after drain_timeout")
 	}
 	proxytest.WaitZero(t, p.Limiter)
+	collectUntil(t, p.reader, "both connections counted closed", func(m metrics) bool {
+		return m.sum("imapguard.connections.closed", "outcome=proxy_shutdown") == 2
+	})
 }
