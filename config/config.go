@@ -583,10 +583,10 @@ type Shutdown struct {
 	// i*disconnect_spread/n after the drain starts, as Dovecot's
 	// login_proxy_max_disconnect_delay spreads its disconnects. "0s"
 	// sends every BYE at once. At most drain_timeout. For example
-	// disconnect_spread = "60s" with drain_timeout = "75s" (below systemd's
-	// default TimeoutStopSec of 90s) for a host
-	// whose tens of thousands of IDLE clients would all log in again to
-	// the same mail servers.
+	// disconnect_spread = "60s" with drain_timeout = "75s" (below
+	// systemd's default TimeoutStopSec of 90s) for a host whose tens of
+	// thousands of IDLE clients would all log in again to the same mail
+	// servers.
 	DisconnectSpread Duration `toml:"disconnect_spread"`
 }
 
