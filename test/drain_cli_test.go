@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -22,9 +23,23 @@ import (
 // sessions in the order they logged in, and the pre-auth client.
 func drainProcess(t *testing.T, drainTimeout, spread string) (*proxyProcess, string, []*proxytest.Conn, *proxytest.Conn) {
 	t.Helper()
-	p := startImapguard(t, writeFile(t, "imapguard.toml", "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \""+
-		startIMAPD(t)+"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \""+drainTimeout+
-		"\"\ndisconnect_spread = \""+spread+"\"\n"))
+	p, _, base, sessions, pre := drainProcessFile(t, drainTimeout, spread)
+	return p, base, sessions, pre
+}
+
+// drainConfig is drainProcess's configuration file.
+func drainConfig(upstream, drainTimeout, spread string) string {
+	return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upstream +
+		"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"" + drainTimeout +
+		"\"\ndisconnect_spread = \"" + spread + "\"\n"
+}
+
+// drainProcessFile is drainProcess that also returns the configuration
+// file's path.
+func drainProcessFile(t *testing.T, drainTimeout, spread string) (*proxyProcess, string, string, []*proxytest.Conn, *proxytest.Conn) {
+	t.Helper()
+	path := writeFile(t, "imapguard.toml", drainConfig(startIMAPD(t), drainTimeout, spread))
+	p := startImapguard(t, path)
 	addr := p.waitLog(listeningRe)[1]
 	base := p.waitLog(adminRe)[1]
 	var sessions []*proxytest.Conn
@@ -40,7 +55,7 @@ func drainProcess(t *testing.T, drainTimeout, spread string) (*proxyProcess, str
 	pre := proxytest.DialFrom(t, "127.0.0.5", addr)
 	pre.Greeting()
 	pre.Cmd("n", "NOOP")
-	return p, base, sessions, pre
+	return p, path, base, sessions, pre
 }
 
 // readyz returns the status and body of GET /readyz.
@@ -99,16 +114,28 @@ func TestCLIDrain(t *testing.T) {
 	t.Parallel()
 	t.Run("SIGTERM", func(t *testing.T) {
 		t.Parallel()
-		// Three sessions over 3s: BYEs at 0s, 1s and 2s.
-		p, base, sessions, pre := drainProcess(t, "20s", "3s")
+		// Three sessions over 3s: BYEs at 0s, 1s and 2s. The spread comes
+		// from a SIGHUP: the file started with "0s".
+		p, path, base, sessions, pre := drainProcessFile(t, "20s", "0s")
+		upstream := regexp.MustCompile(`address = "([^"]+)"`).FindStringSubmatch(readFile(t, path))[1]
+		if err := os.WriteFile(path, []byte(drainConfig(upstream, "20s", "3s")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLog(regexp.MustCompile(`configuration reloaded`))
 		byes := byeTimes(t, sessions)
 		p.cmd.Process.Signal(syscall.SIGTERM)
-		pre.ExpectBye(byeShutdown) // at once
-		// Not ready while the sessions are still being told.
-		status, r := readyz(t, base)
-		if status != http.StatusServiceUnavailable || !r.Draining {
+		// Not ready while the sessions are still being told (the last
+		// one's turn is 2s away); ready until the signal arrives.
+		var status int
+		var r admin.Readiness
+		if !proxytest.Eventually(func() bool {
+			status, r = readyz(t, base)
+			return status == http.StatusServiceUnavailable
+		}) || !r.Draining {
 			t.Errorf("GET /readyz during the drain: got %d %+v; want 503, draining", status, r)
 		}
+		pre.ExpectBye(byeShutdown) // at once
 		times := <-byes
 		for i := 1; i < len(times); i++ {
 			if times[i].Before(times[i-1]) {
@@ -174,4 +201,13 @@ func TestCLIDrain(t *testing.T) {
 			t.Errorf("log lacks the hard stop:\n%s", p.output())
 		}
 	})
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
