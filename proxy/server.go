@@ -249,7 +249,8 @@ func (s *Server) forget(c *conn, res *result) {
 // Shutdown stops accepting, tells every client "* BYE" (authenticated
 // sessions at a response boundary) and closes their connections, then
 // waits for the handlers to unwind until ctx is done, when it closes what
-// is left at once.
+// is left at once. Drain is the gentler stop, its BYEs spread out; a
+// Shutdown during a drain ends it (see Drain).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
