@@ -71,6 +71,8 @@ type Config struct {
 	Telemetry Telemetry `toml:"telemetry"`
 	// Admin is the [admin] table.
 	Admin Admin `toml:"admin"`
+	// Shutdown is the [shutdown] table.
+	Shutdown Shutdown `toml:"shutdown"`
 }
 
 // Listen holds the addresses clients connect to, and whether a load
@@ -560,6 +562,34 @@ func (o Override) problems() []string {
 	return out
 }
 
+// Shutdown is how the proxy drains: on SIGTERM or SIGINT, on POST /drain
+// of the admin API and on `imapguard drain`, it stops accepting (closes
+// its listeners), /readyz answers 503, connections that have not logged
+// in are told "* BYE [UNAVAILABLE] Server shutting down" at once, and
+// authenticated sessions get the same BYE at a response boundary, one
+// after another over disconnect_spread, so that their clients do not all
+// reconnect (to another proxy) in the same second. Whatever is still open
+// after drain_timeout is closed. SIGHUP applies changes to the next
+// drain.
+type Shutdown struct {
+	// DrainTimeout is how long a drain may take: the connections still
+	// open when it ends (a client that does not read its BYE, a session
+	// whose slot came late) are closed without more waiting. A second
+	// SIGTERM or SIGINT during a drain closes everything at once.
+	DrainTimeout Duration `toml:"drain_timeout"`
+
+	// DisconnectSpread is the time over which authenticated sessions get
+	// their BYE: of n sessions, the i-th oldest (counting from 0) gets it
+	// i*disconnect_spread/n after the drain starts, as Dovecot's
+	// login_proxy_max_disconnect_delay spreads its disconnects. "0s"
+	// sends every BYE at once. At most drain_timeout. For example
+	// disconnect_spread = "60s" with drain_timeout = "75s" (below
+	// systemd's default TimeoutStopSec of 90s) for a host whose tens of
+	// thousands of IDLE clients would all log in again to the same mail
+	// servers.
+	DisconnectSpread Duration `toml:"disconnect_spread"`
+}
+
 // Log is what the proxy logs and how. Logs go to standard error: a line
 // when a session logs in, one for each refusal, and a summary when a
 // connection ends (client address, user, duration, bytes each way,
@@ -703,6 +733,10 @@ func Default() *Config {
 			Metrics:         "none",
 			SampleRatio:     1,
 			MetricsInterval: Duration(60 * time.Second),
+		},
+		Shutdown: Shutdown{
+			DrainTimeout:     Duration(30 * time.Second),
+			DisconnectSpread: Duration(10 * time.Second),
 		},
 	}
 }

@@ -101,6 +101,15 @@ func relations(c *Config) []relation {
 	if a := &c.Admin; a.Listen != "" && a.Token == "" && !IsLoopbackListen(a.Listen) {
 		add("admin.listen", "listens on a non-loopback address, which needs admin.token", "admin.token")
 	}
+	// Reported at the key the file changed: a short drain_timeout with
+	// the default spread is the timeout's problem.
+	if d := &c.Shutdown; d.DisconnectSpread > d.DrainTimeout {
+		if d.DisconnectSpread == Default().Shutdown.DisconnectSpread {
+			add("shutdown.drain_timeout", "is shorter than shutdown.disconnect_spread ("+d.DisconnectSpread.String()+"), which would close the last sessions before their BYE", "shutdown.disconnect_spread")
+		} else {
+			add("shutdown.disconnect_spread", "is longer than shutdown.drain_timeout ("+d.DrainTimeout.String()+"), which would close the last sessions before their BYE", "shutdown.drain_timeout")
+		}
+	}
 	return out
 }
 

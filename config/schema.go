@@ -96,6 +96,9 @@ var rules = map[string]rule{
 
 	"admin.listen": address{allowPort0: true, allowEmpty: true},
 	"admin.token":  secret{min: 16, max: 256},
+
+	"shutdown.drain_timeout":     durationRange{time.Second, time.Hour},
+	"shutdown.disconnect_spread": durationRange{0, time.Hour},
 }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second

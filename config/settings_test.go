@@ -74,6 +74,8 @@ telemetry.metrics_listen           :
 telemetry.record_user              : false
 admin.listen                       :
 admin.token                        :
+shutdown.drain_timeout             : 30s
+shutdown.disconnect_spread         : 10s
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

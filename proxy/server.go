@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy/clock"
 	"github.com/imapguard/imapguard/proxy/park"
@@ -40,7 +42,12 @@ type Server struct {
 	preauth   list.List // admitted connections not logged in, oldest first
 	bytesDone [2]int64  // relayed by finished sessions: to upstream, to client
 	closing   bool
-	wg        sync.WaitGroup // live connection handlers
+	drain     *drainState         // set by Drain (drain.go)
+	drained   chan struct{}       // closed when a drain has ended
+	drainReg  metric.Registration // imapguard.draining (instrumentDrain)
+	wg        sync.WaitGroup      // live connection handlers
+
+	parkerOnce sync.Once // closeParker
 }
 
 // New returns a Server that counts connections with limiter and logs to
@@ -57,6 +64,7 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 		parker:    opts.Parker,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		drained:   make(chan struct{}),
 	}
 	if s.clock == nil {
 		s.clock = clock.Real
@@ -241,7 +249,8 @@ func (s *Server) forget(c *conn, res *result) {
 // Shutdown stops accepting, tells every client "* BYE" (authenticated
 // sessions at a response boundary) and closes their connections, then
 // waits for the handlers to unwind until ctx is done, when it closes what
-// is left at once.
+// is left at once. Drain is the gentler stop, its BYEs spread out; a
+// Shutdown during a drain ends it (see Drain).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -254,8 +263,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	// During a drain: the sessions whose turn has not come get their BYE
+	// now (a connection told already is not told again).
+	s.stopDrain()
 	for _, c := range conns {
-		c.shutdown("Server shutting down")
+		c.shutdown(shutdownText)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -285,8 +297,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // closeParker closes the parker New made, once nothing can park.
+// Once: a Shutdown may follow a drain.
 func (s *Server) closeParker() {
 	if s.ownParker {
-		s.parker.Close()
+		s.parkerOnce.Do(func() { s.parker.Close() })
 	}
 }

@@ -50,6 +50,7 @@ var adminUsage = map[string]string{
 	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
 	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
+	"drain": drainUsage,
 }
 
 // runAdminCommand runs who, kick, settings or penalties and returns the exit code:
@@ -64,8 +65,10 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	var af adminFlags
 	af.register(fs)
 	var user, address, reason string
-	var clear, all bool
+	var clear, all, wait bool
 	switch name {
+	case "drain":
+		fs.BoolVar(&wait, "wait", false, "wait until every connection has ended")
 	case "penalties":
 		fs.BoolVar(&clear, "clear", false, "forget the failures of -address, -user (or the argument), or -all")
 		fs.BoolVar(&all, "all", false, "with -clear: forget every tracked failure")
@@ -126,6 +129,8 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		err = c.kick(stdout, admin.KickRequest{User: user, Address: address, Reason: reason}, af.json)
 	case "settings":
 		err = c.settings(stdout, af.json)
+	case "drain":
+		err = c.drain(stdout, wait, af.json)
 	case "penalties":
 		if clear {
 			err = c.clearPenalties(stdout, admin.ClearRequest{All: all, User: user, Address: address}, af.json)

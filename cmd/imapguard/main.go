@@ -7,19 +7,21 @@
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
+//	imapguard drain [-wait] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //
-// who, kick, settings and penalties talk to the admin API (admin.listen)
-// of a running imapguard: they list its connections, close some, print
-// its effective settings, and list or clear the failed logins its
-// brute-force defence tracks. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
+// who, kick, settings, penalties and drain talk to the admin API
+// (admin.listen) of a running imapguard: they list its connections, close
+// some, print its effective settings, list or clear the failed logins its
+// brute-force defence tracks, and start a drain. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
 // or admin.token, in that order.
 //
 // Without -config it runs with the embedded demo configuration
 // (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
 // -check it validates the configuration, prints the effective settings one
 // "name : value" per line, and exits. SIGHUP re-reads the file and applies
-// new limits and timeouts without a restart; SIGINT and SIGTERM shut down
-// gracefully.
+// new limits and timeouts without a restart; SIGINT and SIGTERM drain
+// (shutdown.drain_timeout, shutdown.disconnect_spread) and exit 0; a
+// second one closes everything at once.
 package main
 
 import (
@@ -49,10 +51,6 @@ import (
 	imaptls "github.com/imapguard/imapguard/tls"
 )
 
-// shutdownGrace is how long a shutdown waits for sessions to reach a
-// response boundary and say BYE before they are cut.
-const shutdownGrace = 10 * time.Second
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -60,7 +58,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties":
+		case "who", "kick", "settings", "penalties", "drain":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
@@ -385,6 +383,8 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
+			Drain:     func() bool { return startDrain(srv, live.Load()) },
+			Draining:  srv.Draining,
 			Listeners: listeners,
 			Logger:    log.With("component", "admin"),
 		})
@@ -405,8 +405,11 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	for {
 		select {
 		case err := <-served:
+			listeners--
 			if errors.Is(err, proxy.ErrServerClosed) {
-				return nil
+				// A drain closed the listeners (POST /drain): the process
+				// stays up, not ready, until SIGTERM or SIGINT.
+				continue
 			}
 			srv.Shutdown(ctx)
 			return err
@@ -417,18 +420,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
-			sctx, scancel := context.WithTimeout(ctx, shutdownGrace)
-			err := srv.Shutdown(sctx)
-			scancel()
+			err := drainAndStop(srv, cfg, sigs, log)
 			for ; listeners > 0; listeners-- {
 				<-served
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				// Connections that did not reach a response boundary in
-				// time (a client that stopped reading) were closed: the
-				// stop is still the one asked for, not a failure.
-				log.Info("closed the connections that did not finish within the shutdown grace", "grace", shutdownGrace)
-				err = nil
 			}
 			return err
 		}

@@ -8,6 +8,7 @@
 //	POST /sessions/kick  close the connections matching user and/or address
 //	GET  /penalties      the brute-force defence's failed logins and blocks
 //	POST /penalties/clear  forget them: all, or an address and/or a user
+//	POST /drain          start a drain (Options.Drain), when set
 //	GET  /metrics        Options.Metrics (Prometheus), when set
 //
 // Every endpoint but /healthz and /readyz requires "Authorization: Bearer
@@ -15,9 +16,9 @@
 // not on a loopback address without one. Without a token, what keeps web
 // pages the operator visits away from the API is checked per request
 // instead (see localOnly): a Host that is not loopback or localhost, and
-// an Origin that is not, are refused, and the one endpoint that changes
-// anything, the kick, takes only a JSON body, which a cross-origin page
-// cannot send without a CORS preflight that this API never grants. Errors
+// an Origin that is not, are refused, and the endpoints that change
+// anything (the kick, clearing penalties, the drain) take only a JSON
+// body, which a cross-origin page cannot send without a CORS preflight that this API never grants. Errors
 // are {"error": "..."} with a 4xx or 5xx status. The bodies are the types
 // in wire.go.
 //
@@ -81,6 +82,15 @@ type Options struct {
 	Penalties Penalties
 	// Metrics is served at /metrics when non-nil; otherwise /metrics is 404.
 	Metrics http.Handler
+	// Drain starts a drain of the proxy (POST /drain) and reports whether
+	// it started one (false: one is under way already); nil: /drain
+	// answers 404. cmd/imapguard passes a function that calls
+	// proxy.Server.Drain with the [shutdown] settings in force.
+	Drain func() bool
+	// Draining reports whether the proxy is draining or shutting down:
+	// /readyz then answers 503 at once, without an upstream check; nil
+	// is never.
+	Draining func() bool
 	// Listeners is how many listeners /readyz expects the proxy to have;
 	// it is never ready with none.
 	Listeners int
@@ -134,6 +144,7 @@ func New(o Options) *Server {
 		"/sessions/kick":   {http.MethodPost, false, s.kick},
 		"/penalties":       {http.MethodGet, false, s.penalties},
 		"/penalties/clear": {http.MethodPost, false, s.clearPenalties},
+		"/drain":           {http.MethodPost, false, s.drain},
 		"/metrics":         {http.MethodGet, false, s.metrics},
 	}
 	s.http = &http.Server{

@@ -29,6 +29,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	body := Readiness{Status: "ready", Listeners: ln, Upstream: "ok"}
 	status := http.StatusOK
+	if s.opts.Draining != nil && s.opts.Draining() {
+		// A balancer must stop sending at once: no upstream check to
+		// wait for.
+		body.Status, body.Draining, body.Upstream = "not ready", true, "not checked"
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
 	if err := s.ready.result(r.Context()); err != nil {
 		// The error names the upstream's address and TLS details, which are
 		// no business of an endpoint without a token; the check logs it.

@@ -17,10 +17,26 @@ type Health struct {
 // Readiness is the body of GET /readyz. Status is "ready" or "not
 // ready"; Upstream is "ok" or "unreachable" (the reason is logged, not
 // shown: the endpoint needs no token).
+//
+// While the proxy drains or shuts down, Status is "not ready", Draining
+// true and Upstream "not checked".
 type Readiness struct {
 	Status    string   `json:"status"`
 	Listeners []string `json:"listeners"`
 	Upstream  string   `json:"upstream"`
+	Draining  bool     `json:"draining,omitempty"`
+}
+
+// DrainRequest is the body of POST /drain: an empty JSON object, {}.
+type DrainRequest struct{}
+
+// DrainResult is the answer to POST /drain: Started is false when a
+// drain was under way already; Connections is how many connections were
+// open when it was asked.
+type DrainResult struct {
+	Status      string `json:"status"` // "draining"
+	Started     bool   `json:"started"`
+	Connections int    `json:"connections"`
 }
 
 // Setting is one effective configuration value: Name is the dotted key,
