@@ -187,7 +187,7 @@ func tlsOptions(c *config.Config, log *slog.Logger) imaptls.Options {
 	t := c.TLS
 	return imaptls.Options{
 		Mode: t.Mode, CertFile: t.CertFile, KeyFile: t.KeyFile,
-		Domains: t.Domains, Email: t.Email, CA: t.CA, CARoot: t.CARoot, Storage: t.Storage,
+		Domains: t.Domains, Email: t.Email, CA: t.CA, CARoot: t.CARoot, Storage: acmeStorage(t),
 		HTTPChallengePort: t.HTTPChallengePort, TLSALPNChallengePort: t.TLSALPNChallengePort,
 		OnDemand: t.OnDemand, OnDemandDomains: t.OnDemandDomains, OnDemandPermissionURL: t.OnDemandPermissionURL,
 		SelfSignedNames: t.SelfSignedNames,
@@ -401,6 +401,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		}
 		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
 	}
+	notifyReady(log, cfg) // systemd (Type=notify): every listener is up
 
 	for {
 		select {
@@ -412,11 +413,14 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				notifyReloading(log)
 				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
 				live.Store(cfg)
+				notifyReady(log, cfg)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
+			notifyStopping(log)
 			sctx, scancel := context.WithTimeout(ctx, shutdownGrace)
 			err := srv.Shutdown(sctx)
 			scancel()
