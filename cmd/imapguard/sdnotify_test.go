@@ -49,7 +49,9 @@ func TestSdNotify(t *testing.T) {
 	}{
 		{"path", func(t *testing.T) string { return filepath.Join(t.TempDir(), "notify") }},
 		// The abstract namespace, as systemd's own tests use it.
-		{"abstract", func(t *testing.T) string { return fmt.Sprintf("@imapguard-test-%d-%d", os.Getpid(), time.Now().UnixNano()) }},
+		{"abstract", func(t *testing.T) string {
+			return fmt.Sprintf("@imapguard-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := listenNotify(t, tt.socket(t))
