@@ -12,7 +12,7 @@ PEBBLE_VERSION := v2.10.1
 PEBBLE      := $(GOBIN_DIR)/pebble
 FUZZTIME    ?= 60s
 
-.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean
+.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean install uninstall
 
 all: build
 
@@ -20,6 +20,38 @@ all: build
 # even where GOFLAGS turns it off; outside a git checkout it does nothing.
 build:
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
+
+# The binary, the systemd unit and an example /etc/imapguard/imapguard.toml
+# (cmd/imapguard/systemd/README.md), under DESTDIR when set (for staging a
+# package). An existing imapguard.toml is kept. Nothing else is done:
+# no user is created, systemd is not told (systemctl daemon-reload).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/imapguard
+SYSCONFDIR ?= /etc
+UNIT       := cmd/imapguard/systemd/imapguard.service
+EXAMPLE    := cmd/imapguard/systemd/imapguard.toml
+
+install:
+	$(GO) build -buildvcs=auto -o $(BIN)/imapguard ./cmd/imapguard
+	sed -e 's|/usr/local/bin/imapguard|$(BINDIR)/imapguard|g' \
+	    -e 's|/etc/imapguard/|$(SYSCONFDIR)/imapguard/|g' $(UNIT) > $(BIN)/imapguard.service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/imapguard
+	install -m 0755 $(BIN)/imapguard $(DESTDIR)$(BINDIR)/imapguard
+	install -m 0644 $(BIN)/imapguard.service $(DESTDIR)$(UNITDIR)/imapguard.service
+	install -m 0644 config/default.toml $(EXAMPLE) $(DESTDIR)$(DOCDIR)/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml (the example is $(DESTDIR)$(DOCDIR)/imapguard.toml)"; \
+	else \
+	  echo "install -m 0644 $(EXAMPLE) $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml"; \
+	  install -m 0644 $(EXAMPLE) $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml; \
+	fi
+
+# What install put in place, but the configuration.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/imapguard $(DESTDIR)$(UNITDIR)/imapguard.service
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
 # on 127.0.0.1:2143, and imapguard with its embedded demo configuration

@@ -323,6 +323,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 
 	served := make(chan error, 2)
 	listeners := 0
+	var bound []string // the listeners' addresses, for systemd's STATUS=
 	for _, l := range []struct {
 		addr     string
 		implicit bool
@@ -336,6 +337,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return err
 		}
 		listeners++
+		bound = append(bound, ln.Addr().String())
 		if l.implicit {
 			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", cfg.Upstream.Address)
 			go func() { served <- srv.ServeTLS(ln) }()
@@ -401,7 +403,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		}
 		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
 	}
-	notifyReady(log, cfg) // systemd (Type=notify): every listener is up
+	notifyReady(log, bound, cfg) // systemd (Type=notify): every listener is up
 
 	for {
 		select {
@@ -416,7 +418,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 				notifyReloading(log)
 				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
 				live.Store(cfg)
-				notifyReady(log, cfg)
+				notifyReady(log, bound, cfg)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())

@@ -60,22 +60,16 @@ func notify(log *slog.Logger, state ...string) {
 	}
 }
 
-// notifyReady tells systemd the service is ready: every listener of cfg
-// is bound and serving (after start-up, and after a reload).
-func notifyReady(log *slog.Logger, cfg *config.Config) {
-	notify(log, "READY=1", "STATUS="+readyStatus(cfg))
+// notifyReady tells systemd the service is ready: every listener is
+// bound, on the addresses bound, and serving (after start-up, and after
+// a reload). The status names them and cfg's upstream.
+func notifyReady(log *slog.Logger, bound []string, cfg *config.Config) {
+	notify(log, "READY=1", "STATUS="+readyStatus(bound, cfg))
 }
 
 // readyStatus is the one line systemctl status shows while serving.
-func readyStatus(cfg *config.Config) string {
-	var on []string
-	if cfg.Listen.IMAP != "" {
-		on = append(on, "imap "+cfg.Listen.IMAP)
-	}
-	if cfg.Listen.IMAPS != "" {
-		on = append(on, "imaps "+cfg.Listen.IMAPS)
-	}
-	return "Serving " + strings.Join(on, ", ") + " in front of " + cfg.Upstream.Address
+func readyStatus(bound []string, cfg *config.Config) string {
+	return "Serving on " + strings.Join(bound, ", ") + " in front of " + cfg.Upstream.Address
 }
 
 // notifyReloading tells systemd a reload (SIGHUP) has begun; READY=1

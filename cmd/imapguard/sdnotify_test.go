@@ -42,7 +42,8 @@ func readNotify(t *testing.T, c *net.UnixConn) string {
 func TestSdNotify(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	cfg := &config.Config{}
-	cfg.Listen.IMAP, cfg.Listen.IMAPS, cfg.Upstream.Address = ":143", ":993", "127.0.0.1:10143"
+	cfg.Upstream.Address = "127.0.0.1:10143"
+	bound := []string{"[::]:143", "[::]:993"}
 	for _, tt := range []struct {
 		name   string
 		socket func(t *testing.T) string
@@ -55,8 +56,8 @@ func TestSdNotify(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := listenNotify(t, tt.socket(t))
-			notifyReady(log, cfg)
-			if got, want := readNotify(t, c), "READY=1\nSTATUS=Serving imap :143, imaps :993 in front of 127.0.0.1:10143\n"; got != want {
+			notifyReady(log, bound, cfg)
+			if got, want := readNotify(t, c), "READY=1\nSTATUS=Serving on [::]:143, [::]:993 in front of 127.0.0.1:10143\n"; got != want {
 				t.Errorf("ready: got %q; want %q", got, want)
 			}
 			notifyReloading(log)
