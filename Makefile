@@ -12,7 +12,7 @@ PEBBLE_VERSION := v2.10.1
 PEBBLE      := $(GOBIN_DIR)/pebble
 FUZZTIME    ?= 60s
 
-.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean install uninstall
+.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean install uninstall deb
 
 all: build
 
@@ -52,6 +52,34 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/imapguard $(DESTDIR)$(UNITDIR)/imapguard.service
 	rm -rf $(DESTDIR)$(DOCDIR)
+
+# A .deb of make install PREFIX=/usr, built with dpkg-deb (Debian's
+# dpkg); the maintainer scripts (cmd/imapguard/systemd/deb) create the
+# imapguard user. DEB_VERSION: the last vX.Y.Z tag as git describe puts
+# it, else 0.0.0~git and the commit.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo $${v\#v} || \
+	echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+DEB_ROOT    := $(BIN)/deb-root
+
+deb:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr BIN=$(BIN)
+	install -d $(DEB_ROOT)/DEBIAN
+	install -m 0755 cmd/imapguard/systemd/deb/postinst cmd/imapguard/systemd/deb/prerm \
+	    cmd/imapguard/systemd/deb/postrm $(DEB_ROOT)/DEBIAN/
+	echo /etc/imapguard/imapguard.toml > $(DEB_ROOT)/DEBIAN/conffiles
+	printf '%s\n' 'Package: imapguard' 'Version: $(DEB_VERSION)' 'Architecture: $(DEB_ARCH)' \
+	    'Maintainer: imapguard developers <postmaster@localhost>' 'Section: mail' 'Priority: optional' \
+	    'Depends: passwd' 'Recommends: systemd' \
+	    "Installed-Size: $$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)" \
+	    'Homepage: https://github.com/imapguard/imapguard' \
+	    'Description: IMAP-aware reverse proxy with connection limits' \
+	    ' imapguard terminates IMAP clients (STARTTLS, implicit TLS), applies' \
+	    ' per-address, per-user and rate limits before login, logs in to the' \
+	    ' upstream IMAP server on the client'"'"'s behalf and relays the session.' \
+	    > $(DEB_ROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) $(BIN)/imapguard_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
 # on 127.0.0.1:2143, and imapguard with its embedded demo configuration

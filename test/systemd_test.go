@@ -231,3 +231,72 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("second make install overwrote the configuration: got %q; want %q", got, edited)
 	}
 }
+
+// TestMakeDeb builds the .deb and checks its files, its control data and
+// that its postinst creates the imapguard user (with stand-ins for
+// getent, useradd and systemctl, so that the test changes nothing on the machine).
+func TestMakeDeb(t *testing.T) {
+	mk, err := proxytest.LookPath("make")
+	if err != nil {
+		proxytest.Skip(t, "make deb test", "make not found: apt-get install make")
+	}
+	dpkgDeb, err := proxytest.LookPath("dpkg-deb")
+	if err != nil {
+		proxytest.Skip(t, "make deb test", "dpkg-deb not found: apt-get install dpkg")
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command(mk, "-s", "-C", "..", "deb", "BIN="+bin, "DEB_VERSION=1.2.3").CombinedOutput(); err != nil {
+		t.Fatalf("make deb: %v\n%s", err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(bin, "imapguard_1.2.3_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %v; want one imapguard_1.2.3_ARCH.deb", debs)
+	}
+	out, err := exec.Command(dpkgDeb, "--contents", debs[0]).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"-rwxr-xr-x root/root .* ./usr/bin/imapguard",
+		"-rw-r--r-- root/root .* ./usr/lib/systemd/system/imapguard.service",
+		"-rw-r--r-- root/root .* ./etc/imapguard/imapguard.toml",
+	} {
+		if !regexp.MustCompile(`(?m)^` + want + `$`).Match(out) {
+			t.Errorf("the .deb lacks %s:\n%s", want, out)
+		}
+	}
+	ctl := t.TempDir()
+	if out, err := exec.Command(dpkgDeb, "--control", debs[0], ctl).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb --control: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ctl, "conffiles")); string(got) != "/etc/imapguard/imapguard.toml\n" {
+		t.Errorf("conffiles: got %q; want the configuration", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ctl, "control")); !strings.Contains(string(got), "\nVersion: 1.2.3\n") {
+		t.Errorf("control:\n%s\nwant Version: 1.2.3", got)
+	}
+
+	// postinst configure with no imapguard user: useradd is called once,
+	// for a system user with its own group and no login.
+	fake := t.TempDir()
+	calls := filepath.Join(fake, "calls")
+	for name, script := range map[string]string{
+		"getent":  "#!/bin/sh\nexit 2\n",
+		"useradd": "#!/bin/sh\necho \"useradd $*\" >> " + calls + "\n",
+		// Where systemd runs, postinst calls systemctl: a no-op here.
+		"systemctl": "#!/bin/sh\nexit 0\n",
+	} {
+		if err := os.WriteFile(filepath.Join(fake, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("/bin/sh", filepath.Join(ctl, "postinst"), "configure")
+	cmd.Env = append(os.Environ(), "PATH="+fake+":/usr/bin:/bin")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postinst configure: %v\n%s", err, out)
+	}
+	got, _ := os.ReadFile(calls)
+	if want := "useradd --system --user-group --home-dir /var/lib/imapguard --no-create-home --shell /usr/sbin/nologin --comment imapguard IMAP proxy imapguard\n"; string(got) != want {
+		t.Errorf("postinst ran %q; want %q", got, want)
+	}
+}
