@@ -57,7 +57,7 @@ uninstall:
 # dpkg); the maintainer scripts (cmd/imapguard/systemd/deb) create the
 # imapguard user. DEB_VERSION: the last vX.Y.Z tag as git describe puts
 # it, else 0.0.0~git and the commit.
-DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo $${v\#v} || \
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$$v" | sed 's/^v//' || \
 	echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
 DEB_ROOT    := $(BIN)/deb-root
