@@ -1,22 +1,25 @@
 package main
 
-// systemd's notification protocol (sd_notify(3)), for the unit's
-// Type=notify (systemd/imapguard.service): READY=1 once every listener
-// is bound and serving, RELOADING=1 and READY=1 around a SIGHUP reload,
-// STOPPING=1 when a graceful stop begins.
+// What imapguard does for systemd (the unit in systemd/imapguard.service).
 //
-// The protocol is a few lines: one datagram of newline-separated
-// KEY=VALUE assignments to the unix socket named by $NOTIFY_SOCKET, a
-// name starting with "@" being in the abstract namespace (Go's net
-// package maps the "@" to the leading NUL byte itself). Written here
-// rather than imported from github.com/coreos/go-systemd/v22/daemon
-// (issue 12): that module is not among those this project's builds can
-// fetch, it would be a dependency for about forty lines, and its
-// SdNotify leaves MONOTONIC_USEC to the caller anyway, which
-// RELOADING=1 needs (systemd 253's Type=notify-reload requires it; 252,
-// Debian bookworm's, takes it). The vsock
-// addresses ("vsock:CID:PORT") of systemd 254 for virtual machines are
-// not supported: a warning says so and the service goes on.
+// Its notification protocol (sd_notify(3)), for Type=notify: READY=1
+// once every listener is bound and serving, RELOADING=1 and READY=1
+// around a SIGHUP reload, STOPPING=1 when a graceful stop begins. The
+// protocol is a few lines: one datagram of newline-separated KEY=VALUE
+// assignments to the unix socket named by $NOTIFY_SOCKET, a name
+// starting with "@" being in the abstract namespace (Go's net package
+// maps the "@" to the leading NUL byte itself). Written here rather than
+// imported from github.com/coreos/go-systemd/v22/daemon (issue 12): that
+// module is not among those this project's builds can fetch, it would
+// be a dependency for about forty lines, and its SdNotify leaves
+// MONOTONIC_USEC, which RELOADING=1 needs (systemd 253's
+// Type=notify-reload requires it; 252, Debian bookworm's, takes it), to
+// the caller anyway. The vsock addresses ("vsock:CID:PORT") of systemd
+// 254 for virtual machines are not supported: a warning says so and the
+// service goes on.
+//
+// And its StateDirectory=: $STATE_DIRECTORY is the default ACME storage
+// (acmeStorage).
 
 import (
 	"fmt"
