@@ -160,6 +160,20 @@ func TestSystemdNotify(t *testing.T) {
 	}
 }
 
+// makeEnv is the environment to run make in: the test's, without what
+// an outer make (make test) passes down to its children, whose jobserver
+// descriptors a test's child does not inherit.
+func makeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // TestMakeInstall runs make install into a DESTDIR twice, with another
 // PREFIX: the binary, the unit (its paths rewritten), the example
 // configuration and the reference land there and nowhere else, and the
@@ -173,6 +187,7 @@ func TestMakeInstall(t *testing.T) {
 	install := func() {
 		t.Helper()
 		cmd := exec.Command(mk, "-s", "-C", "..", "install", "DESTDIR="+dest, "BIN="+bin, "PREFIX=/usr")
+		cmd.Env = makeEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make install: %v\n%s", err, out)
 		}
@@ -245,7 +260,9 @@ func TestMakeDeb(t *testing.T) {
 		proxytest.Skip(t, "make deb test", "dpkg-deb not found: apt-get install dpkg")
 	}
 	bin := t.TempDir()
-	if out, err := exec.Command(mk, "-s", "-C", "..", "deb", "BIN="+bin, "DEB_VERSION=1.2.3").CombinedOutput(); err != nil {
+	cmd := exec.Command(mk, "-s", "-C", "..", "deb", "BIN="+bin, "DEB_VERSION=1.2.3")
+	cmd.Env = makeEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make deb: %v\n%s", err, out)
 	}
 	debs, _ := filepath.Glob(filepath.Join(bin, "imapguard_1.2.3_*.deb"))
@@ -290,7 +307,7 @@ func TestMakeDeb(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("/bin/sh", filepath.Join(ctl, "postinst"), "configure")
+	cmd = exec.Command("/bin/sh", filepath.Join(ctl, "postinst"), "configure")
 	cmd.Env = append(os.Environ(), "PATH="+fake+":/usr/bin:/bin")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("postinst configure: %v\n%s", err, out)
