@@ -12,7 +12,7 @@ PEBBLE_VERSION := v2.10.1
 PEBBLE      := $(GOBIN_DIR)/pebble
 FUZZTIME    ?= 60s
 
-.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean
+.PHONY: all build run test lint vet staticcheck fmt-check fuzz bench clean install uninstall deb
 
 all: build
 
@@ -20,6 +20,66 @@ all: build
 # even where GOFLAGS turns it off; outside a git checkout it does nothing.
 build:
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
+
+# The binary, the systemd unit and an example /etc/imapguard/imapguard.toml
+# (cmd/imapguard/systemd/README.md), under DESTDIR when set (for staging a
+# package). An existing imapguard.toml is kept. Nothing else is done:
+# no user is created, systemd is not told (systemctl daemon-reload).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/imapguard
+SYSCONFDIR ?= /etc
+UNIT       := cmd/imapguard/systemd/imapguard.service
+EXAMPLE    := cmd/imapguard/systemd/imapguard.toml
+
+install:
+	$(GO) build -buildvcs=auto -o $(BIN)/imapguard ./cmd/imapguard
+	sed -e 's|/usr/local/bin/imapguard|$(BINDIR)/imapguard|g' \
+	    -e 's|/etc/imapguard/|$(SYSCONFDIR)/imapguard/|g' $(UNIT) > $(BIN)/imapguard.service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/imapguard
+	install -m 0755 $(BIN)/imapguard $(DESTDIR)$(BINDIR)/imapguard
+	install -m 0644 $(BIN)/imapguard.service $(DESTDIR)$(UNITDIR)/imapguard.service
+	install -m 0644 config/default.toml $(EXAMPLE) $(DESTDIR)$(DOCDIR)/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml (the example is $(DESTDIR)$(DOCDIR)/imapguard.toml)"; \
+	else \
+	  echo "install -m 0644 $(EXAMPLE) $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml"; \
+	  install -m 0644 $(EXAMPLE) $(DESTDIR)$(SYSCONFDIR)/imapguard/imapguard.toml; \
+	fi
+
+# What install put in place, but the configuration.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/imapguard $(DESTDIR)$(UNITDIR)/imapguard.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# A .deb of make install PREFIX=/usr, built with dpkg-deb (Debian's
+# dpkg); the maintainer scripts (cmd/imapguard/systemd/deb) create the
+# imapguard user. DEB_VERSION: the last vX.Y.Z tag as git describe puts
+# it, else 0.0.0~git and the commit.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$$v" | sed 's/^v//' || \
+	echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+DEB_ROOT    := $(BIN)/deb-root
+
+deb:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr BIN=$(BIN)
+	install -d $(DEB_ROOT)/DEBIAN
+	install -m 0755 cmd/imapguard/systemd/deb/postinst cmd/imapguard/systemd/deb/prerm \
+	    cmd/imapguard/systemd/deb/postrm $(DEB_ROOT)/DEBIAN/
+	echo /etc/imapguard/imapguard.toml > $(DEB_ROOT)/DEBIAN/conffiles
+	printf '%s\n' 'Package: imapguard' 'Version: $(DEB_VERSION)' 'Architecture: $(DEB_ARCH)' \
+	    'Maintainer: imapguard developers <postmaster@localhost>' 'Section: mail' 'Priority: optional' \
+	    'Depends: passwd' 'Recommends: systemd' \
+	    "Installed-Size: $$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)" \
+	    'Homepage: https://github.com/imapguard/imapguard' \
+	    'Description: IMAP-aware reverse proxy with connection limits' \
+	    ' imapguard terminates IMAP clients (STARTTLS, implicit TLS), applies' \
+	    ' per-address, per-user and rate limits before login, logs in to the' \
+	    ' upstream IMAP server on the client'"'"'s behalf and relays the session.' \
+	    > $(DEB_ROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) $(BIN)/imapguard_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # The bundled upstream (cmd/imapd: user demo, password demo, 10 messages)
 # on 127.0.0.1:2143, and imapguard with its embedded demo configuration

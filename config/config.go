@@ -265,8 +265,12 @@ type TLS struct {
 
 	// Storage is the directory where ACME accounts, certificates and keys
 	// are kept, so that they survive restarts. It must be writable by
-	// the user imapguard runs as; keep it private.
-	Storage string `toml:"storage" means:"certmagic's default, a certmagic directory under $XDG_DATA_HOME or ~/.local/share"`
+	// the user imapguard runs as; keep it private. When it is empty and
+	// $STATE_DIRECTORY is set, as systemd sets it for a unit's
+	// StateDirectory= (the shipped unit's is /var/lib/imapguard, see
+	// cmd/imapguard/systemd), that directory is used. Example: storage =
+	// "/var/lib/imapguard".
+	Storage string `toml:"storage" means:"$STATE_DIRECTORY when set (systemd), else a certmagic directory under $XDG_DATA_HOME or ~/.local/share"`
 
 	// HTTPChallengePort is the port on which the proxy answers the ACME
 	// HTTP-01 challenge, only while one is being solved. The certificate

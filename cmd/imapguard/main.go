@@ -185,7 +185,7 @@ func tlsOptions(c *config.Config, log *slog.Logger) imaptls.Options {
 	t := c.TLS
 	return imaptls.Options{
 		Mode: t.Mode, CertFile: t.CertFile, KeyFile: t.KeyFile,
-		Domains: t.Domains, Email: t.Email, CA: t.CA, CARoot: t.CARoot, Storage: t.Storage,
+		Domains: t.Domains, Email: t.Email, CA: t.CA, CARoot: t.CARoot, Storage: acmeStorage(t),
 		HTTPChallengePort: t.HTTPChallengePort, TLSALPNChallengePort: t.TLSALPNChallengePort,
 		OnDemand: t.OnDemand, OnDemandDomains: t.OnDemandDomains, OnDemandPermissionURL: t.OnDemandPermissionURL,
 		SelfSignedNames: t.SelfSignedNames,
@@ -321,6 +321,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 
 	served := make(chan error, 2)
 	listeners := 0
+	var bound []string // the listeners' addresses, for systemd's STATUS=
 	for _, l := range []struct {
 		addr     string
 		implicit bool
@@ -334,6 +335,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return err
 		}
 		listeners++
+		bound = append(bound, ln.Addr().String())
 		if l.implicit {
 			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", cfg.Upstream.Address)
 			go func() { served <- srv.ServeTLS(ln) }()
@@ -401,6 +403,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		}
 		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
 	}
+	notifyReady(log, bound, cfg) // systemd (Type=notify): every listener is up
 
 	for {
 		select {
@@ -415,11 +418,14 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				notifyReloading(log)
 				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
 				live.Store(cfg)
+				notifyReady(log, bound, cfg)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
+			notifyStopping(log)
 			err := drainAndStop(srv, cfg, sigs, log)
 			for ; listeners > 0; listeners-- {
 				<-served
