@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -638,8 +639,9 @@ type Telemetry struct {
 
 // Admin is the HTTP admin API, which answers in JSON on /healthz,
 // /readyz, /settings, /sessions, /sessions/kick and /metrics, and which
-// `imapguard who`, `imapguard kick` and `imapguard settings` talk to. Its
-// keys take effect at start.
+// `imapguard who`, `imapguard kick` and `imapguard settings` talk to.
+// listen takes effect at start; a reload (SIGHUP, POST /reload, imapguard
+// reload) applies token and token_file.
 type Admin struct {
 	// Listen is the address the admin API listens on, as host:port
 	// written like listen.imap. A host other than a loopback address
@@ -655,6 +657,39 @@ type Admin struct {
 	// "openssl rand -hex 32". It is a secret: -check and /settings show
 	// it as "(redacted)", and messages about it do not quote it.
 	Token string `toml:"token" means:"no token"`
+
+	// TokenFile is a file holding the admin token, instead of token: the
+	// whole file, a trailing newline removed, with the same rules as
+	// token. It is how systemd credentials (LoadCredential=, then
+	// "$CREDENTIALS_DIRECTORY/admin-token"), Kubernetes secrets and
+	// Docker secrets provide a secret, and it keeps the token out of a
+	// file that may be shared or versioned. It is read by -check, at
+	// start and again on each reload, so replacing the file and sending
+	// SIGHUP rotates the token. Setting both token and token_file is an
+	// error. Example: token_file = "/etc/imapguard/admin-token".
+	TokenFile string `toml:"token_file" means:"no token file: admin.token, if any"`
+}
+
+// ReadToken returns the admin token: Token, or the contents of TokenFile
+// with one trailing newline ("\n" or "\r\n") removed. An error names
+// admin.token_file and the file, never the token.
+func (a Admin) ReadToken() (string, error) {
+	if a.TokenFile == "" {
+		return a.Token, nil
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", a.TokenFile)
+	}
+	r := rules["admin.token"]
+	if msg := r.check(s); msg != "" {
+		return "", fmt.Errorf("admin.token_file: the token in %s: %s (valid %s)", a.TokenFile, msg, r.valid())
+	}
+	return s, nil
 }
 
 // Default returns a Config with every key set to its default. It is the one

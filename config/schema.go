@@ -96,6 +96,8 @@ var rules = map[string]rule{
 
 	"admin.listen": address{allowPort0: true, allowEmpty: true},
 	"admin.token":  secret{min: 16, max: 256},
+
+	"admin.token_file": path{},
 }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second

@@ -74,6 +74,7 @@ telemetry.metrics_listen           :
 telemetry.record_user              : false
 admin.listen                       :
 admin.token                        :
+admin.token_file                   :
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

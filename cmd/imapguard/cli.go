@@ -53,7 +53,8 @@ var adminUsage = map[string]string{
 }
 
 // runAdminCommand runs who, kick, settings or penalties and returns the exit code:
-// 0, 1 for a failure, 2 for bad arguments.
+// 0, 1 for a failure (the API's or an answer's), 2 for bad arguments or a
+// configuration that does not load.
 func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,8 +117,9 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 
 	c, err := af.client()
 	if err != nil {
+		// The configuration or -admin is at fault.
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
-		return 1
+		return exitUsage
 	}
 	switch name {
 	case "who":
@@ -189,7 +191,13 @@ func (f *adminFlags) endpoint() (base, token string, err error) {
 		if err != nil {
 			return "", "", err
 		}
-		cfgToken = cfg.Admin.Token
+		// A token file the operator cannot read matters only when
+		// neither -token nor the environment gives the token.
+		var tokenErr error
+		cfgToken, tokenErr = cfg.Admin.ReadToken()
+		if tokenErr != nil && f.token == "" && os.Getenv(tokenEnv) == "" {
+			return "", "", tokenErr
+		}
 		if f.url == "" {
 			if cfg.Admin.Listen == "" {
 				return "", "", fmt.Errorf("%s has no admin API (admin.listen is empty); give -admin URL", configName(f.config))

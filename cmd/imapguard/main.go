@@ -62,32 +62,64 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "who", "kick", "settings", "penalties":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				fmt.Fprintf(stderr, "imapguard version: unexpected argument %q\n", args[1])
+				return exitUsage
+			}
+			writeVersion(stdout)
+			return exitOK
 		}
 	}
 	fs := flag.NewFlagSet("imapguard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration `file` (TOML); default: the embedded demo configuration (loopback, self-signed TLS)")
-	check := fs.Bool("check", false, "validate the configuration, print the effective settings and exit")
+	check := fs.Bool("check", false, "validate the configuration and the files it names, print the effective settings and exit")
+	showVersion := fs.Bool("version", false, "print the version, the commit and the Go version, and exit")
+	// Usage is left to run: -h's help goes to stdout, a bad flag gets a
+	// hint on stderr after the flag package's message.
+	fs.Usage = func() {}
+	if len(args) > 0 && args[0] == "help" {
+		usage(stdout, fs)
+		return exitOK
+	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			// -h and --help: the help was asked for, on stdout.
+			usage(stdout, fs)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "imapguard -h lists the commands and flags")
+		return exitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "imapguard: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		fmt.Fprintf(stderr, "imapguard: unexpected argument %q (imapguard -h lists the commands)\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *showVersion {
+		writeVersion(stdout)
+		return exitOK
 	}
 	cfg, err := load(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
-		return 1
+		return exitUsage
 	}
 	if *check {
+		if err := checkFiles(cfg, configName(*path)); err != nil {
+			fmt.Fprintf(stderr, "imapguard: %v\n", err)
+			return exitUsage
+		}
 		if err := cfg.WriteSettings(stdout); err != nil {
 			fmt.Fprintf(stderr, "imapguard: %v\n", err)
-			return 1
+			return exitFailure
 		}
-		return 0
+		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
+	if *path == "" {
+		log.Info("no -config: serving the embedded demo configuration (config/demo.toml) on loopback; give a file with imapguard -config FILE")
+	}
 	if addr := os.Getenv("IMAPGUARD_PPROF"); addr != "" {
 		// Profiling for the performance work (test/bench/README.md): Go's
 		// net/http/pprof on addr, which should be a loopback address.
@@ -100,9 +132,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := serve(cfg, *path, stdout, log); err != nil {
 		log.Error("imapguard stopped", "err", err)
-		return 1
+		return exitFailure
 	}
-	return 0
+	return exitOK
 }
 
 func load(path string) (*config.Config, error) {
@@ -379,8 +411,13 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			srv.Shutdown(ctx)
 			return fmt.Errorf("admin.listen: %w", err)
 		}
+		token, err := cfg.Admin.ReadToken()
+		if err != nil {
+			srv.Shutdown(ctx)
+			return err
+		}
 		api := admin.New(admin.Options{
-			Token:     cfg.Admin.Token,
+			Token:     token,
 			Sessions:  srv,
 			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
@@ -399,7 +436,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return fmt.Errorf("admin.listen: %w", err)
 		case <-api.Started():
 		}
-		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
+		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", token != "")
 	}
 
 	for {
