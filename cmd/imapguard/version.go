@@ -15,19 +15,28 @@ import (
 // build information, "devel" for a build from a checkout.
 var version string
 
+// revision, when set at link time (-X main.revision=COMMIT, as the
+// Makefile does), is the commit buildInfo reports, instead of the one Go
+// stamps (vcs.revision), which is missing when GOFLAGS has
+// -buildvcs=false or Go cannot read the checkout.
+var revision string
+
 // buildInfo returns the version of this binary, the VCS revision it was
 // built from ("unknown" when not stamped; with "-dirty" appended when the
 // tree had uncommitted changes) and the Go version that built it. It is
 // the one source of what -version prints, and of anything else that
 // reports the build (the build-info metric, telemetry's service.version).
-func buildInfo() (ver, revision, goVersion string) {
-	ver, revision, goVersion = version, "unknown", "unknown"
+func buildInfo() (ver, rev, goVersion string) {
+	ver, rev, goVersion = version, "unknown", "unknown"
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		if ver == "" {
 			ver = "devel"
 		}
-		return ver, revision, goVersion
+		if revision != "" {
+			rev = revision
+		}
+		return ver, rev, goVersion
 	}
 	goVersion = bi.GoVersion
 	if ver == "" {
@@ -40,15 +49,18 @@ func buildInfo() (ver, revision, goVersion string) {
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			revision = s.Value
+			rev = s.Value
 		case "vcs.modified":
 			modified = s.Value == "true"
 		}
 	}
-	if modified && revision != "unknown" {
-		revision += "-dirty"
+	if modified && rev != "unknown" {
+		rev += "-dirty"
 	}
-	return ver, revision, goVersion
+	if revision != "" {
+		rev = revision
+	}
+	return ver, rev, goVersion
 }
 
 // writeVersion prints buildInfo as -version and the version subcommand
