@@ -780,7 +780,10 @@ var secretKeys = map[string]bool{
 // settings returns every key with the value of its field or, with
 // effective, its effective value. Secrets are Redacted either way, so
 // that no path prints them.
-func (c *Config) settings(effective bool) []Setting {
+func (c *Config) settings(effective bool) []Setting { return c.settingValues(effective, true) }
+
+// settingValues is settings, with the secrets' values when not redact.
+func (c *Config) settingValues(effective, redact bool) []Setting {
 	v := reflect.ValueOf(c).Elem()
 	out := make([]Setting, 0, len(schema.leaves))
 	arrays := schema.arrays
@@ -793,13 +796,58 @@ func (c *Config) settings(effective bool) []Setting {
 		if f := effectiveValues[l.key]; effective && f != nil {
 			value = f(c)
 		}
-		if secretKeys[l.key] && value != "" {
+		if redact && secretKeys[l.key] && value != "" {
 			value = Redacted
 		}
 		out = append(out, Setting{Name: l.key, Value: value})
 	}
 	for i := range arrays {
 		out = appendEntries(out, &arrays[i], v)
+	}
+	return out
+}
+
+// ChangedKeys returns the names of the keys whose values differ between
+// old and new, in the order of Settings. The entries of an array of
+// tables are named by the array ("limits.override"), once. A secret is
+// compared by its value but, like every key, only named: the result can
+// be logged.
+func ChangedKeys(old, new *Config) []string {
+	values := func(c *Config) map[string]string {
+		m := map[string]string{}
+		for _, s := range c.settingValues(false, false) {
+			m[s.Name] += s.Value + "\x00"
+		}
+		return m
+	}
+	a, b := values(old), values(new)
+	changed := map[string]bool{}
+	for _, m := range []map[string]string{a, b} {
+		for k := range m {
+			if a[k] != b[k] { // an entry only one has: "" and "value\x00"
+				name, _, _ := strings.Cut(k, "[")
+				changed[name] = true
+			}
+		}
+	}
+	// In the order of Settings: each array where its entries go.
+	var out []string
+	arrays := schema.arrays
+	for j, l := range schema.leaves {
+		for len(arrays) > 0 && arrays[0].after == j {
+			if changed[arrays[0].key] {
+				out = append(out, arrays[0].key)
+			}
+			arrays = arrays[1:]
+		}
+		if changed[l.key] {
+			out = append(out, l.key)
+		}
+	}
+	for _, a := range arrays {
+		if changed[a.key] {
+			out = append(out, a.key)
+		}
 	}
 	return out
 }

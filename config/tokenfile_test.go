@@ -46,3 +46,29 @@ func TestReadToken(t *testing.T) {
 		t.Errorf("inline token: got %q, %v", got, err)
 	}
 }
+
+// TestChangedKeys names the keys that differ, an array of tables once by
+// its name, and a secret without its value.
+func TestChangedKeys(t *testing.T) {
+	parse := func(doc string) *Config {
+		t.Helper()
+		c, err := Parse("x.toml", []byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := parse("[limits]\nmax_connections = 10\n[admin]\ntoken = \"0123456789abcdef0123\"\n")
+	b := parse("[limits]\nmax_connections = 10\nidle_timeout = \"1h\"\n[[limits.override]]\nusers = [\"a\"]\nmax_connections_per_user = 3\n" +
+		"[[limits.override]]\nusers = [\"b\"]\nmax_connections_per_user = 4\n[log]\nlevel = \"debug\"\n[admin]\ntoken = \"0123456789abcdef0124\"\n")
+	got := strings.Join(ChangedKeys(a, b), ", ")
+	if want := "limits.idle_timeout, limits.override, log.level, admin.token"; got != want {
+		t.Errorf("got %q; want %q", got, want)
+	}
+	if got := ChangedKeys(b, b); len(got) != 0 {
+		t.Errorf("the same configuration: got %q; want none", got)
+	}
+	if got := strings.Join(ChangedKeys(b, a), ", "); got != "limits.idle_timeout, limits.override, log.level, admin.token" {
+		t.Errorf("back: got %q", got)
+	}
+}

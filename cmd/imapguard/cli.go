@@ -48,6 +48,7 @@ var adminUsage = map[string]string{
 	"who":      "imapguard who [-user USER] [-address ADDRESS] [flags]\n\nLists the live connections of a running imapguard.",
 	"kick":     "imapguard kick [-address ADDRESS] [-reason TEXT] [flags] [USER]\n\nCloses the connections of USER (case-insensitive), from ADDRESS (an IP\naddress, a prefix such as 192.0.2.0/24, or host:port), or both; each\nclient is told \"* BYE [UNAVAILABLE] TEXT\".",
 	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
+	"reload": "imapguard reload [flags]\n\nMakes a running imapguard re-read its configuration file, as SIGHUP does, and\nprints the keys whose change it applied and those that need a restart; for a\nbad file, prints its problems and exits 1, and nothing changes.",
 	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
 }
@@ -128,6 +129,8 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		err = c.kick(stdout, admin.KickRequest{User: user, Address: address, Reason: reason}, af.json)
 	case "settings":
 		err = c.settings(stdout, af.json)
+	case "reload":
+		err = c.reload(stdout, af.json)
 	case "penalties":
 		if clear {
 			err = c.clearPenalties(stdout, admin.ClearRequest{All: all, User: user, Address: address}, af.json)
@@ -324,7 +327,11 @@ func (c *adminClient) call(method, path string, body any) ([]byte, error) {
 	case resp.StatusCode/100 != 2:
 		var e admin.ErrorBody
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, errors.New(printable(e.Error))
+			msg := printable(e.Error)
+			for _, p := range e.Problems {
+				msg += "\n  " + printable(p)
+			}
+			return nil, errors.New(msg)
 		}
 		return nil, fmt.Errorf("admin API at %s: %s", c.base, printable(resp.Status))
 	}
@@ -464,6 +471,36 @@ func (c *adminClient) settings(w io.Writer, raw bool) error {
 		settings[i] = config.Setting{Name: printable(s.Name), Value: printable(s.Value)}
 	}
 	return config.WriteSettingList(w, settings)
+}
+
+// reload asks for a reload (POST /reload) and prints what changed.
+func (c *adminClient) reload(w io.Writer, raw bool) error {
+	var res admin.ReloadResult
+	if err := c.get(w, http.MethodPost, "/reload", struct{}{}, &res, raw); err != nil || raw {
+		return err
+	}
+	if res.File == "" {
+		_, err := fmt.Fprintln(w, "running on the embedded demo configuration: nothing to re-read")
+		return err
+	}
+	list := func(keys []string) string {
+		if len(keys) == 0 {
+			return "none"
+		}
+		out := make([]string, len(keys))
+		for i, k := range keys {
+			out[i] = printable(k)
+		}
+		return strings.Join(out, ", ")
+	}
+	if _, err := fmt.Fprintf(w, "reloaded %s\nchanged: %s\n", printable(res.File), list(res.Changed)); err != nil {
+		return err
+	}
+	if len(res.RestartNeeded) > 0 {
+		_, err := fmt.Fprintf(w, "changed, but take effect only after a restart: %s\n", list(res.RestartNeeded))
+		return err
+	}
+	return nil
 }
 
 // writeSessions writes a table of sessions, with a header even when

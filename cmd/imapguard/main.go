@@ -36,7 +36,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"reflect"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,7 +61,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties":
+		case "who", "kick", "settings", "penalties", "reload":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
@@ -142,23 +143,6 @@ func load(path string) (*config.Config, error) {
 		return config.Parse("(embedded demo configuration)", config.DemoTOML)
 	}
 	return config.Load(path)
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // limitOptions and proxyOptions map the configuration onto each package's
@@ -352,6 +336,15 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	}
 	var live atomic.Pointer[config.Config] // what /settings shows, after reloads
 	live.Store(cfg)
+	// What a reload changes beside the proxy; POST /reload's requests
+	// come to the loop below, one at a time with SIGHUP's.
+	st := &reloadState{logs: logSwitchOf(log)}
+	if st.token, err = cfg.Admin.ReadToken(); err != nil {
+		srv.Shutdown(ctx)
+		return err
+	}
+	reloads, stopped := make(chan chan reloadReply), make(chan struct{})
+	defer close(stopped)
 
 	served := make(chan error, 2)
 	listeners := 0
@@ -411,13 +404,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			srv.Shutdown(ctx)
 			return fmt.Errorf("admin.listen: %w", err)
 		}
-		token, err := cfg.Admin.ReadToken()
-		if err != nil {
-			srv.Shutdown(ctx)
-			return err
-		}
 		api := admin.New(admin.Options{
-			Token:     token,
+			Token:     st.token,
+			Reload:    st.request(reloads, stopped),
 			Sessions:  srv,
 			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
@@ -436,11 +425,18 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return fmt.Errorf("admin.listen: %w", err)
 		case <-api.Started():
 		}
-		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", token != "")
+		st.api = api
+		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", st.token != "")
 	}
 
 	for {
 		select {
+		case req := <-reloads:
+			var res admin.ReloadResult
+			var err error
+			cfg, res, err = reload(cfg, path, limiter, srv, certs, serverTLS, log, st, "admin API")
+			live.Store(cfg)
+			req <- reloadReply{res, err}
 		case err := <-served:
 			if errors.Is(err, proxy.ErrServerClosed) {
 				return nil
@@ -449,7 +445,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
+				cfg, _, _ = reload(cfg, path, limiter, srv, certs, serverTLS, log, st, "SIGHUP")
 				live.Store(cfg)
 				continue
 			}
@@ -474,50 +470,49 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 
 // reload re-reads the configuration file and applies what can change
 // without a restart: every limit and timeout, the upstream and its TLS,
-// and the certificate files (tls.mode = "files"). A bad file changes
-// nothing.
-func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, certs *imaptls.Manager, serverTLS *tls.Config, log *slog.Logger) *config.Config {
+// the certificate files (tls.mode = "files"), [log], and the admin
+// token (admin.token, or admin.token_file read again). It writes one
+// INFO line naming the changed keys and, when some changed keys need a
+// restart, one WARN line naming those; it returns the configuration in
+// force. A bad file changes nothing: the error, an *admin.ReloadError,
+// has its problems, and is logged. source says who asked ("SIGHUP",
+// "admin API"); st, when not nil, holds the logger and the admin API to
+// update and the token in force.
+func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, certs *imaptls.Manager, serverTLS *tls.Config,
+	log *slog.Logger, st *reloadState, source string) (*config.Config, admin.ReloadResult, error) {
 	if certs != nil {
 		if err := certs.Reload(); err != nil {
-			log.Error("SIGHUP: certificate not reloaded; keeping the old one", "err", err)
+			log.Error("reload: certificate not reloaded; keeping the old one", "source", source, "err", err)
 		}
 	}
 	if path == "" {
-		log.Info("SIGHUP: running on the embedded configuration; nothing else to reload")
-		return old
+		log.Info("reload: running on the embedded configuration; nothing else to reload", "source", source)
+		return old, admin.ReloadResult{Changed: []string{}, RestartNeeded: []string{}}, nil
+	}
+	fail := func(err error) (*config.Config, admin.ReloadResult, error) {
+		log.Error("reload: configuration not reloaded; nothing changed", "source", source, "file", path, "err", err)
+		return old, admin.ReloadResult{}, &admin.ReloadError{Problems: strings.Split(err.Error(), "\n")}
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		log.Error("SIGHUP: configuration not reloaded", "err", err)
-		return old
+		return fail(err)
 	}
-	// Telemetry's exporters and the side listeners are set up once;
-	// record_user is a proxy option and applies at once.
-	tel := cfg.Telemetry
-	tel.RecordUser = old.Telemetry.RecordUser
-	// trusted_proxies applies to new connections at once, unless
-	// proxy_protocol changed (which needs a restart): a new list for
-	// the proxy_protocol in force.
-	listen, trusted := cfg.Listen, cfg.Listen.TrustedProxies
-	reloadTrusted := listen.ProxyProtocol == old.Listen.ProxyProtocol
-	if reloadTrusted {
-		listen.TrustedProxies = old.Listen.TrustedProxies
+	token, err := cfg.Admin.ReadToken()
+	if err != nil {
+		return fail(err)
 	}
-	if !reflect.DeepEqual(listen, old.Listen) || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
-		tel != old.Telemetry || cfg.Admin != old.Admin {
-		log.Warn("SIGHUP: [listen] (but trusted_proxies), [log], [tls], [telemetry] (but record_user) and [admin] changes take effect only after a restart (certificate files are re-read)")
-		cfg.Listen, cfg.Log, cfg.TLS, cfg.Admin = old.Listen, old.Log, old.TLS, old.Admin
-		record := cfg.Telemetry.RecordUser
-		cfg.Telemetry = old.Telemetry
-		cfg.Telemetry.RecordUser = record
-		if reloadTrusted {
-			cfg.Listen.TrustedProxies = trusted
-		}
+	changed := config.ChangedKeys(old, cfg)
+	if st != nil && token != st.token && !slices.Contains(changed, "admin.token") && !slices.Contains(changed, "admin.token_file") {
+		changed = append(changed, "admin.token_file") // the same file, a new token in it
+	}
+	applied, restart := splitRestart(old, changed)
+	keepRestartKeys(old, cfg)
+	if st != nil && st.api != nil && token == "" && !config.IsLoopbackListen(old.Admin.Listen) {
+		return fail(fmt.Errorf("admin.token: the admin API listens on %s, not a loopback address, so it keeps a token until a restart", old.Admin.Listen))
 	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {
-		log.Error("SIGHUP: configuration not reloaded", "err", err)
-		return old
+		return fail(err)
 	}
 	limiter.SetOptions(limitOptions(cfg))
 	if t := srv.AuthTracker(); t != nil {
@@ -526,9 +521,20 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		t.SetOptions(authOptions(cfg))
 	}
 	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
-	for _, s := range cfg.Settings() {
-		log.Info("setting", "name", s.Name, "value", s.Value)
+	if st != nil {
+		if st.api != nil {
+			st.api.SetToken(token)
+		}
+		st.token = token
 	}
-	log.Info("SIGHUP: configuration reloaded", "file", path)
-	return cfg
+	log.Info("configuration reloaded", "source", source, "file", path, "changed", keyList(applied))
+	if len(restart) > 0 {
+		log.Warn("reload: these changed keys take effect only after a restart", "source", source, "keys", keyList(restart))
+	}
+	// Last, so that the lines above are in the format and at the level
+	// the reload started with.
+	if st != nil && st.logs != nil {
+		st.logs.Set(cfg.Log)
+	}
+	return cfg, admin.ReloadResult{File: path, Changed: nonNil(applied), RestartNeeded: nonNil(restart)}, nil
 }

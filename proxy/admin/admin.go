@@ -8,6 +8,7 @@
 //	POST /sessions/kick  close the connections matching user and/or address
 //	GET  /penalties      the brute-force defence's failed logins and blocks
 //	POST /penalties/clear  forget them: all, or an address and/or a user
+//	POST /reload         re-read the configuration file, as SIGHUP does
 //	GET  /metrics        Options.Metrics (Prometheus), when set
 //
 // Every endpoint but /healthz and /readyz requires "Authorization: Bearer
@@ -35,6 +36,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imapguard/imapguard/proxy"
@@ -84,6 +86,10 @@ type Options struct {
 	// Listeners is how many listeners /readyz expects the proxy to have;
 	// it is never ready with none.
 	Listeners int
+	// Reload re-reads the configuration and applies it, for POST
+	// /reload; nil: that endpoint answers 404. See ReloadResult and
+	// ReloadError.
+	Reload func(context.Context) (ReloadResult, error)
 	// Logger receives kicks, refused tokens and HTTP server errors; nil
 	// discards them.
 	Logger *slog.Logger
@@ -97,7 +103,7 @@ var ErrPublicWithoutToken = errors.New("admin: refusing to serve on a non-loopba
 type Server struct {
 	opts   Options
 	log    *slog.Logger
-	token  [sha256.Size]byte // of Options.Token, compared in constant time
+	token  atomic.Pointer[tokenSum] // of Options.Token or SetToken's, compared in constant time
 	routes map[string]route
 	ready  *upstreamCheck
 	http   *http.Server
@@ -123,7 +129,8 @@ func New(o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: log, token: sha256.Sum256([]byte(o.Token)), now: time.Now, started: make(chan struct{})}
+	s := &Server{opts: o, log: log, now: time.Now, started: make(chan struct{})}
+	s.SetToken(o.Token)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ready = &upstreamCheck{check: o.Sessions.CheckUpstream, now: func() time.Time { return s.now() }, base: s.ctx, log: log}
 	s.routes = map[string]route{
@@ -135,6 +142,7 @@ func New(o Options) *Server {
 		"/penalties":       {http.MethodGet, false, s.penalties},
 		"/penalties/clear": {http.MethodPost, false, s.clearPenalties},
 		"/metrics":         {http.MethodGet, false, s.metrics},
+		"/reload":          {http.MethodPost, false, s.reload},
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
@@ -159,7 +167,7 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // addresses 0.0.0.0 and :: included, it closes ln and returns
 // ErrPublicWithoutToken.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.opts.Token == "" && !isLoopback(ln.Addr()) {
+	if !s.token.Load().set && !isLoopback(ln.Addr()) {
 		ln.Close()
 		return fmt.Errorf("%w (listening on %s)", ErrPublicWithoutToken, ln.Addr())
 	}
@@ -172,6 +180,21 @@ func (s *Server) Serve(ln net.Listener) error {
 // caller that starts Serve in a goroutine waits for either this or
 // Serve's error, to learn at once of ErrPublicWithoutToken.
 func (s *Server) Started() <-chan struct{} { return s.started }
+
+// tokenSum is the token in force: its SHA-256 sum, and whether there is
+// one.
+type tokenSum struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+// SetToken replaces the bearer token (a reload's new admin.token): the
+// next request is checked against it. "" requires none; the caller must
+// not remove the token of a server that listens on a non-loopback
+// address, which Serve would have refused.
+func (s *Server) SetToken(token string) {
+	s.token.Store(&tokenSum{sum: sha256.Sum256([]byte(token)), set: token != ""})
+}
 
 // Shutdown stops the listeners, waits for requests under way until ctx is
 // done, and abandons an upstream check under way.
