@@ -48,7 +48,7 @@ var adminUsage = map[string]string{
 	"who":      "imapguard who [-user USER] [-address ADDRESS] [flags]\n\nLists the live connections of a running imapguard.",
 	"kick":     "imapguard kick [-address ADDRESS] [-reason TEXT] [flags] [USER]\n\nCloses the connections of USER (case-insensitive), from ADDRESS (an IP\naddress, a prefix such as 192.0.2.0/24, or host:port), or both; each\nclient is told \"* BYE [UNAVAILABLE] TEXT\".",
 	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
-	"reload": "imapguard reload [flags]\n\nMakes a running imapguard re-read its configuration file, as SIGHUP does, and\nprints the keys whose change it applied and those that need a restart; for a\nbad file, prints its problems and exits 1, and nothing changes.",
+	"reload":   "imapguard reload [flags]\n\nMakes a running imapguard re-read its configuration file, as SIGHUP does, and\nprints the keys whose change it applied and those that need a restart; for a\nbad file, prints its problems and exits 1, and nothing changes.",
 	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
 }
