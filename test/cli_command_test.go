@@ -2,6 +2,8 @@ package test
 
 import (
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/imapguard/imapguard/test/proxytest"
 )
 
 // runBinary runs imapguard with args and returns its exit code, stdout
@@ -137,4 +142,124 @@ func TestCLICheckFiles(t *testing.T) {
 	if _, err := os.Stat("/etc/hostname/certmagic"); err == nil {
 		t.Errorf("-check created /etc/hostname/certmagic")
 	}
+}
+
+// TestCLIReloadMore runs imapguard with its admin token in a file and
+// reloads, by SIGHUP, by POST /reload and by imapguard reload: [log]
+// applies (debug lines appear after), each reload writes one line naming
+// the changed keys, a rotated token file replaces the token, and a bad
+// file changes nothing.
+func TestCLIReloadMore(t *testing.T) {
+	t.Parallel()
+	const first, second = "first-admin-token-0123456789", "second-admin-token-0123456789"
+	upAddr := startIMAPD(t)
+	tokenFile := writeFile(t, "admin-token", first+"\n")
+	cfg := func(level, extra string) string {
+		return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upAddr + "\"\n[limits]\nauth_failure_delay = \"10ms\"\n" + extra +
+			"[log]\nlevel = \"" + level + "\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"" + tokenFile + "\"\n"
+	}
+	path := writeFile(t, "imapguard.toml", cfg("info", ""))
+	p := startImapguard(t, path)
+	addr := p.waitLog(listeningRe)[1]
+	base := p.waitLog(adminRe)[1]
+	seen := &seenTexts{t: t, texts: map[string][]string{}}
+	failThenLogin := func() {
+		t.Helper()
+		c := proxytest.Dial(t, addr)
+		c.Greeting()
+		c.Cmd("a", "LOGIN demo wrong")
+		if _, st := c.Cmd("b", "LOGIN demo demo"); !strings.HasPrefix(st, "b OK") {
+			t.Fatalf("login: %q", st)
+		}
+		c.Logout("o")
+	}
+	failThenLogin()
+	if strings.Contains(p.output(), "delaying login") {
+		t.Fatalf("a debug line at level info:\n%s", p.output())
+	}
+
+	// SIGHUP: level debug.
+	writeTo(t, path, cfg("debug", ""))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(regexp.MustCompile(`level=INFO msg="configuration reloaded" source=SIGHUP file=\S+ changed=log.level$`))
+	failThenLogin()
+	p.waitLog(regexp.MustCompile(`level=DEBUG msg="delaying login"`))
+
+	// POST /reload after the token file was rotated: the request carries
+	// the token in force; the answer names the changed keys.
+	writeTo(t, tokenFile, second+"\n")
+	writeTo(t, path, cfg("debug", "max_connections = 50\n"))
+	code, body := httpPost(t, base+"/reload", first)
+	if code != http.StatusOK || string(body) != `{"file":"`+path+`","changed":["limits.max_connections","admin.token_file"],"restart_needed":[]}`+"\n" {
+		t.Errorf("POST /reload: got %d %s", code, body)
+	}
+	p.waitLog(regexp.MustCompile(`msg="configuration reloaded" source="admin API" file=\S+ changed="limits.max_connections, admin.token_file"$`))
+	if code, _ := httpDo(t, seen, http.MethodGet, base+"/settings", first); code != http.StatusUnauthorized {
+		t.Errorf("the old token after the rotation: got %d; want 401", code)
+	}
+	if code, _ := httpDo(t, seen, http.MethodGet, base+"/settings", second); code != http.StatusOK {
+		t.Errorf("the new token after the rotation: got %d; want 200", code)
+	}
+
+	// imapguard reload: a restart key, then a bad file.
+	writeTo(t, path, strings.Replace(cfg("debug", "max_connections = 50\n"), "127.0.0.1:0", "127.0.0.1:1", 1))
+	code2, out, errOut := runBinary(t, "reload", "-config", path, "-admin", base)
+	if code2 != 0 || out != "reloaded "+path+"\nchanged: none\nchanged, but take effect only after a restart: listen.imap\n" {
+		t.Errorf("imapguard reload: got exit %d, stdout %q, stderr %q", code2, out, errOut)
+	}
+	p.waitLog(regexp.MustCompile(`level=WARN msg="reload: these changed keys take effect only after a restart" source="admin API" keys=listen.imap$`))
+	writeTo(t, path, cfg("debug", "max_connections = 0\n"))
+	// With -config the command reads the file first and stops there;
+	// without, the running proxy finds the problem.
+	code2, out, errOut = runBinary(t, "reload", "-config", path, "-admin", base)
+	if code2 != 2 || out != "" || !strings.Contains(errOut, path+":7: limits.max_connections: 0 is out of range") {
+		t.Errorf("imapguard reload -config of a bad file: got exit %d, stdout %q, stderr %q; want 2 and the problem", code2, out, errOut)
+	}
+	code2, out, errOut = runBinary(t, "reload", "-admin", base, "-token", second)
+	if code2 != 1 || out != "" || !strings.Contains(errOut, "nothing changed\n  "+path+":7: limits.max_connections: 0 is out of range") {
+		t.Errorf("imapguard reload of a bad file: got exit %d, stdout %q, stderr %q; want 1 and the problem", code2, out, errOut)
+	}
+	if code, body := httpPost(t, base+"/reload", second); code != http.StatusUnprocessableEntity || !strings.Contains(string(body), `"problems":["`+path+`:7: limits.max_connections`) {
+		t.Errorf("POST /reload of a bad file: got %d %s; want 422 and the problem", code, body)
+	}
+	// Still serving, with the caps in force.
+	c := proxytest.Login(t, addr, "demo", "demo")
+	c.Logout("o")
+	if err := p.stop(); err != nil {
+		t.Errorf("imapguard after SIGTERM: %v", err)
+	}
+	seen.add("imapguard stderr", []byte(p.output()))
+	seen.checkSecrets(first, second)
+	if n := strings.Count(p.output(), `msg=setting `); n > 0 {
+		t.Errorf("%d lines per setting in the log", n)
+	}
+}
+
+func writeTo(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// httpPost sends POST {} with the JSON type and the token.
+func httpPost(t *testing.T, url, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
