@@ -472,8 +472,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 // without a restart: every limit and timeout, the upstream and its TLS,
 // the certificate files (tls.mode = "files"), [log], and the admin
 // token (admin.token, or admin.token_file read again). It writes one
-// INFO line naming the changed keys and, when some changed keys need a
-// restart, one WARN line naming those; it returns the configuration in
+// INFO line naming the changed keys, "configuration reloaded", after,
+// when some changed keys need a restart, one WARN line naming those; it
+// returns the configuration in
 // force. A bad file changes nothing: the error, an *admin.ReloadError,
 // has its problems, and is logged. source says who asked ("SIGHUP",
 // "admin API"); st, when not nil, holds the logger and the admin API to
@@ -527,10 +528,11 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		}
 		st.token = token
 	}
-	log.Info("configuration reloaded", "source", source, "file", path, "changed", keyList(applied))
+	// The WARN first: "configuration reloaded" is the reload's last line.
 	if len(restart) > 0 {
 		log.Warn("reload: these changed keys take effect only after a restart", "source", source, "keys", keyList(restart))
 	}
+	log.Info("configuration reloaded", "source", source, "file", path, "changed", keyList(applied))
 	// Last, so that the lines above are in the format and at the level
 	// the reload started with.
 	if st != nil && st.logs != nil {
