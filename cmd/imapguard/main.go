@@ -1,25 +1,31 @@
 // Command imapguard is an IMAP-aware reverse proxy with Exchange-style
 // connection limits. config/README.md is the reference of its
-// configuration file.
+// configuration file, cmd/imapguard/README.md that of the command.
 //
 //	imapguard [-config FILE] [-check]
+//	imapguard -version | version
+//	imapguard -h | --help | help
 //	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
+//	imapguard reload [-config FILE | -admin URL] [-token TOKEN] [-json]
 //
-// who, kick, settings and penalties talk to the admin API (admin.listen)
-// of a running imapguard: they list its connections, close some, print
-// its effective settings, and list or clear the failed logins its
-// brute-force defence tracks. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
-// or admin.token, in that order.
+// who, kick, settings, penalties and reload talk to the admin API
+// (admin.listen) of a running imapguard: they list its connections, close
+// some, print its effective settings, list or clear the failed logins
+// its brute-force defence tracks, and make it re-read its configuration.
+// The token comes from -token, $IMAPGUARD_ADMIN_TOKEN or admin.token
+// (admin.token_file), in that order.
 //
 // Without -config it runs with the embedded demo configuration
-// (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
-// -check it validates the configuration, prints the effective settings one
-// "name : value" per line, and exits. SIGHUP re-reads the file and applies
-// new limits and timeouts without a restart; SIGINT and SIGTERM shut down
-// gracefully.
+// (config/demo.toml: loopback, the bundled upstream, self-signed TLS), and
+// says so. With -check it validates the configuration and loads the files
+// it names (checkFiles), prints the effective settings one "name : value"
+// per line, and exits. SIGHUP (and POST /reload) re-reads the file and
+// applies new limits, timeouts, [log] and the admin token without a
+// restart; SIGINT and SIGTERM shut down gracefully. Exit codes: 0 done,
+// 1 a failure at run time, 2 bad arguments or configuration.
 package main
 
 import (

@@ -16,8 +16,8 @@
 // not on a loopback address without one. Without a token, what keeps web
 // pages the operator visits away from the API is checked per request
 // instead (see localOnly): a Host that is not loopback or localhost, and
-// an Origin that is not, are refused, and the one endpoint that changes
-// anything, the kick, takes only a JSON body, which a cross-origin page
+// an Origin that is not, are refused, and the endpoints that change
+// anything (the POSTs) take only a JSON body, which a cross-origin page
 // cannot send without a CORS preflight that this API never grants. Errors
 // are {"error": "..."} with a 4xx or 5xx status. The bodies are the types
 // in wire.go.
