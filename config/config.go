@@ -564,8 +564,8 @@ func (o Override) problems() []string {
 // Log is what the proxy logs and how. Logs go to standard error: a line
 // when a session logs in, one for each refusal, and a summary when a
 // connection ends (client address, user, duration, bytes each way,
-// outcome). Passwords and message contents are never logged. Changes
-// take effect after a restart.
+// outcome). Passwords and message contents are never logged. A reload
+// (SIGHUP) applies changes, from the line after the reload's own.
 type Log struct {
 	// Level is the least severe level of log messages that are written,
 	// from most to least verbose: "debug", "info", "warn" or "error".
