@@ -118,6 +118,7 @@ func TestCLICheckFiles(t *testing.T) {
 		{"missing token file", "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"/nonexistent-token\"\n", `admin\.token_file: open /nonexistent-token: no such file`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			path := writeFile(t, "imapguard.toml", tt.file)
 			code, out, errOut := runBinary(t, "-config", path, "-check")
 			if tt.want == "" {
@@ -129,6 +130,13 @@ func TestCLICheckFiles(t *testing.T) {
 			re := regexp.MustCompile(`(?m)^(imapguard: )?` + regexp.QuoteMeta(path) + `: ` + tt.want)
 			if code != 2 || out != "" || !re.MatchString(errOut) {
 				t.Errorf("got exit %d, stdout %q, stderr %q; want exit 2 and %s", code, out, errOut, re)
+			}
+			// A start fails alike, before it listens.
+			p := startImapguard(t, path)
+			if err := p.wait(); err == nil || !re.MatchString(p.output()) {
+				t.Errorf("start: got %v, stderr %q; want exit 2 and %s", err, p.output(), re)
+			} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+				t.Errorf("start: got %v; want exit status 2", err)
 			}
 		})
 	}

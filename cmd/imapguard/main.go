@@ -112,11 +112,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
 		return exitUsage
 	}
+	// The same checks at start as with -check: a file that passes
+	// -check starts, and one that does not fails alike, exit 2.
+	if err := checkFiles(cfg, configName(*path)); err != nil {
+		fmt.Fprintf(stderr, "imapguard: %v\n", err)
+		return exitUsage
+	}
 	if *check {
-		if err := checkFiles(cfg, configName(*path)); err != nil {
-			fmt.Fprintf(stderr, "imapguard: %v\n", err)
-			return exitUsage
-		}
 		if err := cfg.WriteSettings(stdout); err != nil {
 			fmt.Fprintf(stderr, "imapguard: %v\n", err)
 			return exitFailure
