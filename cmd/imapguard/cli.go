@@ -59,10 +59,15 @@ var adminUsage = map[string]string{
 func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s\n\nFlags:\n", adminUsage[name])
+	printUsage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: %s\n\nFlags:\n", adminUsage[name])
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 	}
+	// Left to the calls below: help asked for goes to stdout, the usage
+	// after a bad flag to stderr.
+	fs.Usage = func() {}
 	var af adminFlags
 	af.register(fs)
 	var user, address, reason string
@@ -82,13 +87,18 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&reason, "reason", "", "`TEXT` sent to the clients after \"* BYE [UNAVAILABLE] \" (default: Session closed by the administrator)")
 	}
 	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return exitOK
+	}
 	if err != nil {
-		return 2
+		printUsage(stderr)
+		return exitUsage
 	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "imapguard %s: %s\n", name, fmt.Sprintf(format, a...))
-		fs.Usage()
-		return 2
+		printUsage(stderr)
+		return exitUsage
 	}
 	if af.timeout <= 0 {
 		return usage("-timeout must be positive")
@@ -147,11 +157,14 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 
 // parseArgs parses flags and positional arguments in any order, so that
 // "kick alice -reason TEXT" works as "kick -reason TEXT alice" does.
-// Everything after "--" is positional.
+// Everything after "--" is positional. -h and -help return flag.ErrHelp.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
 			return nil, errUsage
 		}
 		rest := fs.Args()
