@@ -352,7 +352,6 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		return err
 	}
 	reloads, stopped := make(chan chan reloadReply), make(chan struct{})
-	defer close(stopped)
 
 	served := make(chan error, 2)
 	listeners := 0
@@ -389,6 +388,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			stop(sctx)
 		}
 	}()
+	// Before the admin API's shutdown above (deferred calls run last
+	// first), so that a POST /reload waiting for the loop ends at once.
+	defer close(stopped)
 	if addr := cfg.Telemetry.MetricsListen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
