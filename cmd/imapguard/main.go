@@ -516,7 +516,7 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 	if st != nil && token != st.token && !slices.Contains(changed, "admin.token") && !slices.Contains(changed, "admin.token_file") {
 		changed = append(changed, "admin.token_file") // the same file, a new token in it
 	}
-	applied, restart := splitRestart(old, changed)
+	applied, restart := splitRestart(changed)
 	keepRestartKeys(old, cfg)
 	if st != nil && st.api != nil && token == "" && !config.IsLoopbackListen(old.Admin.Listen) {
 		return fail(fmt.Errorf("admin.token: the admin API listens on %s, not a loopback address, so it keeps a token until a restart", old.Admin.Listen))

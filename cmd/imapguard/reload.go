@@ -74,7 +74,7 @@ func needsRestart(key string, protocolChanged bool) bool {
 
 // splitRestart splits changed keys into those a reload applies and those
 // that need a restart.
-func splitRestart(old *config.Config, changed []string) (applied, restart []string) {
+func splitRestart(changed []string) (applied, restart []string) {
 	protocolChanged := false
 	for _, k := range changed {
 		protocolChanged = protocolChanged || k == "listen.proxy_protocol"
