@@ -18,8 +18,14 @@ all: build
 
 # -buildvcs=auto stamps the git revision (service.version in telemetry)
 # even where GOFLAGS turns it off; outside a git checkout it does nothing.
+# VERSION (git describe, when git and a checkout are there) is what
+# imapguard -version prints; without it, the module version or "devel".
+# REVISION is the commit, for where Go's own VCS stamping is off or
+# cannot read the checkout (a git worktree, a tarball with .git).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
 build:
-	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
+	$(GO) build -buildvcs=auto -ldflags "$(if $(VERSION),-X main.version=$(VERSION)) $(if $(REVISION),-X main.revision=$(REVISION))" -o $(BIN)/ ./cmd/imapguard ./cmd/imapd ./cmd/imapload
 
 # The binary, the systemd unit and an example /etc/imapguard/imapguard.toml
 # (cmd/imapguard/systemd/README.md), under DESTDIR when set (for staging a

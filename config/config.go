@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -597,8 +598,8 @@ type Shutdown struct {
 // Log is what the proxy logs and how. Logs go to standard error: a line
 // when a session logs in, one for each refusal, and a summary when a
 // connection ends (client address, user, duration, bytes each way,
-// outcome). Passwords and message contents are never logged. Changes
-// take effect after a restart.
+// outcome). Passwords and message contents are never logged. A reload
+// (SIGHUP) applies changes, from the line after the reload's own.
 type Log struct {
 	// Level is the least severe level of log messages that are written,
 	// from most to least verbose: "debug", "info", "warn" or "error".
@@ -672,8 +673,9 @@ type Telemetry struct {
 
 // Admin is the HTTP admin API, which answers in JSON on /healthz,
 // /readyz, /settings, /sessions, /sessions/kick and /metrics, and which
-// `imapguard who`, `imapguard kick` and `imapguard settings` talk to. Its
-// keys take effect at start.
+// `imapguard who`, `imapguard kick` and `imapguard settings` talk to.
+// listen takes effect at start; a reload (SIGHUP, POST /reload, imapguard
+// reload) applies token and token_file.
 type Admin struct {
 	// Listen is the address the admin API listens on, as host:port
 	// written like listen.imap. A host other than a loopback address
@@ -689,6 +691,39 @@ type Admin struct {
 	// "openssl rand -hex 32". It is a secret: -check and /settings show
 	// it as "(redacted)", and messages about it do not quote it.
 	Token string `toml:"token" means:"no token"`
+
+	// TokenFile is a file holding the admin token, instead of token: the
+	// whole file, a trailing newline removed, with the same rules as
+	// token. It is how systemd credentials (LoadCredential=, then
+	// "$CREDENTIALS_DIRECTORY/admin-token"), Kubernetes secrets and
+	// Docker secrets provide a secret, and it keeps the token out of a
+	// file that may be shared or versioned. It is read by -check, at
+	// start and again on each reload, so replacing the file and sending
+	// SIGHUP rotates the token. Setting both token and token_file is an
+	// error. Example: token_file = "/etc/imapguard/admin-token".
+	TokenFile string `toml:"token_file" means:"no token file: admin.token, if any"`
+}
+
+// ReadToken returns the admin token: Token, or the contents of TokenFile
+// with one trailing newline ("\n" or "\r\n") removed. An error names
+// admin.token_file and the file, never the token.
+func (a Admin) ReadToken() (string, error) {
+	if a.TokenFile == "" {
+		return a.Token, nil
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", a.TokenFile)
+	}
+	r := rules["admin.token"]
+	if msg := r.check(s); msg != "" {
+		return "", fmt.Errorf("admin.token_file: the token in %s: %s (valid %s)", a.TokenFile, msg, r.valid())
+	}
+	return s, nil
 }
 
 // Default returns a Config with every key set to its default. It is the one
@@ -783,7 +818,10 @@ var secretKeys = map[string]bool{
 // settings returns every key with the value of its field or, with
 // effective, its effective value. Secrets are Redacted either way, so
 // that no path prints them.
-func (c *Config) settings(effective bool) []Setting {
+func (c *Config) settings(effective bool) []Setting { return c.settingValues(effective, true) }
+
+// settingValues is settings, with the secrets' values when not redact.
+func (c *Config) settingValues(effective, redact bool) []Setting {
 	v := reflect.ValueOf(c).Elem()
 	out := make([]Setting, 0, len(schema.leaves))
 	arrays := schema.arrays
@@ -796,13 +834,58 @@ func (c *Config) settings(effective bool) []Setting {
 		if f := effectiveValues[l.key]; effective && f != nil {
 			value = f(c)
 		}
-		if secretKeys[l.key] && value != "" {
+		if redact && secretKeys[l.key] && value != "" {
 			value = Redacted
 		}
 		out = append(out, Setting{Name: l.key, Value: value})
 	}
 	for i := range arrays {
 		out = appendEntries(out, &arrays[i], v)
+	}
+	return out
+}
+
+// ChangedKeys returns the names of the keys whose values differ between
+// old and new, in the order of Settings. The entries of an array of
+// tables are named by the array ("limits.override"), once. A secret is
+// compared by its value but, like every key, only named: the result can
+// be logged.
+func ChangedKeys(old, new *Config) []string {
+	values := func(c *Config) map[string]string {
+		m := map[string]string{}
+		for _, s := range c.settingValues(false, false) {
+			m[s.Name] += s.Value + "\x00"
+		}
+		return m
+	}
+	a, b := values(old), values(new)
+	changed := map[string]bool{}
+	for _, m := range []map[string]string{a, b} {
+		for k := range m {
+			if a[k] != b[k] { // an entry only one has: "" and "value\x00"
+				name, _, _ := strings.Cut(k, "[")
+				changed[name] = true
+			}
+		}
+	}
+	// In the order of Settings: each array where its entries go.
+	var out []string
+	arrays := schema.arrays
+	for j, l := range schema.leaves {
+		for len(arrays) > 0 && arrays[0].after == j {
+			if changed[arrays[0].key] {
+				out = append(out, arrays[0].key)
+			}
+			arrays = arrays[1:]
+		}
+		if changed[l.key] {
+			out = append(out, l.key)
+		}
+	}
+	for _, a := range arrays {
+		if changed[a.key] {
+			out = append(out, a.key)
+		}
 	}
 	return out
 }

@@ -98,8 +98,11 @@ func relations(c *Config) []relation {
 		}
 	}
 
-	if a := &c.Admin; a.Listen != "" && a.Token == "" && !IsLoopbackListen(a.Listen) {
-		add("admin.listen", "listens on a non-loopback address, which needs admin.token", "admin.token")
+	if a := &c.Admin; a.Listen != "" && a.Token == "" && a.TokenFile == "" && !IsLoopbackListen(a.Listen) {
+		add("admin.listen", "listens on a non-loopback address, which needs admin.token or admin.token_file", "admin.token", "admin.token_file")
+	}
+	if a := &c.Admin; a.Token != "" && a.TokenFile != "" {
+		add("admin.token_file", "is set and so is admin.token; give the token one way, not both", "admin.token")
 	}
 	// Reported at the key the file changed: a short drain_timeout with
 	// the default spread is the timeout's problem.

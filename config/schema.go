@@ -99,6 +99,8 @@ var rules = map[string]rule{
 
 	"shutdown.drain_timeout":     durationRange{time.Second, time.Hour},
 	"shutdown.disconnect_spread": durationRange{0, time.Hour},
+
+	"admin.token_file": path{},
 }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second

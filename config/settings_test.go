@@ -74,6 +74,7 @@ telemetry.metrics_listen           :
 telemetry.record_user              : false
 admin.listen                       :
 admin.token                        :
+admin.token_file                   :
 shutdown.drain_timeout             : 30s
 shutdown.disconnect_spread         : 10s
 `

@@ -69,7 +69,7 @@ func TestAdminListenToken(t *testing.T) {
 			case tt.loopback && err != nil:
 				t.Errorf("without token: got %v; want no error", err)
 			case !tt.loopback:
-				want := "x.toml:1: admin.listen: listens on a non-loopback address, which needs admin.token"
+				want := "x.toml:1: admin.listen: listens on a non-loopback address, which needs admin.token or admin.token_file"
 				if err == nil || err.Error() != want {
 					t.Errorf("without token: got %v; want %s", err, want)
 				}
@@ -85,7 +85,7 @@ func TestAdminListenToken(t *testing.T) {
 			c = Default()
 			c.Admin.Listen = tt.listen
 			err = c.Validate()
-			if want := "admin.listen: listens on a non-loopback address, which needs admin.token"; tt.loopback && err != nil || !tt.loopback && (err == nil || err.Error() != want) {
+			if want := "admin.listen: listens on a non-loopback address, which needs admin.token or admin.token_file"; tt.loopback && err != nil || !tt.loopback && (err == nil || err.Error() != want) {
 				t.Errorf("Validate: got %v; want loopback %v", err, tt.loopback)
 			}
 		})

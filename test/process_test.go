@@ -132,7 +132,13 @@ type proxyProcess struct {
 // test already waited for the exit.
 func startImapguard(t *testing.T, path string) *proxyProcess {
 	t.Helper()
-	cmd := exec.Command(binary(t, "imapguard"), "-config", path)
+	return startImapguardArgs(t, "-config", path)
+}
+
+// startImapguardArgs is startImapguard with any arguments.
+func startImapguardArgs(t *testing.T, args ...string) *proxyProcess {
+	t.Helper()
+	cmd := exec.Command(binary(t, "imapguard"), args...)
 	cmd.Env = binaryEnv()
 	p := &proxyProcess{t: t, cmd: cmd, exited: make(chan struct{}), wake: make(chan struct{})}
 	cmd.Stdout = &p.stdout

@@ -48,20 +48,27 @@ var adminUsage = map[string]string{
 	"who":      "imapguard who [-user USER] [-address ADDRESS] [flags]\n\nLists the live connections of a running imapguard.",
 	"kick":     "imapguard kick [-address ADDRESS] [-reason TEXT] [flags] [USER]\n\nCloses the connections of USER (case-insensitive), from ADDRESS (an IP\naddress, a prefix such as 192.0.2.0/24, or host:port), or both; each\nclient is told \"* BYE [UNAVAILABLE] TEXT\".",
 	"settings": "imapguard settings [flags]\n\nPrints the effective settings of a running imapguard, secrets redacted.",
+	"reload":   "imapguard reload [flags]\n\nMakes a running imapguard re-read its configuration file, as SIGHUP does, and\nprints the keys whose change it applied and those that need a restart; for a\nbad file, prints its problems and exits 1, and nothing changes.",
 	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
 	"drain": drainUsage,
 }
 
 // runAdminCommand runs who, kick, settings or penalties and returns the exit code:
-// 0, 1 for a failure, 2 for bad arguments.
+// 0, 1 for a failure (the API's or an answer's), 2 for bad arguments or a
+// configuration that does not load.
 func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("imapguard "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s\n\nFlags:\n", adminUsage[name])
+	printUsage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: %s\n\nFlags:\n", adminUsage[name])
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 	}
+	// Left to the calls below: help asked for goes to stdout, the usage
+	// after a bad flag to stderr.
+	fs.Usage = func() {}
 	var af adminFlags
 	af.register(fs)
 	var user, address, reason string
@@ -83,13 +90,18 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&reason, "reason", "", "`TEXT` sent to the clients after \"* BYE [UNAVAILABLE] \" (default: Session closed by the administrator)")
 	}
 	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return exitOK
+	}
 	if err != nil {
-		return 2
+		printUsage(stderr)
+		return exitUsage
 	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "imapguard %s: %s\n", name, fmt.Sprintf(format, a...))
-		fs.Usage()
-		return 2
+		printUsage(stderr)
+		return exitUsage
 	}
 	if af.timeout <= 0 {
 		return usage("-timeout must be positive")
@@ -119,8 +131,9 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 
 	c, err := af.client()
 	if err != nil {
+		// The configuration or -admin is at fault.
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
-		return 1
+		return exitUsage
 	}
 	switch name {
 	case "who":
@@ -131,6 +144,8 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		err = c.settings(stdout, af.json)
 	case "drain":
 		err = c.drain(stdout, wait, af.json)
+	case "reload":
+		err = c.reload(stdout, af.json)
 	case "penalties":
 		if clear {
 			err = c.clearPenalties(stdout, admin.ClearRequest{All: all, User: user, Address: address}, af.json)
@@ -147,11 +162,14 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 
 // parseArgs parses flags and positional arguments in any order, so that
 // "kick alice -reason TEXT" works as "kick -reason TEXT alice" does.
-// Everything after "--" is positional.
+// Everything after "--" is positional. -h and -help return flag.ErrHelp.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
 			return nil, errUsage
 		}
 		rest := fs.Args()
@@ -194,7 +212,13 @@ func (f *adminFlags) endpoint() (base, token string, err error) {
 		if err != nil {
 			return "", "", err
 		}
-		cfgToken = cfg.Admin.Token
+		// A token file the operator cannot read matters only when
+		// neither -token nor the environment gives the token.
+		var tokenErr error
+		cfgToken, tokenErr = cfg.Admin.ReadToken()
+		if tokenErr != nil && f.token == "" && os.Getenv(tokenEnv) == "" {
+			return "", "", tokenErr
+		}
 		if f.url == "" {
 			if cfg.Admin.Listen == "" {
 				return "", "", fmt.Errorf("%s has no admin API (admin.listen is empty); give -admin URL", configName(f.config))
@@ -321,7 +345,11 @@ func (c *adminClient) call(method, path string, body any) ([]byte, error) {
 	case resp.StatusCode/100 != 2:
 		var e admin.ErrorBody
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, errors.New(printable(e.Error))
+			msg := printable(e.Error)
+			for _, p := range e.Problems {
+				msg += "\n  " + printable(p)
+			}
+			return nil, errors.New(msg)
 		}
 		return nil, fmt.Errorf("admin API at %s: %s", c.base, printable(resp.Status))
 	}
@@ -461,6 +489,36 @@ func (c *adminClient) settings(w io.Writer, raw bool) error {
 		settings[i] = config.Setting{Name: printable(s.Name), Value: printable(s.Value)}
 	}
 	return config.WriteSettingList(w, settings)
+}
+
+// reload asks for a reload (POST /reload) and prints what changed.
+func (c *adminClient) reload(w io.Writer, raw bool) error {
+	var res admin.ReloadResult
+	if err := c.get(w, http.MethodPost, "/reload", struct{}{}, &res, raw); err != nil || raw {
+		return err
+	}
+	if res.File == "" {
+		_, err := fmt.Fprintln(w, "running on the embedded demo configuration: nothing to re-read")
+		return err
+	}
+	list := func(keys []string) string {
+		if len(keys) == 0 {
+			return "none"
+		}
+		out := make([]string, len(keys))
+		for i, k := range keys {
+			out[i] = printable(k)
+		}
+		return strings.Join(out, ", ")
+	}
+	if _, err := fmt.Fprintf(w, "reloaded %s\nchanged: %s\n", printable(res.File), list(res.Changed)); err != nil {
+		return err
+	}
+	if len(res.RestartNeeded) > 0 {
+		_, err := fmt.Fprintf(w, "changed, but take effect only after a restart: %s\n", list(res.RestartNeeded))
+		return err
+	}
+	return nil
 }
 
 // writeSessions writes a table of sessions, with a header even when

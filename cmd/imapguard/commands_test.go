@@ -254,8 +254,8 @@ func TestAdminConfig(t *testing.T) {
 		stderr string // a regular expression for all of it
 	}{
 		{"listen and token", "[admin]\nlisten = \":" + port + "\"\ntoken = \"" + cliToken + "\"\n", 0, emptyTable + "0 connections\n", ""},
-		{"no admin API", "[admin]\nlisten = \"\"\n", 1, "", `imapguard: .*/no admin API.toml has no admin API \(admin.listen is empty\); give -admin URL\n`},
-		{"missing", "", 1, "", `imapguard: open .*/missing.toml: no such file or directory\n`},
+		{"no admin API", "[admin]\nlisten = \"\"\n", 2, "", `imapguard: .*/no admin API.toml has no admin API \(admin.listen is empty\); give -admin URL\n`},
+		{"missing", "", 2, "", `imapguard: open .*/missing.toml: no such file or directory\n`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(dir, tt.name+".toml")

@@ -1,27 +1,34 @@
 // Command imapguard is an IMAP-aware reverse proxy with Exchange-style
 // connection limits. config/README.md is the reference of its
-// configuration file.
+// configuration file, cmd/imapguard/README.md that of the command.
 //
 //	imapguard [-config FILE] [-check]
+//	imapguard -version | version
+//	imapguard -h | --help | help
 //	imapguard who [-user USER] [-address ADDRESS] [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard kick [-user USER] [-address ADDRESS] [-reason TEXT] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard settings [-config FILE | -admin URL] [-token TOKEN] [-json]
 //	imapguard penalties [-clear [-address ADDRESS] [-user USER | -all]] [-config FILE | -admin URL] [-token TOKEN] [-json] [USER]
 //	imapguard drain [-wait] [-config FILE | -admin URL] [-token TOKEN] [-json]
+//	imapguard reload [-config FILE | -admin URL] [-token TOKEN] [-json]
 //
-// who, kick, settings, penalties and drain talk to the admin API
+// who, kick, settings, penalties, drain and reload talk to the admin API
 // (admin.listen) of a running imapguard: they list its connections, close
-// some, print its effective settings, list or clear the failed logins its
-// brute-force defence tracks, and start a drain. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN
-// or admin.token, in that order.
+// some, print its effective settings, list or clear the failed logins
+// its brute-force defence tracks, start a drain, and make it re-read its
+// configuration. The token comes from -token, $IMAPGUARD_ADMIN_TOKEN or
+// admin.token (admin.token_file), in that order.
 //
 // Without -config it runs with the embedded demo configuration
-// (config/demo.toml: loopback, the bundled upstream, self-signed TLS). With
-// -check it validates the configuration, prints the effective settings one
-// "name : value" per line, and exits. SIGHUP re-reads the file and applies
-// new limits and timeouts without a restart; SIGINT and SIGTERM drain
-// (shutdown.drain_timeout, shutdown.disconnect_spread) and exit 0; a
-// second one closes everything at once.
+// (config/demo.toml: loopback, the bundled upstream, self-signed TLS), and
+// says so. With -check it validates the configuration and loads the files
+// it names (checkFiles), prints the effective settings one "name : value"
+// per line, and exits. SIGHUP (and POST /reload) re-reads the file and
+// applies new limits, timeouts, [log] and the admin token without a
+// restart; SIGINT and SIGTERM drain (shutdown.drain_timeout,
+// shutdown.disconnect_spread) and exit 0; a second one closes everything
+// at once. Exit codes: 0 done, 1 a failure at run time, 2 bad arguments
+// or configuration.
 package main
 
 import (
@@ -38,7 +45,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"reflect"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -58,34 +66,68 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties", "drain":
+		case "who", "kick", "settings", "penalties", "drain", "reload":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				fmt.Fprintf(stderr, "imapguard version: unexpected argument %q\n", args[1])
+				return exitUsage
+			}
+			writeVersion(stdout)
+			return exitOK
 		}
 	}
 	fs := flag.NewFlagSet("imapguard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration `file` (TOML); default: the embedded demo configuration (loopback, self-signed TLS)")
-	check := fs.Bool("check", false, "validate the configuration, print the effective settings and exit")
+	check := fs.Bool("check", false, "validate the configuration and the files it names, print the effective settings and exit")
+	showVersion := fs.Bool("version", false, "print the version, the commit and the Go version, and exit")
+	// Usage is left to run: -h's help goes to stdout, a bad flag gets a
+	// hint on stderr after the flag package's message.
+	fs.Usage = func() {}
+	if len(args) > 0 && args[0] == "help" {
+		usage(stdout, fs)
+		return exitOK
+	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			// -h and --help: the help was asked for, on stdout.
+			usage(stdout, fs)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "imapguard -h lists the commands and flags")
+		return exitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "imapguard: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		fmt.Fprintf(stderr, "imapguard: unexpected argument %q (imapguard -h lists the commands)\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *showVersion {
+		writeVersion(stdout)
+		return exitOK
 	}
 	cfg, err := load(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "imapguard: %v\n", err)
-		return 1
+		return exitUsage
+	}
+	// The same checks at start as with -check: a file that passes
+	// -check starts, and one that does not fails alike, exit 2.
+	if err := checkFiles(cfg, configName(*path)); err != nil {
+		fmt.Fprintf(stderr, "imapguard: %v\n", err)
+		return exitUsage
 	}
 	if *check {
 		if err := cfg.WriteSettings(stdout); err != nil {
 			fmt.Fprintf(stderr, "imapguard: %v\n", err)
-			return 1
+			return exitFailure
 		}
-		return 0
+		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
+	if *path == "" {
+		log.Info("no -config: serving the embedded demo configuration (config/demo.toml) on loopback; give a file with imapguard -config FILE")
+	}
 	if addr := os.Getenv("IMAPGUARD_PPROF"); addr != "" {
 		// Profiling for the performance work (test/bench/README.md): Go's
 		// net/http/pprof on addr, which should be a loopback address.
@@ -98,9 +140,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := serve(cfg, *path, stdout, log); err != nil {
 		log.Error("imapguard stopped", "err", err)
-		return 1
+		return exitFailure
 	}
-	return 0
+	return exitOK
 }
 
 func load(path string) (*config.Config, error) {
@@ -108,23 +150,6 @@ func load(path string) (*config.Config, error) {
 		return config.Parse("(embedded demo configuration)", config.DemoTOML)
 	}
 	return config.Load(path)
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // limitOptions and proxyOptions map the configuration onto each package's
@@ -318,6 +343,14 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	}
 	var live atomic.Pointer[config.Config] // what /settings shows, after reloads
 	live.Store(cfg)
+	// What a reload changes beside the proxy; POST /reload's requests
+	// come to the loop below, one at a time with SIGHUP's.
+	st := &reloadState{logs: logSwitchOf(log)}
+	if st.token, err = cfg.Admin.ReadToken(); err != nil {
+		srv.Shutdown(ctx)
+		return err
+	}
+	reloads, stopped := make(chan chan reloadReply), make(chan struct{})
 
 	served := make(chan error, 2)
 	listeners := 0
@@ -356,6 +389,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			stop(sctx)
 		}
 	}()
+	// Before the admin API's shutdown above (deferred calls run last
+	// first), so that a POST /reload waiting for the loop ends at once.
+	defer close(stopped)
 	if addr := cfg.Telemetry.MetricsListen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -380,7 +416,8 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return fmt.Errorf("admin.listen: %w", err)
 		}
 		api := admin.New(admin.Options{
-			Token:     cfg.Admin.Token,
+			Token:     st.token,
+			Reload:    st.request(reloads, stopped),
 			Sessions:  srv,
 			Penalties: srv,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
@@ -401,12 +438,21 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			return fmt.Errorf("admin.listen: %w", err)
 		case <-api.Started():
 		}
-		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", cfg.Admin.Token != "")
+		st.api = api
+		log.Info("admin API listening", "addr", "http://"+ln.Addr().String(), "token", st.token != "")
 	}
 	notifyReady(log, bound, cfg) // systemd (Type=notify): every listener is up
 
 	for {
 		select {
+		case req := <-reloads:
+			var res admin.ReloadResult
+			var err error
+			notifyReloading(log)
+			cfg, res, err = reload(cfg, path, limiter, srv, certs, serverTLS, log, st, "admin API")
+			live.Store(cfg)
+			notifyReady(log, bound, cfg)
+			req <- reloadReply{res, err}
 		case err := <-served:
 			listeners--
 			if errors.Is(err, proxy.ErrServerClosed) {
@@ -419,7 +465,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				notifyReloading(log)
-				cfg = reload(cfg, path, limiter, srv, certs, serverTLS, log)
+				cfg, _, _ = reload(cfg, path, limiter, srv, certs, serverTLS, log, st, "SIGHUP")
 				live.Store(cfg)
 				notifyReady(log, bound, cfg)
 				continue
@@ -437,50 +483,50 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 
 // reload re-reads the configuration file and applies what can change
 // without a restart: every limit and timeout, the upstream and its TLS,
-// and the certificate files (tls.mode = "files"). A bad file changes
-// nothing.
-func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, certs *imaptls.Manager, serverTLS *tls.Config, log *slog.Logger) *config.Config {
+// the certificate files (tls.mode = "files"), [log], and the admin
+// token (admin.token, or admin.token_file read again). It writes one
+// INFO line naming the changed keys, "configuration reloaded", after,
+// when some changed keys need a restart, one WARN line naming those; it
+// returns the configuration in
+// force. A bad file changes nothing: the error, an *admin.ReloadError,
+// has its problems, and is logged. source says who asked ("SIGHUP",
+// "admin API"); st, when not nil, holds the logger and the admin API to
+// update and the token in force.
+func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy.Server, certs *imaptls.Manager, serverTLS *tls.Config,
+	log *slog.Logger, st *reloadState, source string) (*config.Config, admin.ReloadResult, error) {
 	if certs != nil {
 		if err := certs.Reload(); err != nil {
-			log.Error("SIGHUP: certificate not reloaded; keeping the old one", "err", err)
+			log.Error("reload: certificate not reloaded; keeping the old one", "source", source, "err", err)
 		}
 	}
 	if path == "" {
-		log.Info("SIGHUP: running on the embedded configuration; nothing else to reload")
-		return old
+		log.Info("reload: running on the embedded configuration; nothing else to reload", "source", source)
+		return old, admin.ReloadResult{Changed: []string{}, RestartNeeded: []string{}}, nil
+	}
+	fail := func(err error) (*config.Config, admin.ReloadResult, error) {
+		log.Error("reload: configuration not reloaded; nothing changed", "source", source, "file", path, "err", err)
+		return old, admin.ReloadResult{}, &admin.ReloadError{Problems: strings.Split(err.Error(), "\n")}
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		log.Error("SIGHUP: configuration not reloaded", "err", err)
-		return old
+		return fail(err)
 	}
-	// Telemetry's exporters and the side listeners are set up once;
-	// record_user is a proxy option and applies at once.
-	tel := cfg.Telemetry
-	tel.RecordUser = old.Telemetry.RecordUser
-	// trusted_proxies applies to new connections at once, unless
-	// proxy_protocol changed (which needs a restart): a new list for
-	// the proxy_protocol in force.
-	listen, trusted := cfg.Listen, cfg.Listen.TrustedProxies
-	reloadTrusted := listen.ProxyProtocol == old.Listen.ProxyProtocol
-	if reloadTrusted {
-		listen.TrustedProxies = old.Listen.TrustedProxies
+	token, err := cfg.Admin.ReadToken()
+	if err != nil {
+		return fail(err)
 	}
-	if !reflect.DeepEqual(listen, old.Listen) || cfg.Log != old.Log || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
-		tel != old.Telemetry || cfg.Admin != old.Admin {
-		log.Warn("SIGHUP: [listen] (but trusted_proxies), [log], [tls], [telemetry] (but record_user) and [admin] changes take effect only after a restart (certificate files are re-read)")
-		cfg.Listen, cfg.Log, cfg.TLS, cfg.Admin = old.Listen, old.Log, old.TLS, old.Admin
-		record := cfg.Telemetry.RecordUser
-		cfg.Telemetry = old.Telemetry
-		cfg.Telemetry.RecordUser = record
-		if reloadTrusted {
-			cfg.Listen.TrustedProxies = trusted
-		}
+	changed := config.ChangedKeys(old, cfg)
+	if st != nil && token != st.token && !slices.Contains(changed, "admin.token") && !slices.Contains(changed, "admin.token_file") {
+		changed = append(changed, "admin.token_file") // the same file, a new token in it
+	}
+	applied, restart := splitRestart(changed)
+	keepRestartKeys(old, cfg)
+	if st != nil && st.api != nil && token == "" && !config.IsLoopbackListen(old.Admin.Listen) {
+		return fail(fmt.Errorf("admin.token: the admin API listens on %s, not a loopback address, so it keeps a token until a restart", old.Admin.Listen))
 	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {
-		log.Error("SIGHUP: configuration not reloaded", "err", err)
-		return old
+		return fail(err)
 	}
 	limiter.SetOptions(limitOptions(cfg))
 	if t := srv.AuthTracker(); t != nil {
@@ -489,9 +535,21 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 		t.SetOptions(authOptions(cfg))
 	}
 	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
-	for _, s := range cfg.Settings() {
-		log.Info("setting", "name", s.Name, "value", s.Value)
+	if st != nil {
+		if st.api != nil {
+			st.api.SetToken(token)
+		}
+		st.token = token
 	}
-	log.Info("SIGHUP: configuration reloaded", "file", path)
-	return cfg
+	// The WARN first: "configuration reloaded" is the reload's last line.
+	if len(restart) > 0 {
+		log.Warn("reload: these changed keys take effect only after a restart", "source", source, "keys", keyList(restart))
+	}
+	log.Info("configuration reloaded", "source", source, "file", path, "changed", keyList(applied))
+	// Last, so that the lines above are in the format and at the level
+	// the reload started with.
+	if st != nil && st.logs != nil {
+		st.logs.Set(cfg.Log)
+	}
+	return cfg, admin.ReloadResult{File: path, Changed: nonNil(applied), RestartNeeded: nonNil(restart)}, nil
 }

@@ -51,7 +51,7 @@ func TestReloadCaps(t *testing.T) {
 	}
 
 	write("max_connections_per_user_ip = 1\nexempt_networks = [\"127.0.0.3\"]\n")
-	cfg = reload(cfg, path, p.Limiter, p.Server, nil, nil, log)
+	cfg, _, _ = reload(cfg, path, p.Limiter, p.Server, nil, nil, log, nil, "test")
 	if got := p.Limiter.Options().MaxConnectionsPerUserIP; got != 1 {
 		t.Fatalf("after reload: got max_connections_per_user_ip %d; want 1\n%s", got, logs.String())
 	}
@@ -72,18 +72,18 @@ func TestReloadCaps(t *testing.T) {
 	}
 
 	write("max_connections_per_user_ip = 1\n\n[[limits.override]]\nusers = [\"ALICE\"]\nmax_connections_per_user_ip = 4\n")
-	cfg = reload(cfg, path, p.Limiter, p.Server, nil, nil, log)
+	cfg, _, _ = reload(cfg, path, p.Limiter, p.Server, nil, nil, log, nil, "test")
 	if st := login("127.0.0.2", "l"); !strings.HasPrefix(st, "l OK ") {
 		t.Errorf("login after the override: got %q; want OK", st)
 	}
-	if !strings.Contains(logs.String(), "name=limits.override[1].users value=ALICE") {
-		t.Errorf("the reload's settings do not show the override:\n%s", logs.String())
+	if !strings.Contains(logs.String(), `msg="configuration reloaded" source=test file=`+path+` changed="limits.exempt_networks, limits.override"`+"\n") {
+		t.Errorf("the reload's line does not name the override:\n%s", logs.String())
 	}
 
 	// A bad file changes nothing.
 	write("max_connections_per_user_ip = 1\n\n[[limits.override]]\nusers = [\"alice\"]\n")
-	if got := reload(cfg, path, p.Limiter, p.Server, nil, nil, log); got != cfg {
-		t.Errorf("a bad file replaced the configuration")
+	if got, _, err := reload(cfg, path, p.Limiter, p.Server, nil, nil, log, nil, "test"); got != cfg || err == nil {
+		t.Errorf("a bad file replaced the configuration, or reload returned no error (%v)", err)
 	}
 	if !strings.Contains(logs.String(), "limits.override[1]: sets none of") {
 		t.Errorf("the bad file's problem was not logged:\n%s", logs.String())

@@ -9,6 +9,7 @@
 //	GET  /penalties      the brute-force defence's failed logins and blocks
 //	POST /penalties/clear  forget them: all, or an address and/or a user
 //	POST /drain          start a drain (Options.Drain), when set
+//	POST /reload         re-read the configuration file, as SIGHUP does
 //	GET  /metrics        Options.Metrics (Prometheus), when set
 //
 // Every endpoint but /healthz and /readyz requires "Authorization: Bearer
@@ -17,8 +18,9 @@
 // pages the operator visits away from the API is checked per request
 // instead (see localOnly): a Host that is not loopback or localhost, and
 // an Origin that is not, are refused, and the endpoints that change
-// anything (the kick, clearing penalties, the drain) take only a JSON
-// body, which a cross-origin page cannot send without a CORS preflight that this API never grants. Errors
+// anything (the POSTs: the kick, clearing penalties, the drain, the
+// reload) take only a JSON body, which a cross-origin page cannot send
+// without a CORS preflight that this API never grants. Errors
 // are {"error": "..."} with a 4xx or 5xx status. The bodies are the types
 // in wire.go.
 //
@@ -36,6 +38,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imapguard/imapguard/proxy"
@@ -94,6 +97,10 @@ type Options struct {
 	// Listeners is how many listeners /readyz expects the proxy to have;
 	// it is never ready with none.
 	Listeners int
+	// Reload re-reads the configuration and applies it, for POST
+	// /reload; nil: that endpoint answers 404. See ReloadResult and
+	// ReloadError.
+	Reload func(context.Context) (ReloadResult, error)
 	// Logger receives kicks, refused tokens and HTTP server errors; nil
 	// discards them.
 	Logger *slog.Logger
@@ -107,7 +114,7 @@ var ErrPublicWithoutToken = errors.New("admin: refusing to serve on a non-loopba
 type Server struct {
 	opts   Options
 	log    *slog.Logger
-	token  [sha256.Size]byte // of Options.Token, compared in constant time
+	token  atomic.Pointer[tokenSum] // of Options.Token or SetToken's, compared in constant time
 	routes map[string]route
 	ready  *upstreamCheck
 	http   *http.Server
@@ -133,7 +140,8 @@ func New(o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: log, token: sha256.Sum256([]byte(o.Token)), now: time.Now, started: make(chan struct{})}
+	s := &Server{opts: o, log: log, now: time.Now, started: make(chan struct{})}
+	s.SetToken(o.Token)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ready = &upstreamCheck{check: o.Sessions.CheckUpstream, now: func() time.Time { return s.now() }, base: s.ctx, log: log}
 	s.routes = map[string]route{
@@ -146,6 +154,7 @@ func New(o Options) *Server {
 		"/penalties/clear": {http.MethodPost, false, s.clearPenalties},
 		"/drain":           {http.MethodPost, false, s.drain},
 		"/metrics":         {http.MethodGet, false, s.metrics},
+		"/reload":          {http.MethodPost, false, s.reload},
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
@@ -170,7 +179,7 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // addresses 0.0.0.0 and :: included, it closes ln and returns
 // ErrPublicWithoutToken.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.opts.Token == "" && !isLoopback(ln.Addr()) {
+	if !s.token.Load().set && !isLoopback(ln.Addr()) {
 		ln.Close()
 		return fmt.Errorf("%w (listening on %s)", ErrPublicWithoutToken, ln.Addr())
 	}
@@ -183,6 +192,21 @@ func (s *Server) Serve(ln net.Listener) error {
 // caller that starts Serve in a goroutine waits for either this or
 // Serve's error, to learn at once of ErrPublicWithoutToken.
 func (s *Server) Started() <-chan struct{} { return s.started }
+
+// tokenSum is the token in force: its SHA-256 sum, and whether there is
+// one.
+type tokenSum struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+// SetToken replaces the bearer token (a reload's new admin.token): the
+// next request is checked against it. "" requires none; the caller must
+// not remove the token of a server that listens on a non-loopback
+// address, which Serve would have refused.
+func (s *Server) SetToken(token string) {
+	s.token.Store(&tokenSum{sum: sha256.Sum256([]byte(token)), set: token != ""})
+}
 
 // Shutdown stops the listeners, waits for requests under way until ctx is
 // done, and abandons an upstream check under way.

@@ -24,14 +24,15 @@ func isLoopback(a net.Addr) bool {
 // it is missing or wrong. The comparison is of SHA-256 sums, in constant
 // time, so that it leaks neither the token nor its length.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if s.opts.Token == "" {
+	tok := s.token.Load()
+	if !tok.set {
 		return true
 	}
 	auth := r.Header.Get("Authorization")
 	scheme, presented, found := strings.Cut(auth, " ")
 	if found && strings.EqualFold(scheme, "Bearer") {
 		sum := sha256.Sum256([]byte(strings.TrimSpace(presented)))
-		if subtle.ConstantTimeCompare(sum[:], s.token[:]) == 1 {
+		if subtle.ConstantTimeCompare(sum[:], tok.sum[:]) == 1 {
 			return true
 		}
 	}
@@ -61,7 +62,7 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 //     localhost, on any endpoint: the browser sends it on cross-origin
 //     requests, which no client of this API makes.
 func (s *Server) localOnly(w http.ResponseWriter, r *http.Request, probe bool) bool {
-	if s.opts.Token != "" {
+	if s.token.Load().set {
 		return true
 	}
 	var msg string

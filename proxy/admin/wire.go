@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"strings"
 	"time"
 
 	"github.com/imapguard/imapguard/proxy"
@@ -133,7 +134,29 @@ type ClearResult struct {
 // ErrorBody is the body of every error response.
 type ErrorBody struct {
 	Error string `json:"error"`
+	// Problems lists, one a line, what is wrong with the configuration
+	// file when POST /reload answers 422; absent otherwise.
+	Problems []string `json:"problems,omitempty"`
 }
+
+// ReloadResult is the body of POST /reload's 200 answer: the file read
+// ("" when running on the embedded demo configuration, which has nothing
+// to re-read), the keys whose change was applied, and the changed keys
+// that take effect only after a restart. Names only, never values.
+type ReloadResult struct {
+	File          string   `json:"file"`
+	Changed       []string `json:"changed"`
+	RestartNeeded []string `json:"restart_needed"`
+}
+
+// ReloadError is what Options.Reload returns for a configuration that
+// was not applied (nothing changed): POST /reload answers 422 with the
+// Problems, one a line.
+type ReloadError struct {
+	Problems []string
+}
+
+func (e *ReloadError) Error() string { return strings.Join(e.Problems, "\n") }
 
 // sessions converts the proxy's view of connections at now; never nil, so
 // that an empty list is [] and not null.
