@@ -259,7 +259,9 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 // serves it: telemetry.metrics_listen or the admin API's /metrics.
 func telemetryOptions(c *config.Config, stdout io.Writer, log *slog.Logger) telemetry.Options {
 	t := c.Telemetry
+	ver, rev, _ := buildInfo() // what -version prints, in build_info and service.version
 	return telemetry.Options{
+		ServiceVersion: ver, Revision: rev,
 		Traces: t.Traces, Metrics: t.Metrics,
 		OTLPEndpoint: t.OTLPEndpoint, OTLPProtocol: t.OTLPProtocol, OTLPInsecure: t.OTLPInsecure,
 		SampleRatio: t.SampleRatio, MetricsInterval: time.Duration(t.MetricsInterval),

@@ -111,6 +111,10 @@ type Options struct {
 	// module's version from the build information, else the short VCS
 	// revision (with "+dirty" for a modified tree), else "devel".
 	ServiceVersion string
+	// Revision is the VCS revision imapguard_build_info shows. Empty: the
+	// build information's (ReadBuild). The binary passes what -version
+	// prints, so that the two agree.
+	Revision string
 	// Stdout receives spans when Traces is "stdout". Nil: os.Stdout.
 	Stdout io.Writer
 	// Logger receives errors the SDK reports at run time (failed exports)
@@ -228,6 +232,9 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		build := ReadBuild()
 		if o.ServiceVersion != "" {
 			build.Version = o.ServiceVersion
+		}
+		if o.Revision != "" {
+			build.Revision = o.Revision
 		}
 		reader, handler, err := newPrometheus(logger, build)
 		if err != nil {
