@@ -1,0 +1,272 @@
+package test
+
+// OAuth pass-through (issue 12 item 6): AUTHENTICATE OAUTHBEARER (RFC
+// 7628) and XOAUTH2 through the proxy to cmd/imapd's test tokens.
+
+import (
+	"encoding/base64"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapguard/imapguard/cmd/imapd/server"
+	"github.com/imapguard/imapguard/limits"
+	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
+)
+
+// The test tokens: long and distinctive, so that finding them in the log
+// means a leak.
+const (
+	aliceToken = "ya29.alice-tok-3f9c1e5b7d9f1a2c4e6a8b0d"
+	bobToken   = "ya29.bob-tok-8a2d6c4e0f1b3a5c7e9d1f3b"
+	wrongToken = "ya29.wrong-tok-5c9e1f0a7b3d4e6f8a0c2e4"
+	// bobUser needs the GS2 escapes (RFC 5801 §4) in OAUTHBEARER.
+	bobUser = "bob,x=y"
+)
+
+// oauthProxy is a proxy that probes its upstream, logging to log, with
+// its upstream connections counted.
+type oauthProxy struct {
+	*proxytest.Proxy
+	dials   *proxytest.Dialer
+	log     *proxytest.Buffer
+	tracker *limits.Tracker
+	clock   *proxytest.Clock
+}
+
+// startOAuth starts imapd with users (alice and bobUser with tokens
+// when none are given) and a proxy in front with ProbeUpstream, and waits
+// for the first probe to have learnt the upstream's capabilities.
+func startOAuth(t *testing.T, opts proxy.Options, lim limits.Options, users ...server.User) *oauthProxy {
+	t.Helper()
+	if len(users) == 0 {
+		users = []server.User{
+			{Username: "alice", Password: "secret", Token: aliceToken, Messages: 1},
+			{Username: bobUser, Password: "pw", Token: bobToken},
+		}
+	}
+	p := &oauthProxy{dials: &proxytest.Dialer{}, log: &proxytest.Buffer{}}
+	p.tracker = limits.NewTracker(limits.AuthOptions{Window: 10 * time.Minute, MaxPerIP: 100, MaxPerUser: 100,
+		Block: 15 * time.Minute, Entries: 1000})
+	opts.Dial, opts.AuthTracker = p.dials.Dial, p.tracker
+	p.clock = proxytest.NewClock()
+	opts.Clock = p.clock
+	p.Proxy = proxytest.Start(t, proxytest.Config{Upstream: proxytest.Imapd(t, users...), Options: opts, Limits: lim,
+		Logger: slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if opts.ProbeUpstream {
+		proxytest.WaitFor(t, "the upstream's capabilities probed", func() bool { return p.Server.UpstreamCaps() != nil })
+	}
+	t.Cleanup(func() {
+		for _, tok := range []string{aliceToken, bobToken, wrongToken} {
+			if strings.Contains(p.log.String(), tok) {
+				t.Errorf("token %q found in the log:\n%s", tok, p.log)
+			}
+		}
+	})
+	return p
+}
+
+// oauthResp is the initial response of mech for user and token.
+func oauthResp(mech, user, token string) string {
+	if mech == "XOAUTH2" {
+		return proxytest.SASLXOAuth2(user, token)
+	}
+	return proxytest.SASLOAuthBearer(user, token)
+}
+
+// authenticate sends AUTHENTICATE mech with resp, as an initial
+// response (SASL-IR) or after the continuation request.
+func authenticate(c *proxytest.Conn, tag, mech, resp string, ir bool) {
+	if ir {
+		c.Send(tag + " AUTHENTICATE " + mech + " " + resp + "\r\n")
+		return
+	}
+	c.Send(tag + " AUTHENTICATE " + mech + "\r\n")
+	c.Expect("+ ")
+	c.Send(resp + "\r\n")
+}
+
+// TestOAuthAdvertised: AUTH=OAUTHBEARER and AUTH=XOAUTH2 are in the
+// pre-login capabilities when the upstream offers them, and only then;
+// without the probe they show once a login has dialled the upstream.
+func TestOAuthAdvertised(t *testing.T) {
+	wantMechs := func(t *testing.T, caps []string, want bool) {
+		t.Helper()
+		for _, m := range []string{"AUTH=OAUTHBEARER", "AUTH=XOAUTH2"} {
+			if got := proxytest.HasCap(caps, m); got != want {
+				t.Errorf("%s in %v: got %v; want %v", m, caps, got, want)
+			}
+		}
+	}
+	t.Run("upstream offers them", func(t *testing.T) {
+		p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{})
+		c := proxytest.Dial(t, p.Addr)
+		wantMechs(t, proxytest.Caps(c.Greeting()), true)
+		u, st := c.Cmd("c", "CAPABILITY")
+		wantPrefix(t, "CAPABILITY", st, "c OK")
+		wantMechs(t, proxytest.Caps(proxytest.CapLine(u)), true)
+		if n := p.dials.Dials.Load(); n != 1 {
+			t.Errorf("upstream connections: got %d; want 1 (the probe)", n)
+		}
+	})
+	t.Run("upstream lacks them", func(t *testing.T) {
+		p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{},
+			server.User{Username: "alice", Password: "secret"})
+		c := proxytest.Dial(t, p.Addr)
+		wantMechs(t, proxytest.Caps(c.Greeting()), false)
+		// Not offered, not tried: no upstream connection beyond the probe.
+		_, st := c.Cmd("a", "AUTHENTICATE OAUTHBEARER "+proxytest.SASLOAuthBearer("alice", aliceToken))
+		wantLine(t, "AUTHENTICATE OAUTHBEARER", st, "a NO Unsupported authentication mechanism")
+		if n := p.dials.Dials.Load(); n != 1 {
+			t.Errorf("upstream connections: got %d; want 1 (the probe)", n)
+		}
+	})
+	t.Run("learnt from a login", func(t *testing.T) {
+		p := startOAuth(t, proxy.Options{}, limits.Options{})
+		c := proxytest.Dial(t, p.Addr)
+		wantMechs(t, proxytest.Caps(c.Greeting()), false)
+		proxytest.Login(t, p.Addr, "alice", "secret").Logout("z")
+		u, _ := c.Cmd("c", "CAPABILITY")
+		wantMechs(t, proxytest.Caps(proxytest.CapLine(u)), true)
+	})
+}
+
+// TestOAuthLogin: both mechanisms, with and without SASL-IR, log in with
+// the right token, and the session relays.
+func TestOAuthLogin(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{})
+	for _, mech := range []string{"OAUTHBEARER", "XOAUTH2"} {
+		for _, ir := range []bool{true, false} {
+			name := mech + "/SASL-IR"
+			if !ir {
+				name = mech + "/continuation"
+			}
+			t.Run(name, func(t *testing.T) {
+				c := proxytest.Dial(t, p.Addr)
+				c.Greeting()
+				authenticate(c, "a", mech, oauthResp(mech, "alice", aliceToken), ir)
+				_, st := c.Until("a")
+				wantPrefix(t, "AUTHENTICATE "+mech, st, "a OK [CAPABILITY ")
+				c.SelectAndLogout("* 1 EXISTS")
+			})
+		}
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestOAuthFailure: a wrong token gets the upstream's error challenge,
+// relayed as it is; the client's dummy response goes back and the
+// upstream's NO comes out as NO [AUTHENTICATIONFAILED], counted toward
+// max_auth_failures and by the brute-force defence.
+func TestOAuthFailure(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true, MaxAuthFailures: 2}, limits.Options{})
+	for _, tc := range []struct {
+		mech, dummy, status string
+		ir                  bool
+	}{
+		{"OAUTHBEARER", "AQ==", "invalid_token", true},
+		{"XOAUTH2", "", "401", false},
+	} {
+		t.Run(tc.mech, func(t *testing.T) {
+			c := proxytest.Dial(t, p.Addr)
+			c.Greeting()
+			for i, tag := range []string{"a", "b"} {
+				authenticate(c, tag, tc.mech, oauthResp(tc.mech, "alice", wrongToken), tc.ir)
+				ch := strings.TrimPrefix(c.ExpectPrefix("+ "), "+ ")
+				js, err := base64.StdEncoding.DecodeString(ch)
+				if err != nil || !strings.Contains(string(js), `"status":"`+tc.status+`"`) {
+					t.Fatalf("challenge %q (%s, %v); want base64 of imapd's JSON with status %s", ch, js, err, tc.status)
+				}
+				c.Send(tc.dummy + "\r\n")
+				_, st := c.Until(tag)
+				wantLine(t, "the answer to the dummy response", st, tag+" NO [AUTHENTICATIONFAILED] Authentication failed")
+				if i == 1 {
+					c.Expect("* BYE Too many authentication failures (max_auth_failures=2)")
+					c.ExpectClosed()
+				}
+			}
+		})
+	}
+	var userFailures int
+	for _, pen := range p.tracker.Penalties(p.clock.Now()) {
+		if pen.Kind == "user" && pen.Key == "alice" {
+			userFailures = pen.Failures
+		}
+	}
+	if userFailures != 4 {
+		t.Errorf("brute-force defence: got %d failures for alice; want 4", userFailures)
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestOAuthPerUser: the user for max_connections_per_user is the GS2
+// authzid (escapes undone) or XOAUTH2's user=, checked after the
+// upstream's OK.
+func TestOAuthPerUser(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{MaxConnectionsPerUser: 1})
+	for _, tc := range []struct{ user, token string }{{"alice", aliceToken}, {bobUser, bobToken}} {
+		first := greeted(t, "127.0.0.2", p.Addr)
+		first.Send("a AUTHENTICATE OAUTHBEARER " + proxytest.SASLOAuthBearer(tc.user, tc.token) + "\r\n")
+		_, st := first.Until("a")
+		wantPrefix(t, "OAUTHBEARER as "+tc.user, st, "a OK ")
+		proxytest.WaitCounts(t, p.Limiter, tc.user+" counted", func(c limits.Counts) bool { return c.PerUser[tc.user] == 1 })
+
+		second := greeted(t, "127.0.0.3", p.Addr)
+		second.Send("b AUTHENTICATE XOAUTH2 " + proxytest.SASLXOAuth2(tc.user, tc.token) + "\r\n")
+		_, st = second.Until("b")
+		wantLine(t, "XOAUTH2 as "+tc.user, st, noMaxPerUser("b", 1))
+		// A wrong token is refused by the upstream before the cap is
+		// looked at: the NO tells nothing of the user's sessions.
+		second.Send("c AUTHENTICATE XOAUTH2 " + proxytest.SASLXOAuth2(tc.user, wrongToken) + "\r\n")
+		second.ExpectPrefix("+ ")
+		second.Send("\r\n")
+		_, st = second.Until("c")
+		wantLine(t, "XOAUTH2 with a wrong token", st, "c NO [AUTHENTICATIONFAILED] Authentication failed")
+		first.Logout("z")
+		second.Logout("y")
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestOAuthMalformed: initial responses the proxy can tell are malformed
+// are answered without an upstream connection.
+func TestOAuthMalformed(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{})
+	bearer := "\x01auth=Bearer " + aliceToken + "\x01\x01"
+	for _, tc := range []struct{ name, mech, resp, want string }{
+		{"not base64", "OAUTHBEARER", "not-base64!", "a BAD Invalid base64 in SASL response"},
+		{"empty", "OAUTHBEARER", "=", "a BAD Malformed OAUTHBEARER response: the GS2 header must be n, or y, then a=user and a comma"},
+		{"no authzid", "OAUTHBEARER", proxytest.Base64("n,," + bearer),
+			"a BAD Malformed OAUTHBEARER response: the user is needed in the GS2 header (a=user)"},
+		{"bad escape", "OAUTHBEARER", proxytest.Base64("n,a=al=2Cice=4X," + bearer),
+			"a BAD Malformed OAUTHBEARER response: an = in the user must be =2C or =3D"},
+		{"channel binding", "OAUTHBEARER", proxytest.Base64("p=tls-unique,a=alice," + bearer),
+			"a BAD Malformed OAUTHBEARER response: channel binding (p=) cannot pass through a proxy that ends TLS"},
+		{"no token", "OAUTHBEARER", proxytest.Base64("n,a=alice,\x01host=x\x01\x01"),
+			"a BAD Malformed OAUTHBEARER response: it needs one auth=Bearer token, in key=value pairs each ended by ^A, and a final ^A"},
+		{"no final ^A", "OAUTHBEARER", proxytest.Base64("n,a=alice,\x01auth=Bearer " + aliceToken + "\x01"),
+			"a BAD Malformed OAUTHBEARER response: it needs one auth=Bearer token, in key=value pairs each ended by ^A, and a final ^A"},
+		{"XOAUTH2 no user", "XOAUTH2", proxytest.Base64("user=" + bearer),
+			"a BAD Malformed XOAUTH2 response: the user is needed in the GS2 header (a=user)"},
+		{"XOAUTH2 basic", "XOAUTH2", proxytest.Base64("user=alice\x01auth=Basic " + aliceToken + "\x01\x01"),
+			"a BAD Malformed XOAUTH2 response: want user=name ^A auth=Bearer token ^A ^A"},
+		{"cancelled", "XOAUTH2", "*", "a BAD Authentication cancelled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := proxytest.Dial(t, p.Addr)
+			c.Greeting()
+			authenticate(c, "a", tc.mech, tc.resp, tc.resp != "*")
+			_, st := c.Until("a")
+			wantLine(t, tc.name, st, tc.want)
+			if strings.Contains(st, aliceToken) {
+				t.Errorf("the answer %q holds the token", st)
+			}
+			c.Logout("z")
+		})
+	}
+	if n := p.dials.Dials.Load(); n != 1 {
+		t.Errorf("upstream connections: got %d; want 1 (the probe)", n)
+	}
+}
