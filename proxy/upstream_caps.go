@@ -28,12 +28,13 @@ const (
 // upstreamCaps is the cache. key is the upstream address and TLS mode
 // the capabilities belong to.
 type upstreamCaps struct {
-	mu      sync.Mutex
-	key     string
-	caps    []string // nil: unknown
-	learned time.Time
-	tried   time.Time // the last probe's start
-	probing bool
+	mu       sync.Mutex
+	key      string
+	caps     []string // nil: unknown
+	learned  time.Time
+	tried    time.Time // the last probe's start
+	triedKey string    // and the upstream it probed
+	probing  bool
 }
 
 func capsKey(o *Options) string { return o.UpstreamTLS + " " + o.UpstreamAddr }
@@ -64,8 +65,8 @@ func (s *Server) knownUpstreamCaps(o *Options) []string {
 		caps = uc.caps
 	}
 	stale := caps == nil || now.Sub(uc.learned) >= capsMaxAge
-	if o.ProbeUpstream && stale && !uc.probing && (uc.tried.IsZero() || now.Sub(uc.tried) >= probeRetry || uc.key != key) {
-		uc.probing, uc.tried = true, now
+	if o.ProbeUpstream && stale && !uc.probing && (uc.tried.IsZero() || now.Sub(uc.tried) >= probeRetry || uc.triedKey != key) {
+		uc.probing, uc.tried, uc.triedKey = true, now, key
 		go s.probeUpstreamCaps(o)
 	}
 	return caps
