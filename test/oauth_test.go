@@ -13,6 +13,7 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/otlpreceiver"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
 
@@ -269,4 +270,149 @@ func TestOAuthMalformed(t *testing.T) {
 	if n := p.dials.Dials.Load(); n != 1 {
 		t.Errorf("upstream connections: got %d; want 1 (the probe)", n)
 	}
+}
+
+// TestOAuthUpstreamExchange: with an upstream that has no SASL-IR, the
+// initial response goes after its "+"; the error challenge is relayed as
+// it is and the client's answer sent back; a second challenge is
+// cancelled; the upstream's NO is the client's NO [AUTHENTICATIONFAILED].
+func TestOAuthUpstreamExchange(t *testing.T) {
+	const challenge = "eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=" // {"status":"invalid_token"}
+	got := make(chan string, 10)
+	f := proxytest.StartFake(t, func(c *proxytest.FakeConn) {
+		if c.Write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=OAUTHBEARER AUTH=XOAUTH2] hi\r\n") != nil {
+			return
+		}
+		for {
+			line, err := c.Line()
+			if err != nil {
+				return
+			}
+			tag, cmd, _ := strings.Cut(line, " ")
+			switch cmd {
+			case "LOGOUT":
+				c.Write(proxytest.Logout(tag))
+				return
+			case "AUTHENTICATE OAUTHBEARER":
+				for _, ch := range []string{"", challenge, "bW9yZQ=="} {
+					if c.Write("+ "+ch+"\r\n") != nil {
+						return
+					}
+					l, err := c.Line()
+					if err != nil {
+						return
+					}
+					got <- l
+				}
+				c.Write(tag + " NO [AUTHENTICATIONFAILED] denied\r\n")
+			default:
+				got <- line
+				c.Write(tag + " BAD unexpected\r\n")
+			}
+		}
+	})
+	log := &proxytest.Buffer{}
+	p := proxytest.Start(t, proxytest.Config{Upstream: f.Addr, Options: proxy.Options{ProbeUpstream: true},
+		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	proxytest.WaitFor(t, "the upstream's capabilities probed", func() bool { return p.Server.UpstreamCaps() != nil })
+
+	c := proxytest.Dial(t, p.Addr)
+	c.Greeting()
+	ir := proxytest.SASLOAuthBearer("alice", wrongToken)
+	c.Send("a AUTHENTICATE OAUTHBEARER " + ir + "\r\n")
+	c.Expect("+ " + challenge)
+	c.Send("AQ==\r\n")
+	_, st := c.Until("a")
+	wantLine(t, "after the dummy response", st, "a NO [AUTHENTICATIONFAILED] Authentication failed")
+	for _, want := range []string{ir, "AQ==", "*"} {
+		select {
+		case l := <-got:
+			wantLine(t, "what the upstream read", l, want)
+		case <-time.After(proxytest.Timeout):
+			t.Fatalf("the upstream read nothing; want %q", want)
+		}
+	}
+	c.Logout("z")
+	if strings.Contains(log.String(), wrongToken) || strings.Contains(log.String(), ir) {
+		t.Errorf("the token is in the log:\n%s", log)
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestCLIOAuthSecrets runs the imapguard and imapd binaries, with OTLP
+// traces and metrics and a Prometheus endpoint, logs in with OAUTHBEARER,
+// fails with a wrong token through XOAUTH2 and sends a malformed
+// response, and checks that no token and no initial response shows in
+// the logs, the exports or the exposition (checkSecrets).
+func TestCLIOAuthSecrets(t *testing.T) {
+	t.Parallel()
+	seen := &seenTexts{t: t, texts: map[string][]string{}}
+	recv, collector := otlpreceiver.NewHTTP(t)
+	upstream := startIMAPD(t, "-config", writeFile(t, "imapd.toml", `[[user]]
+username = "`+watchedUser+`"
+password = "`+watchedPass+`"
+token = "`+aliceToken+`"
+messages = 1
+`))
+	p := startImapguard(t, writeFile(t, "imapguard.toml", `[listen]
+imap = "127.0.0.1:0"
+[upstream]
+address = "`+upstream+`"
+[telemetry]
+traces = "otlp"
+metrics = "otlp"
+otlp_endpoint = "`+collector.URL+`"
+otlp_protocol = "http/protobuf"
+metrics_listen = "127.0.0.1:0"
+`))
+	imapAddr := p.waitLog(listeningRe)[1]
+	promURL := p.waitLog(promRe)[1]
+
+	good := proxytest.SASLOAuthBearer(watchedUser, aliceToken)
+	bad := proxytest.SASLXOAuth2(watchedUser, wrongToken)
+	malformed := proxytest.Base64("n,," + "\x01auth=Bearer " + aliceToken + "\x01\x01")
+	// The first connection may come before the first probe answered:
+	// wait until the mechanisms are offered.
+	proxytest.WaitFor(t, "AUTH=OAUTHBEARER offered", func() bool {
+		c := proxytest.Dial(t, imapAddr)
+		defer c.Close()
+		return proxytest.HasCap(proxytest.Caps(c.Greeting()), "AUTH=OAUTHBEARER")
+	})
+	a := proxytest.Dial(t, imapAddr)
+	a.Greeting()
+	a.Send("a AUTHENTICATE OAUTHBEARER " + good + "\r\n")
+	_, st := a.Until("a")
+	wantPrefix(t, "OAUTHBEARER", st, "a OK ")
+	a.SelectAndLogout("* 1 EXISTS")
+
+	b := proxytest.Dial(t, imapAddr)
+	b.Greeting()
+	b.Send("b AUTHENTICATE XOAUTH2 " + bad + "\r\n")
+	b.ExpectPrefix("+ ")
+	b.Send("\r\n")
+	_, st = b.Until("b")
+	wantLine(t, "XOAUTH2 with a wrong token", st, "b NO [AUTHENTICATIONFAILED] Authentication failed")
+	_, st = b.Cmd("c", "AUTHENTICATE OAUTHBEARER "+malformed)
+	wantPrefix(t, "malformed OAUTHBEARER", st, "c BAD Malformed OAUTHBEARER response: ")
+	b.Logout("z")
+
+	f := scrape(t, seen, promURL, "")
+	if got, _ := promValue(f, "imapguard_auth_attempts_total", "mechanism", "OAUTHBEARER", "result", "success"); got != 1 {
+		t.Errorf("imapguard_auth_attempts_total{mechanism=OAUTHBEARER,result=success}: got %v; want 1", got)
+	}
+	if got, _ := promValue(f, "imapguard_auth_attempts_total", "mechanism", "XOAUTH2", "result", "failed"); got != 1 {
+		t.Errorf("imapguard_auth_attempts_total{mechanism=XOAUTH2,result=failed}: got %v; want 1", got)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatalf("imapguard after SIGTERM: %v; want exit status 0; stderr:\n%s", err, p.output())
+	}
+	for _, raw := range recv.Raw() {
+		seen.add("OTLP export", raw)
+	}
+	if len(recv.Raw()) == 0 {
+		t.Error("no OTLP export received")
+	}
+	seen.add("imapguard stderr", []byte(p.output()))
+	seen.add("imapguard stdout", []byte(p.stdout.String()))
+	seen.checkSecrets(aliceToken, wrongToken, good, bad, malformed)
 }
