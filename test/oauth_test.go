@@ -5,7 +5,12 @@ package test
 
 import (
 	"encoding/base64"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +18,7 @@ import (
 	"github.com/imapguard/imapguard/cmd/imapd/server"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/dovecot"
 	"github.com/imapguard/imapguard/test/otlpreceiver"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
@@ -415,4 +421,57 @@ metrics_listen = "127.0.0.1:0"
 	seen.add("imapguard stderr", []byte(p.output()))
 	seen.add("imapguard stdout", []byte(p.stdout.String()))
 	seen.checkSecrets(aliceToken, wrongToken, good, bad, malformed)
+}
+
+// TestOAuthDovecot: OAUTHBEARER and XOAUTH2 through the proxy to Dovecot
+// with an oauth2 passdb, whose token introspection (RFC 7662, POST) is a
+// local HTTP server of the test: the right token logs in, a wrong one
+// gets Dovecot's error challenge and, after the dummy response, NO.
+func TestOAuthDovecot(t *testing.T) {
+	introspect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		if r.Form.Get("token") == aliceToken {
+			io.WriteString(w, `{"active":true,"username":"alice"}`)
+			return
+		}
+		io.WriteString(w, `{"active":false}`)
+	}))
+	t.Cleanup(introspect.Close)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "oauth2.conf.ext")
+	if err := os.WriteFile(conf, []byte("introspection_mode = post\nintrospection_url = "+introspect.URL+"/introspect\n"+
+		"username_attribute = username\nactive_attribute = active\nactive_value = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inst := startDovecotWith(t, dovecot.Options{
+		Users: []dovecotUser{{Username: "alice", Password: "secret"}},
+		Extra: "auth_mechanisms = plain login oauthbearer xoauth2\npassdb {\n  driver = oauth2\n  mechanisms = oauthbearer xoauth2\n  args = " + conf + "\n}\n",
+	})
+	p := proxytest.Start(t, proxytest.Config{Upstream: inst.Addr, Options: proxy.Options{ProbeUpstream: true}})
+	proxytest.WaitFor(t, "the upstream's capabilities probed", func() bool { return p.Server.UpstreamCaps() != nil })
+
+	for _, mech := range []string{"OAUTHBEARER", "XOAUTH2"} {
+		t.Run(mech, func(t *testing.T) {
+			c := proxytest.Dial(t, p.Addr)
+			if caps := proxytest.Caps(c.Greeting()); !proxytest.HasCap(caps, "AUTH="+mech) {
+				t.Fatalf("greeting capabilities %v lack AUTH=%s", caps, mech)
+			}
+			c.Send("a AUTHENTICATE " + mech + " " + oauthResp(mech, "alice", wrongToken) + "\r\n")
+			ch := strings.TrimPrefix(c.ExpectPrefix("+ "), "+ ")
+			if js, err := base64.StdEncoding.DecodeString(ch); err != nil || !strings.Contains(string(js), "status") {
+				t.Fatalf("challenge %q (%s, %v); want Dovecot's JSON status", ch, js, err)
+			}
+			c.Send("AQ==\r\n")
+			_, st := c.Until("a")
+			wantLine(t, "a wrong token", st, "a NO [AUTHENTICATIONFAILED] Authentication failed")
+
+			authenticate(c, "b", mech, oauthResp(mech, "alice", aliceToken), mech == "OAUTHBEARER")
+			_, st = c.Until("b")
+			wantPrefix(t, "the right token", st, "b OK [CAPABILITY ")
+			c.OK("s", "SELECT INBOX")
+			c.Logout("z")
+		})
+	}
+	proxytest.WaitZero(t, p.Limiter)
 }
