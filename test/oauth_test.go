@@ -475,3 +475,42 @@ func TestOAuthDovecot(t *testing.T) {
 	}
 	proxytest.WaitZero(t, p.Limiter)
 }
+
+// TestOAuthProbeRefresh: the capabilities are probed again when older
+// than 10 minutes (on the proxy's clock), by the next connection, and
+// after a reload names another upstream, whose list then decides.
+func TestOAuthProbeRefresh(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true}, limits.Options{})
+	first := proxytest.Dial(t, p.Addr)
+	first.Greeting()
+	first.Logout("z")
+	if n := p.dials.Dials.Load(); n != 1 {
+		t.Fatalf("upstream connections with fresh capabilities: got %d; want 1 (the first probe)", n)
+	}
+	p.clock.Advance(10 * time.Minute)
+	c := proxytest.Dial(t, p.Addr)
+	// Stale, not gone: this greeting still offers them.
+	if caps := proxytest.Caps(c.Greeting()); !proxytest.HasCap(caps, "AUTH=OAUTHBEARER") {
+		t.Errorf("greeting while probing again: %v lacks AUTH=OAUTHBEARER", caps)
+	}
+	c.Logout("z")
+	proxytest.WaitFor(t, "a second probe", func() bool { return p.dials.Dials.Load() == 2 })
+
+	// A reload to an upstream without tokens: nothing known of it at
+	// first, then its list, without the mechanisms.
+	opts := proxy.Options{ProbeUpstream: true, Dial: p.dials.Dial, Clock: p.clock, AuthTracker: p.tracker,
+		UpstreamAddr: proxytest.Imapd(t, server.User{Username: "alice", Password: "secret"})}
+	p.Server.SetOptions(opts)
+	if caps := p.Server.UpstreamCaps(); caps != nil {
+		t.Errorf("capabilities of the new upstream before any probe: got %v; want none", caps)
+	}
+	c = proxytest.Dial(t, p.Addr)
+	c.Greeting()
+	proxytest.WaitFor(t, "the new upstream probed", func() bool { return p.Server.UpstreamCaps() != nil })
+	u, _ := c.Cmd("c", "CAPABILITY")
+	if caps := proxytest.Caps(proxytest.CapLine(u)); proxytest.HasCap(caps, "AUTH=OAUTHBEARER") || proxytest.HasCap(caps, "AUTH=XOAUTH2") {
+		t.Errorf("capabilities with an upstream without OAuth: got %v; want no AUTH=OAUTHBEARER or AUTH=XOAUTH2", caps)
+	}
+	c.Logout("z")
+	proxytest.WaitZero(t, p.Limiter)
+}
