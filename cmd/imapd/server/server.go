@@ -9,7 +9,9 @@
 // offers STARTTLS on the listeners given to Serve and implicit TLS (imaps)
 // on those given to ServeTLS; with Options.InsecureAuth it accepts LOGIN
 // and AUTHENTICATE PLAIN with the password in plain text on an
-// unencrypted connection. Only listen on loopback.
+// unencrypted connection. A user with a test token (User.Token) may log
+// in with AUTHENTICATE OAUTHBEARER (RFC 7628) or XOAUTH2 (oauth.go), which
+// the server then advertises. Only listen on loopback.
 package server
 
 import (
