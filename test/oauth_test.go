@@ -514,3 +514,34 @@ func TestOAuthProbeRefresh(t *testing.T) {
 	c.Logout("z")
 	proxytest.WaitZero(t, p.Limiter)
 }
+
+// TestOAuthChallengeAnswer: what the client may do instead of the dummy
+// response. An answer over max_command_size is refused as any command
+// would be, and the connection goes on; one that is not base64 cancels
+// the exchange with the upstream; a client that goes away leaves no
+// count behind.
+func TestOAuthChallengeAnswer(t *testing.T) {
+	p := startOAuth(t, proxy.Options{ProbeUpstream: true, MaxCommandSize: 1024}, limits.Options{})
+	c := proxytest.Dial(t, p.Addr)
+	c.Greeting()
+	for _, tc := range []struct{ tag, answer, want string }{
+		{"a", strings.Repeat("A", 2000), "a BAD [TOOBIG] Command too long (max_command_size=1024)"},
+		{"b", "not-base64!", "b NO [AUTHENTICATIONFAILED] Authentication failed"},
+	} {
+		c.Send(tc.tag + " AUTHENTICATE OAUTHBEARER " + proxytest.SASLOAuthBearer("alice", wrongToken) + "\r\n")
+		c.ExpectPrefix("+ ")
+		c.Send(tc.answer + "\r\n")
+		_, st := c.Until(tc.tag)
+		wantLine(t, "the answer "+tc.answer[:min(len(tc.answer), 12)], st, tc.want)
+	}
+	c.OK("n", "NOOP")
+
+	gone := proxytest.Dial(t, p.Addr)
+	gone.Greeting()
+	gone.Send("a AUTHENTICATE XOAUTH2 " + proxytest.SASLXOAuth2("alice", wrongToken) + "\r\n")
+	gone.ExpectPrefix("+ ")
+	gone.Close()
+	c.Logout("z")
+	proxytest.WaitZero(t, p.Limiter)
+	proxytest.WaitFor(t, "every upstream connection closed", func() bool { return p.dials.Open.Load() == 0 })
+}
