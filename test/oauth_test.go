@@ -545,3 +545,36 @@ func TestOAuthChallengeAnswer(t *testing.T) {
 	proxytest.WaitZero(t, p.Limiter)
 	proxytest.WaitFor(t, "every upstream connection closed", func() bool { return p.dials.Open.Load() == 0 })
 }
+
+// TestOAuthUpstreamTLS: with upstream_tls = "starttls" the capabilities
+// that count are those after the upstream's STARTTLS (an imapd that takes
+// logins only over TLS offers no AUTH= before it), for implicit TLS the
+// greeting's; OAuth works over both.
+func TestOAuthUpstreamTLS(t *testing.T) {
+	ca := newTestCA(t, "upstream CA")
+	startAddr, implicitAddr := server.StartTLS(t, server.Options{
+		Users:     []server.User{{Username: "alice", Password: "secret", Token: aliceToken, Messages: 1}},
+		TLSConfig: ca.serverConfig(),
+	})
+	// Before its STARTTLS this imapd offers no AUTH=: a proxy that kept
+	// the plaintext greeting's list would not offer OAuth.
+	if caps := proxytest.Caps(proxytest.Dial(t, startAddr).Greeting()); proxytest.HasCap(caps, "AUTH=XOAUTH2") {
+		t.Fatalf("imapd's plaintext greeting %v offers AUTH=XOAUTH2; the test needs it not to", caps)
+	}
+	for _, tc := range []struct{ mode, addr string }{{"starttls", startAddr}, {"implicit", implicitAddr}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			p := proxytest.Start(t, proxytest.Config{Upstream: tc.addr, Options: proxy.Options{
+				ProbeUpstream: true, UpstreamTLS: tc.mode, UpstreamTLSConfig: ca.upstreamConfig()}})
+			proxytest.WaitFor(t, "the upstream's capabilities probed", func() bool { return p.Server.UpstreamCaps() != nil })
+			c := proxytest.Dial(t, p.Addr)
+			if caps := proxytest.Caps(c.Greeting()); !proxytest.HasCap(caps, "AUTH=XOAUTH2") {
+				t.Fatalf("greeting: %v lacks AUTH=XOAUTH2", caps)
+			}
+			c.Send("a AUTHENTICATE XOAUTH2 " + proxytest.SASLXOAuth2("alice", aliceToken) + "\r\n")
+			_, st := c.Until("a")
+			wantPrefix(t, "XOAUTH2 over TLS", st, "a OK ")
+			c.SelectAndLogout("* 1 EXISTS")
+			proxytest.WaitZero(t, p.Limiter)
+		})
+	}
+}
