@@ -518,8 +518,9 @@ func TestOAuthProbeRefresh(t *testing.T) {
 // TestOAuthChallengeAnswer: what the client may do instead of the dummy
 // response. An answer over max_command_size is refused as any command
 // would be, and the connection goes on; one that is not base64 cancels
-// the exchange with the upstream; a client that goes away leaves no
-// count behind.
+// the exchange with the upstream, as "*" does, and both count as failures
+// (the upstream had refused the token); a client that goes away leaves
+// no count behind.
 func TestOAuthChallengeAnswer(t *testing.T) {
 	p := startOAuth(t, proxy.Options{ProbeUpstream: true, MaxCommandSize: 1024}, limits.Options{})
 	c := proxytest.Dial(t, p.Addr)
@@ -527,6 +528,9 @@ func TestOAuthChallengeAnswer(t *testing.T) {
 	for _, tc := range []struct{ tag, answer, want string }{
 		{"a", strings.Repeat("A", 2000), "a BAD [TOOBIG] Command too long (max_command_size=1024)"},
 		{"b", "not-base64!", "b NO [AUTHENTICATIONFAILED] Authentication failed"},
+		// Cancelled after the upstream refused the token: still a
+		// failure (imapd answers the "*" BAD).
+		{"c", "*", "c NO [AUTHENTICATIONFAILED] Authentication failed"},
 	} {
 		c.Send(tc.tag + " AUTHENTICATE OAUTHBEARER " + proxytest.SASLOAuthBearer("alice", wrongToken) + "\r\n")
 		c.ExpectPrefix("+ ")
@@ -535,6 +539,15 @@ func TestOAuthChallengeAnswer(t *testing.T) {
 		wantLine(t, "the answer "+tc.answer[:min(len(tc.answer), 12)], st, tc.want)
 	}
 	c.OK("n", "NOOP")
+	var failures int
+	for _, pen := range p.tracker.Penalties(p.clock.Now()) {
+		if pen.Kind == "user" && pen.Key == "alice" {
+			failures = pen.Failures
+		}
+	}
+	if failures != 2 {
+		t.Errorf("brute-force defence: got %d failures for alice; want 2 (the TOOBIG answer never reached the upstream)", failures)
+	}
 
 	gone := proxytest.Dial(t, p.Addr)
 	gone.Greeting()
