@@ -13,7 +13,8 @@ import (
 // through). The proxy learns them from every login's dial, and, with
 // Options.ProbeUpstream, from a probe of its own: at Serve, and on a
 // client's connection when what it knows is older than capsMaxAge or is
-// of another upstream (after a reload). A probe runs on its own
+// of another upstream (after a reload; a probe that ends with another
+// upstream configured starts one for it). A probe runs on its own
 // goroutine, one at a time and at most once per probeRetry: a greeting
 // never waits for it, and gets the list as last known (none at first).
 const (
@@ -83,6 +84,11 @@ func (s *Server) probeUpstreamCaps(o *Options) {
 		s.upCaps.mu.Lock()
 		s.upCaps.probing = false
 		s.upCaps.mu.Unlock()
+		// A reload named another upstream while this probe ran: probe
+		// that one now rather than at the next connection.
+		if now := s.options(); now.ProbeUpstream && capsKey(now) != capsKey(o) {
+			s.knownUpstreamCaps(now)
+		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout+o.LoginTimeout)
 	defer cancel()
