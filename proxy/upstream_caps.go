@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -77,13 +78,20 @@ func (s *Server) knownUpstreamCaps(o *Options) []string {
 // as configured, PROXY header naming no client), reads its capabilities
 // and logs out, bounded by connect_timeout and login_timeout.
 func (s *Server) probeUpstreamCaps(o *Options) {
+	var learnt []string
 	defer func() {
 		if v := recover(); v != nil {
 			logPanic(s.log, v)
 		}
-		s.upCaps.mu.Lock()
-		s.upCaps.probing = false
-		s.upCaps.mu.Unlock()
+		// Learnt and done in one step: whoever sees the list sees the
+		// probe over.
+		uc := &s.upCaps
+		uc.mu.Lock()
+		if len(learnt) > 0 {
+			uc.key, uc.caps, uc.learned = capsKey(o), learnt, s.clock.Now()
+		}
+		uc.probing = false
+		uc.mu.Unlock()
 		// A reload named another upstream while this probe ran: probe
 		// that one now rather than at the next connection.
 		if now := s.options(); now.ProbeUpstream && capsKey(now) != capsKey(o) {
@@ -97,12 +105,15 @@ func (s *Server) probeUpstreamCaps(o *Options) {
 		if len(up.caps) == 0 {
 			err = up.capability("igp")
 		}
-		caps := up.caps
+		caps := slices.Clone(up.caps)
 		up.logout()
-		if err == nil {
-			s.learnUpstreamCaps(o, caps)
+		if err == nil && len(caps) > 0 {
+			learnt = caps
 			s.log.Debug("upstream capabilities probed", "upstream", o.UpstreamAddr, "capabilities", strings.Join(caps, " "))
 			return
+		}
+		if err == nil {
+			err = errors.New("no capabilities")
 		}
 	}
 	s.log.Warn("probing the upstream's capabilities failed", "upstream", o.UpstreamAddr, "err", err)
