@@ -96,11 +96,12 @@ run: build
 	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
 	echo; \
 	echo "imapguard on 127.0.0.1:1143 (STARTTLS) and 127.0.0.1:1993 (imaps)"; \
-	echo "  -> bundled upstream on 127.0.0.1:2143 (user demo, password demo)"; \
+	echo "  -> bundled upstream on 127.0.0.1:2143 (user demo, password demo, OAuth token demo-token)"; \
 	echo "The certificate is self-signed (-k tells curl to accept it). From another terminal:"; \
 	echo "  curl -k 'imaps://127.0.0.1:1993/' --user demo:demo                        # list mailboxes"; \
 	echo "  curl -k 'imaps://127.0.0.1:1993/INBOX;MAILINDEX=1' --user demo:demo       # read message 1"; \
 	echo "  curl -k --ssl-reqd 'imap://127.0.0.1:1143/' --user demo:demo              # STARTTLS"; \
+	echo "  curl -k 'imaps://127.0.0.1:1993/' --user demo --oauth2-bearer demo-token  # OAUTHBEARER"; \
 	echo "  openssl s_client -quiet -starttls imap -connect 127.0.0.1:1143           # by hand"; \
 	echo "  $(BIN)/imapguard -check                                                  # effective settings"; \
 	echo "  $(BIN)/imapguard who                                                     # sessions (admin API, 127.0.0.1:8143)"; \

@@ -9,7 +9,9 @@ import (
 )
 
 // handleAuthenticate runs AUTHENTICATE (RFC 9051 §6.2.2) with PLAIN (RFC
-// 4616) or LOGIN (draft-murchison-sasl-login), and SASL-IR (RFC 4959).
+// 4616) or LOGIN (draft-murchison-sasl-login), and SASL-IR (RFC 4959);
+// OAUTHBEARER (RFC 7628) and XOAUTH2 pass through to the upstream
+// (oauth.go).
 func (c *conn) handleAuthenticate(cmd *imapwire.Command) bool {
 	if !c.authAllowed() {
 		return c.privacyRequired(cmd)
@@ -55,6 +57,8 @@ func (c *conn) handleAuthenticate(cmd *imapwire.Command) bool {
 			return cont
 		}
 		return c.login(cmd.Tag, "AUTHENTICATE", "LOGIN", string(user), string(pass))
+	case mechOAuthBearer, mechXOAuth2:
+		return c.authenticateOAuth(s, strings.ToUpper(args[0].Val))
 	}
 	failed(authUnsupported)
 	return c.bad(no(cmd.Tag, "Unsupported authentication mechanism"))

@@ -3,7 +3,7 @@ package proxy
 import "github.com/imapguard/imapguard/proxy/imapwire"
 
 // capabilities is the pre-authentication list for this connection's
-// state (RFC 9051 §6.1.1). LITERAL+ (RFC 7888) lets clients send
+// state (RFC 9051 §6.1.1), with the upstream's OAuth mechanisms. LITERAL+ (RFC 7888) lets clients send
 // credentials as non-synchronizing literals; the size cap applies all the
 // same. After login the client gets the upstream's own list (clientCaps).
 // It has STARTTLS while TLS is possible and not active, and LOGINDISABLED
@@ -15,7 +15,9 @@ func (c *conn) capabilities() string {
 		caps += " STARTTLS"
 	}
 	if c.authAllowed() {
-		return caps + " AUTH=PLAIN AUTH=LOGIN"
+		// OAUTHBEARER and XOAUTH2 only pass through: offered when the
+		// upstream offers them (oauth.go).
+		return caps + " AUTH=PLAIN AUTH=LOGIN" + c.oauthCaps()
 	}
 	return caps + " LOGINDISABLED"
 }

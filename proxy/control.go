@@ -163,10 +163,14 @@ func (s *Server) Listening() []string {
 // login_timeout; nil means the upstream is reachable.
 func (s *Server) CheckUpstream(ctx context.Context) error {
 	// With proxy_v1/v2 the header names no client (forwarding.proxyHeader).
-	up, err := dialUpstream(ctx, s.options(), nil)
+	o := s.options()
+	up, err := dialUpstream(ctx, o, nil)
 	if err != nil {
 		return err
 	}
+	// A greeting's capabilities (not after STARTTLS: stale) tell
+	// whether OAuth can pass through (upstream_caps.go).
+	s.learnUpstreamCaps(o, up.caps)
 	up.logout()
 	return nil
 }

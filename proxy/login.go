@@ -40,7 +40,7 @@ func attemptedMechanism(cmd *imapwire.Command) string {
 	}
 	if len(cmd.Args) > 0 {
 		switch m := strings.ToUpper(cmd.Args[0].Val); m {
-		case "PLAIN", "LOGIN":
+		case "PLAIN", "LOGIN", mechOAuthBearer, mechXOAuth2:
 			return m
 		}
 	}

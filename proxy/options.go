@@ -56,6 +56,13 @@ type Options struct {
 	// as an unknown UpstreamTLS does.
 	ForwardClient string
 
+	// ProbeUpstream lets the proxy connect to the upstream on its own to
+	// learn its pre-login capabilities (at Serve, and again when they are
+	// older than 10 minutes), so that it can offer AUTH=OAUTHBEARER and
+	// AUTH=XOAUTH2 before anyone logs in (upstream_caps.go). Off, it
+	// learns them only from logins.
+	ProbeUpstream bool
+
 	// RecordUser puts the user name on spans as enduser.id (see
 	// Instrument). Off, no span carries it.
 	RecordUser bool

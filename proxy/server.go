@@ -35,6 +35,7 @@ type Server struct {
 	onCommand func(tag []byte, size int, forwarded bool)
 	ownParker bool // made by New: Shutdown closes it
 	sweeper   park.Sweeper
+	upCaps    upstreamCaps // the upstream's pre-login capabilities (upstream_caps.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -116,6 +117,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	s.knownUpstreamCaps(s.options()) // the first probe, with ProbeUpstream
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)

@@ -70,6 +70,9 @@ type upstream struct {
 	br   *bufio.Reader
 	rr   *imapwire.ResponseReader
 	caps []string
+	// preLogin are the capabilities before login, once learnt (after
+	// any STARTTLS): the proxy's cache of them is refreshed from here.
+	preLogin []string
 }
 
 func newUpstream(nc net.Conn) *upstream {
@@ -267,10 +270,10 @@ func isTagged(line []byte, tag string) bool {
 // login authenticates with the client's credentials, re-encoded so that
 // no byte of them can end the command early (IMAP-NOTES: AUTHENTICATE
 // PLAIN with SASL-IR when offered, else LOGIN with quoted strings or
-// literals). Before that it sends fwd's ID (sendID). On success u.caps
+// literals; OAuth with the client's mechanism, authenticateOAuth). Before that it sends fwd's ID (sendID). On success u.caps
 // holds the post-login capabilities. idErr is the upstream's refusal of
 // the ID, which does not stop the login; the caller logs it.
-func (u *upstream) login(ctx context.Context, user, pass string, fwd *forwarding) (idErr, err error) {
+func (u *upstream) login(ctx context.Context, cr *credentials, fwd *forwarding) (idErr, err error) {
 	stop := context.AfterFunc(ctx, func() { u.nc.SetDeadline(time.Now()) })
 	defer stop()
 	if len(u.caps) == 0 {
@@ -278,11 +281,15 @@ func (u *upstream) login(ctx context.Context, user, pass string, fwd *forwarding
 			return nil, err
 		}
 	}
+	u.preLogin = u.caps
 	idErr, err = u.sendID(fwd)
 	if err != nil {
 		return nil, err
 	}
-	return idErr, u.authenticate(user, pass)
+	if cr.mech != "" {
+		return idErr, u.authenticateOAuth(cr)
+	}
+	return idErr, u.authenticate(cr.user, cr.pass)
 }
 
 // sendID sends the ID that tells the upstream who the client is and

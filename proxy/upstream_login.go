@@ -11,12 +11,20 @@ import (
 	"github.com/imapguard/imapguard/limits"
 )
 
-// login logs in to the upstream as user, for the IMAP command (LOGIN or
-// AUTHENTICATE) with the mechanism (LOGIN or PLAIN) the client used,
-// checks the per-user cap and, on success, readies the session that will
-// relay the connection. It reports whether the connection goes on
-// unauthenticated.
+// login logs in to the upstream as user with a password, for the IMAP
+// command (LOGIN or AUTHENTICATE) with the mechanism (LOGIN or PLAIN) the
+// client used (loginWith).
 func (c *conn) login(tag, command, mech, user, pass string) bool {
+	return c.loginWith(tag, command, mech, &credentials{user: user, pass: pass})
+}
+
+// loginWith logs in to the upstream with cr, for the IMAP command with the
+// mechanism the client used (LOGIN, PLAIN, or OAUTHBEARER and XOAUTH2
+// passed through), checks the per-user cap and, on success, readies the
+// session that will relay the connection. It reports whether the
+// connection goes on unauthenticated.
+func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
+	user, pass := cr.user, cr.pass
 	log := c.log.With("user", user, "mechanism", mech)
 	fwd := c.forwarding()
 	if fwd.session != "" {
@@ -40,7 +48,13 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 		return cont
 	}
 	start := time.Now()
-	up, err := c.upstreamLogin(a, user, pass, fwd, log)
+	up, err := c.upstreamLogin(a, cr, fwd, log)
+	if err != nil && cr.clientErr != nil {
+		// The client went away, or sent too much, while answering the
+		// upstream's challenge (oauth.go).
+		a.end(authAborted, "")
+		return c.readError(cr.clientErr)
+	}
 	if err != nil && c.ctx.Err() != nil {
 		// Kicked or shut down during the login: not the upstream's
 		// doing, and the client has been told BYE.
@@ -141,7 +155,7 @@ func (c *conn) forwarding() *forwarding {
 
 // upstreamLogin dials the upstream and logs in there with the client's
 // credentials, tracing both steps.
-func (c *conn) upstreamLogin(a *authSpan, user, pass string, fwd *forwarding, log *slog.Logger) (*upstream, error) {
+func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, log *slog.Logger) (*upstream, error) {
 	start := time.Now()
 	dctx, dspan := a.upstreamSpan(spanDial)
 	up, err := dialUpstream(dctx, c.opts, fwd)
@@ -154,7 +168,8 @@ func (c *conn) upstreamLogin(a *authSpan, user, pass string, fwd *forwarding, lo
 	}
 	lstart := time.Now()
 	lctx, lspan := a.upstreamSpan(spanLogin)
-	idErr, err := up.login(lctx, user, pass, fwd)
+	idErr, err := up.login(lctx, cr, fwd)
+	c.srv.learnUpstreamCaps(c.opts, up.preLogin)
 	if idErr != nil {
 		log.Warn("upstream refused the ID; logging in without it", "detail", idErr)
 	}

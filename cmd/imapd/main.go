@@ -2,14 +2,19 @@
 // imapguard demos (make run) and end-to-end tests.
 //
 // It accepts LOGIN and AUTHENTICATE PLAIN over plain TCP with no TLS, so
-// passwords cross the wire in clear text: run it on loopback only.
+// passwords cross the wire in clear text: run it on loopback only. A user
+// with a test token (token in the config file; the default demo user has
+// "demo-token") may also log in with AUTHENTICATE OAUTHBEARER (RFC 7628)
+// or XOAUTH2, which imapd then advertises; a wrong token gets the error
+// challenge and, after the client's dummy response, NO.
 //
 // Usage:
 //
 //	imapd [-listen 127.0.0.1:2143] [-config FILE] [-user name:password]... [-messages N] [-debug]
 //
 // Users come from the config file and from -user flags; with neither, a
-// single user "demo" with password "demo" is created. On start imapd prints
+// single user "demo" with password "demo" and token "demo-token" is
+// created. On start imapd prints
 // exactly one line to stdout, "imapd listening on ADDR", with the real
 // address (so -listen 127.0.0.1:0 can be used), and logs to stderr.
 // SIGINT or SIGTERM stops it.
@@ -21,6 +26,7 @@
 //	[[user]]
 //	username = "demo"
 //	password = "demo"
+//	token = "demo-token"   # optional: AUTHENTICATE OAUTHBEARER / XOAUTH2
 //	messages = 10
 //	message_size = 0
 package main
@@ -79,6 +85,7 @@ type fileConfig struct {
 type fileUser struct {
 	Username    string `toml:"username"`
 	Password    string `toml:"password"`
+	Token       string `toml:"token"`
 	Messages    int    `toml:"messages"`
 	MessageSize int    `toml:"message_size"`
 }
@@ -155,7 +162,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		cfg.users = append(cfg.users, u)
 	}
 	if len(cfg.users) == 0 {
-		cfg.users = []server.User{{Username: "demo", Password: "demo", Messages: *messages}}
+		cfg.users = []server.User{{Username: "demo", Password: "demo", Token: "demo-token", Messages: *messages}}
 	}
 	return cfg, nil
 }

@@ -28,7 +28,7 @@ func TestParseArgsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []server.User{{Username: "demo", Password: "demo", Messages: 10}}
+	want := []server.User{{Username: "demo", Password: "demo", Token: "demo-token", Messages: 10}}
 	if cfg.listen != defaultListen || len(cfg.users) != 1 || cfg.users[0] != want[0] {
 		t.Fatalf("defaults = %+v", cfg)
 	}

@@ -251,6 +251,8 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 		MaxAuthFailures:     c.Limits.MaxAuthFailures,
 		KeepUnauthenticated: !c.Limits.EvictUnauthenticated,
 		RecordUser:          c.Telemetry.RecordUser,
+		// Learns whether to offer OAUTHBEARER and XOAUTH2 (issue 12).
+		ProbeUpstream: true,
 	}
 }
 

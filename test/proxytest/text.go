@@ -18,6 +18,19 @@ func Base64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s
 // authorization identity, encoded.
 func SASLPlain(user, pass string) string { return Base64("\x00" + user + "\x00" + pass) }
 
+// SASLOAuthBearer is the OAUTHBEARER initial response (RFC 7628 §3.1)
+// for user (in the GS2 header, "a=", with "," and "=" escaped as RFC
+// 5801 §4 says) and token, encoded.
+func SASLOAuthBearer(user, token string) string {
+	a := strings.NewReplacer("=", "=3D", ",", "=2C").Replace(user)
+	return Base64("n,a=" + a + ",\x01host=127.0.0.1\x01port=143\x01auth=Bearer " + token + "\x01\x01")
+}
+
+// SASLXOAuth2 is the XOAUTH2 initial response for user and token, encoded.
+func SASLXOAuth2(user, token string) string {
+	return Base64("user=" + user + "\x01auth=Bearer " + token + "\x01\x01")
+}
+
 // Caps returns the capabilities of a line with a response code, "* OK
 // [CAPABILITY a b c] text" or "tag OK [CAPABILITY a b c] text", or of "*
 // CAPABILITY a b c"; nil if it holds no list.

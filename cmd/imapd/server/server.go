@@ -9,7 +9,9 @@
 // offers STARTTLS on the listeners given to Serve and implicit TLS (imaps)
 // on those given to ServeTLS; with Options.InsecureAuth it accepts LOGIN
 // and AUTHENTICATE PLAIN with the password in plain text on an
-// unencrypted connection. Only listen on loopback.
+// unencrypted connection. A user with a test token (User.Token) may log
+// in with AUTHENTICATE OAUTHBEARER (RFC 7628) or XOAUTH2 (oauth.go), which
+// the server then advertises. Only listen on loopback.
 package server
 
 import (
@@ -34,6 +36,11 @@ type User struct {
 	Username string
 	// Password is the plain-text password.
 	Password string
+	// Token, when set, is a test bearer token the user may log in with
+	// through AUTHENTICATE OAUTHBEARER (RFC 7628) or XOAUTH2; a server
+	// with any user holding one advertises both mechanisms. It stands for
+	// an OAuth access token, checked as it is: no issuer, no expiry.
+	Token string
 	// Messages is the number of seed messages generated into INBOX.
 	Messages int
 	// MessageSize is the approximate size in bytes of each seed message
@@ -66,6 +73,7 @@ type Options struct {
 type Server struct {
 	imap   *imapserver.Server
 	users  map[string]*imapmemserver.User // read-only after New
+	tokens map[string]string              // User.Token by username; read-only after New
 	logger *slog.Logger
 	tls    *tls.Config // nil: no TLS
 
@@ -83,6 +91,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		users:  make(map[string]*imapmemserver.User, len(opts.Users)),
+		tokens: make(map[string]string),
 		logger: logger,
 	}
 	if opts.TLSConfig != nil {
@@ -111,6 +120,9 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("imapd: user %q: %w", u.Username, err)
 		}
 		s.users[u.Username] = mu
+		if u.Token != "" {
+			s.tokens[u.Username] = u.Token
+		}
 	}
 
 	var debug io.Writer
@@ -290,14 +302,22 @@ func (sess *session) Close() error {
 	return sess.UserSession.Close()
 }
 
-// AuthenticateMechanisms implements imapserver.SessionSASL.
+// AuthenticateMechanisms implements imapserver.SessionSASL: PLAIN, and
+// OAUTHBEARER and XOAUTH2 when some user has a test token.
 func (sess *session) AuthenticateMechanisms() []string {
+	if len(sess.srv.tokens) > 0 {
+		return []string{sasl.Plain, mechOAuthBearer, mechXOAuth2}
+	}
 	return []string{sasl.Plain}
 }
 
 // Authenticate implements imapserver.SessionSASL. It does what imapserver
-// does for PLAIN on its own, but through plainServer.
+// does for PLAIN on its own, but through plainServer; OAUTHBEARER and
+// XOAUTH2 go to oauthServer.
 func (sess *session) Authenticate(mech string) (sasl.Server, error) {
+	if (mech == mechOAuthBearer || mech == mechXOAuth2) && len(sess.srv.tokens) > 0 {
+		return &oauthServer{sess: sess, mech: mech}, nil
+	}
 	if mech != sasl.Plain {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "SASL mechanism not supported"}
 	}
