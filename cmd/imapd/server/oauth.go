@@ -129,7 +129,9 @@ func bearerToken(kv []byte) (string, bool) {
 }
 
 // unescapeSASLName undoes RFC 5801 §4's saslname escapes (",": "=2C",
-// "=": "=3D"); any other "=" is an error.
+// "=": "=3D"); any other "=" is an error. The proxy has its own
+// (proxy/oauth.go): the upstream the tests run against must not share the
+// proxy's parser, or a mistake in it would pass unseen.
 func unescapeSASLName(s string) (string, bool) {
 	if !strings.Contains(s, "=") {
 		return s, true
