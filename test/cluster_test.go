@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -222,4 +223,34 @@ func TestClusterTwoProcesses(t *testing.T) {
 	if out := a.output() + b.output(); strings.Contains(out, "demo demo") {
 		t.Error("a password reached the log")
 	}
+}
+
+// TestClusterPenaltyShared: failed logins through one imapguard process
+// block the address on another sharing the Redis.
+func TestClusterPenaltyShared(t *testing.T) {
+	rs := redistest.Start(t)
+	upAddr := startIMAPD(t)
+	conf := func(id string) string {
+		return "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\naddress = \"" + upAddr + "\"\n" +
+			"[limits]\nauth_failure_delay = \"0s\"\nmax_auth_failures = 10\nmax_auth_failures_per_ip = 2\n" +
+			"[cluster]\nstore = \"redis\"\nredis_url = \"" + rs.URL() + "\"\ninstance_id = \"" + id + "\"\n"
+	}
+	a := startImapguard(t, writeFile(t, "a.toml", conf("a")))
+	b := startImapguard(t, writeFile(t, "b.toml", conf("b")))
+	addrA, addrB := a.waitLog(listeningRE)[1], b.waitLog(listeningRE)[1]
+	c := proxytest.DialFrom(t, "127.0.0.7", addrA)
+	c.Greeting()
+	for _, tag := range []string{"a", "b"} {
+		if _, st := c.Cmd(tag, "LOGIN demo wrong"); st != tag+authFailedNo {
+			t.Fatalf("got %q; want a failed login", st)
+		}
+	}
+	c.Close()
+	d := proxytest.DialFrom(t, "127.0.0.7", addrB)
+	d.Greeting()
+	if _, st := d.Cmd("c", "LOGIN demo demo"); st != "c"+fmt.Sprintf(blockedByIP, 2) {
+		t.Fatalf("on the other proxy: got %q; want the address blocked", st)
+	}
+	d.Close()
+	proxytest.LoginFrom(t, "127.0.0.8", addrB, "demo", "demo").Logout("z")
 }

@@ -16,13 +16,14 @@ import (
 )
 
 // startCluster attaches the fleet-wide store of [cluster] store = "redis"
-// to limiter, and registers the gauge imapguard.cluster.store.up (1 while
+// to limiter (session counts) and tracker (the brute-force state), and
+// registers the gauge imapguard.cluster.store.up (1 while
 // Redis answers, else 0; the Prometheus name is
 // imapguard_cluster_store_up). It returns the function that stops the
 // store; with store = "local" it does nothing. Redis unreachable at
 // start is not fatal: the store keeps trying, and redis_failure says
 // what logins get meanwhile.
-func startCluster(cfg *config.Config, limiter *limits.Limiter, mp metric.MeterProvider, log *slog.Logger) (stop func(), err error) {
+func startCluster(cfg *config.Config, limiter *limits.Limiter, tracker *limits.Tracker, mp metric.MeterProvider, log *slog.Logger) (stop func(), err error) {
 	c := cfg.Cluster
 	if c.Store != "redis" {
 		return func() {}, nil
@@ -51,6 +52,7 @@ func startCluster(cfg *config.Config, limiter *limits.Limiter, mp metric.MeterPr
 	var seq atomic.Uint64
 	limiter.SetShared(limits.SharedOptions{Store: st, OnFailure: mode, Timeout: timeout,
 		NewID: func() string { return strconv.FormatUint(seq.Add(1), 36) }})
+	tracker.SetShared(&redisstore.Auth{Client: client}, timeout)
 	if err := st.Start(); err != nil {
 		log.Warn("cluster store unreachable at start; retrying", "redis_failure", c.RedisFailure, "err", err)
 	} else {

@@ -339,13 +339,13 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		return err
 	}
 	limiter := limits.New(limitOptions(cfg))
-	stopCluster, err := startCluster(cfg, limiter, tel.MeterProvider, log)
+	popts := proxyOptions(cfg, serverTLS, upTLS)
+	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
+	stopCluster, err := startCluster(cfg, limiter, popts.AuthTracker, tel.MeterProvider, log)
 	if err != nil {
 		return err
 	}
 	defer stopCluster()
-	popts := proxyOptions(cfg, serverTLS, upTLS)
-	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
 	srv := proxy.New(popts, limiter, log)
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
 		return err
