@@ -241,8 +241,15 @@ func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, er
 // skips the rate and max_connections_per_ip, though its connections are
 // still counted. The caps of addr are those of the overrides that match
 // it by network (the user is not known yet; see policy).
+//
+// With a shared store (SetShared), max_connections_per_ip is counted for
+// the fleet (admitConnShared); the rate and max_connections stay this
+// instance's.
 func (l *Limiter) AdmitConnAt(addr netip.Addr, now time.Time) (release func(), checks []Check, err error) {
 	l.mu.Lock()
+	if sh := l.shared; sh != nil {
+		return l.admitConnShared(sh, addr, now) // unlocks l.mu
+	}
 	defer l.mu.Unlock()
 	key := AddrKey(addr, l.opts.IPv6PrefixLength)
 	p := l.policy

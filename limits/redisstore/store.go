@@ -199,6 +199,10 @@ func (s *Store) held(slot limits.Slot) held {
 	member := s.opts.Instance + "/" + slot.ID
 	r := Record{User: slot.User, Addr: addr, Instance: s.opts.Instance, Slot: slot.ID, Start: slot.Start,
 		UserKey: s.UserKey(slot.User), UserAddrKey: s.UserAddrKey(slot.User, addr)}
+	if slot.User == "" { // a connection, counted per address only
+		r.UserKey = s.AddrKey(addr)
+		r.UserAddrKey = r.UserKey
+	}
 	b, _ := json.Marshal(r) // no type in Record fails to marshal
 	return held{member: member, userKey: r.UserKey, userAddrKey: r.UserAddrKey, record: string(b)}
 }
@@ -229,6 +233,37 @@ func (s *Store) AdmitUser(ctx context.Context, slot limits.Slot, perUser, perUse
 	if res[2] >= 0 {
 		checks = append(checks, limits.Check{Limit: "max_connections_per_user_ip", Count: int(res[2]), Max: perUserIP})
 	}
+	if res[0] != 1 {
+		return false, checks, nil
+	}
+	s.mu.Lock()
+	s.slots[slot.ID] = h
+	s.mu.Unlock()
+	return true, checks, nil
+}
+
+// AddrKey is the sorted set of the connections from one address key.
+func (s *Store) AddrKey(addr string) string { return s.opts.Prefix + "addr:" + addr }
+
+// AdmitAddr implements limits.Shared with admitScript, given the
+// address's set as both sets (a record's user is then empty).
+func (s *Store) AdmitAddr(ctx context.Context, slot limits.Slot, perIP int) (bool, []limits.Check, error) {
+	if !s.Up() {
+		return false, nil, ErrDown
+	}
+	h := s.held(slot)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	res, err := admitScript.Run(ctx, s.opts.Client, []string{h.userKey, h.userAddrKey, s.SlotsKey(s.opts.Instance)},
+		h.member, perIP, 0, s.opts.Lease.Milliseconds(), h.record).Int64Slice()
+	if err != nil || len(res) != 3 {
+		if err == nil {
+			err = fmt.Errorf("redisstore: admit script returned %v", res)
+		}
+		s.setUp(false, err)
+		return false, nil, err
+	}
+	checks := []limits.Check{{Limit: "max_connections_per_ip", Count: int(res[1]), Max: perIP}}
 	if res[0] != 1 {
 		return false, checks, nil
 	}

@@ -304,3 +304,70 @@ func TestScriptsDirect(t *testing.T) {
 		t.Fatalf("slot records left: %d", n)
 	}
 }
+
+// TestTwoInstancesAddrCap: max_connections_per_ip holds across
+// instances; a refusal costs no rate token.
+func TestTwoInstancesAddrCap(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := limits.Options{MaxConnectionsPerIP: 10, MaxConnectionRatePerIP: 10} // burst 20 per instance
+	a := newInstance(t, srv, "a", 30*time.Second, limits.FailureDeny, opts)
+	b := newInstance(t, srv, "b", 30*time.Second, limits.FailureDeny, opts)
+	from := netip.MustParseAddr("127.0.0.2")
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		releases []func()
+		byA      int
+	)
+	now := time.Now()
+	for i := range 100 {
+		in := []*instance{a, b}[i%2]
+		wg.Go(func() {
+			rel, _, err := in.lim.AdmitConnAt(from, now)
+			var le *limits.Error
+			switch {
+			case err == nil:
+				mu.Lock()
+				releases = append(releases, rel)
+				if in == a {
+					byA++
+				}
+				mu.Unlock()
+			case errors.As(err, &le) && le.Limit == "max_connections_per_ip":
+			default:
+				t.Errorf("AdmitConnAt: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(releases) != 10 {
+		t.Fatalf("admitted %d connections from one address across two instances; want 10", len(releases))
+	}
+	c := srv.Client()
+	if n := redisCount(t, c, "imapguard:addr:127.0.0.2/32"); n != 10 {
+		t.Fatalf("redis counts %d; want 10", n)
+	}
+	for _, r := range releases {
+		r()
+		r()
+	}
+	if n := redisCount(t, c, "imapguard:addr:127.0.0.2/32"); n != 0 {
+		t.Fatalf("redis counts %d after release; want 0", n)
+	}
+	if ca, cb := a.lim.Counts().Connections, b.lim.Counts().Connections; ca != 0 || cb != 0 {
+		t.Fatalf("local connections %d, %d; want 0", ca, cb)
+	}
+	// The 90 refused took no tokens: a has its burst (20) less the
+	// connections it admitted left at the same instant.
+	for i := range 20 - byA {
+		rel, _, err := a.lim.AdmitConnAt(from, now)
+		if err != nil {
+			t.Fatalf("token %d of %d: %v", i+1, 20-byA, err)
+		}
+		rel()
+	}
+	var le *limits.Error
+	if _, _, err := a.lim.AdmitConnAt(from, now); !errors.As(err, &le) || le.Limit != "max_connection_rate_per_ip" {
+		t.Fatalf("past the burst: %v; want a refusal", err)
+	}
+}
