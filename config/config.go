@@ -601,10 +601,11 @@ type Shutdown struct {
 // balancer share, so that the caps hold for the whole fleet. With store =
 // "local" (the default) every instance counts on its own, and N
 // instances admit N times max_connections_per_user. With store = "redis"
-// the sessions of each user and of each (user, client address) are
-// counted in Redis, through atomic scripts, by every instance alike; the
-// other counts (max_connections, max_connections_per_ip, the connection
-// rate and the brute-force defence) stay per instance. See
+// the sessions of each user and of each (user, client address), the
+// connections of each client address and the brute-force defence's
+// failure records are kept in Redis, changed through atomic scripts by
+// every instance alike; max_connections and the connection rate stay per
+// instance (they protect the instance itself). See
 // limits/redisstore/README.md for the key layout and the leases. Changes
 // take effect after a restart. Example:
 //

@@ -12,8 +12,18 @@ import (
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/limits/redisstore"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 )
+
+// redisLog writes go-redis's own messages (a pool failing to dial) to
+// the log at debug level: the store logs the state changes that matter
+// once, and a down Redis would otherwise fill standard error.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
 
 // startCluster attaches the fleet-wide store of [cluster] store = "redis"
 // to limiter (session counts) and tracker (the brute-force state), and
@@ -28,6 +38,7 @@ func startCluster(cfg *config.Config, limiter *limits.Limiter, tracker *limits.T
 	if c.Store != "redis" {
 		return func() {}, nil
 	}
+	redis.SetLogger(redisLog{log})
 	client, err := redisstore.NewClient(redisstore.ClientOptions{URL: c.RedisURL, Sentinels: c.RedisSentinel, Master: c.RedisMaster})
 	if err != nil {
 		return nil, fmt.Errorf("cluster.%w", err)
