@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapguard/imapguard/cmd/imapd/server"
+	"github.com/imapguard/imapguard/limits"
+	"github.com/imapguard/imapguard/limits/redisstore"
 	"github.com/imapguard/imapguard/test/proxytest"
 	"github.com/imapguard/imapguard/test/redistest"
 	"github.com/redis/go-redis/v9"
@@ -253,4 +256,35 @@ func TestClusterPenaltyShared(t *testing.T) {
 	}
 	d.Close()
 	proxytest.LoginFrom(t, "127.0.0.8", addrB, "demo", "demo").Logout("z")
+}
+
+// TestTraceClusterUnavailable: with Redis unreachable and redis_failure =
+// "deny", a login gets NO [UNAVAILABLE], counted under the reason
+// cluster_unavailable, with a span event; the connection itself was
+// admitted by the local per-address count.
+func TestTraceClusterUnavailable(t *testing.T) {
+	rs := redistest.Start(t)
+	up := proxytest.Imapd(t, server.User{Username: "alice", Password: tracedPassword})
+	st := redisstore.New(redisstore.Options{Client: rs.Client(), Instance: "t", Timeout: 300 * time.Millisecond})
+	if err := st.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	rs.Stop()
+	tp := startTracedProxyWith(t, proxytest.Config{Upstream: up,
+		Shared: &limits.SharedOptions{Store: st, OnFailure: limits.FailureDeny}})
+	loginRefused(t, tp.Addr, "a NO [UNAVAILABLE]")
+	root := tp.tree(t, "")
+	wantRefusalEvent(t, root, "cluster_unavailable")
+	found := false
+	for _, e := range root.find("imap.authenticate").s.Events {
+		found = found || e.Name == "cluster store unavailable"
+	}
+	if !found {
+		t.Error("no span event \"cluster store unavailable\" on imap.authenticate")
+	}
+	if got := collect(t, tp.reader).sum("imapguard.connections.refused", "reason=cluster_unavailable"); got != 1 {
+		t.Errorf("refused cluster_unavailable = %v; want 1", got)
+	}
+	proxytest.WaitZero(t, tp.Limiter)
 }
