@@ -74,6 +74,8 @@ type Config struct {
 	Admin Admin `toml:"admin"`
 	// Shutdown is the [shutdown] table.
 	Shutdown Shutdown `toml:"shutdown"`
+	// Cluster is the [cluster] table.
+	Cluster Cluster `toml:"cluster"`
 }
 
 // Listen holds the addresses clients connect to, and whether a load
@@ -595,6 +597,62 @@ type Shutdown struct {
 	DisconnectSpread Duration `toml:"disconnect_spread"`
 }
 
+// Cluster is the state several imapguard instances behind one load
+// balancer share, so that the caps hold for the whole fleet. With store =
+// "local" (the default) every instance counts on its own, and N
+// instances admit N times max_connections_per_user. With store = "redis"
+// the sessions of each user and of each (user, client address), the
+// connections of each client address and the brute-force defence's
+// failure records are kept in Redis, changed through atomic scripts by
+// every instance alike; max_connections and the connection rate stay per
+// instance (they protect the instance itself). See
+// limits/redisstore/README.md for the key layout and the leases. Changes
+// take effect after a restart. Example:
+//
+//	[cluster]
+//	store = "redis"
+//	redis_url = "redis://:secret@10.0.0.5:6379/0"
+//	instance_id = "imap1"
+type Cluster struct {
+	// Store is where the fleet-wide counts live: "local" (this
+	// instance's memory only) or "redis" (redis_url or
+	// redis_sentinel).
+	Store string `toml:"store"`
+
+	// RedisURL is the Redis server, as redis://[[user]:password@]host:port[/db]
+	// or rediss:// for TLS. With redis_sentinel it gives only the
+	// password, database and TLS. It may hold a password: -check and
+	// /settings show it as "(redacted)".
+	RedisURL string `toml:"redis_url" means:"no URL"`
+
+	// RedisSentinel is the addresses (host:port) of Redis Sentinels to
+	// ask for the master named redis_master, instead of redis_url's host.
+	RedisSentinel []string `toml:"redis_sentinel" means:"no Sentinel"`
+
+	// RedisMaster is the master name the Sentinels know, with
+	// redis_sentinel.
+	RedisMaster string `toml:"redis_master" means:"no master name"`
+
+	// InstanceID names this instance in Redis: its sessions are
+	// recorded under it, and a restart with the same id clears the
+	// sessions its previous run left at once. Each instance needs its
+	// own. Empty means the host name.
+	InstanceID string `toml:"instance_id" means:"the host name"`
+
+	// LeaseTTL is how long an instance's sessions count in Redis after
+	// its last refresh; an instance refreshes all of its sessions every
+	// lease_ttl/3 in one call, so the sessions of an instance that dies
+	// stop counting within lease_ttl.
+	LeaseTTL Duration `toml:"lease_ttl"`
+
+	// RedisFailure is what happens to a login while Redis cannot be
+	// reached: "local" counts against this instance's own sessions (and
+	// writes them to Redis again when it is back), "deny" refuses the
+	// login with NO [UNAVAILABLE]. Sessions already open continue
+	// either way.
+	RedisFailure string `toml:"redis_failure"`
+}
+
 // Log is what the proxy logs and how. Logs go to standard error: a line
 // when a session logs in, one for each refusal, and a summary when a
 // connection ends (client address, user, duration, bytes each way,
@@ -745,6 +803,11 @@ func Default() *Config {
 		TLS: TLS{
 			Mode: "off",
 		},
+		Cluster: Cluster{
+			Store:        "local",
+			LeaseTTL:     Duration(30 * time.Second),
+			RedisFailure: "local",
+		},
 		Limits: Limits{
 			MaxConnections:         limits.DefaultMaxConnections,
 			EvictUnauthenticated:   true,
@@ -812,7 +875,8 @@ var effectiveValues = map[string]func(*Config) string{
 // secretKeys holds the keys whose values are secrets: settings shows them
 // as Redacted when set, and their rules quote no value in messages.
 var secretKeys = map[string]bool{
-	"admin.token": true,
+	"admin.token":       true,
+	"cluster.redis_url": true,
 }
 
 // settings returns every key with the value of its field or, with

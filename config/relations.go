@@ -106,6 +106,14 @@ func relations(c *Config) []relation {
 	}
 	// Reported at the key the file changed: a short drain_timeout with
 	// the default spread is the timeout's problem.
+	if cl := &c.Cluster; cl.Store == "redis" {
+		if cl.RedisURL == "" && len(cl.RedisSentinel) == 0 {
+			add("cluster.store", `is "redis" but neither cluster.redis_url nor cluster.redis_sentinel is set`, "cluster.redis_url")
+		}
+		if len(cl.RedisSentinel) > 0 && cl.RedisMaster == "" {
+			add("cluster.redis_sentinel", "needs cluster.redis_master, the master's name", "cluster.redis_master")
+		}
+	}
 	if d := &c.Shutdown; d.DisconnectSpread > d.DrainTimeout {
 		if d.DisconnectSpread == Default().Shutdown.DisconnectSpread {
 			add("shutdown.drain_timeout", "is shorter than shutdown.disconnect_spread ("+d.DisconnectSpread.String()+"), which would close the last sessions before their BYE", "shutdown.disconnect_spread")

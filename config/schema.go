@@ -101,7 +101,71 @@ var rules = map[string]rule{
 	"shutdown.disconnect_spread": durationRange{0, time.Hour},
 
 	"admin.token_file": path{},
+
+	"cluster.store":          oneOf{"local", "redis"},
+	"cluster.redis_url":      redisURL{},
+	"cluster.redis_sentinel": addresses{},
+	"cluster.redis_master":   hostName{},
+	"cluster.instance_id":    hostName{ip: true},
+	"cluster.lease_ttl":      durationRange{time.Second, time.Hour},
+	"cluster.redis_failure":  oneOf{"local", "deny"},
 }
+
+// redisURL is a redis:// or rediss:// URL, or empty. It may hold a
+// password, so its messages never quote it (it is in secretKeys).
+type redisURL struct{}
+
+func (r redisURL) convert(raw any) (any, string) {
+	s, ok := raw.(string)
+	if !ok {
+		kind, _, _ := strings.Cut(describe(raw), " ")
+		return nil, "want a string, got " + kind
+	}
+	if msg := r.check(s); msg != "" {
+		return nil, msg
+	}
+	return s, ""
+}
+
+func (r redisURL) check(v any) string {
+	s := v.(string)
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "it is not a URL"
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return "the scheme is not redis or rediss"
+	}
+	if u.Host == "" {
+		return "the host is missing"
+	}
+	return ""
+}
+
+func (r redisURL) valid() string {
+	return "redis://[[user]:password@]host:port[/db], rediss://..., or empty"
+}
+
+// addresses is an array of host:port strings.
+type addresses struct{}
+
+func (r addresses) convert(raw any) (any, string) { return stringArray(raw, r.checkAll) }
+
+func (r addresses) check(v any) string { return r.checkAll(v.([]string)) }
+
+func (r addresses) checkAll(a []string) string {
+	for _, s := range a {
+		if msg := (address{requireHost: true}).check(s); msg != "" {
+			return msg
+		}
+	}
+	return ""
+}
+
+func (r addresses) valid() string { return "host:port addresses, port 1 .. 65535" }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second
 // from one address: beyond it the cap means nothing.
@@ -809,7 +873,11 @@ func buildSchema() *schemaInfo {
 		panic("config: rules do not match the Config fields")
 	}
 	for key, r := range rules {
-		if _, ok := r.(secret); ok != secretKeys[key] {
+		_, ok := r.(secret)
+		if _, u := r.(redisURL); u {
+			ok = true // a URL that may hold a password
+		}
+		if ok != secretKeys[key] {
 			panic("config: " + key + " has a secret rule but is not in secretKeys, or the reverse")
 		}
 	}

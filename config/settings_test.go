@@ -77,6 +77,13 @@ admin.token                        :
 admin.token_file                   :
 shutdown.drain_timeout             : 30s
 shutdown.disconnect_spread         : 10s
+cluster.store                      : local
+cluster.redis_url                  :
+cluster.redis_sentinel             :
+cluster.redis_master               :
+cluster.instance_id                :
+cluster.lease_ttl                  : 30s
+cluster.redis_failure              : local
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
@@ -171,6 +178,32 @@ func TestSecretRedacted(t *testing.T) {
 		c.Admin.Token = bad
 		if err := c.Validate(); err == nil || strings.Contains(err.Error(), bad[:10]) {
 			t.Errorf("Validate: got %v; want an error without the token", err)
+		}
+	}
+}
+
+// TestRedisURLRedacted: cluster.redis_url may hold a password; it is
+// shown redacted, and a message about a bad one does not quote it.
+func TestRedisURLRedacted(t *testing.T) {
+	const pw = "hunter2-REDIS-pw"
+	c, err := Parse("x.toml", []byte("[cluster]\nstore = \"redis\"\nredis_url = \"redis://:"+pw+"@127.0.0.1:6379/0\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := setting(c, "cluster.redis_url"); got != Redacted {
+		t.Errorf("got cluster.redis_url = %q; want %q", got, Redacted)
+	}
+	var b strings.Builder
+	if err := c.WriteSettings(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), pw) {
+		t.Errorf("WriteSettings shows the password:\n%s", b.String())
+	}
+	for _, bad := range []string{"http://:" + pw + "@h:1", "redis://:" + pw + "@/x", "redis://:" + pw + "@h:1/%zz"} {
+		_, err := Parse("x.toml", []byte("cluster.redis_url = \""+bad+"\""))
+		if err == nil || strings.Contains(err.Error(), pw) {
+			t.Errorf("%q: got %v; want an error without the password", bad, err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package limits
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
@@ -126,6 +127,9 @@ type Tracker struct {
 	addrs *simplelru.LRU[netip.Prefix, failures]
 	users *simplelru.LRU[string, failures]
 	known *simplelru.LRU[pair, struct{}]
+	// shared, if set, holds the state for a fleet (sharedauth.go).
+	shared        SharedAuth
+	sharedTimeout time.Duration
 }
 
 // NewTracker returns a Tracker with opts.
@@ -199,8 +203,18 @@ func (t *Tracker) current(f failures, max int, now time.Time) failures {
 // refusal (an *Error for max_auth_failures_per_ip or
 // max_auth_failures_per_user, matched by ErrLimit), or the delay to wait
 // first (0: none).
+//
+// With a shared store (SetShared) the records are the fleet's; the
+// Tracker's own caches decide only while the store cannot be reached.
 func (t *Tracker) Check(a Attempt, now time.Time) (delay time.Duration, err error) {
 	t.mu.Lock()
+	if s, opts := t.shared, t.opts; s != nil && opts.Enabled() {
+		t.mu.Unlock()
+		if delay, err, ok := t.checkShared(s, opts, a, now); ok {
+			return delay, err
+		}
+		t.mu.Lock()
+	}
 	defer t.mu.Unlock()
 	if !t.opts.Enabled() {
 		return 0, nil
@@ -239,6 +253,7 @@ func (t *Tracker) delay(n int) time.Duration {
 
 // Failed records a login the upstream rejected as a wrong password.
 func (t *Tracker) Failed(a Attempt, now time.Time) {
+	t.tellShared(a, now, SharedAuth.Failed)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.opts.Enabled() {
@@ -265,6 +280,7 @@ func (t *Tracker) Failed(a Attempt, now time.Time) {
 // (user, address) pair is remembered, and the address's delay is reset
 // (not its count).
 func (t *Tracker) Succeeded(a Attempt, now time.Time) {
+	t.tellShared(a, now, SharedAuth.Succeeded)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.opts.Enabled() {
@@ -286,6 +302,20 @@ func (t *Tracker) Succeeded(a Attempt, now time.Time) {
 			t.addrs.Add(key, f)
 		}
 	}
+}
+
+// tellShared records a failure or success in the shared store, if any;
+// an error reaching it leaves only the Tracker's own caches changed.
+func (t *Tracker) tellShared(a Attempt, now time.Time, f func(SharedAuth, context.Context, netip.Prefix, bool, string, time.Time, AuthOptions) error) {
+	t.mu.Lock()
+	s, opts, timeout := t.shared, t.opts, t.sharedTimeout
+	t.mu.Unlock()
+	if s == nil || !opts.Enabled() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	f(s, ctx, AddrKey(a.Addr, opts.IPv6PrefixLength), a.TrackAddr, authUserKey(a.User), now, opts)
 }
 
 // Penalty is one tracked key, for the admin API.

@@ -21,6 +21,7 @@
 package limits
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -143,6 +144,9 @@ type Limiter struct {
 	// max_connection_rate_per_ip; bounded, so a flood of distinct
 	// addresses costs bounded memory.
 	rates *lru.Cache[netip.Prefix, *rate.Limiter]
+	// shared, if set, also counts sessions fleet-wide (shared.go).
+	shared  *SharedOptions
+	slotSeq uint64
 }
 
 // userIP is the key of max_connections_per_user_ip.
@@ -237,8 +241,15 @@ func (l *Limiter) AdmitConn(addr netip.Addr) (release func(), checks []Check, er
 // skips the rate and max_connections_per_ip, though its connections are
 // still counted. The caps of addr are those of the overrides that match
 // it by network (the user is not known yet; see policy).
+//
+// With a shared store (SetShared), max_connections_per_ip is counted for
+// the fleet (admitConnShared); the rate and max_connections stay this
+// instance's.
 func (l *Limiter) AdmitConnAt(addr netip.Addr, now time.Time) (release func(), checks []Check, err error) {
 	l.mu.Lock()
+	if sh := l.shared; sh != nil {
+		return l.admitConnShared(sh, addr, now) // unlocks l.mu
+	}
 	defer l.mu.Unlock()
 	key := AddrKey(addr, l.opts.IPv6PrefixLength)
 	p := l.policy
@@ -318,18 +329,90 @@ func FormatRate(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
 // give user at addr. It returns the checks it made, in order; on refusal
 // the last one is the limit that refused. The release function works as
 // AdmitConn's.
+//
+// With a shared store (SetShared), the store decides, atomically across
+// the fleet, with the same caps; the session is then counted here too
+// without a local check. If the store cannot be reached, the local
+// counts decide (FailureLocal) or the session is refused with
+// ErrUnavailable (FailureDeny).
 func (l *Limiter) AdmitUser(user string, addr netip.Addr) (release func(), checks []Check, err error) {
 	l.mu.Lock()
+	if sh := l.shared; sh != nil {
+		return l.admitShared(sh, user, addr) // unlocks l.mu
+	}
 	defer l.mu.Unlock()
+	return l.admitUserLocked(user, addr, nil)
+}
+
+// admitShared is AdmitUser with a shared store; l.mu is held on entry and
+// released while the store is asked.
+func (l *Limiter) admitShared(sh *SharedOptions, user string, addr netip.Addr) (release func(), checks []Check, err error) {
 	key := UserKey(user)
 	p := l.policy
 	perUser := p.perUser(key, addr)
+	perUserIP := p.perUserIP(key, addr)
+	if p.exempt(addr) {
+		perUserIP = 0
+	}
+	l.slotSeq++
+	slot := Slot{User: key, Addr: AddrKey(addr, l.opts.IPv6PrefixLength), Start: time.Now()}
+	if sh.NewID != nil {
+		slot.ID = sh.NewID()
+	} else {
+		slot.ID = strconv.FormatUint(l.slotSeq, 10)
+	}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), sh.Timeout)
+	ok, checks, serr := sh.Store.AdmitUser(ctx, slot, perUser, perUserIP)
+	cancel()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if serr != nil {
+		if sh.OnFailure == FailureDeny {
+			return nil, nil, fmt.Errorf("%w: %w", ErrUnavailable, serr)
+		}
+		release, checks, err = l.admitUserLocked(user, addr, nil)
+		if err != nil {
+			return nil, checks, err
+		}
+		sh.Store.Adopt(slot)
+		return l.sharedRelease(sh.Store, slot, release), checks, nil
+	}
+	if !ok {
+		last := checks[len(checks)-1]
+		return nil, checks, &Error{Limit: last.Limit, Value: last.Max, Count: last.Count}
+	}
+	release, _, _ = l.admitUserLocked(user, addr, &slot)
+	return l.sharedRelease(sh.Store, slot, release), checks, nil
+}
+
+// sharedRelease wraps a local release to release the slot in the store
+// too, once.
+func (l *Limiter) sharedRelease(s Shared, slot Slot, local func()) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			local()
+			s.Release(slot)
+		})
+	}
+}
+
+// admitUserLocked counts a session locally; l.mu is held. With admitted
+// non-nil the shared store has admitted it: it is counted without a check.
+func (l *Limiter) admitUserLocked(user string, addr netip.Addr, admitted *Slot) (release func(), checks []Check, err error) {
+	key := UserKey(user)
+	p := l.policy
+	perUser := p.perUser(key, addr)
+	if admitted != nil {
+		perUser = int(^uint(0) >> 1)
+	}
 	checks = append(make([]Check, 0, 2), Check{"max_connections_per_user", l.users[key], perUser})
 	if l.users[key] >= perUser {
 		return nil, checks, &Error{Limit: "max_connections_per_user", Value: perUser, Count: l.users[key]}
 	}
 	uk := userIP{key, AddrKey(addr, l.opts.IPv6PrefixLength)}
-	if n := p.perUserIP(key, addr); n > 0 && !p.exempt(addr) {
+	if n := p.perUserIP(key, addr); n > 0 && !p.exempt(addr) && admitted == nil {
 		checks = append(checks, Check{"max_connections_per_user_ip", l.userIPs[uk], n})
 		if l.userIPs[uk] >= n {
 			return nil, checks, &Error{Limit: "max_connections_per_user_ip", Value: n, Count: l.userIPs[uk]}

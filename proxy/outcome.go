@@ -95,6 +95,7 @@ const (
 	reasonWriteTimeout        = "write_timeout"
 	reasonEvicted             = "evicted"
 	reasonUpstreamUnavailable = "upstream_unavailable"
+	reasonClusterUnavailable  = "cluster_unavailable"
 	reasonBadCommands         = "too_many_bad_commands"
 	reasonAuthFailures        = "too_many_auth_failures"
 	reasonProxyHeader         = "proxy_header"

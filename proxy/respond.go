@@ -143,6 +143,14 @@ func upstreamUnavailable(tag string) response {
 		refusal: reasonUpstreamUnavailable}
 }
 
+// clusterUnavailable refuses a login whose session the fleet-wide store
+// ([cluster] store = "redis") could not count, with redis_failure =
+// "deny" (limits.ErrUnavailable).
+func clusterUnavailable(tag string) response {
+	return response{tag: tag, kind: respNO, code: "UNAVAILABLE", text: "Service temporarily unavailable, try again later",
+		refusal: reasonClusterUnavailable}
+}
+
 func nulCredentials(tag string) response {
 	return bad(tag, "NUL is not allowed in a user name or password")
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -96,12 +97,17 @@ func (t *connTrace) accepted(listener string) {
 func (t *connTrace) limitEvents(span trace.Span, checks []limits.Check, err error) {
 	for i, ch := range checks {
 		exceeded := err != nil && i == len(checks)-1
-		span.AddEvent("limit", trace.WithAttributes(
+		attrs := []attribute.KeyValue{
 			attribute.String("imapguard.limit.name", ch.Limit),
 			attribute.Int("imapguard.limit.count", ch.Count),
 			attribute.Int("imapguard.limit.max", ch.Max),
 			attribute.Bool("imapguard.limit.exceeded", exceeded),
-		))
+		}
+		span.AddEvent("limit", trace.WithAttributes(attrs...))
+	}
+	if errors.Is(err, limits.ErrUnavailable) {
+		// [cluster] store = "redis" unreachable, redis_failure = "deny".
+		span.AddEvent("cluster store unavailable")
 	}
 }
 

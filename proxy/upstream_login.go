@@ -104,6 +104,12 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		log.Info("login refused", "reason", lim.Error(), "limit", lim.Limit, "count", lim.Count, "max", lim.Value)
 		return c.w.respond(userLimitNo(tag, lim)) == nil
 	}
+	if errors.Is(err, limits.ErrUnavailable) {
+		up.logout()
+		a.end(authUnavailable, "")
+		log.Warn("login refused: cluster store unavailable", "err", err)
+		return c.w.respond(clusterUnavailable(tag)) == nil
+	}
 	a.end(authSuccess, "")
 	sess := newSession(c, up.nc)
 	c.mu.Lock()

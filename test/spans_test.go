@@ -30,6 +30,13 @@ type tracedProxy struct {
 
 func startTracedProxy(t *testing.T, upstream string, opts proxy.Options, lim limits.Options) *tracedProxy {
 	t.Helper()
+	return startTracedProxyWith(t, proxytest.Config{Upstream: upstream, Options: opts, Limits: lim})
+}
+
+// startTracedProxyWith is startTracedProxy with a whole proxytest.Config
+// (its Setup is replaced).
+func startTracedProxyWith(t *testing.T, cfg proxytest.Config) *tracedProxy {
+	t.Helper()
 	tp := &tracedProxy{spans: tracetest.NewInMemoryExporter(), reader: sdkmetric.NewManualReader()}
 	// A syncer exports each span as it ends.
 	provider := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tp.spans))
@@ -38,11 +45,12 @@ func startTracedProxy(t *testing.T, upstream string, opts proxy.Options, lim lim
 		provider.Shutdown(context.Background())
 		meters.Shutdown(context.Background())
 	})
-	tp.Proxy = proxytest.Start(t, proxytest.Config{Upstream: upstream, Options: opts, Limits: lim, Setup: func(s *proxy.Server) {
+	cfg.Setup = func(s *proxy.Server) {
 		if err := s.Instrument(provider, meters); err != nil {
 			t.Fatal(err)
 		}
-	}})
+	}
+	tp.Proxy = proxytest.Start(t, cfg)
 	return tp
 }
 

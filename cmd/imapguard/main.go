@@ -341,6 +341,11 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	limiter := limits.New(limitOptions(cfg))
 	popts := proxyOptions(cfg, serverTLS, upTLS)
 	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
+	stopCluster, err := startCluster(cfg, limiter, popts.AuthTracker, tel.MeterProvider, log)
+	if err != nil {
+		return err
+	}
+	defer stopCluster()
 	srv := proxy.New(popts, limiter, log)
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
 		return err

@@ -59,7 +59,7 @@ func logSwitchOf(log *slog.Logger) *logSwitch {
 // needsRestart reports whether a change of key takes effect only after a
 // restart: [listen] but trusted_proxies (which needs one too when
 // proxy_protocol changes), [tls] (SIGHUP re-reads the certificate files,
-// not the keys), [telemetry] but record_user, and admin.listen.
+// not the keys), [telemetry] but record_user, admin.listen and [cluster].
 func needsRestart(key string, protocolChanged bool) bool {
 	switch {
 	case key == "listen.trusted_proxies":
@@ -68,6 +68,8 @@ func needsRestart(key string, protocolChanged bool) bool {
 		return false
 	case key == "admin.listen":
 		return true
+	case strings.HasPrefix(key, "cluster."):
+		return true // the store is made once, at start
 	}
 	return strings.HasPrefix(key, "listen.") || strings.HasPrefix(key, "tls.") || strings.HasPrefix(key, "telemetry.")
 }
@@ -103,6 +105,7 @@ func keepRestartKeys(old, cfg *config.Config) {
 	cfg.Telemetry = old.Telemetry
 	cfg.Telemetry.RecordUser = record
 	cfg.Admin.Listen = old.Admin.Listen
+	cfg.Cluster = old.Cluster
 }
 
 // keyList joins key names for a log line; "none" for none.

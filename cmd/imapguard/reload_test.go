@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
@@ -92,4 +94,21 @@ func TestReloadCaps(t *testing.T) {
 		t.Errorf("after a bad file: got overrides %+v; want the previous one", o.Overrides)
 	}
 	proxytest.WaitCounts(t, p.Limiter, "sessions open", func(c limits.Counts) bool { return c.Sessions == 5 })
+}
+
+// TestClusterKeysNeedRestart: the store is made once, at start, so every
+// [cluster] key waits for a restart, and the configuration in force keeps
+// the old values.
+func TestClusterKeysNeedRestart(t *testing.T) {
+	for _, k := range []string{"cluster.store", "cluster.redis_url", "cluster.instance_id", "cluster.lease_ttl", "cluster.redis_failure"} {
+		if !needsRestart(k, false) {
+			t.Errorf("needsRestart(%q) = false; want true", k)
+		}
+	}
+	old, cfg := config.Default(), config.Default()
+	cfg.Cluster.LeaseTTL = config.Duration(5 * time.Second)
+	keepRestartKeys(old, cfg)
+	if !reflect.DeepEqual(cfg.Cluster, old.Cluster) {
+		t.Errorf("after keepRestartKeys: %+v; want the old [cluster]", cfg.Cluster)
+	}
 }

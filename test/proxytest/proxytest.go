@@ -67,6 +67,9 @@ type Config struct {
 	// Setup, when set, prepares the server (such as Instrument) before
 	// it serves.
 	Setup func(*proxy.Server)
+	// Shared, when set, attaches a fleet-wide session store to the
+	// limiter (limits.Limiter.SetShared), as [cluster] store = "redis".
+	Shared *limits.SharedOptions
 	// ServeTLS also serves implicit TLS (imaps) on a second listener,
 	// Proxy.TLSAddr; Options.TLSConfig must be set.
 	ServeTLS bool
@@ -92,6 +95,9 @@ func Start(t testing.TB, c Config) *Proxy {
 		c.Logger = verboseLogger()
 	}
 	limiter := limits.New(c.Limits)
+	if c.Shared != nil {
+		limiter.SetShared(*c.Shared)
+	}
 	srv := proxy.New(c.Options, limiter, c.Logger)
 	if c.Setup != nil {
 		c.Setup(srv)
