@@ -160,10 +160,18 @@ func (s *Server) Listening() []string {
 
 // CheckUpstream connects to the upstream as a login would (TCP, TLS as
 // configured, greeting) and logs out, bounded by connect_timeout and
-// login_timeout; nil means the upstream is reachable.
+// login_timeout; nil means the upstream is reachable. With several
+// backends (Options.Route "hash" or "map") it dials nothing and answers
+// from the health checks (health.go): nil while at least one is up.
 func (s *Server) CheckUpstream(ctx context.Context) error {
 	// With proxy_v1/v2 the header names no client (forwarding.proxyHeader).
 	o := s.options()
+	if o.routed() {
+		if !s.BackendsReady() {
+			return ErrNoBackendUp
+		}
+		return nil
+	}
 	up, err := dialUpstream(ctx, o, nil)
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ type Server struct {
 	ownParker bool // made by New: Shutdown closes it
 	sweeper   park.Sweeper
 	upCaps    upstreamCaps // the upstream's pre-login capabilities (upstream_caps.go)
+	health    health       // of several upstreams (health.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -118,6 +119,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	s.knownUpstreamCaps(s.options()) // the first probe, with ProbeUpstream
+	s.startHealth()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
@@ -268,6 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// During a drain: the sessions whose turn has not come get their BYE
 	// now (a connection told already is not told again).
 	s.stopDrain()
+	s.stopHealth()
 	for _, c := range conns {
 		c.shutdown(shutdownText)
 	}

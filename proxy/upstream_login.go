@@ -48,7 +48,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		return cont
 	}
 	start := time.Now()
-	up, err := c.upstreamLogin(a, cr, fwd, log)
+	up, err := c.upstreamLogin(a, cr, fwd, user, log)
 	if err != nil && cr.clientErr != nil {
 		// The client went away, or sent too much, while answering the
 		// upstream's challenge (oauth.go).
@@ -113,7 +113,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		up.logout()
 		return false
 	}
-	c.releaseUser = releaseUser
+	c.releaseUser = countSession(up, releaseUser)
 	c.user = user
 	c.sess = sess
 	c.mu.Unlock()
@@ -155,10 +155,10 @@ func (c *conn) forwarding() *forwarding {
 
 // upstreamLogin dials the upstream and logs in there with the client's
 // credentials, tracing both steps.
-func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, log *slog.Logger) (*upstream, error) {
+func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, user string, log *slog.Logger) (*upstream, error) {
 	start := time.Now()
 	dctx, dspan := a.upstreamSpan(spanDial)
-	up, err := dialUpstream(dctx, c.opts, fwd)
+	up, o, err := c.srv.dialRoute(dctx, c.opts, user, fwd)
 	endSpan(dspan, err)
 	if c.ctx.Err() == nil {
 		c.trace.dialed(time.Since(start), err == nil)
@@ -169,7 +169,7 @@ func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, log 
 	lstart := time.Now()
 	lctx, lspan := a.upstreamSpan(spanLogin)
 	idErr, err := up.login(lctx, cr, fwd)
-	c.srv.learnUpstreamCaps(c.opts, up.preLogin)
+	c.srv.learnUpstreamCaps(o, up.preLogin)
 	if idErr != nil {
 		log.Warn("upstream refused the ID; logging in without it", "detail", idErr)
 	}

@@ -1,0 +1,309 @@
+package test
+
+// Routing to several upstreams (issue 13): hash and map routes, health
+// checks on the fake clock, the failover of a dial at login, with three
+// cmd/imapd backends. Each backend holds the same accounts with a
+// different number of messages (backend i: i+1), so SELECT INBOX tells
+// which backend a login landed on.
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/imapguard/imapguard/cmd/imapd/server"
+	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/test/proxytest"
+)
+
+const routePass = "route-secret"
+
+// routeUsers are the accounts every routing backend holds.
+func routeUsers(messages int) []server.User {
+	var us []server.User
+	for i := range 24 {
+		us = append(us, server.User{Username: fmt.Sprintf("user%d", i), Password: routePass, Messages: messages})
+	}
+	return us
+}
+
+// routeBackend serves an imapd with routeUsers(messages) on addr
+// ("127.0.0.1:0" for a fresh port) and returns it and its address; the
+// test's cleanup closes it.
+func routeBackend(t *testing.T, addr string, messages int) (*server.Server, string) {
+	t.Helper()
+	srv, err := server.New(server.Options{Users: routeUsers(messages), InsecureAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("imapd: %v", err)
+		}
+	})
+	return srv, ln.Addr().String()
+}
+
+// threeBackends starts three routing backends, named b0, b1 and b2.
+func threeBackends(t *testing.T) ([]*server.Server, []proxy.Backend) {
+	t.Helper()
+	var srvs []*server.Server
+	var bs []proxy.Backend
+	for i := range 3 {
+		srv, addr := routeBackend(t, "127.0.0.1:0", i+1)
+		srvs = append(srvs, srv)
+		bs = append(bs, proxy.Backend{Name: fmt.Sprintf("b%d", i), Addr: addr})
+	}
+	return srvs, bs
+}
+
+// landsOn logs user in through the proxy at addr and checks that the
+// session is on backend want (by its message count).
+func landsOn(t *testing.T, addr, user string, want int) {
+	t.Helper()
+	c := proxytest.Login(t, addr, user, routePass)
+	c.SelectAndLogout(fmt.Sprintf("* %d EXISTS", want+1))
+}
+
+func TestHashOrderMovesOnlyTheRemovedBackendsUsers(t *testing.T) {
+	three := []proxy.Backend{{Name: "b0"}, {Name: "b1"}, {Name: "b2"}}
+	two := []proxy.Backend{three[0], three[2]} // b1 taken out
+	const users = 10000
+	var per [3]int
+	moved, movedElsewhere := 0, 0
+	for i := range users {
+		u := fmt.Sprintf("user%d@example.org", i)
+		before := three[proxy.HashOrder(u, three)[0]].Name
+		after := two[proxy.HashOrder(u, two)[0]].Name
+		per[proxy.HashOrder(u, three)[0]]++
+		if before != after {
+			moved++
+			if before != "b1" {
+				movedElsewhere++
+			}
+		}
+		// The next choice is where a user goes when the first is down.
+		if before == "b1" && three[proxy.HashOrder(u, three)[1]].Name != after {
+			t.Errorf("%s: moved to %s; want its second choice", u, after)
+		}
+	}
+	t.Logf("10000 users over b0/b1/b2: %v; removing b1 moved %d users (%d not b1's)", per, moved, movedElsewhere)
+	if movedElsewhere != 0 {
+		t.Errorf("%d users not on b1 moved; want 0", movedElsewhere)
+	}
+	if moved != per[1] {
+		t.Errorf("moved %d users; want b1's %d", moved, per[1])
+	}
+	for i, n := range per {
+		// An even share is 3333; 5 standard deviations is about 235.
+		if n < 3333-300 || n > 3333+300 {
+			t.Errorf("backend b%d has %d of 10000 users; want about 3333", i, n)
+		}
+	}
+}
+
+func TestHashOrderWeightsAndCase(t *testing.T) {
+	bs := []proxy.Backend{{Name: "small", Weight: 1}, {Name: "big", Weight: 3}}
+	big := 0
+	for i := range 10000 {
+		if proxy.HashOrder(fmt.Sprintf("u%d", i), bs)[0] == 1 {
+			big++
+		}
+	}
+	t.Logf("weights 1:3: %d of 10000 on the weight-3 backend", big)
+	if big < 7500-300 || big > 7500+300 {
+		t.Errorf("weight-3 backend has %d of 10000 users; want about 7500", big)
+	}
+	if a, b := proxy.HashOrder("Alice", bs), proxy.HashOrder(" alice ", bs); a[0] != b[0] {
+		t.Errorf("Alice → %d, alice → %d; want the same backend", a[0], b[0])
+	}
+}
+
+func TestRouteHashLogins(t *testing.T) {
+	_, bs := threeBackends(t)
+	p := proxytest.Start(t, proxytest.Config{Options: proxy.Options{Route: proxy.RouteHash, Backends: bs}})
+	seen := map[int]bool{}
+	for i := range 12 {
+		u := fmt.Sprintf("user%d", i)
+		want := proxy.HashOrder(u, bs)[0]
+		seen[want] = true
+		landsOn(t, p.Addr, u, want)
+		// Case-folded: the same user in capitals lands on the same backend.
+		if i == 0 {
+			want2 := proxy.HashOrder("USER0", bs)[0]
+			if want2 != want {
+				t.Fatalf("USER0 → b%d, user0 → b%d", want2, want)
+			}
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("12 users all on %v; want them spread", seen)
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+func TestRouteMap(t *testing.T) {
+	_, bs := threeBackends(t)
+	o := proxy.Options{Route: proxy.RouteMap, Backends: bs, RouteMap: map[string]string{
+		"user1": "b2",
+		"user2": bs[1].Addr, // by address
+		"*":     "b0",
+	}}
+	p := proxytest.Start(t, proxytest.Config{Options: o})
+	landsOn(t, p.Addr, "user1", 2)
+	landsOn(t, p.Addr, "user2", 1)
+	landsOn(t, p.Addr, "user3", 0) // the default
+
+	// A reload (SetOptions) applies to new logins.
+	o.RouteMap = map[string]string{"user1": "b1"}
+	p.Server.SetOptions(o)
+	landsOn(t, p.Addr, "user1", 1)
+	// No default: a user the map does not list is told so, not routed.
+	d := proxytest.Dial(t, p.Addr)
+	d.Greeting()
+	_, tagged := d.Cmd("a", "LOGIN user3 "+routePass)
+	if want := "a NO [UNAVAILABLE]"; len(tagged) < len(want) || tagged[:len(want)] != want {
+		t.Errorf("unmapped user: %q; want %q…", tagged, want)
+	}
+	d.Logout("b")
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+// healthRound moves the clock on by one interval and waits for the round
+// of probes it starts to be recorded.
+func healthRound(t *testing.T, clk *proxytest.Clock, srv *proxy.Server, interval time.Duration) {
+	t.Helper()
+	clk.WaitTimers(t, 1)
+	clk.Advance(interval)
+	now := clk.Now()
+	proxytest.WaitFor(t, "a round of health checks", func() bool {
+		for _, b := range srv.Backends() {
+			if !b.LastProbe.Equal(now) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func backendState(srv *proxy.Server, name string) proxy.BackendInfo {
+	for _, b := range srv.Backends() {
+		if b.Name == name {
+			return b
+		}
+	}
+	return proxy.BackendInfo{}
+}
+
+func TestRouteHealthChecks(t *testing.T) {
+	srvs, bs := threeBackends(t)
+	clk := proxytest.NewClock()
+	const interval = 5 * time.Second
+	o := proxy.Options{Route: proxy.RouteHash, Backends: bs, Clock: clk,
+		HealthInterval: interval, UnhealthyAfter: 3, HealthyAfter: 2}
+	p := proxytest.Start(t, proxytest.Config{Options: o})
+
+	// A user whose first choice is b1, and where it goes without it.
+	var user string
+	for i := range 24 {
+		if u := fmt.Sprintf("user%d", i); proxy.HashOrder(u, bs)[0] == 1 {
+			user = u
+			break
+		}
+	}
+	if user == "" {
+		t.Fatal("no test user hashes to b1")
+	}
+	next := proxy.HashOrder(user, bs)[1]
+
+	healthRound(t, clk, p.Server, interval)
+	for _, b := range p.Server.Backends() {
+		if !b.Up || b.Failures != 0 {
+			t.Fatalf("%s after a good probe: %+v; want up", b.Name, b)
+		}
+	}
+	landsOn(t, p.Addr, user, 1)
+
+	// b1 dies: it stays up for two failed probes and goes down at the third.
+	addr := bs[1].Addr
+	srvs[1].Close()
+	for i := 1; i <= 3; i++ {
+		healthRound(t, clk, p.Server, interval)
+		st := backendState(p.Server, "b1")
+		if st.Failures != i || st.Up != (i < 3) {
+			t.Fatalf("b1 after %d failed probes: up %v, failures %d", i, st.Up, st.Failures)
+		}
+	}
+	if p.Server.BackendsReady() != true {
+		t.Error("BackendsReady with two backends up: false")
+	}
+	// Its users go to their next choice; the others stay.
+	landsOn(t, p.Addr, user, next)
+
+	// b1 comes back on the same address: up after two good probes.
+	back, _ := routeBackend(t, addr, 2)
+	healthRound(t, clk, p.Server, interval)
+	if st := backendState(p.Server, "b1"); st.Up || st.Failures != 0 {
+		t.Fatalf("b1 after one good probe: %+v; want down, no failures", st)
+	}
+	healthRound(t, clk, p.Server, interval)
+	if st := backendState(p.Server, "b1"); !st.Up {
+		t.Fatalf("b1 after two good probes: %+v; want up", st)
+	}
+	landsOn(t, p.Addr, user, 1)
+
+	// Every backend down: not ready.
+	for _, s := range append(srvs, back) {
+		s.Close()
+	}
+	for range 3 {
+		healthRound(t, clk, p.Server, interval)
+	}
+	for _, b := range p.Server.Backends() {
+		if b.Up {
+			t.Errorf("%s after 3 failed probes: %+v; want down", b.Name, b)
+		}
+	}
+	if p.Server.BackendsReady() {
+		t.Error("BackendsReady with every backend down: true")
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+func TestRouteDialFailover(t *testing.T) {
+	_, bs := threeBackends(t)
+	// A user whose first choice is a backend nobody listens on.
+	dead := proxytest.ClosedAddr(t)
+	bs[0].Addr = dead
+	var user string
+	for i := range 24 {
+		if u := fmt.Sprintf("user%d", i); proxy.HashOrder(u, bs)[0] == 0 {
+			user = u
+			break
+		}
+	}
+	if user == "" {
+		t.Fatal("no test user hashes to b0")
+	}
+	p := proxytest.Start(t, proxytest.Config{Options: proxy.Options{Route: proxy.RouteHash, Backends: bs}})
+	// No probe has run: b0 counts as up, the dial fails and the login
+	// goes to the user's next choice.
+	c := proxytest.Login(t, p.Addr, user, routePass)
+	next := proxy.HashOrder(user, bs)[1]
+	proxytest.WaitFor(t, "the session counted on its backend", func() bool {
+		return backendState(p.Server, bs[next].Name).Sessions == 1
+	})
+	c.SelectAndLogout(fmt.Sprintf("* %d EXISTS", next+1))
+	proxytest.WaitFor(t, "the session uncounted", func() bool {
+		return backendState(p.Server, bs[next].Name).Sessions == 0
+	})
+	proxytest.WaitZero(t, p.Limiter)
+}
