@@ -110,6 +110,7 @@ func (s *Server) healthRound() {
 		h.mu.Unlock()
 	}()
 
+	s.refreshRouteMap(false)
 	o := s.options()
 	if !o.routed() {
 		return

@@ -61,9 +61,12 @@ type Options struct {
 	// pick one of Backends per user, RouteMap with RouteMap's entries
 	// (user as limits.UserKey → backend name or address, RouteDefault
 	// for the others).
-	Route    string
-	Backends []Backend
-	RouteMap map[string]string
+	// RouteMapFile, when set, replaces RouteMap with the contents of a
+	// map file (routemap.go), read at SetOptions and when it changes.
+	Route        string
+	Backends     []Backend
+	RouteMap     map[string]string
+	RouteMapFile string
 	// HealthInterval, UnhealthyAfter and HealthyAfter run the health
 	// checks of Backends (health.go); zero takes limits.Default*.
 	HealthInterval time.Duration

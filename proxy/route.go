@@ -161,13 +161,13 @@ func HashOrder(user string, backends []Backend) []int {
 	return idx
 }
 
-// lookupMap returns the index in o.Backends of the backend RouteMap
+// lookupMap returns the index in o.Backends of the backend the map m
 // names for user (by name, else by address), or of its "*" entry; -1
 // when neither names a backend.
-func (o *Options) lookupMap(user string) int {
-	name, ok := o.RouteMap[limits.UserKey(user)]
+func (o *Options) lookupMap(m map[string]string, user string) int {
+	name, ok := m[limits.UserKey(user)]
 	if !ok {
-		name, ok = o.RouteMap[RouteDefault]
+		name, ok = m[RouteDefault]
 	}
 	if !ok {
 		return -1
@@ -194,7 +194,7 @@ var errNoBackend = errors.New("proxy: no backend for the user in the route map")
 // one the map names.
 func (s *Server) choices(o *Options, user string) []Backend {
 	if o.Route == RouteMap {
-		if i := o.lookupMap(user); i >= 0 {
+		if i := o.lookupMap(s.routeMap(o), user); i >= 0 {
 			return []Backend{o.Backends[i]}
 		}
 		return nil

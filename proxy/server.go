@@ -37,6 +37,7 @@ type Server struct {
 	sweeper   park.Sweeper
 	upCaps    upstreamCaps // the upstream's pre-login capabilities (upstream_caps.go)
 	health    health       // of several upstreams (health.go)
+	mapFile   routeMapFile // Options.RouteMapFile as last read (routemap.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -82,10 +83,12 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 
 // SetOptions replaces the options in force, without a restart: new
 // connections take the new values at once; a session already relaying
-// keeps the command size cap and idle timeout it started with.
+// keeps the command size cap and idle timeout it started with. It reads
+// Options.RouteMapFile again.
 func (s *Server) SetOptions(opts Options) {
 	o := opts.withDefaults()
 	s.opts.Store(&o)
+	s.refreshRouteMap(true)
 }
 
 func (s *Server) options() *Options { return s.opts.Load() }

@@ -8,7 +8,10 @@ package test
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -306,4 +309,83 @@ func TestRouteDialFailover(t *testing.T) {
 		return backendState(p.Server, bs[next].Name).Sessions == 0
 	})
 	proxytest.WaitZero(t, p.Limiter)
+}
+
+// writeMap writes a map file with a modification time of its own, so
+// that the proxy sees each version as a change.
+func writeMap(t *testing.T, path, text string, mod time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, mod, mod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRouteMapFile(t *testing.T) {
+	_, bs := threeBackends(t)
+	path := filepath.Join(t.TempDir(), "users.map")
+	mod := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	writeMap(t, path, "# user backend\nuser1 b2\n\nUSER2\tb1\n*  b0\n", mod)
+	clk := proxytest.NewClock()
+	const interval = 5 * time.Second
+	o := proxy.Options{Route: proxy.RouteMap, Backends: bs, RouteMapFile: path, Clock: clk, HealthInterval: interval}
+	p := proxytest.Start(t, proxytest.Config{Options: o})
+	landsOn(t, p.Addr, "user1", 2)
+	landsOn(t, p.Addr, "user2", 1) // case-folded
+	landsOn(t, p.Addr, "user3", 0)
+
+	// The file changes: read again before the next round of probes.
+	writeMap(t, path, "user1 b1\n* "+bs[2].Addr+"\n", mod.Add(time.Second))
+	healthRound(t, clk, p.Server, interval)
+	landsOn(t, p.Addr, "user1", 1)
+	landsOn(t, p.Addr, "user3", 2)
+
+	// A wrong file leaves the map in force, on a change and on a reload.
+	writeMap(t, path, "user1 nosuch\n", mod.Add(2*time.Second))
+	healthRound(t, clk, p.Server, interval)
+	landsOn(t, p.Addr, "user1", 1)
+	p.Server.SetOptions(o)
+	landsOn(t, p.Addr, "user1", 1)
+
+	// A reload reads the file again even with the same time and size.
+	writeMap(t, path, "user1 b0\n", mod.Add(3*time.Second))
+	p.Server.SetOptions(o)
+	landsOn(t, p.Addr, "user1", 0)
+	proxytest.WaitZero(t, p.Limiter)
+}
+
+func TestParseRouteMap(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     map[string]string
+		err      string
+	}{
+		{"empty", "", map[string]string{}, ""},
+		{"comments and default", "# c\n\n  Alice  mail1 \n* mail2\n", map[string]string{"alice": "mail1", "*": "mail2"}, ""},
+		{"three fields", "alice mail1 x\n", nil, "line 1: want \"user backend\", got 3 fields"},
+		{"one field", "# c\nalice\n", nil, "line 2: want \"user backend\", got 1 fields"},
+		{"twice", "alice a\nALICE b\n", nil, `line 2: user "ALICE" is listed twice`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := proxy.ParseRouteMap([]byte(tt.in))
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("got error %v; want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !maps.Equal(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+	bs := []proxy.Backend{{Name: "mail1", Addr: "192.0.2.1:143"}, {Addr: "192.0.2.2:143"}}
+	if err := proxy.CheckRouteMap(map[string]string{"a": "mail1", "b": "192.0.2.2:143", "c": "192.0.2.1:143"}, bs); err != nil {
+		t.Errorf("names and addresses: %v", err)
+	}
+	if err := proxy.CheckRouteMap(map[string]string{"a": "mail2"}, bs); err == nil {
+		t.Error("an unknown backend: no error")
+	}
 }

@@ -340,6 +340,9 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	}
 	limiter := limits.New(limitOptions(cfg))
 	popts := proxyOptions(cfg, serverTLS, upTLS)
+	if err := routeOptions(cfg, &popts); err != nil {
+		return err
+	}
 	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
 	srv := proxy.New(popts, limiter, log)
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
@@ -532,13 +535,17 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 	if err != nil {
 		return fail(err)
 	}
+	popts := proxyOptions(cfg, serverTLS, upTLS)
+	if err := routeOptions(cfg, &popts); err != nil {
+		return fail(err)
+	}
 	limiter.SetOptions(limitOptions(cfg))
 	if t := srv.AuthTracker(); t != nil {
 		// New window, maxima, block and delay apply at once;
 		// auth_tracking_entries resizes the tables.
 		t.SetOptions(authOptions(cfg))
 	}
-	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
+	srv.SetOptions(popts)
 	if st != nil {
 		if st.api != nil {
 			st.api.SetToken(token)
