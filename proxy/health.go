@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/imapguard/imapguard/proxy/clock"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Health checks of Options.Backends (issue 13). Every HealthInterval, on
@@ -229,6 +231,16 @@ func (s *Server) Backends() []BackendInfo {
 // ErrNoBackendUp is CheckUpstream's answer when every backend is down.
 var ErrNoBackendUp = errors.New("proxy: no backend is up")
 
+// Route returns the route in force (Options.Route; "single" for "") and
+// its backends, as Backends: for the admin API's GET /backends.
+func (s *Server) Route() (string, []BackendInfo) {
+	r := s.options().Route
+	if r == "" {
+		r = RouteSingle
+	}
+	return r, s.Backends()
+}
+
 // BackendsReady reports whether logins have somewhere to go: true with
 // Route "single", else while at least one backend is up.
 func (s *Server) BackendsReady() bool {
@@ -237,4 +249,46 @@ func (s *Server) BackendsReady() bool {
 		return true
 	}
 	return slices.ContainsFunc(bs, func(b BackendInfo) bool { return b.Up })
+}
+
+// instrumentBackends registers the gauges of several upstreams on mp:
+// imapguard.backend.up (1 up, 0 down) and imapguard.backend.sessions,
+// each with the attribute backend (its name: as many series as
+// [[upstream.backend]] entries). None with Route "single". Kept apart
+// like instrumentDrain; a second Instrument replaces it.
+func (s *Server) instrumentBackends(mp metric.MeterProvider) error {
+	m := mp.Meter(instrumentationName)
+	up, err := m.Int64ObservableGauge("imapguard.backend.up",
+		metric.WithDescription("1 while the health checks find the backend up, else 0"))
+	if err != nil {
+		return err
+	}
+	sessions, err := m.Int64ObservableGauge("imapguard.backend.sessions", metric.WithUnit("{session}"),
+		metric.WithDescription("Sessions relaying through the backend"))
+	if err != nil {
+		return err
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, b := range s.Backends() {
+			attrs := metric.WithAttributes(attribute.String("backend", b.Name))
+			var v int64
+			if b.Up {
+				v = 1
+			}
+			o.ObserveInt64(up, v, attrs)
+			o.ObserveInt64(sessions, int64(b.Sessions), attrs)
+		}
+		return nil
+	}, up, sessions)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.backendReg
+	s.backendReg = reg
+	s.mu.Unlock()
+	if old != nil {
+		return old.Unregister()
+	}
+	return nil
 }

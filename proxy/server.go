@@ -48,7 +48,9 @@ type Server struct {
 	drain     *drainState         // set by Drain (drain.go)
 	drained   chan struct{}       // closed when a drain has ended
 	drainReg  metric.Registration // imapguard.draining (instrumentDrain)
-	wg        sync.WaitGroup      // live connection handlers
+	// imapguard.backend.* (instrumentBackends)
+	backendReg metric.Registration
+	wg         sync.WaitGroup // live connection handlers
 
 	parkerOnce sync.Once // closeParker
 }

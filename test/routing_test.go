@@ -7,6 +7,8 @@ package test
 // which backend a login landed on.
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imapguard/imapguard/cmd/imapd/server"
+	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/proxy"
 	"github.com/imapguard/imapguard/test/proxytest"
 )
@@ -278,6 +281,9 @@ func TestRouteHealthChecks(t *testing.T) {
 	if p.Server.BackendsReady() {
 		t.Error("BackendsReady with every backend down: true")
 	}
+	if err := p.Server.CheckUpstream(context.Background()); !errors.Is(err, proxy.ErrNoBackendUp) {
+		t.Errorf("CheckUpstream with every backend down: %v; want ErrNoBackendUp", err)
+	}
 	proxytest.WaitZero(t, p.Limiter)
 }
 
@@ -388,4 +394,33 @@ func TestParseRouteMap(t *testing.T) {
 	if err := proxy.CheckRouteMap(map[string]string{"a": "mail2"}, bs); err == nil {
 		t.Error("an unknown backend: no error")
 	}
+}
+
+// TestRouteMetrics: imapguard.backend.up and imapguard.backend.sessions,
+// one series per backend.
+func TestRouteMetrics(t *testing.T) {
+	srvs, bs := threeBackends(t)
+	clk := proxytest.NewClock()
+	const interval = time.Second
+	p := startTracedProxy(t, "", proxy.Options{Route: proxy.RouteMap, Backends: bs, Clock: clk,
+		RouteMap: map[string]string{"*": "b2"}, HealthInterval: interval, UnhealthyAfter: 1}, limits.Options{})
+	a := proxytest.LoginFrom(t, "127.0.0.2", p.Addr, "user1", routePass)
+	b := proxytest.LoginFrom(t, "127.0.0.3", p.Addr, "user2", routePass)
+	collect(t, p.reader).want(t, []metricWant{
+		{"gauge", "imapguard.backend.up", []string{"backend=b0"}, 1},
+		{"gauge", "imapguard.backend.up", []string{"backend=b1"}, 1},
+		{"gauge", "imapguard.backend.sessions", []string{"backend=b2"}, 2},
+		{"gauge", "imapguard.backend.sessions", []string{"backend=b0"}, 0},
+	})
+	srvs[0].Close()
+	a.Logout("z")
+	b.Logout("z")
+	proxytest.WaitFor(t, "the sessions uncounted", func() bool { return backendState(p.Server, "b2").Sessions == 0 })
+	healthRound(t, clk, p.Server, interval)
+	collect(t, p.reader).want(t, []metricWant{
+		{"gauge", "imapguard.backend.up", []string{"backend=b0"}, 0},
+		{"gauge", "imapguard.backend.up", []string{"backend=b2"}, 1},
+		{"gauge", "imapguard.backend.sessions", []string{"backend=b2"}, 0},
+	})
+	proxytest.WaitZero(t, p.Limiter)
 }

@@ -66,7 +66,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties", "drain", "reload":
+		case "who", "kick", "settings", "penalties", "drain", "reload", "backends":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
@@ -427,6 +427,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			Reload:    st.request(reloads, stopped),
 			Sessions:  srv,
 			Penalties: srv,
+			Backends:  srv.Route,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Drain:     func() bool { return startDrain(srv, live.Load()) },
