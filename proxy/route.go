@@ -239,7 +239,7 @@ func (s *Server) dialRoute(ctx context.Context, o *Options, user string, fwd *fo
 		}
 		up, err := dialUpstream(ctx, bo, fwd)
 		if err == nil {
-			up.backend = s.health.state(b)
+			up.backend, up.backendName = s.health.state(b), b.Name
 			return up, bo, nil
 		}
 		if firstErr == nil {

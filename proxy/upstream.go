@@ -75,7 +75,8 @@ type upstream struct {
 	preLogin []string
 	// backend is the backend dialled when routing among several (nil:
 	// Options.UpstreamAddr), whose sessions count this one.
-	backend *backendState
+	backend     *backendState
+	backendName string
 }
 
 func newUpstream(nc net.Conn) *upstream {

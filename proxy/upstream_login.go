@@ -122,6 +122,10 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	c.w.handOver(c.opts.IdleTimeout, sess.close)
 	c.nc.SetDeadline(time.Time{})
 	up.nc.SetDeadline(time.Time{})
+	if up.backend != nil {
+		// Several upstreams (route.go): which one holds the session.
+		log = log.With("backend", up.backendName)
+	}
 	log.Info("logged in", "upstream_time", time.Since(start))
 	c.trace.startSession()
 	if c.w.respond(loggedIn(tag, clientCaps(up.caps))) != nil {

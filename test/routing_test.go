@@ -424,3 +424,42 @@ func TestRouteMetrics(t *testing.T) {
 	})
 	proxytest.WaitZero(t, p.Limiter)
 }
+
+// TestRouteReload: new backends, weights and route apply to new logins;
+// a session stays on its backend; an unchanged backend keeps its health.
+func TestRouteReload(t *testing.T) {
+	srvs, bs := threeBackends(t)
+	clk := proxytest.NewClock()
+	const interval = time.Second
+	o := proxy.Options{Route: proxy.RouteHash, Backends: bs, Clock: clk, HealthInterval: interval, UnhealthyAfter: 1}
+	p := proxytest.Start(t, proxytest.Config{Options: o})
+	srvs[0].Close()
+	healthRound(t, clk, p.Server, interval)
+	if backendState(p.Server, "b0").Up {
+		t.Fatal("b0 up after a failed probe with unhealthy_after 1")
+	}
+	// A session on b2 through the map route.
+	o.Route, o.RouteMap = proxy.RouteMap, map[string]string{"*": "b2"}
+	p.Server.SetOptions(o)
+	held := proxytest.Login(t, p.Addr, "user5", routePass)
+
+	// Only b0 and b1 now, by hash: b0 kept its health (down), so every
+	// user lands on b1, and the session on b2 goes on.
+	o.Route, o.Backends = proxy.RouteHash, bs[:2]
+	p.Server.SetOptions(o)
+	if st := backendState(p.Server, "b0"); st.Up || st.Failures != 1 {
+		t.Errorf("b0 after a reload: %+v; want down with its failure", st)
+	}
+	for i := range 4 {
+		landsOn(t, p.Addr, fmt.Sprintf("user%d", i), 1)
+	}
+	held.SelectAndLogout("* 3 EXISTS")
+
+	// A renamed backend is another one: up until probed.
+	o.Backends = []proxy.Backend{{Name: "b0-new", Addr: bs[0].Addr}, bs[1]}
+	p.Server.SetOptions(o)
+	if st := backendState(p.Server, "b0-new"); !st.Up {
+		t.Errorf("b0 renamed: %+v; want up until probed", st)
+	}
+	proxytest.WaitZero(t, p.Limiter)
+}
