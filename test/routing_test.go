@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"syscall"
 	"testing"
 	"time"
 
@@ -462,4 +464,51 @@ func TestRouteReload(t *testing.T) {
 		t.Errorf("b0 renamed: %+v; want up until probed", st)
 	}
 	proxytest.WaitZero(t, p.Limiter)
+}
+
+// TestRouteProcess: imapguard as a user runs it, with route = "map" over
+// three backends: the map file read at start, on SIGHUP and when it
+// changes; a backend stopped is down after its probes; imapguard
+// backends lists them.
+func TestRouteProcess(t *testing.T) {
+	t.Parallel()
+	srvs, bs := threeBackends(t)
+	mapPath := filepath.Join(t.TempDir(), "users.map")
+	writeMap(t, mapPath, "user1 b1\n* b0\n", time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := "[listen]\nimap = \"127.0.0.1:0\"\n[upstream]\nroute = \"map\"\nmap_file = \"" + mapPath + "\"\n" +
+		"health_interval = \"100ms\"\nunhealthy_after = 1\n"
+	for _, b := range bs {
+		cfg += "[[upstream.backend]]\nname = \"" + b.Name + "\"\naddress = \"" + b.Addr + "\"\n"
+	}
+	cfg += "[admin]\nlisten = \"127.0.0.1:0\"\n"
+	path := writeFile(t, "imapguard.toml", cfg)
+	p := startImapguard(t, path)
+	addr := p.waitLog(listeningRe)[1]
+	base := p.waitLog(adminRe)[1]
+	landsOn(t, addr, "user1", 1)
+	landsOn(t, addr, "user2", 0)
+	p.waitLog(regexp.MustCompile(`msg="logged in" .*user=user2 .*backend=b0`))
+
+	// Changed: read again within a health interval, without a signal.
+	writeMap(t, mapPath, "user1 b2\n* b0\n", time.Date(2025, 1, 1, 0, 0, 1, 0, time.UTC))
+	p.waitLog(regexp.MustCompile(`msg="route map read" file=\S+ users=2$`))
+	landsOn(t, addr, "user1", 2)
+	// SIGHUP reads it too.
+	writeMap(t, mapPath, "user1 b0\n* b1\n", time.Date(2025, 1, 1, 0, 0, 2, 0, time.UTC))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(regexp.MustCompile(`msg="configuration reloaded" source=SIGHUP`))
+	landsOn(t, addr, "user1", 0)
+	landsOn(t, addr, "user2", 1)
+
+	srvs[2].Close()
+	p.waitLog(regexp.MustCompile(`level=WARN msg="backend down" backend=b2 `))
+	code, out, errOut := runBinary(t, "backends", "-admin", base)
+	for _, re := range []string{`(?m)^b0 +127\.0\.0\.1:\d+ +1 +up +0 `, `(?m)^b2 +127\.0\.0\.1:\d+ +1 +down +[1-9]`, `(?m)^route map: 3 backends$`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("imapguard backends: no %s in:\n%s", re, out)
+		}
+	}
+	if code != 0 || errOut != "" {
+		t.Errorf("imapguard backends: exit %d, stderr %q", code, errOut)
+	}
 }

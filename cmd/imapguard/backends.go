@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/imapguard/imapguard/config"
@@ -50,4 +51,18 @@ func routeOptions(c *config.Config, o *proxy.Options) error {
 		o.RouteMapFile = u.MapFile
 	}
 	return nil
+}
+
+// upstreamDesc is the upstream for the start's log line: its address,
+// or the route and the backends' names.
+func upstreamDesc(c *config.Config) string {
+	u := &c.Upstream
+	if u.Route == proxy.RouteSingle {
+		return u.Address
+	}
+	names := make([]string, 0, len(u.Backend))
+	for _, b := range u.Backend {
+		names = append(names, cmp.Or(b.Name, b.Address))
+	}
+	return u.Route + ":" + strings.Join(names, ",")
 }

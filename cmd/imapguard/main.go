@@ -377,10 +377,10 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		listeners++
 		bound = append(bound, ln.Addr().String())
 		if l.implicit {
-			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", cfg.Upstream.Address)
+			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", upstreamDesc(cfg))
 			go func() { served <- srv.ServeTLS(ln) }()
 		} else {
-			log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", cfg.Upstream.Address,
+			log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", upstreamDesc(cfg),
 				"starttls", serverTLS != nil, "plaintext_auth", cfg.TLS.PlaintextAuthAllowed())
 			go func() { served <- srv.Serve(ln) }()
 		}
