@@ -30,6 +30,10 @@ type health struct {
 	started bool
 	stopped bool
 	rounds  sync.WaitGroup
+	// ctx bounds the probes; stopHealth cancels it, so that Shutdown
+	// does not wait login_timeout for a backend that does not answer.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // state returns b's state, made (up) the first time b is seen.
@@ -67,6 +71,7 @@ func (s *Server) startHealth() {
 		return
 	}
 	h.started = true
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.timer = s.clock.AfterFunc(s.options().HealthInterval, s.healthRound)
 }
 
@@ -77,6 +82,9 @@ func (s *Server) stopHealth() {
 	h.stopped = true
 	if h.timer != nil {
 		h.timer.Stop()
+	}
+	if h.cancel != nil {
+		h.cancel()
 	}
 	h.mu.Unlock()
 	h.rounds.Wait()
@@ -92,6 +100,7 @@ func (s *Server) healthRound() {
 		return
 	}
 	h.rounds.Add(1)
+	ctx := h.ctx
 	h.mu.Unlock()
 	defer h.rounds.Done()
 	// The next round is armed in the step that records this one's
@@ -129,13 +138,16 @@ func (s *Server) healthRound() {
 					logPanic(s.log, v)
 				}
 			}()
-			errs[i] = s.probe(o.forBackend(b))
+			errs[i] = s.probe(ctx, o.forBackend(b))
 		}()
 	}
 	wg.Wait()
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.stopped {
+		return // cut short by Shutdown: not the backends' failures
+	}
 	keep := make(map[string]bool, len(o.Backends))
 	for i, b := range o.Backends {
 		keep[b.key()] = true
@@ -171,8 +183,8 @@ func (s *Server) healthRound() {
 }
 
 // probe dials the upstream o names as a login would and logs out.
-func (s *Server) probe(o *Options) error {
-	ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout+o.LoginTimeout)
+func (s *Server) probe(ctx context.Context, o *Options) error {
+	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout+o.LoginTimeout)
 	defer cancel()
 	up, err := dialUpstream(ctx, o, nil)
 	if err != nil {

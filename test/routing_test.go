@@ -512,3 +512,60 @@ func TestRouteProcess(t *testing.T) {
 		t.Errorf("imapguard backends: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestRouteShutdownDuringProbe: a probe of a backend that accepts and
+// says nothing does not hold Shutdown for login_timeout.
+func TestRouteShutdownDuringProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	clk := proxytest.NewClock()
+	srv := proxy.New(proxy.Options{Route: proxy.RouteHash, Clock: clk, HealthInterval: time.Second,
+		LoginTimeout: time.Minute, Backends: []proxy.Backend{{Name: "silent", Addr: ln.Addr().String()}}}, limits.New(limits.Options{}), nil)
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(pl) }()
+	clk.WaitTimers(t, 1)
+	clk.Advance(time.Second)
+	var held net.Conn
+	select {
+	case held = <-accepted:
+		defer held.Close()
+	case <-time.After(proxytest.Timeout):
+		t.Fatal("no probe came")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Timeout)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown during a probe: %v", err)
+		}
+	case <-time.After(proxytest.Timeout):
+		// The probe would go on for its login_timeout, a minute.
+		t.Fatal("Shutdown waits for the probe")
+	}
+	if err := <-served; !errors.Is(err, proxy.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+	if st := srv.Backends()[0]; st.Failures != 0 || !st.Up {
+		t.Errorf("a probe cut short by Shutdown: %+v; want no failure", st)
+	}
+}
