@@ -32,6 +32,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -333,6 +334,11 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	}
 	if cfg.Upstream.TLS != "" && cfg.Upstream.TLS != "none" && cfg.Upstream.InsecureSkipVerify {
 		log.Warn("upstream.insecure_skip_verify is on: the upstream's certificate is NOT verified, and anyone on the path can read the passwords")
+	}
+	for i, b := range cfg.Upstream.Backend {
+		if b.InsecureSkipVerify && cmp.Or(b.TLS, cfg.Upstream.TLS) != "none" {
+			log.Warn(fmt.Sprintf("upstream.backend[%d].insecure_skip_verify is on: the backend's certificate is NOT verified, and anyone on the path can read the passwords", i+1), "backend", cmp.Or(b.Name, b.Address))
+		}
 	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {
