@@ -27,7 +27,8 @@ type health struct {
 	mu      sync.Mutex
 	states  map[string]*backendState
 	timer   clock.Timer
-	started bool
+	serving bool // Serve has started the checks
+	armed   bool // a round waits on the clock
 	stopped bool
 	rounds  sync.WaitGroup
 	// ctx bounds the probes; stopHealth cancels it, so that Shutdown
@@ -61,17 +62,36 @@ func (h *health) isUp(b Backend) bool {
 	return h.stateLocked(b).up
 }
 
-// startHealth arms the first round of health checks (once; Serve calls
-// it).
+// startHealth starts the health checks (Serve calls it): the first
+// round is armed when the options route among backends, now or after a
+// reload (armHealth). With Route "single" no timer waits on the clock.
 func (s *Server) startHealth() {
 	h := &s.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.started || h.stopped {
+	if h.serving || h.stopped {
 		return
 	}
-	h.started = true
+	h.serving = true
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	s.armHealthLocked()
+}
+
+// armHealth arms the next round if the options in force route among
+// backends and none waits (SetOptions calls it).
+func (s *Server) armHealth() {
+	h := &s.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.armHealthLocked()
+}
+
+func (s *Server) armHealthLocked() {
+	h := &s.health
+	if !h.serving || h.stopped || h.armed || !s.options().routed() {
+		return
+	}
+	h.armed = true
 	h.timer = s.clock.AfterFunc(s.options().HealthInterval, s.healthRound)
 }
 
@@ -95,6 +115,7 @@ func (s *Server) stopHealth() {
 func (s *Server) healthRound() {
 	h := &s.health
 	h.mu.Lock()
+	h.armed = false
 	if h.stopped {
 		h.mu.Unlock()
 		return
@@ -105,12 +126,14 @@ func (s *Server) healthRound() {
 	defer h.rounds.Done()
 	// The next round is armed in the step that records this one's
 	// results: whoever sees them sees it armed (tests on a fake clock).
-	armed := false
+	// Once per round: the timer may have fired again by the time the
+	// deferred call runs.
+	nexted := false
 	next := func() {
-		if !armed && !h.stopped {
-			h.timer = s.clock.AfterFunc(s.options().HealthInterval, s.healthRound)
+		if !nexted {
+			nexted = true
+			s.armHealthLocked()
 		}
-		armed = true
 	}
 	defer func() {
 		if v := recover(); v != nil {

@@ -91,6 +91,7 @@ func (s *Server) SetOptions(opts Options) {
 	o := opts.withDefaults()
 	s.opts.Store(&o)
 	s.refreshRouteMap(true)
+	s.armHealth()
 }
 
 func (s *Server) options() *Options { return s.opts.Load() }
