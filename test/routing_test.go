@@ -569,3 +569,28 @@ func TestRouteShutdownDuringProbe(t *testing.T) {
 		t.Errorf("a probe cut short by Shutdown: %+v; want no failure", st)
 	}
 }
+
+// TestRouteReloadFromSingle: no health timer with one upstream; a reload
+// to "hash" starts the checks.
+func TestRouteReloadFromSingle(t *testing.T) {
+	_, bs := threeBackends(t)
+	clk := proxytest.NewClock()
+	const interval = time.Second
+	o := proxy.Options{UpstreamAddr: bs[0].Addr, Clock: clk, HealthInterval: interval}
+	p := proxytest.Start(t, proxytest.Config{Upstream: bs[0].Addr, Options: o})
+	if n := clk.Pending(); n != 0 {
+		t.Fatalf("%d timers with one upstream and no connection; want 0", n)
+	}
+	landsOn(t, p.Addr, "user1", 0)
+	o.Route, o.Backends = proxy.RouteHash, bs
+	p.Server.SetOptions(o)
+	healthRound(t, clk, p.Server, interval)
+	for _, b := range p.Server.Backends() {
+		if !b.Up || !b.LastProbe.Equal(clk.Now()) {
+			t.Errorf("%s: %+v; want up and probed", b.Name, b)
+		}
+	}
+	u := "user3"
+	landsOn(t, p.Addr, u, proxy.HashOrder(u, bs)[0])
+	proxytest.WaitZero(t, p.Limiter)
+}
