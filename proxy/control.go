@@ -24,9 +24,12 @@ type ConnInfo struct {
 	Client string // client address, host:port (a PROXY header's, if any)
 	// Via is the load balancer the connection came through, host:port,
 	// when a trusted PROXY header gave the client's address; else "".
-	Via           string
-	Listener      string // local address of the listener it came in on
-	User          string // empty before authentication
+	Via      string
+	Listener string // local address of the listener it came in on
+	User     string // empty before authentication
+	// Backend is the name of the backend the session relays to, with
+	// several upstreams (Options.Route "hash" or "map"); else "".
+	Backend       string
 	Authenticated bool
 	TLS           bool // the client connection is TLS
 	Since         time.Time

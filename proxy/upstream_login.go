@@ -115,6 +115,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	}
 	c.releaseUser = countSession(up, releaseUser)
 	c.user = user
+	c.backend = up.backendName
 	c.sess = sess
 	c.mu.Unlock()
 	c.srv.authenticated(c)

@@ -44,6 +44,12 @@ func TestBackends(t *testing.T) {
 		t.Errorf("second: %+v; want named by its address, weight 2, alice's session", b)
 	}
 
+	var sl SessionList
+	get(t, base+"/sessions").decode(t, http.StatusOK, &sl)
+	if len(sl.Sessions) != 1 || sl.Sessions[0].Backend != up {
+		t.Errorf("GET /sessions: %+v; want alice's session on backend %s", sl, up)
+	}
+
 	clk.WaitTimers(t, 1)
 	clk.Advance(time.Second)
 	proxytest.WaitFor(t, "a probe of each backend", func() bool {

@@ -101,7 +101,10 @@ type Session struct {
 	Listener string `json:"listener"` // the local address it came in on
 	User     string `json:"user"`     // "" before authentication
 	State    string `json:"state"`    // "preauth" or "authenticated"
-	TLS      bool   `json:"tls"`
+	// Backend is the upstream backend the session relays to, with
+	// upstream.route "hash" or "map"; absent otherwise.
+	Backend string `json:"backend,omitempty"`
+	TLS     bool   `json:"tls"`
 	// Since is when the connection was accepted, in UTC.
 	Since           time.Time `json:"since"`
 	DurationSeconds float64   `json:"duration_seconds"`
@@ -203,7 +206,7 @@ func sessions(infos []proxy.ConnInfo, now time.Time) []Session {
 	for _, i := range infos {
 		out = append(out, Session{
 			ID: i.ID, Client: i.Client, Via: i.Via, Listener: i.Listener, User: i.User,
-			State: i.State(), TLS: i.TLS,
+			State: i.State(), Backend: i.Backend, TLS: i.TLS,
 			Since:           i.Since.UTC(),
 			DurationSeconds: max(now.Sub(i.Since), 0).Seconds(),
 			BytesToUpstream: i.BytesToUpstream, BytesToClient: i.BytesToClient,
