@@ -209,6 +209,139 @@ type Upstream struct {
 	// (x-originating-*, x-connected-*, x-session-*, x-proxy-*,
 	// x-forward-*, ...). Example: forward_client = "proxy_v2".
 	ForwardClient string `toml:"forward_client"`
+
+	// Route is how a user's backend is chosen, when several
+	// [[upstream.backend]] entries serve the users. "single": no
+	// backends, address is the upstream, as in a one-server setup.
+	// "hash": each user goes to one of the backends by rendezvous
+	// (highest random weight) hashing of the user name, case-folded as
+	// the per-user caps count it, weighted by weight; the same user
+	// lands on the same backend while it is up, and a backend that goes
+	// down (or is removed) moves only its own users, each to their next
+	// choice, which they leave when it is back. For backends that share
+	// the mail storage (a director's setup). "map": the backend of each
+	// user is the one map_file names; a user's mailbox is on that backend
+	// only, so there is no next choice. With "hash" and "map", address is
+	// not used and [[upstream.backend]] entries are required; with
+	// "single" none are allowed. SIGHUP applies changes to new logins;
+	// sessions stay where they are.
+	Route string `toml:"route"`
+
+	// MapFile is the file of route = "map": one user and one backend (its
+	// name, or its address) per line, separated by white space; blank
+	// lines and lines starting with # are ignored. A line whose user is
+	// "*" names the backend of the users the file does not list; without
+	// one they get NO [UNAVAILABLE]. User names compare
+	// case-insensitively. A line naming no configured backend is an
+	// error. The file is read again on SIGHUP and when its modification
+	// time changes, checked every health_interval; a file that has become
+	// unreadable or wrong leaves the previous map in force, and the
+	// log says why. Only allowed with route = "map", which requires it.
+	// Example:
+	//
+	//	# user            backend
+	//	alice@example.com mail1
+	//	bob@example.com   mail2
+	//	*                 mail1
+	MapFile string `toml:"map_file" means:"none"`
+
+	// HealthInterval is how often the proxy probes each backend of
+	// [[upstream.backend]] as a login would reach it (TCP connection,
+	// its TLS, the PROXY header with forward_client "proxy_v1" or
+	// "proxy_v2", the greeting) and logs out, bounded by connect_timeout
+	// and login_timeout. Only with route "hash" or "map".
+	HealthInterval Duration `toml:"health_interval"`
+
+	// UnhealthyAfter is how many probes in a row must fail for a
+	// backend to be taken out: route "hash" then sends its users to their
+	// next choice, and /readyz fails when no backend is left. A backend
+	// is up when the proxy starts, until its probes say otherwise.
+	UnhealthyAfter int `toml:"unhealthy_after"`
+
+	// HealthyAfter is how many probes in a row must succeed for a
+	// backend that was taken out to be back in.
+	HealthyAfter int `toml:"healthy_after"`
+
+	// Backend holds the [[upstream.backend]] entries, documented with
+	// Backend.
+	Backend []Backend `toml:"backend"`
+}
+
+// Backend is one of several upstream servers, each under its own
+// [[upstream.backend]] header after the [upstream] keys, with route =
+// "hash" or "map". Its TLS keys default to [upstream]'s (tls,
+// server_name, ca_file, cert_file, key_file; insecure_skip_verify is true
+// when either says so). Three backends sharing the users by hash, one of
+// them with twice the share:
+//
+//	[upstream]
+//	route = "hash"
+//	tls = "starttls"
+//	ca_file = "/etc/imapguard/mail-ca.pem"
+//
+//	[[upstream.backend]]
+//	name = "mail1"
+//	address = "mail1.example.com:143"
+//
+//	[[upstream.backend]]
+//	name = "mail2"
+//	address = "mail2.example.com:143"
+//
+//	[[upstream.backend]]
+//	name = "mail3"
+//	address = "mail3.example.com:143"
+//	weight = 2
+//
+// Changing a backend's name or address makes it another backend (to
+// the health checks and to hash: its users move); changing its weight
+// moves some users to or from it.
+type Backend struct {
+	// Name identifies the backend in map_file, the admin API (GET
+	// /backends, imapguard backends) and the metrics: letters, digits
+	// and . _ - :, at most 64 characters, unique among the backends.
+	Name string `toml:"name" means:"the address"`
+
+	// Address is the backend's host:port. Required.
+	Address string `toml:"address"`
+
+	// Weight is the backend's share of the users under route "hash",
+	// relative to the others'.
+	Weight int `toml:"weight" means:"1"`
+
+	// TLS is upstream.tls for this backend.
+	TLS string `toml:"tls" means:"upstream.tls"`
+
+	// ServerName is upstream.server_name for this backend.
+	ServerName string `toml:"server_name" means:"upstream.server_name, else the host part of address"`
+
+	// CAFile is upstream.ca_file for this backend.
+	CAFile string `toml:"ca_file" means:"upstream.ca_file"`
+
+	// InsecureSkipVerify is upstream.insecure_skip_verify for this
+	// backend (either one true accepts any certificate).
+	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+
+	// CertFile is upstream.cert_file for this backend, with key_file.
+	CertFile string `toml:"cert_file" means:"upstream.cert_file"`
+
+	// KeyFile is upstream.key_file for this backend, with cert_file.
+	KeyFile string `toml:"key_file" means:"upstream.key_file"`
+}
+
+// problems returns what is wrong with the entry as a whole, its keys
+// each being valid.
+func (b Backend) problems() []string {
+	var out []string
+	if b.Address == "" {
+		out = append(out, "has no address")
+	}
+	if (b.CertFile == "") != (b.KeyFile == "") {
+		out = append(out, "sets one of cert_file and key_file; set both, or neither")
+	}
+	if b.TLS == "none" && (b.ServerName != "" || b.CAFile != "" || b.InsecureSkipVerify || b.CertFile != "") {
+		out = append(out, `has tls = "none" and TLS keys (server_name, ca_file, insecure_skip_verify, cert_file)`)
+	}
+	return out
 }
 
 // TLS is the certificate the proxy presents to clients, on listen.imaps
@@ -799,6 +932,10 @@ func Default() *Config {
 			LoginTimeout:   Duration(limits.DefaultLoginTimeout),
 			TLS:            "none",
 			ForwardClient:  "id",
+			Route:          "single",
+			HealthInterval: Duration(limits.DefaultHealthInterval),
+			UnhealthyAfter: limits.DefaultUnhealthyAfter,
+			HealthyAfter:   limits.DefaultHealthyAfter,
 		},
 		TLS: TLS{
 			Mode: "off",

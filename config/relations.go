@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
 	"strconv"
@@ -72,6 +73,28 @@ func relations(c *Config) []relation {
 		case u.CertFile == "" && u.KeyFile != "":
 			add("upstream.key_file", "requires upstream.cert_file as well", "upstream.cert_file")
 		}
+	}
+
+	switch {
+	case u.Route == "single" && len(u.Backend) > 0:
+		add("upstream.backend", `is set, but upstream.route is "single", which uses upstream.address only; set route = "hash" or "map"`, "upstream.route")
+	case u.Route != "single" && len(u.Backend) == 0:
+		add("upstream.route", "is "+strconv.Quote(u.Route)+" but there is no [[upstream.backend]] entry", "upstream.backend")
+	}
+	switch {
+	case u.Route == "map" && u.MapFile == "":
+		add("upstream.route", `"map" requires upstream.map_file`, "upstream.map_file")
+	case u.Route != "map" && u.MapFile != "":
+		add("upstream.map_file", `only allowed with upstream.route "map", not `+strconv.Quote(u.Route), "upstream.route")
+	}
+	names := map[string]bool{}
+	for _, b := range u.Backend {
+		name := cmp.Or(b.Name, b.Address)
+		if name != "" && names[name] {
+			add("upstream.backend", "has two entries named "+strconv.Quote(name)+" (a name, or an address without one, must be unique)")
+			break
+		}
+		names[name] = true
 	}
 
 	mode := strconv.Quote(t.Mode)

@@ -37,6 +37,21 @@ var rules = map[string]rule{
 	"upstream.cert_file":            path{},
 	"upstream.key_file":             path{},
 	"upstream.forward_client":       oneOf{"none", "id", "proxy_v1", "proxy_v2"},
+	"upstream.route":                oneOf{"single", "hash", "map"},
+	"upstream.map_file":             path{},
+	"upstream.health_interval":      durationRange{100 * time.Millisecond, time.Hour},
+	"upstream.unhealthy_after":      intRange{1, 100},
+	"upstream.healthy_after":        intRange{1, 100},
+
+	"upstream.backend.name":                 backendName{},
+	"upstream.backend.address":              address{requireHost: true, allowEmpty: true},
+	"upstream.backend.weight":               intRange{0, 1000},
+	"upstream.backend.tls":                  oneOf{"", "none", "starttls", "implicit"},
+	"upstream.backend.server_name":          hostName{ip: true},
+	"upstream.backend.ca_file":              path{},
+	"upstream.backend.insecure_skip_verify": boolean{},
+	"upstream.backend.cert_file":            path{},
+	"upstream.backend.key_file":             path{},
 
 	"tls.mode":                     oneOf{"off", "files", "acme", "self_signed"},
 	"tls.cert_file":                path{},
@@ -322,6 +337,27 @@ func (r address) valid() string {
 	}
 	return v
 }
+
+// backendName is the name of an [[upstream.backend]]: a word that is
+// safe in a metric label and a map file, or empty.
+type backendName struct{}
+
+func (r backendName) convert(raw any) (any, string) { return convertString(r, raw) }
+
+func (backendName) check(v any) string {
+	s := v.(string)
+	if len(s) > 64 {
+		return quote(s) + " is longer than 64 characters"
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._-:", c)) {
+			return quote(s) + " contains " + quote(string(c))
+		}
+	}
+	return ""
+}
+
+func (backendName) valid() string { return "letters, digits and . _ - :, at most 64, or empty" }
 
 // oneOf is a string field with a fixed set of values.
 type oneOf []string

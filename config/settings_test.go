@@ -27,6 +27,11 @@ upstream.insecure_skip_verify      : false
 upstream.cert_file                 :
 upstream.key_file                  :
 upstream.forward_client            : id
+upstream.route                     : single
+upstream.map_file                  :
+upstream.health_interval           : 5s
+upstream.unhealthy_after           : 3
+upstream.healthy_after             : 2
 tls.mode                           : off
 tls.cert_file                      :
 tls.key_file                       :

@@ -25,6 +25,7 @@ func TestTables(t *testing.T) {
 	var want []string
 	c := Default()
 	c.Limits.Override = []Override{{}}
+	c.Upstream.Backend = []Backend{{}}
 	for _, s := range c.Settings() {
 		want = append(want, s.Name)
 	}

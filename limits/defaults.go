@@ -55,6 +55,13 @@ const (
 	// tagged answer of LOGIN/AUTHENTICATE (an upstream may delay failed
 	// logins on purpose, Dovecot by 2 s and more).
 	DefaultLoginTimeout = 30 * time.Second
+	// DefaultHealthInterval is how often each of several upstreams
+	// (upstream.backend) is probed: connect, greeting, LOGOUT.
+	DefaultHealthInterval = 5 * time.Second
+	// DefaultUnhealthyAfter failed probes in a row take a backend out;
+	// DefaultHealthyAfter good ones bring it back.
+	DefaultUnhealthyAfter = 3
+	DefaultHealthyAfter   = 2
 )
 
 // FormatDuration writes d as the configuration takes it, in its largest

@@ -61,6 +61,7 @@ type conn struct {
 	nc             net.Conn // the TCP connection, or TLS over it
 	tlsActive      bool     // nc is TLS (implicit or STARTTLS); written only before login
 	user           string
+	backend        string // the session's backend with several upstreams (route.go)
 	sess           *session
 	closing        bool        // kicked or shut down: a BYE is on its way
 	byeTimer       clock.Timer // closes a connection whose BYE is held up
@@ -457,7 +458,7 @@ func logPanic(log *slog.Logger, v any) {
 func (c *conn) info() ConnInfo {
 	c.mu.Lock()
 	i := ConnInfo{ID: c.id, Client: c.remote.String(), Listener: c.listener,
-		User: c.user, TLS: c.tlsActive, Since: c.since}
+		User: c.user, Backend: c.backend, TLS: c.tlsActive, Since: c.since}
 	if c.remote != c.peer { // setAddrs replaced it (not for a LOCAL header)
 		i.Via = c.peer.String()
 	}

@@ -24,9 +24,12 @@ type ConnInfo struct {
 	Client string // client address, host:port (a PROXY header's, if any)
 	// Via is the load balancer the connection came through, host:port,
 	// when a trusted PROXY header gave the client's address; else "".
-	Via           string
-	Listener      string // local address of the listener it came in on
-	User          string // empty before authentication
+	Via      string
+	Listener string // local address of the listener it came in on
+	User     string // empty before authentication
+	// Backend is the name of the backend the session relays to, with
+	// several upstreams (Options.Route "hash" or "map"); else "".
+	Backend       string
 	Authenticated bool
 	TLS           bool // the client connection is TLS
 	Since         time.Time
@@ -160,10 +163,18 @@ func (s *Server) Listening() []string {
 
 // CheckUpstream connects to the upstream as a login would (TCP, TLS as
 // configured, greeting) and logs out, bounded by connect_timeout and
-// login_timeout; nil means the upstream is reachable.
+// login_timeout; nil means the upstream is reachable. With several
+// backends (Options.Route "hash" or "map") it dials nothing and answers
+// from the health checks (health.go): nil while at least one is up.
 func (s *Server) CheckUpstream(ctx context.Context) error {
 	// With proxy_v1/v2 the header names no client (forwarding.proxyHeader).
 	o := s.options()
+	if o.routed() {
+		if !s.BackendsReady() {
+			return ErrNoBackendUp
+		}
+		return nil
+	}
 	up, err := dialUpstream(ctx, o, nil)
 	if err != nil {
 		return err

@@ -56,6 +56,23 @@ type Options struct {
 	// as an unknown UpstreamTLS does.
 	ForwardClient string
 
+	// Route is how the upstream is chosen at login (route.go):
+	// RouteSingle ("" too) dials UpstreamAddr; RouteHash and RouteMap
+	// pick one of Backends per user, RouteMap with RouteMap's entries
+	// (user as limits.UserKey → backend name or address, RouteDefault
+	// for the others).
+	// RouteMapFile, when set, replaces RouteMap with the contents of a
+	// map file (routemap.go), read at SetOptions and when it changes.
+	Route        string
+	Backends     []Backend
+	RouteMap     map[string]string
+	RouteMapFile string
+	// HealthInterval, UnhealthyAfter and HealthyAfter run the health
+	// checks of Backends (health.go); zero takes limits.Default*.
+	HealthInterval time.Duration
+	UnhealthyAfter int
+	HealthyAfter   int
+
 	// ProbeUpstream lets the proxy connect to the upstream on its own to
 	// learn its pre-login capabilities (at Serve, and again when they are
 	// older than 10 minutes), so that it can offer AUTH=OAUTHBEARER and
@@ -131,6 +148,16 @@ func (o Options) withDefaults() Options {
 		var d net.Dialer
 		o.Dial = d.DialContext
 	}
+	if o.HealthInterval <= 0 {
+		o.HealthInterval = limits.DefaultHealthInterval
+	}
+	if o.UnhealthyAfter <= 0 {
+		o.UnhealthyAfter = limits.DefaultUnhealthyAfter
+	}
+	if o.HealthyAfter <= 0 {
+		o.HealthyAfter = limits.DefaultHealthyAfter
+	}
+	o.backendDefaults()
 	if o.UpstreamTLS != "" && o.UpstreamTLS != "none" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if o.UpstreamTLSConfig != nil {

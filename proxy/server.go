@@ -36,6 +36,8 @@ type Server struct {
 	ownParker bool // made by New: Shutdown closes it
 	sweeper   park.Sweeper
 	upCaps    upstreamCaps // the upstream's pre-login capabilities (upstream_caps.go)
+	health    health       // of several upstreams (health.go)
+	mapFile   routeMapFile // Options.RouteMapFile as last read (routemap.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -46,7 +48,9 @@ type Server struct {
 	drain     *drainState         // set by Drain (drain.go)
 	drained   chan struct{}       // closed when a drain has ended
 	drainReg  metric.Registration // imapguard.draining (instrumentDrain)
-	wg        sync.WaitGroup      // live connection handlers
+	// imapguard.backend.* (instrumentBackends)
+	backendReg metric.Registration
+	wg         sync.WaitGroup // live connection handlers
 
 	parkerOnce sync.Once // closeParker
 }
@@ -81,10 +85,13 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 
 // SetOptions replaces the options in force, without a restart: new
 // connections take the new values at once; a session already relaying
-// keeps the command size cap and idle timeout it started with.
+// keeps the command size cap and idle timeout it started with. It reads
+// Options.RouteMapFile again.
 func (s *Server) SetOptions(opts Options) {
 	o := opts.withDefaults()
 	s.opts.Store(&o)
+	s.refreshRouteMap(true)
+	s.armHealth()
 }
 
 func (s *Server) options() *Options { return s.opts.Load() }
@@ -118,6 +125,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	s.knownUpstreamCaps(s.options()) // the first probe, with ProbeUpstream
+	s.startHealth()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
@@ -268,6 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// During a drain: the sessions whose turn has not come get their BYE
 	// now (a connection told already is not told again).
 	s.stopDrain()
+	s.stopHealth()
 	for _, c := range conns {
 		c.shutdown(shutdownText)
 	}

@@ -76,6 +76,9 @@ func (s *Server) Instrument(tp trace.TracerProvider, mp metric.MeterProvider) er
 	if err := s.instrumentDrain(mp); err != nil {
 		return err
 	}
+	if err := s.instrumentBackends(mp); err != nil {
+		return err
+	}
 	if old := s.tel.Swap(t); old != nil && old.reg != nil {
 		old.reg.Unregister()
 	}

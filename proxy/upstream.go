@@ -73,6 +73,10 @@ type upstream struct {
 	// preLogin are the capabilities before login, once learnt (after
 	// any STARTTLS): the proxy's cache of them is refreshed from here.
 	preLogin []string
+	// backend is the backend dialled when routing among several (nil:
+	// Options.UpstreamAddr), whose sessions count this one.
+	backend     *backendState
+	backendName string
 }
 
 func newUpstream(nc net.Conn) *upstream {

@@ -41,10 +41,22 @@ type upstreamCaps struct {
 
 func capsKey(o *Options) string { return o.UpstreamTLS + " " + o.UpstreamAddr }
 
+// capsOptions returns the options of the upstream whose capabilities the
+// greeting offers: with several backends (route.go), the first one
+// configured. The capabilities come before the user, so before the
+// backend is chosen: the backends of one installation are expected to
+// offer the same mechanisms.
+func capsOptions(o *Options) *Options {
+	if o.routed() {
+		return o.forBackend(o.Backends[0])
+	}
+	return o
+}
+
 // learn records caps as the pre-login capabilities of the upstream o
 // names.
 func (s *Server) learnUpstreamCaps(o *Options, caps []string) {
-	if len(caps) == 0 {
+	if len(caps) == 0 || capsKey(o) != capsKey(capsOptions(s.options())) {
 		return
 	}
 	uc := &s.upCaps
@@ -57,6 +69,7 @@ func (s *Server) learnUpstreamCaps(o *Options, caps []string) {
 // names (nil: none yet) and, with o.ProbeUpstream, starts a probe when
 // they are missing or older than capsMaxAge.
 func (s *Server) knownUpstreamCaps(o *Options) []string {
+	o = capsOptions(o)
 	uc := &s.upCaps
 	now := s.clock.Now()
 	key := capsKey(o)
@@ -94,7 +107,7 @@ func (s *Server) probeUpstreamCaps(o *Options) {
 		uc.mu.Unlock()
 		// A reload named another upstream while this probe ran: probe
 		// that one now rather than at the next connection.
-		if now := s.options(); now.ProbeUpstream && capsKey(now) != capsKey(o) {
+		if now := s.options(); now.ProbeUpstream && capsKey(capsOptions(now)) != capsKey(o) {
 			s.knownUpstreamCaps(now)
 		}
 	}()
@@ -123,7 +136,7 @@ func (s *Server) probeUpstreamCaps(o *Options) {
 // learned (from a login or a probe), or nil if none are known yet. It
 // starts no probe.
 func (s *Server) UpstreamCaps() []string {
-	o := s.options()
+	o := capsOptions(s.options())
 	uc := &s.upCaps
 	uc.mu.Lock()
 	defer uc.mu.Unlock()

@@ -48,7 +48,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		return cont
 	}
 	start := time.Now()
-	up, err := c.upstreamLogin(a, cr, fwd, log)
+	up, err := c.upstreamLogin(a, cr, fwd, user, log)
 	if err != nil && cr.clientErr != nil {
 		// The client went away, or sent too much, while answering the
 		// upstream's challenge (oauth.go).
@@ -119,8 +119,9 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		up.logout()
 		return false
 	}
-	c.releaseUser = releaseUser
+	c.releaseUser = countSession(up, releaseUser)
 	c.user = user
+	c.backend = up.backendName
 	c.sess = sess
 	c.mu.Unlock()
 	c.srv.authenticated(c)
@@ -128,6 +129,10 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	c.w.handOver(c.opts.IdleTimeout, sess.close)
 	c.nc.SetDeadline(time.Time{})
 	up.nc.SetDeadline(time.Time{})
+	if up.backend != nil {
+		// Several upstreams (route.go): which one holds the session.
+		log = log.With("backend", up.backendName)
+	}
 	log.Info("logged in", "upstream_time", time.Since(start))
 	c.trace.startSession()
 	if c.w.respond(loggedIn(tag, clientCaps(up.caps))) != nil {
@@ -161,10 +166,10 @@ func (c *conn) forwarding() *forwarding {
 
 // upstreamLogin dials the upstream and logs in there with the client's
 // credentials, tracing both steps.
-func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, log *slog.Logger) (*upstream, error) {
+func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, user string, log *slog.Logger) (*upstream, error) {
 	start := time.Now()
 	dctx, dspan := a.upstreamSpan(spanDial)
-	up, err := dialUpstream(dctx, c.opts, fwd)
+	up, o, err := c.srv.dialRoute(dctx, c.opts, user, fwd)
 	endSpan(dspan, err)
 	if c.ctx.Err() == nil {
 		c.trace.dialed(time.Since(start), err == nil)
@@ -175,7 +180,7 @@ func (c *conn) upstreamLogin(a *authSpan, cr *credentials, fwd *forwarding, log 
 	lstart := time.Now()
 	lctx, lspan := a.upstreamSpan(spanLogin)
 	idErr, err := up.login(lctx, cr, fwd)
-	c.srv.learnUpstreamCaps(c.opts, up.preLogin)
+	c.srv.learnUpstreamCaps(o, up.preLogin)
 	if idErr != nil {
 		log.Warn("upstream refused the ID; logging in without it", "detail", idErr)
 	}

@@ -58,7 +58,7 @@ func TestCLIHelp(t *testing.T) {
 		if code != 0 {
 			t.Errorf("imapguard %s: got exit %d; want 0", args, code)
 		}
-		for _, want := range []string{"who ", "kick ", "settings ", "penalties ", "reload ", "version ", "-config", "-check", "-version", "Exit codes"} {
+		for _, want := range []string{"who ", "kick ", "settings ", "penalties ", "reload ", "backends ", "version ", "-config", "-check", "-version", "Exit codes"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("imapguard %s: the help lacks %q:\n%s", args, want, out)
 			}
@@ -98,11 +98,20 @@ func TestCLICheckFiles(t *testing.T) {
 	files := func(cert, key string) string {
 		return "[listen]\nimap = \"\"\nimaps = \"127.0.0.1:0\"\n[tls]\nmode = \"files\"\ncert_file = \"" + cert + "\"\nkey_file = \"" + key + "\"\n"
 	}
+	routeMap := func(m string) string {
+		return "[upstream]\nroute = \"map\"\nmap_file = \"" + writeFile(t, "users.map", m) + "\"\n" +
+			"[[upstream.backend]]\nname = \"mail1\"\naddress = \"127.0.0.1:2143\"\n"
+	}
 	for _, tt := range []struct {
 		name, file string
 		want       string // a regular expression; "": passes
 	}{
 		{"good files", files(certA, keyA), ""},
+		{"route map", routeMap("alice mail1\n* 127.0.0.1:2143\n"), ""},
+		{"route map unknown backend", routeMap("alice mail2\n"), `upstream\.map_file: .*users\.map: user "alice": no backend "mail2"`},
+		{"route map bad line", routeMap("alice\n"), `upstream\.map_file: .*users\.map: line 1: want "user backend", got 1 fields`},
+		{"route map missing", "[upstream]\nroute = \"map\"\nmap_file = \"/nonexistent.map\"\n[[upstream.backend]]\naddress = \"127.0.0.1:2143\"\n",
+			`upstream\.map_file: open /nonexistent\.map: no such file`},
 		{"no cert", files("/nonexistent.pem", keyA), `tls\.cert_file: open /nonexistent\.pem: no such file or directory`},
 		{"no key", files(certA, "/nonexistent-key.pem"), `tls\.key_file: open /nonexistent-key\.pem: no such file or directory`},
 		{"mismatched key", files(certA, keyB), `tls\.cert_file and tls\.key_file: .*private key does not match public key`},

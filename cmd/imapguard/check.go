@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,13 +14,15 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/imapguard/imapguard/config"
+	"github.com/imapguard/imapguard/proxy"
 )
 
 // checkFiles loads, without serving, what a start would load beyond the
 // configuration file itself, so that a file that passes -check starts:
 // the certificate and key files (read, parsed, and matching), the CA
 // files, the upstream's client certificate, the ACME storage directory
-// (writable, or creatable), the admin token file, and the listen
+// (writable, or creatable), the admin token file, the backends' TLS
+// files and upstream.map_file, and the listen
 // addresses (their syntax and that their host resolves; nothing is
 // bound, so a port in use is found only at start). The error joins every
 // problem, each as "NAME: KEY: what is wrong", NAME being the
@@ -59,6 +62,28 @@ func checkFiles(c *config.Config, name string) error {
 		}
 		if u.CertFile != "" && u.KeyFile != "" {
 			checkPair(add, "upstream.cert_file", u.CertFile, "upstream.key_file", u.KeyFile)
+		}
+	}
+	for i, b := range u.Backend {
+		if cmp.Or(b.TLS, u.TLS) == "none" {
+			continue
+		}
+		key := fmt.Sprintf("upstream.backend[%d].", i+1)
+		if b.CAFile != "" {
+			checkRoots(add, key+"ca_file", b.CAFile)
+		}
+		if b.CertFile != "" && b.KeyFile != "" {
+			checkPair(add, key+"cert_file", b.CertFile, key+"key_file", b.KeyFile)
+		}
+	}
+	if u.Route == "map" {
+		// The map file, its syntax and that it names configured backends.
+		var bs []proxy.Backend
+		for _, b := range u.Backend {
+			bs = append(bs, proxy.Backend{Name: b.Name, Addr: b.Address})
+		}
+		if _, err := proxy.ReadRouteMap(u.MapFile, bs); err != nil {
+			add("upstream.map_file", err)
 		}
 	}
 	if c.Admin.TokenFile != "" {

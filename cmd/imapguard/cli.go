@@ -51,7 +51,8 @@ var adminUsage = map[string]string{
 	"reload":   "imapguard reload [flags]\n\nMakes a running imapguard re-read its configuration file, as SIGHUP does, and\nprints the keys whose change it applied and those that need a restart; for a\nbad file, prints its problems and exits 1, and nothing changes.",
 	"penalties": "imapguard penalties [flags]\n       imapguard penalties -clear [-address ADDRESS] [-user USER | -all] [flags] [USER]\n\n" +
 		"Lists the failed logins the brute-force defence tracks, by client address\nand by user, and their blocks; with -clear, forgets those of ADDRESS (an IP\naddress or a prefix), of USER, or -all, as doveadm penalty does.",
-	"drain": drainUsage,
+	"drain":    drainUsage,
+	"backends": "imapguard backends [flags]\n\nLists the upstream backends of a running imapguard (upstream.route \"hash\" or\n\"map\"): their state (up or down) by the health checks, failed probes in a row,\nlast probe and sessions.",
 }
 
 // runAdminCommand runs who, kick, settings or penalties and returns the exit code:
@@ -146,6 +147,8 @@ func runAdminCommand(name string, args []string, stdout, stderr io.Writer) int {
 		err = c.drain(stdout, wait, af.json)
 	case "reload":
 		err = c.reload(stdout, af.json)
+	case "backends":
+		err = c.backends(stdout, af.json)
 	case "penalties":
 		if clear {
 			err = c.clearPenalties(stdout, admin.ClearRequest{All: all, User: user, Address: address}, af.json)
@@ -439,6 +442,36 @@ func (c *adminClient) kick(w io.Writer, req admin.KickRequest, raw bool) error {
 		return err
 	}
 	return writeSessions(w, res.Kicked)
+}
+
+// backends prints the upstream backends as a table.
+func (c *adminClient) backends(w io.Writer, raw bool) error {
+	var list admin.BackendList
+	if err := c.get(w, http.MethodGet, "/backends", nil, &list, raw); err != nil || raw {
+		return err
+	}
+	if len(list.Backends) == 0 {
+		_, err := fmt.Fprintf(w, "route %s: one upstream (upstream.address), no backends\n", printable(list.Route))
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tWEIGHT\tSTATE\tFAILURES\tLAST PROBE\tSESSIONS\tLAST ERROR")
+	for _, b := range list.Backends {
+		probe, lastErr := "-", "-"
+		if b.LastProbe != nil {
+			probe = b.LastProbe.UTC().Format(time.RFC3339)
+		}
+		if b.LastError != "" {
+			lastErr = b.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%d\t%s\t%d\t%s\n", printable(b.Name), printable(b.Address), b.Weight,
+			printable(b.State), b.Failures, probe, b.Sessions, printable(lastErr))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "route %s: %s\n", printable(list.Route), plural(len(list.Backends), "backend"))
+	return err
 }
 
 // penalties prints the brute-force defence's tracked failures as a

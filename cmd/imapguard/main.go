@@ -32,6 +32,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -66,7 +67,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "who", "kick", "settings", "penalties", "drain", "reload":
+		case "who", "kick", "settings", "penalties", "drain", "reload", "backends":
 			return runAdminCommand(args[0], args[1:], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
@@ -334,12 +335,20 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	if cfg.Upstream.TLS != "" && cfg.Upstream.TLS != "none" && cfg.Upstream.InsecureSkipVerify {
 		log.Warn("upstream.insecure_skip_verify is on: the upstream's certificate is NOT verified, and anyone on the path can read the passwords")
 	}
+	for i, b := range cfg.Upstream.Backend {
+		if b.InsecureSkipVerify && cmp.Or(b.TLS, cfg.Upstream.TLS) != "none" {
+			log.Warn(fmt.Sprintf("upstream.backend[%d].insecure_skip_verify is on: the backend's certificate is NOT verified, and anyone on the path can read the passwords", i+1), "backend", cmp.Or(b.Name, b.Address))
+		}
+	}
 	upTLS, err := upstreamTLS(cfg)
 	if err != nil {
 		return err
 	}
 	limiter := limits.New(limitOptions(cfg))
 	popts := proxyOptions(cfg, serverTLS, upTLS)
+	if err := routeOptions(cfg, &popts); err != nil {
+		return err
+	}
 	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
 	stopCluster, err := startCluster(cfg, limiter, popts.AuthTracker, tel.MeterProvider, log)
 	if err != nil {
@@ -379,10 +388,10 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		listeners++
 		bound = append(bound, ln.Addr().String())
 		if l.implicit {
-			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", cfg.Upstream.Address)
+			log.Info("imapguard listening", "imaps", ln.Addr().String(), "upstream", upstreamDesc(cfg))
 			go func() { served <- srv.ServeTLS(ln) }()
 		} else {
-			log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", cfg.Upstream.Address,
+			log.Info("imapguard listening", "imap", ln.Addr().String(), "upstream", upstreamDesc(cfg),
 				"starttls", serverTLS != nil, "plaintext_auth", cfg.TLS.PlaintextAuthAllowed())
 			go func() { served <- srv.Serve(ln) }()
 		}
@@ -429,6 +438,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			Reload:    st.request(reloads, stopped),
 			Sessions:  srv,
 			Penalties: srv,
+			Backends:  srv.Route,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Drain:     func() bool { return startDrain(srv, live.Load()) },
@@ -537,13 +547,17 @@ func reload(old *config.Config, path string, limiter *limits.Limiter, srv *proxy
 	if err != nil {
 		return fail(err)
 	}
+	popts := proxyOptions(cfg, serverTLS, upTLS)
+	if err := routeOptions(cfg, &popts); err != nil {
+		return fail(err)
+	}
 	limiter.SetOptions(limitOptions(cfg))
 	if t := srv.AuthTracker(); t != nil {
 		// New window, maxima, block and delay apply at once;
 		// auth_tracking_entries resizes the tables.
 		t.SetOptions(authOptions(cfg))
 	}
-	srv.SetOptions(proxyOptions(cfg, serverTLS, upTLS))
+	srv.SetOptions(popts)
 	if st != nil {
 		if st.api != nil {
 			st.api.SetToken(token)

@@ -20,6 +20,7 @@ var subcommands = []struct{ name, line string }{
 	{"kick", "close the connections of a user or an address (admin API)"},
 	{"settings", "print the settings in force of a running imapguard, secrets redacted (admin API)"},
 	{"penalties", "list or -clear the failed logins the brute-force defence tracks (admin API)"},
+	{"backends", "list the upstream backends, their health and sessions (admin API)"},
 	{"drain", "start a drain: stop accepting, BYE spread over disconnect_spread, the process stays up until SIGTERM (admin API)"},
 	{"reload", "make a running imapguard re-read its configuration file, as SIGHUP does (admin API)"},
 	{"version", "print the version, the commit and the Go version, as -version does"},

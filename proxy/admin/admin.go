@@ -101,6 +101,10 @@ type Options struct {
 	// /reload; nil: that endpoint answers 404. See ReloadResult and
 	// ReloadError.
 	Reload func(context.Context) (ReloadResult, error)
+	// Backends returns the upstream route in force and its backends'
+	// state, for GET /backends (cmd/imapguard passes
+	// proxy.Server.Route and Backends); nil: that endpoint answers 404.
+	Backends func() (route string, backends []proxy.BackendInfo)
 	// Logger receives kicks, refused tokens and HTTP server errors; nil
 	// discards them.
 	Logger *slog.Logger
@@ -155,6 +159,7 @@ func New(o Options) *Server {
 		"/drain":           {http.MethodPost, false, s.drain},
 		"/metrics":         {http.MethodGet, false, s.metrics},
 		"/reload":          {http.MethodPost, false, s.reload},
+		"/backends":        {http.MethodGet, false, s.backends},
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),

@@ -74,6 +74,20 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, SessionList{Count: len(list), Sessions: list})
 }
 
+// backends lists the upstream backends and their health (issue 13).
+func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" {
+		writeError(w, http.StatusBadRequest, "GET /backends takes no parameters")
+		return
+	}
+	if s.opts.Backends == nil {
+		writeError(w, http.StatusNotFound, "no backends here")
+		return
+	}
+	route, infos := s.opts.Backends()
+	writeJSON(w, http.StatusOK, BackendList{Route: route, Backends: backends(infos)})
+}
+
 // kick closes the matching connections. The match comes as a JSON body
 // with Content-Type application/json, and no other way: that type is not
 // one a cross-origin page may send without a CORS preflight (Fetch

@@ -28,6 +28,44 @@ type Readiness struct {
 	Draining  bool     `json:"draining,omitempty"`
 }
 
+// Backend is one of several upstreams ([[upstream.backend]], with
+// upstream.route "hash" or "map"), as its health checks see it: State is
+// "up" or "down"; Failures the failed probes in a row; LastProbe the
+// time of the last probe (RFC 3339, UTC), absent before the first;
+// LastError its error when it failed; Sessions the sessions relaying
+// through it.
+type Backend struct {
+	Name      string     `json:"name"`
+	Address   string     `json:"address"`
+	Weight    float64    `json:"weight"`
+	State     string     `json:"state"`
+	Failures  int        `json:"failures"`
+	LastProbe *time.Time `json:"last_probe,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
+	Sessions  int        `json:"sessions"`
+}
+
+// BackendList is the body of GET /backends: Route is upstream.route
+// ("single", with no backends, when there is one upstream).
+type BackendList struct {
+	Route    string    `json:"route"`
+	Backends []Backend `json:"backends"`
+}
+
+func backends(infos []proxy.BackendInfo) []Backend {
+	out := make([]Backend, 0, len(infos))
+	for _, i := range infos {
+		b := Backend{Name: i.Name, Address: i.Address, Weight: i.Weight, State: i.State(),
+			Failures: i.Failures, LastError: i.LastError, Sessions: i.Sessions}
+		if !i.LastProbe.IsZero() {
+			t := i.LastProbe.UTC()
+			b.LastProbe = &t
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
 // DrainRequest is the body of POST /drain: an empty JSON object, {}.
 type DrainRequest struct{}
 
@@ -63,7 +101,10 @@ type Session struct {
 	Listener string `json:"listener"` // the local address it came in on
 	User     string `json:"user"`     // "" before authentication
 	State    string `json:"state"`    // "preauth" or "authenticated"
-	TLS      bool   `json:"tls"`
+	// Backend is the upstream backend the session relays to, with
+	// upstream.route "hash" or "map"; absent otherwise.
+	Backend string `json:"backend,omitempty"`
+	TLS     bool   `json:"tls"`
 	// Since is when the connection was accepted, in UTC.
 	Since           time.Time `json:"since"`
 	DurationSeconds float64   `json:"duration_seconds"`
@@ -165,7 +206,7 @@ func sessions(infos []proxy.ConnInfo, now time.Time) []Session {
 	for _, i := range infos {
 		out = append(out, Session{
 			ID: i.ID, Client: i.Client, Via: i.Via, Listener: i.Listener, User: i.User,
-			State: i.State(), TLS: i.TLS,
+			State: i.State(), Backend: i.Backend, TLS: i.TLS,
 			Since:           i.Since.UTC(),
 			DurationSeconds: max(now.Sub(i.Since), 0).Seconds(),
 			BytesToUpstream: i.BytesToUpstream, BytesToClient: i.BytesToClient,
