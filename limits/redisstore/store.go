@@ -357,6 +357,24 @@ func (s *Store) Refresh(ctx context.Context) error {
 			_, err = pipe.Exec(ctx)
 		}
 	}
+	if err == nil {
+		// A slot released while the refresh was on its way was written
+		// again by it: release it once more.
+		s.mu.Lock()
+		live := make(map[string]bool, len(s.slots))
+		for _, h := range s.slots {
+			live[h.member] = true
+		}
+		s.mu.Unlock()
+		for _, h := range all {
+			if !live[h.member] {
+				err = releaseScript.Run(ctx, s.opts.Client, []string{h.userKey, h.userAddrKey, s.SlotsKey(s.opts.Instance)}, h.member).Err()
+				if err != nil {
+					break
+				}
+			}
+		}
+	}
 	s.setUp(err == nil, err)
 	return err
 }
