@@ -139,7 +139,12 @@ func TestMemoryFollowsBytesReceived(t *testing.T) {
 	perIdle := (int64(idleMem) - int64(base)) / int64(n)
 	extra := (int64(literalMem) - int64(idleMem)) / int64(n)
 	t.Logf("%d connections: %d B each idle, %+d B more each with a 1 MiB literal announced and 20 bytes of it sent", n, perIdle, extra)
-	if extra > 4<<10 {
+	// What a connection holds while a command is partly received is its
+	// read buffer (4 KiB at most for 20 bytes), not the announced
+	// megabyte; heap measurements of 1,000 connections under the race
+	// detector vary by about 2 KiB each from run to run (2.2-4.1 KiB seen
+	// on one machine), hence 8 KiB, still 128 times less than announced.
+	if extra > 8<<10 {
 		t.Errorf("a connection that announced a 1 MiB literal and sent 20 bytes costs %d B more than an idle one; want at most a few KiB", extra)
 	}
 }
