@@ -1,0 +1,78 @@
+package test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/imapguard/imapguard/test/proxytest"
+	"github.com/imapguard/imapguard/test/redistest"
+)
+
+// TestFleetWhoKickProcesses: two imapguard processes sharing one Redis
+// ([cluster] store = "redis"): imapguard who against either lists both
+// instances' sessions with the instance holding each, and imapguard kick
+// asked of one closes a session held by the other, whose client gets
+// the BYE (issue 13, "fleet who and kick across two proxies").
+func TestFleetWhoKickProcesses(t *testing.T) {
+	rs := redistest.Start(t)
+	upAddr := startIMAPD(t, "-user", "alice:secret", "-user", "bob:hunter2")
+	conf := func(id string) string {
+		return clusterConfig(upAddr, rs.URL(), id, "local") + "[admin]\nlisten = \"127.0.0.1:0\"\n"
+	}
+	start := func(id string) (imap, api string) {
+		p := startImapguard(t, writeFile(t, id+".toml", conf(id)))
+		imap = p.waitLog(listeningRE)[1]
+		api = p.waitLog(adminRe)[1]
+		return imap, api
+	}
+	imapA, apiA := start("proxy-a")
+	imapB, apiB := start("proxy-b")
+
+	bob := proxytest.LoginFrom(t, "127.0.0.2", imapA, "bob", "hunter2")
+	alice := proxytest.LoginFrom(t, "127.0.0.3", imapB, "alice", "secret")
+
+	row := func(instance, user, client string) *regexp.Regexp {
+		return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(instance) + `\s+\S+\s+` + user + `\s+` +
+			regexp.QuoteMeta(client) + `\S*\s+authenticated\s`)
+	}
+	for _, api := range []string{apiA, apiB} {
+		code, out, errOut := runBinary(t, "who", "-admin", api)
+		if code != 0 {
+			t.Fatalf("who -admin %s: exit %d: %s", api, code, errOut)
+		}
+		if !strings.HasPrefix(out, "INSTANCE") || !row("proxy-a", "bob", "127.0.0.2").MatchString(out) ||
+			!row("proxy-b", "alice", "127.0.0.3").MatchString(out) || !strings.Contains(out, "2 connections across the fleet") {
+			t.Errorf("who -admin %s:\n%s\nwant bob on proxy-a and alice on proxy-b, 2 across the fleet", api, out)
+		}
+	}
+
+	code, out, errOut := runBinary(t, "kick", "-admin", apiA, "carol")
+	if code != 0 || out != "no matching connections across the fleet\n" {
+		t.Errorf("kick carol: exit %d, %q, %q; want no matching connections", code, out, errOut)
+	}
+	code, out, errOut = runBinary(t, "kick", "-admin", apiA, "-reason", "Moving you", "alice")
+	if code != 0 || !strings.HasPrefix(out, "kicked 1 connection across the fleet\n") || !row("proxy-b", "alice", "127.0.0.3").MatchString(out) {
+		t.Fatalf("kick alice via proxy-a: exit %d:\n%s%s\nwant alice kicked on proxy-b", code, out, errOut)
+	}
+	alice.ExpectBye("* BYE [UNAVAILABLE] Moving you")
+	proxytest.WaitFor(t, "alice gone from the fleet", func() bool {
+		_, out, _ := runBinary(t, "who", "-admin", apiA)
+		return strings.Contains(out, "1 connection across the fleet")
+	})
+	if _, st := bob.Cmd("n1", "NOOP"); !strings.HasPrefix(st, "n1 OK") {
+		t.Fatalf("bob after the kick: %q", st)
+	}
+
+	// Redis gone: each lists and kicks its own, and says so.
+	rs.Stop()
+	_, out, _ = runBinary(t, "who", "-admin", apiB)
+	if !strings.Contains(out, "0 connections across the fleet") || !strings.Contains(out, "note: cluster store unreachable: this instance's sessions only") {
+		t.Errorf("who on proxy-b without Redis:\n%s", out)
+	}
+	code, out, _ = runBinary(t, "kick", "-admin", apiA, "bob")
+	if code != 0 || !row("proxy-a", "bob", "127.0.0.2").MatchString(out) || !strings.Contains(out, "note: cluster store unreachable: kicked on this instance only") {
+		t.Errorf("kick bob on proxy-a without Redis: exit %d:\n%s", code, out)
+	}
+	bob.ExpectBye("* BYE [UNAVAILABLE] Session closed by the administrator")
+}
