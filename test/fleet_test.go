@@ -1,6 +1,8 @@
 package test
 
 import (
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -75,4 +77,17 @@ func TestFleetWhoKickProcesses(t *testing.T) {
 		t.Errorf("kick bob on proxy-a without Redis: exit %d:\n%s", code, out)
 	}
 	bob.ExpectBye("* BYE [UNAVAILABLE] Session closed by the administrator")
+}
+
+// TestFleetHAProxyExample checks the HAProxy front of the README's
+// "Running a fleet" (config/testdata/fleet/haproxy.cfg) with haproxy -c.
+func TestFleetHAProxyExample(t *testing.T) {
+	bin, err := proxytest.LookPath("haproxy")
+	if err != nil {
+		proxytest.Skip(t, "HAProxy example", "haproxy not found: apt-get install haproxy")
+	}
+	out, err := exec.Command(bin, "-c", "-f", filepath.Join("..", "config", "testdata", "fleet", "haproxy.cfg")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Configuration file is valid") {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
 }
