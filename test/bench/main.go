@@ -5,7 +5,7 @@
 //
 //	go run ./test/bench [-duration 10s] [-runs 3] [-out bench.json]
 //	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
-//	                    [-targets direct,imapguard,haproxy,nginx]
+//	                    [-targets direct,imapguard,imapguard-redis,haproxy,nginx]
 //
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
 // they are missing (or says what is missing and skips what needs them),
@@ -162,8 +162,8 @@ func parseFlags(args []string) (options, error) {
 		o.workloads = append(o.workloads, w)
 	}
 	for _, t := range splitList(*targets) {
-		if !slices.Contains([]string{"direct", "imapguard", "haproxy", "nginx"}, t) {
-			return o, fmt.Errorf("-targets: unknown target %q (known: direct, imapguard, haproxy, nginx)", t)
+		if !slices.Contains([]string{"direct", "imapguard", "imapguard-redis", "haproxy", "nginx"}, t) {
+			return o, fmt.Errorf("-targets: unknown target %q (known: direct, imapguard, imapguard-redis, haproxy, nginx)", t)
 		}
 		o.targets = append(o.targets, t)
 	}
@@ -343,6 +343,8 @@ func (h *harness) startTargets() {
 			t = h.directTarget()
 		case "imapguard":
 			t = h.startImapguard()
+		case "imapguard-redis":
+			t = h.startImapguardRedis()
 		case "haproxy":
 			t = h.startHAProxy()
 		case "nginx":
