@@ -7,6 +7,9 @@
 //	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
 //	                    [-targets direct,imapguard,imapguard-redis,haproxy,nginx]
 //
+// imapguard-redis (imapguard with [cluster] store = "redis") is measured
+// in the login workload only.
+//
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
 // they are missing (or says what is missing and skips what needs them),
 // builds bin/imapguard, bin/imapd and bin/imapload, starts every server
@@ -132,7 +135,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs of every workload against every target; the table shows the median")
 	fs.StringVar(&o.out, "out", "bench.json", "write the table, the environment and every run's figures here as JSON (empty: don't)")
 	workloads := fs.String("workloads", strings.Join(workloadNames(), ","), "comma-separated workloads")
-	targets := fs.String("targets", "direct,imapguard,haproxy,nginx", "comma-separated targets")
+	targets := fs.String("targets", "direct,imapguard,imapguard-redis,haproxy,nginx", "comma-separated targets")
 	conc := fs.String("concurrency", "fetch=4,noop=16,fetchall=4,login=16", "connections per workload, name=N,...")
 	fs.IntVar(&o.sessions, "sessions", 5000, "held: sessions to open and hold")
 	fs.IntVar(&o.openConcurrency, "open-concurrency", 100, "held: sessions opened at once")
