@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,18 @@ import (
 	"github.com/imapguard/imapguard/test/redistest"
 	"github.com/redis/go-redis/v9"
 )
+
+// TestMain keeps go-redis's own messages (a pool failing to dial while
+// the test has stopped Redis) out of the output, as imapguard keeps them
+// at debug level.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // instance is one in-process imapguard of a fleet: a proxy whose limiter
 // shares the Redis, and its Fleet.
