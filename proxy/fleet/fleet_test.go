@@ -155,3 +155,33 @@ func TestFleetWhoKick(t *testing.T) {
 	bob.ExpectBye("* BYE [UNAVAILABLE] Session closed by the administrator")
 	pre.Close()
 }
+
+// TestFleetKickSilentInstance: a subscriber of the kick channel that
+// never answers (an instance hung, or gone mid-kick) costs the kick
+// KickWait, not more, and the note names what is missing.
+func TestFleetKickSilentInstance(t *testing.T) {
+	rs := redistest.Start(t)
+	up := proxytest.Imapd(t, server.User{Username: "alice", Password: "secret"})
+	a := startInstance(t, rs, up, "a")
+	silent := rs.Client()
+	t.Cleanup(func() { silent.Close() })
+	sub := silent.Subscribe(context.Background(), a.f.KickChannel())
+	t.Cleanup(func() { sub.Close() })
+	if _, err := sub.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	alice := proxytest.LoginFrom(t, "127.0.0.2", a.p.Addr, "alice", "secret")
+
+	const wait = 300 * time.Millisecond
+	f := fleet.New(fleet.Options{Client: silent, Instance: "a", Local: a.p.Server, KickWait: wait})
+	start := time.Now()
+	kicked, note, err := f.Kick(context.Background(), proxy.Match{User: "alice"}, "")
+	took := time.Since(start)
+	if err != nil || where(kicked) != "a:alice" || note != "1 of 2 instances did not answer within 300ms" {
+		t.Fatalf("Kick(alice) = %+v, %q, %v; want alice on a and a note on the silent one", kicked, note, err)
+	}
+	if took < wait || took > wait+proxytest.Timeout/2 {
+		t.Errorf("the kick took %v; want about %v", took, wait)
+	}
+	alice.ExpectBye("* BYE [UNAVAILABLE] Session closed by the administrator")
+}
