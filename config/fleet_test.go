@@ -58,3 +58,30 @@ func TestFleetExample(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetReadmeExcerpt parses the excerpt of proxy-a.toml that the
+// README's "Running a fleet" shows, so that it stays a valid file.
+func TestFleetReadmeExcerpt(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Running a fleet\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Running a fleet" section`)
+	}
+	_, block, ok := strings.Cut(section, "```toml\n")
+	if ok {
+		block, _, ok = strings.Cut(block, "```")
+	}
+	if !ok {
+		t.Fatal(`"Running a fleet" has no toml block`)
+	}
+	c, err := Parse("README.md", []byte(block))
+	if err != nil {
+		t.Fatalf("the README's fleet excerpt: %v", err)
+	}
+	if c.Cluster.Store != "redis" || c.Upstream.Route != "hash" || !c.Listen.ProxyProtocol {
+		t.Errorf("the README's fleet excerpt: store %q, route %q, proxy_protocol %v", c.Cluster.Store, c.Upstream.Route, c.Listen.ProxyProtocol)
+	}
+}
