@@ -1,6 +1,9 @@
 package test
 
 import (
+	"fmt"
+	"net"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -89,5 +92,78 @@ func TestFleetHAProxyExample(t *testing.T) {
 	out, err := exec.Command(bin, "-c", "-f", filepath.Join("..", "config", "testdata", "fleet", "haproxy.cfg")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Configuration file is valid") {
 		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+}
+
+// TestFleetBehindHAProxy runs the README's fleet front for real, on
+// loopback: HAProxy sends PROXY v2 headers to two imapguard processes
+// sharing a Redis and checks their /readyz; clients logged in through
+// HAProxy from 127.0.0.2 and 127.0.0.3 are listed by imapguard who on
+// either proxy with their own addresses.
+func TestFleetBehindHAProxy(t *testing.T) {
+	bin, err := proxytest.LookPath("haproxy")
+	if err != nil {
+		proxytest.Skip(t, "HAProxy example", "haproxy not found: apt-get install haproxy")
+	}
+	rs := redistest.Start(t)
+	upAddr := startIMAPD(t, "-user", "alice:secret", "-user", "bob:hunter2")
+	type proc struct{ imap, api string }
+	var procs []proc
+	for _, id := range []string{"proxy-a", "proxy-b"} {
+		conf := clusterConfig(upAddr, rs.URL(), id, "local") + "[admin]\nlisten = \"127.0.0.1:0\"\n"
+		conf = strings.Replace(conf, "[listen]\n", "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n", 1)
+		p := startImapguard(t, writeFile(t, id+".toml", conf))
+		procs = append(procs, proc{p.waitLog(listeningRE)[1], p.waitLog(adminRe)[1]})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := ln.Addr().String()
+	ln.Close() // HAProxy binds it; a race with another process is unlikely on loopback
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"+
+		"frontend imap\n    bind %s\n    default_backend imapguard_imap\nbackend imapguard_imap\n    balance roundrobin\n    option httpchk GET /readyz\n", front)
+	for i, p := range procs {
+		u, err := url.Parse(p.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&cfg, "    server proxy-%c %s send-proxy-v2 check port %s inter 200ms\n", 'a'+i, p.imap, u.Port())
+	}
+	hcfg := writeFile(t, "haproxy.cfg", cfg.String())
+	if out, err := exec.Command(bin, "-c", "-f", hcfg).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	hp := exec.Command(bin, "-db", "-f", hcfg)
+	var hlog proxytest.Buffer
+	hp.Stdout, hp.Stderr = &hlog, &hlog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Process.Kill(); hp.Wait() })
+	proxytest.WaitFor(t, "HAProxy listening", func() bool {
+		c, err := net.Dial("tcp", front)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	// Round robin: one client to each proxy.
+	proxytest.LoginFrom(t, "127.0.0.2", front, "alice", "secret")
+	proxytest.LoginFrom(t, "127.0.0.3", front, "bob", "hunter2")
+	for _, p := range procs {
+		_, out, _ := runBinary(t, "who", "-admin", p.api)
+		if !strings.Contains(out, "2 connections across the fleet") ||
+			!regexp.MustCompile(`(?m)^proxy-[ab]\s+\S+\s+alice\s+127\.0\.0\.2`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^proxy-[ab]\s+\S+\s+bob\s+127\.0\.0\.3`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^proxy-a\s`).MatchString(out) || !regexp.MustCompile(`(?m)^proxy-b\s`).MatchString(out) {
+			t.Errorf("who -admin %s:\n%s\nwant alice from 127.0.0.2 and bob from 127.0.0.3, one on each proxy\nHAProxy:\n%s", p.api, out, hlog.String())
+		}
+	}	// The checks of /readyz (every 200 ms, down after 3 failures) kept
+	// both proxies up all along.
+	if l := hlog.String(); strings.Contains(l, " is DOWN") {
+		t.Errorf("HAProxy took a proxy out:\n%s", l)
 	}
 }
