@@ -29,7 +29,10 @@ type ConnInfo struct {
 	User     string // empty before authentication
 	// Backend is the name of the backend the session relays to, with
 	// several upstreams (Options.Route "hash" or "map"); else "".
-	Backend       string
+	Backend string
+	// Instance is the imapguard instance holding the session, in a
+	// fleet-wide listing (package proxy/fleet); "" from the Server.
+	Instance      string `json:",omitempty"`
 	Authenticated bool
 	TLS           bool // the client connection is TLS
 	Since         time.Time

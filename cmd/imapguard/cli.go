@@ -18,6 +18,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -398,8 +400,17 @@ func (c *adminClient) who(w io.Writer, user, address string, raw bool) error {
 	if err := writeSessions(w, list.Sessions); err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintln(w, plural(len(list.Sessions), "connection")); err != nil {
+	summary := plural(len(list.Sessions), "connection")
+	if list.Fleet {
+		summary += " across the fleet"
+	}
+	if _, err := fmt.Fprintln(w, summary); err != nil {
 		return err
+	}
+	if list.Note != "" {
+		if _, err := fmt.Fprintln(w, "note: "+printable(list.Note)); err != nil {
+			return err
+		}
 	}
 	return c.penaltySummary(w)
 }
@@ -434,11 +445,18 @@ func (c *adminClient) kick(w io.Writer, req admin.KickRequest, raw bool) error {
 	if err := c.get(w, http.MethodPost, "/sessions/kick", req, &res, raw); err != nil || raw {
 		return err
 	}
+	where := ""
+	if res.Fleet {
+		where = " across the fleet"
+	}
+	if res.Note != "" {
+		defer fmt.Fprintln(w, "note: "+printable(res.Note))
+	}
 	if len(res.Kicked) == 0 {
-		_, err := fmt.Fprintln(w, "no matching connections")
+		_, err := fmt.Fprintln(w, "no matching connections"+where)
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "kicked %s\n", plural(len(res.Kicked), "connection")); err != nil {
+	if _, err := fmt.Fprintf(w, "kicked %s%s\n", plural(len(res.Kicked), "connection"), where); err != nil {
 		return err
 	}
 	return writeSessions(w, res.Kicked)
@@ -555,12 +573,24 @@ func (c *adminClient) reload(w io.Writer, raw bool) error {
 }
 
 // writeSessions writes a table of sessions, with a header even when
-// there are none. The strings of the API are made printable, which also
+// there are none, and an INSTANCE column in a fleet-wide answer (another
+// instance's session has no id here: "-"). The strings of the API are made printable, which also
 // keeps a tab in a user name from shifting the columns.
 func writeSessions(w io.Writer, list []admin.Session) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fleet := slices.ContainsFunc(list, func(s admin.Session) bool { return s.Instance != "" })
+	if fleet {
+		fmt.Fprint(tw, "INSTANCE\t")
+	}
 	fmt.Fprintln(tw, "ID\tUSER\tCLIENT\tSTATE\tTLS\tSINCE\tUP\tDOWN")
 	for _, s := range list {
+		id := strconv.FormatUint(s.ID, 10)
+		if fleet {
+			fmt.Fprintf(tw, "%s\t", printable(s.Instance))
+			if s.ID == 0 {
+				id = "-"
+			}
+		}
 		user := printable(s.User)
 		if user == "" {
 			user = "-"
@@ -569,7 +599,7 @@ func writeSessions(w io.Writer, list []admin.Session) error {
 		if s.TLS {
 			tls = "yes"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, user, printable(s.Client), printable(s.State), tls,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, user, printable(s.Client), printable(s.State), tls,
 			formatAge(s.DurationSeconds), humanBytes(s.BytesToUpstream), humanBytes(s.BytesToClient))
 	}
 	return tw.Flush()

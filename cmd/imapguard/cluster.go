@@ -12,6 +12,9 @@ import (
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/limits"
 	"github.com/imapguard/imapguard/limits/redisstore"
+	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/proxy/admin"
+	"github.com/imapguard/imapguard/proxy/fleet"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -30,24 +33,26 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 // registers the gauge imapguard.cluster.store.up (1 while
 // Redis answers, else 0; the Prometheus name is
 // imapguard_cluster_store_up). It returns the function that stops the
-// store; with store = "local" it does nothing. Redis unreachable at
+// store, and the Redis client and instance id for the fleet-wide who and
+// kick (startFleet); with store = "local" it does nothing and returns a
+// nil client. Redis unreachable at
 // start is not fatal: the store keeps trying, and redis_failure says
 // what logins get meanwhile.
-func startCluster(cfg *config.Config, limiter *limits.Limiter, tracker *limits.Tracker, mp metric.MeterProvider, log *slog.Logger) (stop func(), err error) {
+func startCluster(cfg *config.Config, limiter *limits.Limiter, tracker *limits.Tracker, mp metric.MeterProvider, log *slog.Logger) (stop func(), client redis.UniversalClient, id string, err error) {
 	c := cfg.Cluster
 	if c.Store != "redis" {
-		return func() {}, nil
+		return func() {}, nil, "", nil
 	}
 	redis.SetLogger(redisLog{log})
-	client, err := redisstore.NewClient(redisstore.ClientOptions{URL: c.RedisURL, Sentinels: c.RedisSentinel, Master: c.RedisMaster})
+	client, err = redisstore.NewClient(redisstore.ClientOptions{URL: c.RedisURL, Sentinels: c.RedisSentinel, Master: c.RedisMaster})
 	if err != nil {
-		return nil, fmt.Errorf("cluster.%w", err)
+		return nil, nil, "", fmt.Errorf("cluster.%w", err)
 	}
-	id := c.InstanceID
+	id = c.InstanceID
 	if id == "" {
 		if id, err = os.Hostname(); err != nil {
 			client.Close()
-			return nil, fmt.Errorf("cluster.instance_id is empty and the host name is unknown: %w", err)
+			return nil, nil, "", fmt.Errorf("cluster.instance_id is empty and the host name is unknown: %w", err)
 		}
 	}
 	// Every call to Redis is bounded well inside a login's
@@ -85,10 +90,28 @@ func startCluster(cfg *config.Config, limiter *limits.Limiter, tracker *limits.T
 	if err != nil {
 		st.Close()
 		client.Close()
-		return nil, err
+		return nil, nil, "", err
 	}
 	return func() {
 		st.Close()
 		client.Close()
-	}, nil
+	}, client, id, nil
+}
+
+// startFleet makes who and kick of the admin API fleet-wide (package
+// proxy/fleet) when [cluster] store = "redis" (client not nil): it
+// subscribes to the fleet's kicks, and returns the function that stops
+// that, and the admin.Fleet to set (nil with store = "local"). Redis
+// unreachable at start is not fatal: go-redis keeps subscribing.
+func startFleet(client redis.UniversalClient, id string, srv *proxy.Server, cfg *config.Config, log *slog.Logger) (func(), admin.Fleet) {
+	if client == nil {
+		return func() {}, nil
+	}
+	f := fleet.New(fleet.Options{Client: client, Instance: id, Local: srv,
+		Timeout: min(time.Duration(cfg.Upstream.ConnectTimeout)/2, time.Second),
+		Log:     log.With("instance", id, "component", "fleet")})
+	if err := f.Start(); err != nil {
+		log.Warn("fleet kicks: cannot subscribe yet; retrying", "err", err)
+	}
+	return f.Close, f
 }

@@ -350,7 +350,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		return err
 	}
 	popts.AuthTracker = limits.NewTracker(authOptions(cfg))
-	stopCluster, err := startCluster(cfg, limiter, popts.AuthTracker, tel.MeterProvider, log)
+	stopCluster, redisClient, instance, err := startCluster(cfg, limiter, popts.AuthTracker, tel.MeterProvider, log)
 	if err != nil {
 		return err
 	}
@@ -359,6 +359,8 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 	if err := srv.Instrument(tel.TracerProvider, tel.MeterProvider); err != nil {
 		return err
 	}
+	stopFleet, fleetAPI := startFleet(redisClient, instance, srv, cfg, log)
+	defer stopFleet()
 	var live atomic.Pointer[config.Config] // what /settings shows, after reloads
 	live.Store(cfg)
 	// What a reload changes beside the proxy; POST /reload's requests
@@ -439,6 +441,7 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 			Sessions:  srv,
 			Penalties: srv,
 			Backends:  srv.Route,
+			Fleet:     fleetAPI,
 			Settings:  func() []admin.Setting { return adminSettings(live.Load()) },
 			Metrics:   tel.MetricsHandler,
 			Drain:     func() bool { return startDrain(srv, live.Load()) },

@@ -5,7 +5,9 @@
 //	GET  /readyz         listeners are up and the upstream answers (no token)
 //	GET  /settings       the effective configuration, secrets redacted
 //	GET  /sessions       live connections; ?user=U&address=A filter
+//	                     (the fleet's, with Options.Fleet)
 //	POST /sessions/kick  close the connections matching user and/or address
+//	                     (on every instance, with Options.Fleet)
 //	GET  /penalties      the brute-force defence's failed logins and blocks
 //	POST /penalties/clear  forget them: all, or an address and/or a user
 //	POST /drain          start a drain (Options.Drain), when set
@@ -69,6 +71,15 @@ type Sessions interface {
 
 var _ Sessions = (*proxy.Server)(nil)
 
+// Fleet lists and kicks sessions across a fleet of instances (package
+// proxy/fleet). The note is "" for a fleet-wide answer, else says what
+// is missing (Redis unreachable: this instance only). An error is a bad
+// match (400).
+type Fleet interface {
+	Sessions(ctx context.Context, m proxy.Match) (infos []proxy.ConnInfo, note string, err error)
+	Kick(ctx context.Context, m proxy.Match, reason string) (infos []proxy.ConnInfo, note string, err error)
+}
+
 // Options configure a Server.
 type Options struct {
 	// Token is the bearer token required on every endpoint but /healthz
@@ -105,6 +116,12 @@ type Options struct {
 	// state, for GET /backends (cmd/imapguard passes
 	// proxy.Server.Route and Backends); nil: that endpoint answers 404.
 	Backends func() (route string, backends []proxy.BackendInfo)
+	// Fleet, when set ([cluster] store = "redis"; cmd/imapguard passes a
+	// *fleet.Fleet), answers GET /sessions and POST /sessions/kick for
+	// the whole fleet instead of Sessions: each session then names its
+	// instance, and the answer's note says when only part of the fleet
+	// could be reached. nil: this instance only.
+	Fleet Fleet
 	// Logger receives kicks, refused tokens and HTTP server errors; nil
 	// discards them.
 	Logger *slog.Logger

@@ -65,13 +65,21 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	infos, err := s.opts.Sessions.Select(proxy.Match{User: q.Get("user"), Address: q.Get("address")})
+	m := proxy.Match{User: q.Get("user"), Address: q.Get("address")}
+	var infos []proxy.ConnInfo
+	var note string
+	var err error
+	if s.opts.Fleet != nil {
+		infos, note, err = s.opts.Fleet.Sessions(r.Context(), m)
+	} else {
+		infos, err = s.opts.Sessions.Select(m)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	list := sessions(infos, s.now())
-	writeJSON(w, http.StatusOK, SessionList{Count: len(list), Sessions: list})
+	writeJSON(w, http.StatusOK, SessionList{Count: len(list), Sessions: list, Fleet: s.opts.Fleet != nil, Note: note})
 }
 
 // backends lists the upstream backends and their health (issue 13).
@@ -122,7 +130,13 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reason := sanitizeReason(req.Reason)
-	infos, err := s.opts.Sessions.Kick(m, reason)
+	var infos []proxy.ConnInfo
+	var note string
+	if s.opts.Fleet != nil {
+		infos, note, err = s.opts.Fleet.Kick(r.Context(), m, reason)
+	} else {
+		infos, err = s.opts.Sessions.Kick(m, reason)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -133,8 +147,8 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 		ids[i] = c.ID
 	}
 	s.log.Info("admin API: kick", "count", len(list), "user", m.User, "address", m.Address,
-		"reason", reason, "ids", ids, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, KickResult{Count: len(list), Kicked: list})
+		"reason", reason, "ids", ids, "remote", r.RemoteAddr, "fleet", s.opts.Fleet != nil, "note", note)
+	writeJSON(w, http.StatusOK, KickResult{Count: len(list), Kicked: list, Fleet: s.opts.Fleet != nil, Note: note})
 }
 
 // kickRequest decodes the JSON body of a kick: one object, no unknown

@@ -93,8 +93,15 @@ type SettingList struct {
 
 // Session is one live client connection.
 type Session struct {
-	ID     uint64 `json:"id"`
-	Client string `json:"client"` // host:port
+	// ID is the connection id on its instance; 0 for another instance's
+	// session in a fleet-wide listing (Redis keeps no connection id).
+	ID uint64 `json:"id"`
+	// Instance is the imapguard instance (cluster.instance_id) holding
+	// the session, in a fleet-wide answer; absent otherwise. Another
+	// instance's session has only its user, client (the address key: an
+	// IPv4 address, an IPv6 /64), state and since.
+	Instance string `json:"instance,omitempty"`
+	Client   string `json:"client"` // host:port
 	// Via is the load balancer whose PROXY header gave Client, host:port;
 	// absent without one.
 	Via      string `json:"via,omitempty"`
@@ -117,6 +124,12 @@ type Session struct {
 type SessionList struct {
 	Count    int       `json:"count"`
 	Sessions []Session `json:"sessions"`
+	// Fleet is true when the list is the fleet's ([cluster] store =
+	// "redis"); Note then says what it misses, if anything (Redis
+	// unreachable: this instance's sessions only; a list cut at
+	// fleet.MaxSessions).
+	Fleet bool   `json:"fleet,omitempty"`
+	Note  string `json:"note,omitempty"`
 }
 
 // KickRequest is the JSON body of POST /sessions/kick. User, Address or
@@ -132,6 +145,12 @@ type KickRequest struct {
 type KickResult struct {
 	Count  int       `json:"count"`
 	Kicked []Session `json:"kicked"`
+	// Fleet is true when the kick went to every instance ([cluster]
+	// store = "redis"); Note then says what it may have missed (Redis
+	// unreachable: kicked on this instance only; instances that did
+	// not answer in time).
+	Fleet bool   `json:"fleet,omitempty"`
+	Note  string `json:"note,omitempty"`
 }
 
 // Penalty is one key the brute-force defence tracks: a client address
@@ -205,7 +224,7 @@ func sessions(infos []proxy.ConnInfo, now time.Time) []Session {
 	out := make([]Session, 0, len(infos))
 	for _, i := range infos {
 		out = append(out, Session{
-			ID: i.ID, Client: i.Client, Via: i.Via, Listener: i.Listener, User: i.User,
+			ID: i.ID, Instance: i.Instance, Client: i.Client, Via: i.Via, Listener: i.Listener, User: i.User,
 			State: i.State(), Backend: i.Backend, TLS: i.TLS,
 			Since:           i.Since.UTC(),
 			DurationSeconds: max(now.Sub(i.Since), 0).Seconds(),

@@ -5,7 +5,10 @@
 //
 //	go run ./test/bench [-duration 10s] [-runs 3] [-out bench.json]
 //	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
-//	                    [-targets direct,imapguard,haproxy,nginx]
+//	                    [-targets direct,imapguard,imapguard-redis,haproxy,nginx]
+//
+// imapguard-redis (imapguard with [cluster] store = "redis") is measured
+// in the login workload only.
 //
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
 // they are missing (or says what is missing and skips what needs them),
@@ -132,7 +135,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs of every workload against every target; the table shows the median")
 	fs.StringVar(&o.out, "out", "bench.json", "write the table, the environment and every run's figures here as JSON (empty: don't)")
 	workloads := fs.String("workloads", strings.Join(workloadNames(), ","), "comma-separated workloads")
-	targets := fs.String("targets", "direct,imapguard,haproxy,nginx", "comma-separated targets")
+	targets := fs.String("targets", "direct,imapguard,imapguard-redis,haproxy,nginx", "comma-separated targets")
 	conc := fs.String("concurrency", "fetch=4,noop=16,fetchall=4,login=16", "connections per workload, name=N,...")
 	fs.IntVar(&o.sessions, "sessions", 5000, "held: sessions to open and hold")
 	fs.IntVar(&o.openConcurrency, "open-concurrency", 100, "held: sessions opened at once")
@@ -162,8 +165,8 @@ func parseFlags(args []string) (options, error) {
 		o.workloads = append(o.workloads, w)
 	}
 	for _, t := range splitList(*targets) {
-		if !slices.Contains([]string{"direct", "imapguard", "haproxy", "nginx"}, t) {
-			return o, fmt.Errorf("-targets: unknown target %q (known: direct, imapguard, haproxy, nginx)", t)
+		if !slices.Contains([]string{"direct", "imapguard", "imapguard-redis", "haproxy", "nginx"}, t) {
+			return o, fmt.Errorf("-targets: unknown target %q (known: direct, imapguard, imapguard-redis, haproxy, nginx)", t)
 		}
 		o.targets = append(o.targets, t)
 	}
@@ -343,6 +346,8 @@ func (h *harness) startTargets() {
 			t = h.directTarget()
 		case "imapguard":
 			t = h.startImapguard()
+		case "imapguard-redis":
+			t = h.startImapguardRedis()
 		case "haproxy":
 			t = h.startHAProxy()
 		case "nginx":

@@ -19,6 +19,7 @@ import (
 type binaries struct {
 	imapguard, imapd, imapload string // built from this repository
 	dovecot, haproxy, nginx    string // installed; "" when missing
+	redis                      string // redis-server, for imapguard-redis; "" when missing
 	nginxMailModule            string // "" when nginx has it built in (or is missing)
 }
 
@@ -70,6 +71,7 @@ type dependency struct {
 var dependencies = []dependency{
 	{"Dovecot (the upstream of every workload but login)", []string{"dovecot-imapd"}, func(b *binaries) bool { return b.dovecot != "" }},
 	{"HAProxy", []string{"haproxy"}, func(b *binaries) bool { return b.haproxy != "" }},
+	{"Redis (the store of imapguard-redis)", []string{"redis-server"}, func(b *binaries) bool { return b.redis != "" }},
 	{"nginx with its mail module", []string{"nginx-light", "libnginx-mod-mail"}, func(b *binaries) bool {
 		if b.nginx == "" {
 			return false
@@ -82,6 +84,7 @@ var dependencies = []dependency{
 func (b *binaries) locate() {
 	b.dovecot, _ = dovecot.Binary() // also $DOVECOT_BIN
 	b.haproxy = findBinary("haproxy")
+	b.redis = findBinary("redis-server")
 	b.nginx = findBinary("nginx")
 	b.nginxMailModule = ""
 	if b.nginx != "" {

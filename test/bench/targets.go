@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,6 +55,9 @@ type target struct {
 	restart func(upstream) error
 	// skip says why the target is not measured ("" if it is).
 	skip string
+	// only, when set, is the one workload the target is measured in
+	// (imapguard-redis: login).
+	only string
 
 	// tlsAddr is where the target accepts imaps (implicit TLS) in front
 	// of Dovecot, for the TLS workloads ("" when it does not). A proxy
@@ -168,6 +172,15 @@ max_auth_failures = 3
 [log]
 level = "{{.LogLevel}}"
 format = "text"
+{{- if .RedisURL}}
+
+# The fleet-wide store (target imapguard-redis): every connection and
+# login is counted in Redis, as by a fleet of proxies.
+[cluster]
+store = "redis"
+redis_url = "{{.RedisURL}}"
+instance_id = "bench"
+{{- end}}
 {{- if .CertFile}}
 
 # Clients only: the upstream stays plaintext Dovecot (upstream.tls =
@@ -216,7 +229,75 @@ func (h *harness) runImapguard(name string, vars map[string]string) (*child, err
 // plaintext login off on the imap listener, and the instances that serve
 // the plaintext workloads stay as they were.
 func (h *harness) startImapguard() *target {
-	t := &target{name: "imapguard", addrs: map[upstream]string{}}
+	return h.imapguardTarget("imapguard", nil)
+}
+
+// startImapguardRedis starts a private redis-server and an imapguard
+// with [cluster] store = "redis" in front of each upstream, measured in
+// the login workload only: the column imapguard-redis, whose login row next to
+// imapguard's is what the fleet-wide store costs (issue 13).
+func (h *harness) startImapguardRedis() *target {
+	skip := func(why string) *target {
+		return &target{name: "imapguard-redis", addrs: map[upstream]string{}, skip: why}
+	}
+	if h.bins.redis == "" {
+		return skip("redis-server not found (apt-get install -y redis-server)")
+	}
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return skip(err.Error())
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	c, err := h.procs.start(h.dir, "redis", h.bins.redis, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err != nil {
+		return skip(err.Error())
+	}
+	if err := waitRedis(addr, c, 20*time.Second); err != nil {
+		c.stop(5 * time.Second)
+		return skip(err.Error())
+	}
+	h.logf("redis-server on %s", addr)
+	t := h.imapguardTarget("imapguard-redis", map[string]string{"RedisURL": "redis://" + addr})
+	if t.skip == "" {
+		t.tlsSkip = "the Redis store is measured in the login workload only"
+	}
+	t.only = "login"
+	return t
+}
+
+// waitRedis waits until the redis-server at addr answers PING.
+func waitRedis(addr string, c *child, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if c.exited() {
+			return fmt.Errorf("redis-server exited: %s", c.tail(2048))
+		}
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(time.Second))
+			buf := make([]byte, 7)
+			_, err = conn.Write([]byte("PING\r\n"))
+			if err == nil {
+				_, err = io.ReadFull(conn, buf)
+			}
+			conn.Close()
+			if err == nil && string(buf) == "+PONG\r\n" {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server on %s did not answer PING within %v: %v", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// imapguardTarget starts the target name: one imapguard per upstream,
+// with extra template variables (RedisURL), and the imaps instance for
+// the TLS workloads when extra is nil.
+func (h *harness) imapguardTarget(name string, extra map[string]string) *target {
+	t := &target{name: name, addrs: map[upstream]string{}}
 	procs := map[upstream]*child{}
 	start := func(u upstream) error {
 		addr := t.addrs[u]
@@ -227,9 +308,11 @@ func (h *harness) startImapguard() *target {
 			}
 			addr = "127.0.0.1:" + strconv.Itoa(port)
 		}
-		c, err := h.runImapguard("imapguard-"+string(u), map[string]string{
-			"Listen": addr, "Upstream": h.upstreamAddr(u), "LogLevel": h.opts.imapguardLogLevel,
-		})
+		vars := map[string]string{"Listen": addr, "Upstream": h.upstreamAddr(u), "LogLevel": h.opts.imapguardLogLevel}
+		for k, v := range extra {
+			vars[k] = v
+		}
+		c, err := h.runImapguard(name+"-"+string(u), vars)
 		if err != nil {
 			return err
 		}
@@ -256,7 +339,7 @@ func (h *harness) startImapguard() *target {
 		}
 		return nil
 	}
-	if h.tlsUpstreamReady() {
+	if h.tlsUpstreamReady() && extra == nil {
 		var tlsProc *child
 		startTLS := func(addr string) error {
 			c, err := h.runImapguard("imapguard-tls", map[string]string{

@@ -254,7 +254,7 @@ func (h *harness) measure() {
 					return
 				}
 				t := h.targets[(i+run-1)%n]
-				if t.skip != "" || (w.tls && t.tlsSkip != "") {
+				if t.skip != "" || (w.tls && t.tlsSkip != "") || (t.only != "" && w.name != t.only) {
 					continue
 				}
 				r := h.measureOne(run, w, t)
