@@ -161,7 +161,8 @@ func TestFleetBehindHAProxy(t *testing.T) {
 			!regexp.MustCompile(`(?m)^proxy-a\s`).MatchString(out) || !regexp.MustCompile(`(?m)^proxy-b\s`).MatchString(out) {
 			t.Errorf("who -admin %s:\n%s\nwant alice from 127.0.0.2 and bob from 127.0.0.3, one on each proxy\nHAProxy:\n%s", p.api, out, hlog.String())
 		}
-	}	// The checks of /readyz (every 200 ms, down after 3 failures) kept
+	}
+	// The checks of /readyz (every 200 ms, down after 3 failures) kept
 	// both proxies up all along.
 	if l := hlog.String(); strings.Contains(l, " is DOWN") {
 		t.Errorf("HAProxy took a proxy out:\n%s", l)
