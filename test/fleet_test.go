@@ -150,16 +150,27 @@ func TestFleetBehindHAProxy(t *testing.T) {
 		return err == nil
 	})
 
-	// Round robin: one client to each proxy.
-	proxytest.LoginFrom(t, "127.0.0.2", front, "alice", "secret")
-	proxytest.LoginFrom(t, "127.0.0.3", front, "bob", "hunter2")
+	// Round robin spreads the clients (the probe above took a turn too):
+	// log in until both proxies hold one, each from its own address.
+	var srcs []string
+	onA, onB := regexp.MustCompile(`(?m)^proxy-a\s`), regexp.MustCompile(`(?m)^proxy-b\s`)
+	both := func(out string) bool { return onA.MatchString(out) && onB.MatchString(out) }
+	for i := 2; len(srcs) < 6; i++ { // both() needs two sessions at least
+		src := fmt.Sprintf("127.0.0.%d", i)
+		proxytest.LoginFrom(t, src, front, "alice", "secret")
+		srcs = append(srcs, src)
+		if _, out, _ := runBinary(t, "who", "-admin", procs[0].api); both(out) {
+			break
+		}
+	}
 	for _, p := range procs {
 		_, out, _ := runBinary(t, "who", "-admin", p.api)
-		if !strings.Contains(out, "2 connections across the fleet") ||
-			!regexp.MustCompile(`(?m)^proxy-[ab]\s+\S+\s+alice\s+127\.0\.0\.2`).MatchString(out) ||
-			!regexp.MustCompile(`(?m)^proxy-[ab]\s+\S+\s+bob\s+127\.0\.0\.3`).MatchString(out) ||
-			!regexp.MustCompile(`(?m)^proxy-a\s`).MatchString(out) || !regexp.MustCompile(`(?m)^proxy-b\s`).MatchString(out) {
-			t.Errorf("who -admin %s:\n%s\nwant alice from 127.0.0.2 and bob from 127.0.0.3, one on each proxy\nHAProxy:\n%s", p.api, out, hlog.String())
+		ok := both(out) && strings.Contains(out, fmt.Sprintf("%d connections across the fleet", len(srcs)))
+		for _, src := range srcs {
+			ok = ok && regexp.MustCompile(`(?m)^proxy-[ab]\s+\S+\s+alice\s+`+regexp.QuoteMeta(src)+`[\s:]`).MatchString(out)
+		}
+		if !ok {
+			t.Errorf("who -admin %s:\n%s\nwant alice from each of %v, on both proxies\nHAProxy:\n%s", p.api, out, srcs, hlog.String())
 		}
 	}
 	// The checks of /readyz (every 200 ms, down after 3 failures) kept
