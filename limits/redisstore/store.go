@@ -328,22 +328,10 @@ func (s *Store) Refresh(ctx context.Context) error {
 	if len(all) == 0 {
 		err = s.opts.Client.Ping(ctx).Err()
 	} else {
-		pipe := s.opts.Client.Pipeline()
-		for i := 0; i < len(all); i += refreshBatch {
-			batch := all[i:min(i+refreshBatch, len(all))]
-			keys := []string{s.SlotsKey(s.opts.Instance)}
-			args := []any{lease}
-			for _, h := range batch {
-				keys = append(keys, h.userKey, h.userAddrKey)
-				args = append(args, h.member, h.record)
-			}
-			refreshScript.Run(ctx, pipe, keys, args...)
-		}
-		_, err = pipe.Exec(ctx)
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Redis restarted and lost its script cache: Run's
-			// fallback to EVAL does not work in a pipeline.
-			pipe = s.opts.Client.Pipeline()
+		// refresh sends the whole refresh in one pipeline, each batch of
+		// slots a script call (run: EvalSha, or Eval).
+		refresh := func(run func(pipe redis.Pipeliner, keys []string, args ...any)) error {
+			pipe := s.opts.Client.Pipeline()
 			for i := 0; i < len(all); i += refreshBatch {
 				batch := all[i:min(i+refreshBatch, len(all))]
 				keys := []string{s.SlotsKey(s.opts.Instance)}
@@ -352,9 +340,16 @@ func (s *Store) Refresh(ctx context.Context) error {
 					keys = append(keys, h.userKey, h.userAddrKey)
 					args = append(args, h.member, h.record)
 				}
-				refreshScript.Eval(ctx, pipe, keys, args...)
+				run(pipe, keys, args...)
 			}
-			_, err = pipe.Exec(ctx)
+			_, err := pipe.Exec(ctx)
+			return err
+		}
+		err = refresh(func(pipe redis.Pipeliner, keys []string, args ...any) { refreshScript.Run(ctx, pipe, keys, args...) })
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis restarted and lost its script cache: Run's
+			// fallback to EVAL does not work in a pipeline.
+			err = refresh(func(pipe redis.Pipeliner, keys []string, args ...any) { refreshScript.Eval(ctx, pipe, keys, args...) })
 		}
 	}
 	if err == nil {
