@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"errors"
-	"mime"
 	"net/http"
 
 	"github.com/imapguard/imapguard/proxy"
@@ -19,23 +17,8 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "draining is not available")
 		return
 	}
-	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType,
-			`POST /drain takes a JSON body with Content-Type: application/json: {}`)
-		return
-	}
-	if r.URL.RawQuery != "" {
-		writeError(w, http.StatusBadRequest, `POST /drain takes no query parameters; send the JSON body {}`)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	var req DrainRequest
-	if err := decodeJSON(r.Body, &req); err != nil {
-		status := http.StatusBadRequest
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			status = http.StatusRequestEntityTooLarge
-		}
-		writeError(w, status, err.Error())
+	if !jsonPost(w, r, "/drain", "{}", &req) {
 		return
 	}
 	open, _ := s.opts.Sessions.Select(proxy.Match{})

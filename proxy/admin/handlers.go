@@ -104,24 +104,8 @@ func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
 // could with a form. Unknown fields are refused, lest a misspelt "user"
 // widen a kick by address to everyone there.
 func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
-	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType,
-			`POST /sessions/kick takes a JSON body with Content-Type: application/json, such as {"user":"alice"}`)
-		return
-	}
-	if r.URL.RawQuery != "" {
-		writeError(w, http.StatusBadRequest,
-			`POST /sessions/kick takes no query parameters; give the match in the JSON body, such as {"user":"alice"}`)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	req, err := kickRequest(r.Body)
-	if err != nil {
-		status := http.StatusBadRequest
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			status = http.StatusRequestEntityTooLarge
-		}
-		writeError(w, status, err.Error())
+	var req KickRequest
+	if !jsonPost(w, r, "/sessions/kick", `{"user":"alice"}`, &req) {
 		return
 	}
 	m := proxy.Match{User: strings.TrimSpace(req.User), Address: strings.TrimSpace(req.Address)}
@@ -132,6 +116,7 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 	reason := sanitizeReason(req.Reason)
 	var infos []proxy.ConnInfo
 	var note string
+	var err error
 	if s.opts.Fleet != nil {
 		infos, note, err = s.opts.Fleet.Kick(r.Context(), m, reason)
 	} else {
@@ -151,11 +136,30 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, KickResult{Count: len(list), Kicked: list, Fleet: s.opts.Fleet != nil, Note: note})
 }
 
-// kickRequest decodes the JSON body of a kick: one object, no unknown
-// fields.
-func kickRequest(body io.Reader) (KickRequest, error) {
-	var req KickRequest
-	return req, decodeJSON(body, &req)
+// jsonPost reads the body of a POST that changes something into v: a
+// JSON body with Content-Type application/json and no query parameters,
+// for the reasons kick gives, at most maxBodyBytes. Otherwise it answers
+// (415, 400 or 413, naming path and an example body) and returns false.
+func jsonPost(w http.ResponseWriter, r *http.Request, path, example string, v any) bool {
+	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType,
+			"POST "+path+" takes a JSON body with Content-Type: application/json, such as "+example)
+		return false
+	}
+	if r.URL.RawQuery != "" {
+		writeError(w, http.StatusBadRequest, "POST "+path+" takes no query parameters; send a JSON body such as "+example)
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := decodeJSON(r.Body, v); err != nil {
+		status := http.StatusBadRequest
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeError(w, status, err.Error())
+		return false
+	}
+	return true
 }
 
 // decodeJSON decodes a request's JSON body into v: one object, no unknown

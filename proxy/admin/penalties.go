@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"errors"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -38,27 +36,12 @@ func (s *Server) penalties(w http.ResponseWriter, r *http.Request) {
 // JSON body only, for the reasons kick gives.
 func (s *Server) clearPenalties(w http.ResponseWriter, r *http.Request) {
 	const example = `{"address":"192.0.2.7"}, {"user":"alice"} or {"all":true}`
-	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType,
-			"POST /penalties/clear takes a JSON body with Content-Type: application/json, such as "+example)
-		return
-	}
-	if r.URL.RawQuery != "" {
-		writeError(w, http.StatusBadRequest, "POST /penalties/clear takes no query parameters; give what to clear in the JSON body, such as "+example)
-		return
-	}
 	if s.opts.Penalties == nil {
 		writeError(w, http.StatusNotFound, "the brute-force defence is off")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	var req ClearRequest
-	if err := decodeJSON(r.Body, &req); err != nil {
-		status := http.StatusBadRequest
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			status = http.StatusRequestEntityTooLarge
-		}
-		writeError(w, status, err.Error())
+	if !jsonPost(w, r, "/penalties/clear", example, &req) {
 		return
 	}
 	m := proxy.PenaltyMatch{All: req.All, Address: strings.TrimSpace(req.Address), User: strings.TrimSpace(req.User)}
