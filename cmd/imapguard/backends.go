@@ -3,11 +3,15 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/imapguard/imapguard/config"
 	"github.com/imapguard/imapguard/proxy"
+	"github.com/imapguard/imapguard/proxy/admin"
 	imaptls "github.com/imapguard/imapguard/tls"
 )
 
@@ -65,4 +69,34 @@ func upstreamDesc(c *config.Config) string {
 		names = append(names, cmp.Or(b.Name, b.Address))
 	}
 	return u.Route + ":" + strings.Join(names, ",")
+}
+
+// backends prints the upstream backends as a table.
+func (c *adminClient) backends(w io.Writer, raw bool) error {
+	var list admin.BackendList
+	if err := c.get(w, http.MethodGet, "/backends", nil, &list, raw); err != nil || raw {
+		return err
+	}
+	if len(list.Backends) == 0 {
+		_, err := fmt.Fprintf(w, "route %s: one upstream (upstream.address), no backends\n", printable(list.Route))
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tWEIGHT\tSTATE\tFAILURES\tLAST PROBE\tSESSIONS\tLAST ERROR")
+	for _, b := range list.Backends {
+		probe, lastErr := "-", "-"
+		if b.LastProbe != nil {
+			probe = b.LastProbe.UTC().Format(time.RFC3339)
+		}
+		if b.LastError != "" {
+			lastErr = b.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%d\t%s\t%d\t%s\n", printable(b.Name), printable(b.Address), b.Weight,
+			printable(b.State), b.Failures, probe, b.Sessions, printable(lastErr))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "route %s: %s\n", printable(list.Route), plural(len(list.Backends), "backend"))
+	return err
 }
