@@ -65,6 +65,21 @@ func waitSlots(t *testing.T, c *redis.Client, user string, want int, within time
 // loginAll logs n clients in concurrently, alternately through addrs,
 // from 127.0.0.2 on, and returns those admitted (still open) and the
 // number refused with NO [LIMIT].
+// loginDemo logs the user demo in through the proxy at addr from the
+// client address src, and fails the test unless the proxy admits it.
+func loginDemo(t *testing.T, src, addr string) *proxytest.Client {
+	t.Helper()
+	c, err := proxytest.DialClient(src, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Line()
+	if _, st, err := c.Cmd("a", "LOGIN demo demo"); err != nil || !strings.HasPrefix(st, "a OK ") {
+		t.Fatalf("LOGIN demo from %s through %s: %q %v", src, addr, st, err)
+	}
+	return c
+}
+
 func loginAll(t *testing.T, addrs []string, n int) (open []*proxytest.Client, refused int) {
 	t.Helper()
 	var (
@@ -142,15 +157,7 @@ func TestClusterTwoProcesses(t *testing.T) {
 	// once: its 8 are cleared at its start, well before lease_ttl.
 	var held []*proxytest.Client
 	for i := range 16 {
-		c, err := proxytest.DialClient("127.0.0.2", []string{addrA, addrB}[i%2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Line()
-		if _, st, err := c.Cmd("a", "LOGIN demo demo"); err != nil || !strings.HasPrefix(st, "a OK ") {
-			t.Fatalf("login %d: %q %v", i, st, err)
-		}
-		held = append(held, c)
+		held = append(held, loginDemo(t, "127.0.0.2", []string{addrA, addrB}[i%2]))
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.wait()
@@ -165,16 +172,8 @@ func TestClusterTwoProcesses(t *testing.T) {
 
 	// a gets 8 again; killed without a restart, its slots expire
 	// within lease_ttl.
-	for i := range 8 {
-		c, err := proxytest.DialClient("127.0.0.3", addrA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Line()
-		if _, st, err := c.Cmd("a", "LOGIN demo demo"); err != nil || !strings.HasPrefix(st, "a OK ") {
-			t.Fatalf("login %d: %q %v", i, st, err)
-		}
-		held = append(held, c)
+	for range 8 {
+		held = append(held, loginDemo(t, "127.0.0.3", addrA))
 	}
 	if n := liveSlots(t, rc, "demo"); n != 16 {
 		t.Fatalf("redis holds %d slots; want 16", n)
@@ -196,16 +195,8 @@ func TestClusterTwoProcesses(t *testing.T) {
 	}
 	c.Close()
 	var local []*proxytest.Client
-	for i := range 3 {
-		c, err := proxytest.DialClient("127.0.0.4", addrA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Line()
-		if _, st, err := c.Cmd("l", "LOGIN demo demo"); err != nil || !strings.HasPrefix(st, "l OK ") {
-			t.Fatalf("local, redis down, login %d: %q %v", i, st, err)
-		}
-		local = append(local, c)
+	for range 3 { // local, redis down
+		local = append(local, loginDemo(t, "127.0.0.4", addrA))
 	}
 	// The sessions open through b go on.
 	for i := 1; i < 16; i += 2 { // the odd ones went through b
