@@ -8,7 +8,7 @@ import (
 
 // Table describes one table of the file, for the tools that document the
 // configuration: config/internal/gen writes default.toml and README.md
-// from Tables and the doc comments of config.go.
+// from Tables and the doc comments of config.go and keys_*.go.
 type Table struct {
 	// Name is the table's name in the file, such as "limits".
 	Name string
