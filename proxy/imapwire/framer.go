@@ -212,6 +212,16 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 			st.More = true
 			return nil
 		}
+		if f.inCmd && f.discarding && f.forwarded {
+			// The rest of a command the upstream answered already (a
+			// literal it refused): thrown away to the line's end, never
+			// sent, so not over any cap.
+			f.tail.Reset()
+			f.tail.Keep(in)
+			f.skippingLine = true
+			st.Drop = partial
+			return nil
+		}
 		if !f.inCmd {
 			f.startCommand(in, st)
 		}
@@ -234,7 +244,11 @@ func (f *CommandFramer) nextLine(in []byte, st *Step) error {
 			f.discarding, f.refuse = true, k
 		}
 	}
-	f.size += len(line)
+	if !f.discarding || !f.forwarded {
+		// What is thrown away after part of the command went on never
+		// reaches the upstream: it does not count toward the cap.
+		f.size += len(line)
+	}
 	return f.lineEnd(line, len(line), true, st)
 }
 

@@ -3,6 +3,7 @@ package imapwire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -336,6 +337,43 @@ func TestCommandFramerGate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A {N+} literal the upstream refused (a tagged answer instead of "+"):
+// its octets and the rest of its line, however long, are thrown away
+// without a TOOBIG, and do not count toward the command that was
+// answered, since the upstream never reads them (found by the
+// differential test: "m1 BODY {3+}" then a 1 KiB line after the octets).
+func TestCommandFramerRefusedLiteralRest(t *testing.T) {
+	const cmd = "m1 BODY {3+}\r\n"
+	rest := "AAAt13 SEARCH TEXT \"" + strings.Repeat("A", 1100) + "\"\r\n"
+	const after = "z NOOP\r\n"
+	for _, sizes := range [][]int{nil, {len(cmd), 0}, {len(cmd), 100}, {len(cmd), 7, 5}} {
+		gate := new(LiteralGate)
+		f := NewCommandFramer(1024, gate)
+		var sizesSeen []string
+		f.OnCommand = func(tag []byte, size int, forwarded bool) {
+			sizesSeen = append(sizesSeen, fmt.Sprintf("%s:%d:%v", tag, size, forwarded))
+		}
+		d := newDriver(f, &wiretest.ChunkReader{Data: []byte(cmd + rest + after), Sizes: sizes}, false)
+		answered := false
+		d.upstream = func() {
+			if answered {
+				t.Fatalf("still waiting after the upstream answered")
+			}
+			answered = true
+			NewResponseFramer(gate).Scan([]byte("m1 BAD Error in IMAP command BODY: Unknown command\r\n"), false)
+		}
+		if err := d.run(); err != io.EOF {
+			t.Fatalf("reads %v: run: %v", sizes, err)
+		}
+		if got, want := d.dst.String(), "m1 BODY {3}\r\n"+after; got != want || len(d.replies) != 0 {
+			t.Errorf("reads %v: dst %q replies %q; want %q and no reply", sizes, got, d.replies, want)
+		}
+		if want := []string{"m1:17:true", "z:8:true"}; strings.Join(sizesSeen, " ") != strings.Join(want, " ") {
+			t.Errorf("reads %v: commands %q; want %q", sizes, sizesSeen, want)
+		}
 	}
 }
 
