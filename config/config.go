@@ -68,6 +68,8 @@ type Config struct {
 	Shutdown Shutdown `toml:"shutdown"`
 	// Cluster is the [cluster] table.
 	Cluster Cluster `toml:"cluster"`
+	// Performance is the [performance] table.
+	Performance Performance `toml:"performance"`
 }
 
 // Listen holds the addresses clients connect to, and whether a load
@@ -395,6 +397,9 @@ func Default() *Config {
 		Shutdown: Shutdown{
 			DrainTimeout:     Duration(30 * time.Second),
 			DisconnectSpread: Duration(10 * time.Second),
+		},
+		Performance: Performance{
+			Relay: "auto",
 		},
 	}
 }

@@ -139,3 +139,29 @@ func (a Admin) ReadToken() (string, error) {
 	}
 	return s, nil
 }
+
+// Performance chooses how authenticated sessions are relayed. Changes
+// take effect after a restart. proxy/README.md ("The event-loop relay")
+// describes both relays and what each costs.
+type Performance struct {
+	// Relay is how an authenticated session's bytes are relayed. "loop":
+	// plaintext sessions (client and upstream both without TLS) are taken
+	// over by a few event loops, each one goroutine locked to a thread
+	// running edge-triggered epoll over the raw sockets of its sessions,
+	// with one timer heap per loop for idle_timeout; an idle session then
+	// holds no goroutine, no buffer and no timer of its own. Sessions with
+	// TLS on either side keep the goroutine relay. "goroutines": every
+	// session is relayed by one goroutine per direction, parked while
+	// idle, as before the event loop existed. "auto" (the default) is
+	// "loop" on Linux and "goroutines" elsewhere; the environment
+	// variable IMAPGUARD_RELAY ("loop" or "goroutines") overrides "auto"
+	// only, which is how the test suite runs under both.
+	Relay string `toml:"relay"`
+
+	// EventLoops is the number of event loops for relay = "loop". 0 (the
+	// default) means one per four CPUs the process may use, at least one:
+	// one loop on a machine of up to 4 cores, where a second loop costs
+	// more in thread hand-offs than it gains (measured in
+	// test/bench/README.md), and more on larger machines.
+	EventLoops int `toml:"event_loops" means:"one per four CPUs, at least one"`
+}

@@ -114,6 +114,9 @@ var rules = map[string]rule{
 	"cluster.instance_id":    hostName{ip: true},
 	"cluster.lease_ttl":      durationRange{time.Second, time.Hour},
 	"cluster.redis_failure":  oneOf{"local", "deny"},
+
+	"performance.relay":       oneOf{"auto", "loop", "goroutines"},
+	"performance.event_loops": intRange{0, 256},
 }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second

@@ -89,6 +89,8 @@ cluster.redis_master               :
 cluster.instance_id                :
 cluster.lease_ttl                  : 30s
 cluster.redis_failure              : local
+performance.relay                  : auto
+performance.event_loops            : 0
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

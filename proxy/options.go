@@ -98,7 +98,23 @@ type Options struct {
 	// the Server its own (park.New: epoll on Linux, none elsewhere),
 	// closed by Shutdown. Only New reads it.
 	Parker park.Parker
+
+	// Relay is how authenticated sessions are relayed: RelayLoop (event
+	// loops over the raw sockets, for sessions without TLS, on Linux),
+	// RelayGoroutines (a goroutine per direction), or RelayAuto ("" too):
+	// the environment variable IMAPGUARD_RELAY if it names one, else
+	// RelayLoop where it is supported. EventLoops is the number of loops
+	// (0: one per four CPUs, at least one). Only New reads them.
+	Relay      string
+	EventLoops int
 }
+
+// The relays Options.Relay names.
+const (
+	RelayAuto       = "auto"
+	RelayLoop       = "loop"
+	RelayGoroutines = "goroutines"
+)
 
 // The proxy's own timeouts, each keyed to the protocol state it bounds.
 // The configurable ones are in Options.

@@ -254,6 +254,8 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 		RecordUser:          c.Telemetry.RecordUser,
 		// Learns whether to offer OAUTHBEARER and XOAUTH2 (issue 12).
 		ProbeUpstream: true,
+		Relay:         c.Performance.Relay,
+		EventLoops:    c.Performance.EventLoops,
 	}
 }
 

@@ -59,7 +59,8 @@ func logSwitchOf(log *slog.Logger) *logSwitch {
 // needsRestart reports whether a change of key takes effect only after a
 // restart: [listen] but trusted_proxies (which needs one too when
 // proxy_protocol changes), [tls] (SIGHUP re-reads the certificate files,
-// not the keys), [telemetry] but record_user, admin.listen and [cluster].
+// not the keys), [telemetry] but record_user, admin.listen, [cluster] and
+// [performance].
 func needsRestart(key string, protocolChanged bool) bool {
 	switch {
 	case key == "listen.trusted_proxies":
@@ -70,6 +71,8 @@ func needsRestart(key string, protocolChanged bool) bool {
 		return true
 	case strings.HasPrefix(key, "cluster."):
 		return true // the store is made once, at start
+	case strings.HasPrefix(key, "performance."):
+		return true // the event loops are started once, with the server
 	}
 	return strings.HasPrefix(key, "listen.") || strings.HasPrefix(key, "tls.") || strings.HasPrefix(key, "telemetry.")
 }
@@ -106,6 +109,7 @@ func keepRestartKeys(old, cfg *config.Config) {
 	cfg.Telemetry.RecordUser = record
 	cfg.Admin.Listen = old.Admin.Listen
 	cfg.Cluster = old.Cluster
+	cfg.Performance = old.Performance
 }
 
 // keyList joins key names for a log line; "none" for none.
