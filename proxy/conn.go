@@ -54,7 +54,7 @@ type conn struct {
 	untrustedPeer bool
 	releaseUser   func()      // the user's slot, once logged in
 	preauth       clock.Timer // preauth_timeout
-	ready         *session    // logged in: relay this once the command loop ends
+	ready         relayer     // logged in: relay this once the command loop ends
 	clientID      []idField   // the client's ID fields, for the upstream (id.go)
 
 	mu             sync.Mutex
@@ -62,7 +62,7 @@ type conn struct {
 	tlsActive      bool     // nc is TLS (implicit or STARTTLS); written only before login
 	user           string
 	backend        string // the session's backend with several upstreams (route.go)
-	sess           *session
+	sess           relayer
 	closing        bool        // kicked or shut down: a BYE is on its way
 	byeTimer       clock.Timer // closes a connection whose BYE is held up
 	preauthExpired bool
@@ -101,7 +101,7 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 
 // serve runs the connection up to login. It returns the session to relay,
 // or nil when the connection ends here (the caller then finishes it).
-func (c *conn) serve() *session {
+func (c *conn) serve() relayer {
 	// The timer covers a PROXY header and an implicit TLS handshake too.
 	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
 	defer c.preauth.Stop()

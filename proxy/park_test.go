@@ -112,7 +112,7 @@ func TestParkAndResume(t *testing.T) {
 	lim := limits.New(limits.Options{})
 	pk := &countingParker{Parker: park.New(), parked: make(map[park.Resumer]*countedResumer)}
 	t.Cleanup(func() { pk.Close() })
-	srv := New(Options{UpstreamAddr: up, Parker: pk}, lim, nil)
+	srv := New(Options{UpstreamAddr: up, Parker: pk, Relay: RelayGoroutines}, lim, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -74,6 +74,24 @@ type session struct {
 	clientInitial []byte // pipelined by the client behind its login
 }
 
+// relayer is an authenticated session as its conn sees it: the
+// goroutine relay (session, here) or the event-loop relay (loopSession,
+// relay_loop_linux.go).
+type relayer interface {
+	// setInitial gives it the bytes either side sent right behind the
+	// login, already read.
+	setInitial(up, client []byte)
+	// start starts relaying; the session finishes its conn when it ends.
+	start()
+	// close closes both connections at once; the session then ends.
+	close()
+	// closeAfterFlush is the client writer's onClose: a closing line was
+	// written, or queued, and the session closes once it is out.
+	closeAfterFlush()
+	// bytes returns the bytes relayed so far each way.
+	bytes() (toUpstream, toClient int64)
+}
+
 // result is what a session reports when it ends.
 type result struct {
 	outcome              outcome // how the relay ended, as the session saw it
@@ -105,6 +123,28 @@ func newSession(c *conn, up net.Conn) *session {
 func (s *session) bytes() (toUpstream, toClient int64) {
 	return s.toUpstream.Load(), s.toClient.Load()
 }
+
+func (s *session) setInitial(up, client []byte) { s.upInitial, s.clientInitial = up, client }
+
+// start runs the session on a fresh goroutine with a small stack (the
+// login's grew).
+func (s *session) start() {
+	go func() {
+		defer func() {
+			// The directions recover inside; a panic here came before
+			// they started.
+			if v := recover(); v != nil {
+				logPanic(s.log, v)
+				s.close()
+				s.done(result{outcome: outcomeConnectionError})
+			}
+		}()
+		s.run()
+	}()
+}
+
+// closeAfterFlush: the writer wrote the closing line before calling it.
+func (s *session) closeAfterFlush() { s.close() }
 
 // run starts the relay: the client direction on this goroutine, the
 // upstream direction on a new one. The session ends (end) when both have.

@@ -74,6 +74,12 @@ func (r response) appendTo(b []byte) []byte {
 	return append(b, '\r', '\n')
 }
 
+// size is the length of the line with its CRLF (at most: the words
+// are counted at their longest).
+func (r response) size() int {
+	return len(r.tag) + len(r.code) + len(r.text) + 24
+}
+
 // String is the line without CRLF (tests and logs).
 func (r response) String() string {
 	b := r.appendTo(nil)

@@ -53,6 +53,10 @@ type Server struct {
 	wg         sync.WaitGroup // live connection handlers
 
 	parkerOnce sync.Once // closeParker
+	loopsOnce  sync.Once // closeParker closes the loops too
+
+	relay string // relayMode of the options New was given
+	loops loops  // the event loops, with relay = "loop"
 }
 
 // New returns a Server that counts connections with limiter and logs to
@@ -71,6 +75,8 @@ func New(opts Options, limiter *limits.Limiter, logger *slog.Logger) *Server {
 		conns:     make(map[*conn]struct{}),
 		drained:   make(chan struct{}),
 	}
+	s.relay = relayMode(&opts)
+	s.loops.n = eventLoopCount(&opts)
 	if s.clock == nil {
 		s.clock = clock.Real
 	}
@@ -181,11 +187,11 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 	go s.handle(c)
 }
 
-// handle serves a connection up to login and then starts its relay on
-// fresh goroutines with small stacks (this one's grew during login); the
-// session finishes the connection when it ends.
+// handle serves a connection up to login and then starts its relay (on
+// fresh goroutines with small stacks, or on an event loop); the session
+// finishes the connection when it ends.
 func (s *Server) handle(c *conn) {
-	var sess *session
+	var sess relayer
 	defer func() {
 		if v := recover(); v != nil {
 			logPanic(c.log, v)
@@ -195,17 +201,7 @@ func (s *Server) handle(c *conn) {
 			c.finish(nil)
 			return
 		}
-		go func() {
-			defer func() {
-				// The directions recover inside; a panic here came
-				// before they started.
-				if v := recover(); v != nil {
-					logPanic(c.log, v)
-					c.finish(nil)
-				}
-			}()
-			sess.run()
-		}()
+		sess.start()
 	}()
 	sess = c.serve()
 }
@@ -307,10 +303,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// closeParker closes the parker New made, once nothing can park.
-// Once: a Shutdown may follow a drain.
+// closeParker closes the parker New made, once nothing can park, and
+// the event loops, once no session is left on them. Once: a Shutdown may
+// follow a drain.
 func (s *Server) closeParker() {
 	if s.ownParker {
 		s.parkerOnce.Do(func() { s.parker.Close() })
 	}
+	s.loopsOnce.Do(s.loops.close)
 }

@@ -111,7 +111,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 		return c.w.respond(clusterUnavailable(tag)) == nil
 	}
 	a.end(authSuccess, "")
-	sess := newSession(c, up.nc)
+	sess := c.srv.newRelay(c, up.nc)
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -126,7 +126,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	c.mu.Unlock()
 	c.srv.authenticated(c)
 	c.trace.loggedIn(user, c.opts.RecordUser)
-	c.w.handOver(c.opts.IdleTimeout, sess.close)
+	c.w.handOver(c.opts.IdleTimeout, sess.closeAfterFlush)
 	c.nc.SetDeadline(time.Time{})
 	up.nc.SetDeadline(time.Time{})
 	if up.backend != nil {
@@ -141,8 +141,7 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	// Bytes either side sent right behind the login (pipelined
 	// commands) are already in the readers; the relay starts with them.
 	upInitial, _ := up.br.Peek(up.br.Buffered())
-	sess.upInitial = bytes.Clone(upInitial)
-	sess.clientInitial = bytes.Clone(c.r.Buffered())
+	sess.setInitial(bytes.Clone(upInitial), bytes.Clone(c.r.Buffered()))
 	c.ready = sess
 	return false
 }

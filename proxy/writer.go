@@ -28,7 +28,7 @@ type clientWriter struct {
 	writeFailed func(error)
 
 	mu          sync.Mutex
-	nc          net.Conn
+	nc          writeConn
 	midResponse bool   // relayed stream is inside a response
 	pending     []byte // injected lines waiting for a boundary
 	closeAfter  bool   // close once pending is written
@@ -46,6 +46,13 @@ type clientWriter struct {
 // never comes, idle_timeout ends the session.
 const maxPending = 16 << 10
 
+// writeConn is what the writer writes to: the client's net.Conn, or, in
+// an event-loop session, its clientQueue.
+type writeConn interface {
+	Write(p []byte) (int, error)
+	SetWriteDeadline(t time.Time) error
+}
+
 func newClientWriter(nc net.Conn, onClose func(), record func(response)) *clientWriter {
 	return &clientWriter{nc: nc, onClose: onClose, record: record, timeout: writeTimeout}
 }
@@ -58,8 +65,9 @@ func (w *clientWriter) mute() {
 	w.mu.Unlock()
 }
 
-// setConn switches to a new connection (after STARTTLS).
-func (w *clientWriter) setConn(nc net.Conn) {
+// setConn switches to a new connection (after STARTTLS, or to an event
+// loop's queue).
+func (w *clientWriter) setConn(nc writeConn) {
 	w.mu.Lock()
 	w.nc = nc
 	w.muted = false
@@ -139,6 +147,22 @@ func (w *clientWriter) respond(rs ...response) error {
 		onClose()
 	}
 	return err
+}
+
+// tryRespond is respond for the event loop, which must never wait: it
+// reports false, and does nothing, when r would have to wait for room
+// among the lines pending for a response boundary. The loop's own
+// refusals are the only lines that wait; the other writers' (kick,
+// shutdown, idle timeout) close the session and never wait.
+func (w *clientWriter) tryRespond(r response) bool {
+	w.mu.Lock()
+	full := !r.closing && !w.closed && w.midResponse && len(w.pending)+r.size() > maxPending
+	w.mu.Unlock()
+	if full {
+		return false
+	}
+	w.respond(r)
+	return true
 }
 
 // relay writes bytes from the upstream. boundary is the offset in p just

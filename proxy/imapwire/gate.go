@@ -197,6 +197,15 @@ func (g *LiteralGate) Wait(done <-chan struct{}) bool {
 	}
 }
 
+// Ready reports, without waiting, what Wait would return at once: that
+// what the command framer waits for has come (the event-loop relay asks
+// it each time the upstream's bytes have been scanned).
+func (g *LiteralGate) Ready() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.state != GateUnknown || (!g.awaiting && g.probeTag == nil)
+}
+
 // Awaited returns the tag whose "+" or tagged answer the command side
 // awaits, if any (tests play the upstream with it and Response).
 func (g *LiteralGate) Awaited() (tag string, ok bool) {
