@@ -206,7 +206,7 @@ func (h *harness) heldWorkloads(w workload) []workload {
 		c := w
 		c.sessions = r.Sessions
 		if !w.tls {
-			c.name = r.Label
+			c.name, c.metricsOf = r.Label, w.name
 			c.upstream = r.Upstream
 		}
 		out = append(out, c)

@@ -166,7 +166,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.sources, "sources", "127.0.0.2-127.0.0.254", "loopback source addresses for imapload")
 	fs.BoolVar(&o.install, "install", true, "apt-get install missing packages (needs root)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configurations, logs, maildir)")
-	fs.DurationVar(&o.maxTime, "max-time", 90*time.Minute, "stop everything after this long, whatever is left")
+	fs.DurationVar(&o.maxTime, "max-time", 2*time.Hour, "stop everything after this long, whatever is left")
 	fs.IntVar(&o.messages, "messages", 1000, "small messages in INBOX (fetchall)")
 	fs.IntVar(&o.bigSize, "message-size", 10<<20, "size in bytes of the large message (fetch)")
 	fs.StringVar(&o.imapguardLogLevel, "imapguard-log-level", "info", "imapguard's log.level: info is its default (a line per login and per connection); warn turns those off")
