@@ -27,7 +27,7 @@ func TestPlanHeld(t *testing.T) {
 		t.Errorf("large limit: %+v", got)
 	}
 	roomy := big
-	roomy.ports, roomy.pidMax, roomy.memAvailKiB = 64000, 4 << 20, 64 << 20
+	roomy.ports, roomy.pidMax, roomy.memAvailKiB = 64000, 4<<20, 64<<20
 	got = planHeld([]int{50000}, roomy, "auto")
 	if len(got) != 1 || got[0].Sessions != 50000 || got[0].Upstream != upDovecot || got[0].Label != "held" || got[0].Why != "" {
 		t.Errorf("roomy: %+v", got)
