@@ -5,10 +5,15 @@
 //
 //	go run ./test/bench [-duration 10s] [-runs 3] [-out bench.json]
 //	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
-//	                    [-targets direct,imapguard,imapguard-redis,haproxy,nginx]
+//	                    [-targets direct,imapguard,imapguard-goroutines,imapguard-redis,haproxy,nginx]
+//	                    [-sessions 5000,50000] [-profile DIR]
 //
+// imapguard runs its default configuration (relay = "auto"), logging at
+// info and tracing to a local OTLP collector, as an operator runs it;
+// imapguard-goroutines the same with relay = "goroutines".
 // imapguard-redis (imapguard with [cluster] store = "redis") is measured
-// in the login workload only.
+// in the login workload only. After the table it prints issue 14's
+// targets computed from it.
 //
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
 // they are missing (or says what is missing and skips what needs them),
