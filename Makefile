@@ -152,9 +152,11 @@ fuzz:
 # Micro-benchmarks of the framers, the copy loop and the pre-auth parser,
 # what telemetry costs per connection (proxy/telemetry/README.md), then
 # the side-by-side benchmark (test/bench/README.md): the upstream
-# directly, imapguard, HAProxy and nginx's mail proxy, on loopback. Run as
-# root; installs haproxy, nginx-light, libnginx-mod-mail and dovecot-imapd
-# when missing. About 15-20 minutes with the defaults; for a quick look:
+# directly, imapguard (relay "auto", and "goroutines"), HAProxy and
+# nginx's mail proxy, on loopback, then issue 14's targets computed from
+# it. Run as root; installs haproxy, nginx-light, libnginx-mod-mail and
+# dovecot-imapd when missing. About an hour with the defaults on 2 cores
+# (held at 5,000 and up to 50,000 sessions); for a quick look:
 #   make bench BENCHFLAGS="-duration 2s -runs 1"
 BENCHFLAGS ?=
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,7 +104,14 @@ func TestParseFlags(t *testing.T) {
 	if strings.Join(o.workloads, ",") != "noop,login" || strings.Join(o.targets, ",") != "direct,nginx" || o.concurrency["noop"] != 3 || o.concurrency["login"] != 16 {
 		t.Errorf("got %+v", o)
 	}
-	for _, bad := range [][]string{{"-workloads", "nope"}, {"-targets", "apache"}, {"-concurrency", "noop=0"}, {"-runs", "0"}} {
+	if !slices.Equal(o.sessions, []int{5000, 50000}) || o.heldUpstream != "auto" || !o.telemetry || o.profile != "" {
+		t.Errorf("held and telemetry defaults: %+v", o)
+	}
+	o, err = parseFlags([]string{"-sessions", "2000", "-targets", "imapguard,imapguard-goroutines", "-held-upstream", "imapd", "-imapguard-telemetry=false"})
+	if err != nil || !slices.Equal(o.sessions, []int{2000}) || o.heldUpstream != "imapd" || o.telemetry || !slices.Equal(o.targets, []string{"imapguard", "imapguard-goroutines"}) {
+		t.Errorf("got %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{"-workloads", "nope"}, {"-targets", "apache"}, {"-concurrency", "noop=0"}, {"-runs", "0"}, {"-sessions", "0"}, {"-sessions", "5k"}, {"-held-upstream", "nginx"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%v) accepted", bad)
 		}

@@ -90,8 +90,8 @@ func (h *harness) startDovecot() error {
 	err := dovecotExtra.Execute(&extra, dovecotLimits{
 		CPUs:           runtime.NumCPU(),
 		LoginProcesses: max(4, runtime.NumCPU()),
-		ImapProcesses:  h.opts.sessions + 1000,
-		AuxClients:     h.opts.sessions + 2000,
+		ImapProcesses:  h.dovecotHeldMax() + 1000,
+		AuxClients:     h.dovecotHeldMax() + 2000,
 	})
 	if err != nil {
 		return err

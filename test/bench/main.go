@@ -5,10 +5,15 @@
 //
 //	go run ./test/bench [-duration 10s] [-runs 3] [-out bench.json]
 //	                    [-workloads fetch,noop,fetchall,login,held,fetch-tls,noop-tls,held-tls]
-//	                    [-targets direct,imapguard,imapguard-redis,haproxy,nginx]
+//	                    [-targets direct,imapguard,imapguard-goroutines,imapguard-redis,haproxy,nginx]
+//	                    [-sessions 5000,50000] [-profile DIR]
 //
+// imapguard runs its default configuration (relay = "auto"), logging at
+// info and tracing to a local OTLP collector, as an operator runs it;
+// imapguard-goroutines the same with relay = "goroutines".
 // imapguard-redis (imapguard with [cluster] store = "redis") is measured
-// in the login workload only.
+// in the login workload only. After the table it prints issue 14's
+// targets computed from it.
 //
 // It installs Dovecot, HAProxy and nginx's mail module with apt-get when
 // they are missing (or says what is missing and skips what needs them),
@@ -46,7 +51,10 @@ type options struct {
 	workloads         []string
 	targets           []string
 	concurrency       map[string]int
-	sessions          int
+	sessions          []int // held: the counts to hold, each measured
+	heldUpstream      string
+	telemetry         bool
+	profile           string
 	openConcurrency   int
 	idleWindow        time.Duration
 	settle            time.Duration
@@ -76,11 +84,23 @@ type harness struct {
 	targets   []*target
 	uid       uint64 // UID of the large message in Big
 	fileLimit int    // RLIMIT_NOFILE of the harness and its children
+	// fileLimitWhy says why the open-file limit is below what the
+	// largest held count needs ("" when it is not).
+	fileLimitWhy string
 
 	// tls is the certificate of every TLS listener (nil when no TLS
 	// workload is selected, or when it could not be made: tlsWhy).
 	tls    *tlsFiles
 	tlsWhy string
+
+	// held is the counts of held sessions measured, and in front of
+	// which upstream (planHeld).
+	held []heldRun
+	// collector receives imapguard's spans and scrapes its metrics (nil
+	// with -imapguard-telemetry=false).
+	collector *collector
+	// checked is imapguard -check's settings of each imapguard column.
+	checked map[string]map[string]string
 
 	results []runResult
 	notes   []string
@@ -97,6 +117,9 @@ func (h *harness) note(format string, args ...any) {
 }
 
 var defaultConcurrency = map[string]int{"fetch": 4, "noop": 16, "fetchall": 4, "login": 16}
+
+// targetNames are the columns, in the table's order.
+var targetNames = []string{"direct", "imapguard", "imapguard-goroutines", "imapguard-redis", "haproxy", "nginx"}
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -116,7 +139,7 @@ func run(args []string) int {
 	ctx, cancel := context.WithTimeout(ctx, opts.maxTime)
 	defer cancel()
 
-	h := &harness{ctx: ctx, opts: opts, log: os.Stderr}
+	h := &harness{ctx: ctx, opts: opts, log: os.Stderr, checked: map[string]map[string]string{}}
 	defer h.cleanup()
 	if err := h.main(); err != nil {
 		h.logf("%v", err)
@@ -135,9 +158,12 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs of every workload against every target; the table shows the median")
 	fs.StringVar(&o.out, "out", "bench.json", "write the table, the environment and every run's figures here as JSON (empty: don't)")
 	workloads := fs.String("workloads", strings.Join(workloadNames(), ","), "comma-separated workloads")
-	targets := fs.String("targets", "direct,imapguard,imapguard-redis,haproxy,nginx", "comma-separated targets")
+	targets := fs.String("targets", strings.Join(targetNames, ","), "comma-separated targets")
 	conc := fs.String("concurrency", "fetch=4,noop=16,fetchall=4,login=16", "connections per workload, name=N,...")
-	fs.IntVar(&o.sessions, "sessions", 5000, "held: sessions to open and hold")
+	sessions := fs.String("sessions", "5000,50000", "held: comma-separated counts of sessions to open and hold, each measured (held-tls: the first); a count the open-file limit cannot hold is cut to one it can")
+	fs.StringVar(&o.heldUpstream, "held-upstream", "auto", "held: the upstream, dovecot or imapd; auto: Dovecot where it can hold the count (a process per session: pid_max, memory), else cmd/imapd")
+	fs.BoolVar(&o.telemetry, "imapguard-telemetry", true, "imapguard traces every connection to a local OTLP collector and serves Prometheus metrics, scraped every 15s, as an operator runs it; false: telemetry off, its default")
+	fs.StringVar(&o.profile, "profile", "", "write imapguard's CPU profile during the first run of noop and login, for each imapguard column, into this `directory`")
 	fs.IntVar(&o.openConcurrency, "open-concurrency", 100, "held: sessions opened at once")
 	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "held: window over which the proxy's idle CPU is measured")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "held: wait after the last session is open before sampling")
@@ -145,7 +171,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.sources, "sources", "127.0.0.2-127.0.0.254", "loopback source addresses for imapload")
 	fs.BoolVar(&o.install, "install", true, "apt-get install missing packages (needs root)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configurations, logs, maildir)")
-	fs.DurationVar(&o.maxTime, "max-time", 90*time.Minute, "stop everything after this long, whatever is left")
+	fs.DurationVar(&o.maxTime, "max-time", 2*time.Hour, "stop everything after this long, whatever is left")
 	fs.IntVar(&o.messages, "messages", 1000, "small messages in INBOX (fetchall)")
 	fs.IntVar(&o.bigSize, "message-size", 10<<20, "size in bytes of the large message (fetch)")
 	fs.StringVar(&o.imapguardLogLevel, "imapguard-log-level", "info", "imapguard's log.level: info is its default (a line per login and per connection); warn turns those off")
@@ -155,8 +181,26 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if o.runs < 1 || o.duration <= 0 || o.sessions < 1 || o.openConcurrency < 1 || o.messages < 1 || o.bigSize < 1<<20 {
+	for _, f := range splitList(*sessions) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-sessions: want positive counts separated by commas, got %q", f)
+		}
+		o.sessions = append(o.sessions, n)
+	}
+	if o.runs < 1 || o.duration <= 0 || len(o.sessions) == 0 || o.openConcurrency < 1 || o.messages < 1 || o.bigSize < 1<<20 {
 		return o, fmt.Errorf("-runs, -duration, -sessions, -open-concurrency and -messages must be positive, -message-size at least 1 MiB")
+	}
+	if !slices.Contains([]string{"auto", "dovecot", "imapd"}, o.heldUpstream) {
+		return o, fmt.Errorf("-held-upstream: want auto, dovecot or imapd, got %q", o.heldUpstream)
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return o, fmt.Errorf("-profile: %w", err)
+		}
+		if abs, err := filepath.Abs(o.profile); err == nil {
+			o.profile = abs
+		}
 	}
 	for _, w := range splitList(*workloads) {
 		if _, ok := workloadByName(w); !ok {
@@ -165,8 +209,8 @@ func parseFlags(args []string) (options, error) {
 		o.workloads = append(o.workloads, w)
 	}
 	for _, t := range splitList(*targets) {
-		if !slices.Contains([]string{"direct", "imapguard", "imapguard-redis", "haproxy", "nginx"}, t) {
-			return o, fmt.Errorf("-targets: unknown target %q (known: direct, imapguard, imapguard-redis, haproxy, nginx)", t)
+		if !slices.Contains(targetNames, t) {
+			return o, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(targetNames, ", "))
 		}
 		o.targets = append(o.targets, t)
 	}
@@ -222,34 +266,19 @@ func (h *harness) cleanup() {
 	h.logf("could not remove %s", h.dir)
 }
 
-// fileLimit raises the soft RLIMIT_NOFILE to the hard limit (children
-// inherit it) and describes it.
-func fileLimit() string {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return "unknown"
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	return strconv.FormatUint(lim.Cur, 10)
-}
-
 func (h *harness) main() error {
 	var err error
 	if h.root, err = findRepoRoot(); err != nil {
 		return err
 	}
-	h.fileLimit, _ = strconv.Atoi(fileLimit())
-	if h.fileLimit < 2*h.opts.sessions+1000 {
-		h.note("the open-file limit is %d; %d held sessions need about %d descriptors in the proxy", h.fileLimit, h.opts.sessions, 2*h.opts.sessions+1000)
+	if over := overriddenEnv(); len(over) > 0 {
+		h.note("%s in the harness's environment not passed to imapguard: its columns run as their configuration says", strings.Join(over, ", "))
 	}
 	for _, msg := range reapStale(filepath.Join(os.TempDir(), "imapguard-bench-*")) {
 		h.logf("%s", msg)
 	}
 	h.ensurePackages()
+	h.planHeld()
 	if h.dir, err = os.MkdirTemp("", "imapguard-bench-"); err != nil {
 		return err
 	}
@@ -266,6 +295,11 @@ func (h *harness) main() error {
 	}
 	h.logf("working in %s", h.dir)
 	h.setupTLS()
+	if h.opts.telemetry && h.wantImapguard() {
+		if err := h.startCollector(); err != nil {
+			return err
+		}
+	}
 
 	if err := h.startUpstreams(); err != nil {
 		return err
@@ -291,6 +325,9 @@ func (h *harness) main() error {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		env.LoadAvgEnd = strings.TrimSpace(string(b))
 	}
+	// imapguard first, gracefully: its exporters flush what they hold.
+	h.procs.stopNamed("imapguard")
+	h.countTelemetry(env.Telemetry)
 	rep := h.report(env)
 	rep.printTable(os.Stdout)
 	if h.opts.out != "" {
@@ -329,6 +366,11 @@ func (h *harness) startUpstreams() error {
 			}
 		}
 	}
+	for _, r := range h.held {
+		if r.Upstream == upImapd && slices.Contains(h.opts.workloads, "held") {
+			need[upImapd] = true
+		}
+	}
 	if need[upImapd] {
 		if err := h.startImapd(); err != nil {
 			return err
@@ -346,6 +388,8 @@ func (h *harness) startTargets() {
 			t = h.directTarget()
 		case "imapguard":
 			t = h.startImapguard()
+		case "imapguard-goroutines":
+			t = h.startImapguardGoroutines()
 		case "imapguard-redis":
 			t = h.startImapguardRedis()
 		case "haproxy":
@@ -426,6 +470,9 @@ func (h *harness) smokeTest() {
 func printEnvironment(w io.Writer, e environment, h *harness) {
 	fmt.Fprintf(w, "imapguard benchmark, %s\n", e.Date)
 	fmt.Fprintf(w, "machine   %s, %d CPUs, %d MiB, Linux %s, load average at start %s, open files %s\n", e.CPU, e.CPUs, e.MemoryMiB, e.Kernel, e.LoadAvg, e.FileLimit)
+	if e.FileLimitWhy != "" {
+		fmt.Fprintf(w, "          open files: %s\n", e.FileLimitWhy)
+	}
 	fmt.Fprintf(w, "software  %s; imapguard %s\n", e.Go, e.Commit)
 	for _, k := range []string{"dovecot", "haproxy", "nginx"} {
 		fmt.Fprintf(w, "          %s: %s\n", k, e.Versions[k])
@@ -437,15 +484,74 @@ func printEnvironment(w io.Writer, e environment, h *harness) {
 	if h.wantTLS() {
 		conc = append(conc, "(fetch-tls, noop-tls: as fetch, noop)")
 	}
-	held := "held"
-	if slices.Contains(h.opts.workloads, "held-tls") {
-		held = "held and held-tls"
+	var held []string
+	for _, r := range e.Held {
+		held = append(held, fmt.Sprintf("%s %d sessions in front of %s", r.Label, r.Sessions, r.Upstream))
 	}
-	fmt.Fprintf(w, "settings  %s per workload and target, median of %d runs; concurrency %s; %s %d sessions, idle window %s; imapguard log level %s\n",
-		e.Duration, e.Runs, strings.Join(conc, " "), held, e.Sessions, e.IdleWindow, e.ImapguardLog)
+	if slices.Contains(h.opts.workloads, "held-tls") && len(e.Held) > 0 {
+		held = append(held, fmt.Sprintf("held-tls %d", e.Held[0].Sessions))
+	}
+	fmt.Fprintf(w, "settings  %s per workload and target, median of %d runs; concurrency %s; idle window %s; imapguard log level %s\n",
+		e.Duration, e.Runs, strings.Join(conc, " "), e.IdleWindow, e.ImapguardLog)
+	if len(held) > 0 && (slices.Contains(h.opts.workloads, "held") || slices.Contains(h.opts.workloads, "held-tls")) {
+		fmt.Fprintf(w, "          %s\n", strings.Join(held, "; "))
+	}
+	if te := e.Telemetry; te != nil && len(te.Settings) > 0 {
+		var cols []string
+		for _, t := range h.targets {
+			if s := te.Settings[t.name]; s != nil {
+				cols = append(cols, fmt.Sprintf("%s relay=%s traces=%s metrics_listen=%s", t.name, s["performance.relay"], s["telemetry.traces"], orNone(s["telemetry.metrics_listen"])))
+			}
+		}
+		fmt.Fprintf(w, "          imapguard: %s\n", strings.Join(cols, "; "))
+		if te.Collector != "" {
+			fmt.Fprintf(w, "          spans to the %s; sample_ratio %s; %s\n", te.Collector, te.sampleRatio(), te.Scrape)
+		}
+	}
 	fmt.Fprintf(w, "          sources %s; upstream Dovecot (login: cmd/imapd); working directory %s\n", e.Sources, h.dir)
 	if h.tls != nil {
 		fmt.Fprintf(w, "          TLS workloads: imaps (implicit TLS) to every target, ECDSA P-256 self-signed certificate; the proxies relay to Dovecot in plaintext\n")
 	}
 	fmt.Fprintln(w)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return s
+}
+
+// wantImapguard reports whether an imapguard column is selected.
+func (h *harness) wantImapguard() bool {
+	for _, t := range h.opts.targets {
+		if strings.HasPrefix(t, "imapguard") {
+			return true
+		}
+	}
+	return false
+}
+
+// planHeld raises the open-file limit for the largest held count and
+// decides which counts are measured, in front of which upstream.
+func (h *harness) planHeld() {
+	want := fdsFor(slices.Max(h.opts.sessions))
+	files, why := raiseFileLimit(want)
+	h.fileLimit, h.fileLimitWhy = files, why
+	m := machineLimits{
+		files: files, filesWhy: why, ports: localPorts(),
+		pidMax: readProcInt("/proc/sys/kernel/pid_max"), dovecot: h.bins.dovecot != "",
+	}
+	if kib, err := statusKiB("/proc/meminfo", "MemAvailable"); err == nil {
+		m.memAvailKiB = kib
+	}
+	h.held = planHeld(h.opts.sessions, m, h.opts.heldUpstream)
+	if !slices.Contains(h.opts.workloads, "held") && !slices.Contains(h.opts.workloads, "held-tls") {
+		return
+	}
+	for _, r := range h.held {
+		if r.Why != "" {
+			h.note("%s: %s", r.Label, r.Why)
+		}
+	}
 }

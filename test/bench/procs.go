@@ -48,6 +48,11 @@ type children struct {
 
 // start runs bin with args in dir, output appended to dir/name.log.
 func (cs *children) start(dir, name, bin string, args ...string) (*child, error) {
+	return cs.startEnv(dir, name, bin, nil, args...)
+}
+
+// startEnv is start with the environment env (nil: the harness's own).
+func (cs *children) startEnv(dir, name, bin string, env []string, args ...string) (*child, error) {
 	logPath := filepath.Join(dir, name+".log")
 	out, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -56,6 +61,7 @@ func (cs *children) start(dir, name, bin string, args ...string) (*child, error)
 	defer out.Close() // the child has its own descriptor
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -105,6 +111,19 @@ func (c *child) stop(grace time.Duration) {
 	select {
 	case <-c.done:
 	case <-time.After(5 * time.Second):
+	}
+}
+
+// stopNamed stops the children whose name starts with prefix, last
+// started first.
+func (cs *children) stopNamed(prefix string) {
+	cs.mu.Lock()
+	list := append([]*child(nil), cs.list...)
+	cs.mu.Unlock()
+	for i := len(list) - 1; i >= 0; i-- {
+		if strings.HasPrefix(list[i].name, prefix) {
+			list[i].stop(10 * time.Second)
+		}
 	}
 }
 

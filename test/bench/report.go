@@ -122,6 +122,8 @@ type row struct {
 	Counted  map[string]int      `json:"runs_counted"`
 	Ratios   map[string]*float64 `json:"ratios"`
 	Skipped  string              `json:"skipped,omitempty"`
+	// Sessions is the count of held sessions (held rows).
+	Sessions int `json:"sessions,omitempty"`
 	// SkippedTargets are the targets not measured in this row's
 	// workload alone (a TLS workload), with the reason.
 	SkippedTargets map[string]string `json:"skipped_targets,omitempty"`
@@ -137,8 +139,11 @@ type report struct {
 	// SkippedTLS are the targets skipped in the TLS workloads only.
 	SkippedTLS map[string]string `json:"skipped_tls_targets,omitempty"`
 	Rows       []row             `json:"table"`
-	Notes      []string          `json:"notes"`
-	Runs       []runResult       `json:"runs"`
+	// Goals are issue 14's targets computed from the table (the
+	// targets block).
+	Goals []goal      `json:"targets_block"`
+	Notes []string    `json:"notes"`
+	Runs  []runResult `json:"runs"`
 }
 
 // ratioPairs are the ratio columns: imapguard divided by each of these.
@@ -169,13 +174,13 @@ func (h *harness) report(env environment) *report {
 	for _, w := range h.opts.workloads {
 		selected[w] = true
 	}
-	for _, w := range h.opts.workloads {
-		wl := mustWorkload(w)
+	for _, wl := range h.rowGroups() {
+		w := wl.name
 		for _, m := range metrics {
-			if m.workload != w {
+			if m.workload != wl.metricSet() {
 				continue
 			}
-			r := row{Workload: w, Metric: m.name, Unit: m.unit, Better: m.better,
+			r := row{Workload: w, Metric: m.name, Unit: m.unit, Better: m.better, Sessions: wl.sessions,
 				Values: map[string]*float64{}, Counted: map[string]int{}, Ratios: map[string]*float64{},
 				integer: m.name == "sessions held"}
 			if wl.tls {
@@ -213,7 +218,7 @@ func (h *harness) report(env environment) *report {
 		}
 		// Errors: every failed operation and failed measurement, all
 		// runs added up.
-		r := row{Workload: w, Metric: "errors, all runs", Better: "lower",
+		r := row{Workload: w, Metric: "errors, all runs", Better: "lower", Sessions: wl.sessions,
 			Values: map[string]*float64{}, Counted: map[string]int{}, Ratios: map[string]*float64{}, integer: true}
 		if wl.tls {
 			r.SkippedTargets = rep.SkippedTLS
@@ -272,16 +277,31 @@ func (h *harness) report(env environment) *report {
 			rep.Rows = append(rep.Rows, r)
 		}
 	}
+	rep.Goals = rep.goals()
 	rep.Notes = append(rep.Notes, h.notes...)
 	rep.Notes = append(rep.Notes, h.dovecotNotes()...)
 	rep.Notes = append(rep.Notes, heldTLSNotes(rep)...)
 	return rep
 }
 
+// rowGroups are the workloads of the table, in order: each selected
+// one, held once per count.
+func (h *harness) rowGroups() []workload {
+	var out []workload
+	for _, name := range h.opts.workloads {
+		out = append(out, h.expand(name)...)
+	}
+	return out
+}
+
 // dovecotNotes describes Dovecot with every held session open.
 func (h *harness) dovecotNotes() []string {
 	var out []string
-	for _, w := range []string{"held", "held-tls"} {
+	for _, wl := range h.rowGroups() {
+		if wl.load != "held" {
+			continue
+		}
+		w := wl.name
 		for _, t := range h.targets {
 			var procs, pss []float64
 			for _, r := range h.results {
@@ -305,15 +325,15 @@ func (h *harness) dovecotNotes() []string {
 func heldTLSNotes(rep *report) []string {
 	const metric = "resident memory per session"
 	plain, tls := map[string]*float64{}, map[string]*float64{}
+	tlsSessions := 0
 	for _, r := range rep.Rows {
-		if r.Metric != metric {
-			continue
+		if r.Metric == metric && r.Workload == "held-tls" {
+			tls, tlsSessions = r.Values, r.Sessions
 		}
-		switch r.Workload {
-		case "held":
+	}
+	for _, r := range rep.Rows {
+		if r.Metric == metric && r.Workload != "held-tls" && r.Sessions == tlsSessions {
 			plain = r.Values
-		case "held-tls":
-			tls = r.Values
 		}
 	}
 	var parts []string
@@ -422,6 +442,8 @@ func (rep *report) printTable(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Medians over runs. imapguard/X divides imapguard's figure by X's: where better is \"higher\" a ratio below 1.00x means")
 	fmt.Fprintln(w, "imapguard does worse; where it is \"lower\", above 1.00x does. \"-\" means not measured or not applicable.")
+	rep.printGoals(w)
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "load average at start %s, at end %s\n", rep.Environment.LoadAvg, rep.Environment.LoadAvgEnd)
 	for _, t := range rep.Targets {
 		if why := rep.Skipped[t]; why != "" {

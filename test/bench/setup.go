@@ -231,10 +231,14 @@ type environment struct {
 	Duration     string            `json:"duration"`
 	Runs         int               `json:"runs"`
 	Concurrency  map[string]int    `json:"concurrency"`
-	Sessions     int               `json:"sessions"`
+	FileLimitWhy string            `json:"file_limit_short,omitempty"`
+	Held         []heldRun         `json:"held"`
 	IdleWindow   string            `json:"idle_window"`
 	Sources      string            `json:"sources"`
 	ImapguardLog string            `json:"imapguard_log_level"`
+	// Telemetry is what imapguard's columns ran with: tracing, metrics,
+	// relay, and what the collector received.
+	Telemetry *telemetryEnv `json:"imapguard_telemetry,omitempty"`
 }
 
 func (h *harness) describe() environment {
@@ -246,7 +250,9 @@ func (h *harness) describe() environment {
 		Duration:     h.opts.duration.String(),
 		Runs:         h.opts.runs,
 		Concurrency:  h.opts.concurrency,
-		Sessions:     h.opts.sessions,
+		Held:         h.held,
+		FileLimitWhy: h.fileLimitWhy,
+		Telemetry:    h.describeTelemetry(),
 		IdleWindow:   h.opts.idleWindow.String(),
 		Sources:      h.opts.sources,
 		ImapguardLog: h.opts.imapguardLogLevel,
@@ -287,7 +293,7 @@ func (h *harness) describe() environment {
 	version("dovecot", h.bins.dovecot, "--version")
 	version("haproxy", h.bins.haproxy, "-v")
 	version("nginx", h.bins.nginx, "-v")
-	e.FileLimit = fileLimit()
+	e.FileLimit = strconv.Itoa(h.fileLimit)
 	return e
 }
 

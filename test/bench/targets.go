@@ -72,6 +72,10 @@ type target struct {
 	// tlsSkip says why the target is not measured in the TLS workloads
 	// ("" if it is).
 	tlsSkip string
+
+	// pprof returns where the imapguard instance that serves upstream
+	// serves pprof (-profile), "" if nowhere; nil for the other targets.
+	pprof func(upstream) string
 }
 
 func (t *target) isProxy() bool { return t.pidsFor != nil }
@@ -172,6 +176,24 @@ max_auth_failures = 3
 [log]
 level = "{{.LogLevel}}"
 format = "text"
+{{- if .Relay}}
+
+# The column imapguard-goroutines: every session relayed by a goroutine
+# per direction, as before the event loop. The column imapguard leaves
+# relay at its default, "auto".
+[performance]
+relay = "{{.Relay}}"
+{{- end}}
+{{- if .OTLP}}
+
+# As an operator runs it: every connection traced (sample_ratio's
+# default, 1.0) to a local OTLP collector (the harness's), and metrics on
+# a Prometheus endpoint that the harness scrapes.
+[telemetry]
+traces = "otlp"
+otlp_endpoint = "{{.OTLP}}"
+metrics_listen = "{{.Metrics}}"
+{{- end}}
 {{- if .RedisURL}}
 
 # The fleet-wide store (target imapguard-redis): every connection and
@@ -195,7 +217,35 @@ key_file = "{{.KeyFile}}"
 // runImapguard writes h.dir/NAME.toml from vars (imapguardConfTemplate),
 // checks it with -check, starts imapguard with it and waits for its
 // greeting on listen (plaintext) or, when listen is "", on listenTLS.
-func (h *harness) runImapguard(name string, vars map[string]string) (*child, error) {
+// column is the target it serves. With the collector running, it traces
+// to it and serves Prometheus metrics on a free port; with -profile, it
+// serves pprof on another, returned.
+func (h *harness) runImapguard(name, column string, vars map[string]string) (c *child, pprof string, err error) {
+	if h.collector != nil {
+		port, err := freeLoopbackPort()
+		if err != nil {
+			return nil, "", err
+		}
+		vars["OTLP"] = h.collector.endpoint(name, column)
+		vars["Metrics"] = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	var env []string
+	if h.opts.profile != "" {
+		port, err := freeLoopbackPort()
+		if err != nil {
+			return nil, "", err
+		}
+		pprof = "127.0.0.1:" + strconv.Itoa(port)
+		env = append(env, "IMAPGUARD_PPROF="+pprof)
+	}
+	c, err = h.startImapguardConf(name, column, vars, imapguardEnv(env...))
+	if err == nil && h.collector != nil {
+		h.collector.scrape(name, vars["Metrics"])
+	}
+	return c, pprof, err
+}
+
+func (h *harness) startImapguardConf(name, column string, vars map[string]string, env []string) (*child, error) {
 	var buf bytes.Buffer
 	if err := imapguardConfTemplate.Execute(&buf, vars); err != nil {
 		return nil, err
@@ -204,10 +254,16 @@ func (h *harness) runImapguard(name string, vars map[string]string) (*child, err
 	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	if out, err := exec.Command(h.bins.imapguard, "-config", conf, "-check").CombinedOutput(); err != nil {
+	check := exec.Command(h.bins.imapguard, "-config", conf, "-check")
+	check.Env = env
+	out, err := check.CombinedOutput()
+	if err != nil {
 		return nil, fmt.Errorf("imapguard -check %s: %v\n%s", conf, err, out)
 	}
-	c, err := h.procs.start(h.dir, name, h.bins.imapguard, "-config", conf)
+	if h.checked[column] == nil {
+		h.checked[column] = parseCheck(out)
+	}
+	c, err := h.procs.startEnv(h.dir, name, h.bins.imapguard, env, "-config", conf)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +285,14 @@ func (h *harness) runImapguard(name string, vars map[string]string) (*child, err
 // plaintext login off on the imap listener, and the instances that serve
 // the plaintext workloads stay as they were.
 func (h *harness) startImapguard() *target {
-	return h.imapguardTarget("imapguard", nil)
+	return h.imapguardTarget("imapguard", nil, true)
+}
+
+// startImapguardGoroutines starts the column imapguard-goroutines: the
+// same as imapguard, with [performance] relay = "goroutines", in every
+// workload, so that the event loop's gain shows in one run.
+func (h *harness) startImapguardGoroutines() *target {
+	return h.imapguardTarget("imapguard-goroutines", map[string]string{"Relay": "goroutines"}, true)
 }
 
 // startImapguardRedis starts a private redis-server and an imapguard
@@ -258,7 +321,7 @@ func (h *harness) startImapguardRedis() *target {
 		return skip(err.Error())
 	}
 	h.logf("redis-server on %s", addr)
-	t := h.imapguardTarget("imapguard-redis", map[string]string{"RedisURL": "redis://" + addr})
+	t := h.imapguardTarget("imapguard-redis", map[string]string{"RedisURL": "redis://" + addr}, false)
 	if t.skip == "" {
 		t.tlsSkip = "the Redis store is measured in the login workload only"
 	}
@@ -294,11 +357,12 @@ func waitRedis(addr string, c *child, timeout time.Duration) error {
 }
 
 // imapguardTarget starts the target name: one imapguard per upstream,
-// with extra template variables (RedisURL), and the imaps instance for
-// the TLS workloads when extra is nil.
-func (h *harness) imapguardTarget(name string, extra map[string]string) *target {
+// with extra template variables (RedisURL, Relay), and withTLS the imaps
+// instance for the TLS workloads.
+func (h *harness) imapguardTarget(name string, extra map[string]string, withTLS bool) *target {
 	t := &target{name: name, addrs: map[upstream]string{}}
 	procs := map[upstream]*child{}
+	pprofs := map[upstream]string{}
 	start := func(u upstream) error {
 		addr := t.addrs[u]
 		if addr == "" {
@@ -312,12 +376,12 @@ func (h *harness) imapguardTarget(name string, extra map[string]string) *target 
 		for k, v := range extra {
 			vars[k] = v
 		}
-		c, err := h.runImapguard(name+"-"+string(u), vars)
+		c, pprof, err := h.runImapguard(name+"-"+string(u), name, vars)
 		if err != nil {
 			return err
 		}
 		t.addrs[u] = addr
-		procs[u] = c
+		procs[u], pprofs[u] = c, pprof
 		return nil
 	}
 	for _, u := range h.upstreams() {
@@ -332,6 +396,7 @@ func (h *harness) imapguardTarget(name string, extra map[string]string) *target 
 		}
 		return start(u)
 	}
+	t.pprof = func(u upstream) string { return pprofs[u] }
 	// Only the instance in front of the workload's upstream counts.
 	t.pidsFor = func(u upstream) []int {
 		if c := procs[u]; c != nil {
@@ -339,13 +404,17 @@ func (h *harness) imapguardTarget(name string, extra map[string]string) *target 
 		}
 		return nil
 	}
-	if h.tlsUpstreamReady() && extra == nil {
+	if h.tlsUpstreamReady() && withTLS {
 		var tlsProc *child
 		startTLS := func(addr string) error {
-			c, err := h.runImapguard("imapguard-tls", map[string]string{
+			vars := map[string]string{
 				"Listen": "", "ListenTLS": addr, "Upstream": h.dovecot.addr, "LogLevel": h.opts.imapguardLogLevel,
 				"CertFile": h.tls.cert, "KeyFile": h.tls.key,
-			})
+			}
+			for k, v := range extra {
+				vars[k] = v
+			}
+			c, _, err := h.runImapguard(name+"-tls", name, vars)
 			if err != nil {
 				return err
 			}
@@ -379,6 +448,7 @@ var haproxyConfTemplate = template.Must(template.New("haproxy.cfg").Parse(`# Gen
 # Go's client, use AES-128-GCM.
 global
     maxconn {{.MaxConn}}
+    maxpipes {{.MaxPipes}}
     pidfile {{.Dir}}/haproxy.pid
 
 defaults
@@ -393,6 +463,11 @@ listen {{.Name}}
     bind {{.Listen}}{{if .TLS}} ssl crt {{$.Combined}} prefer-client-ciphers{{end}}
     server upstream {{.Upstream}}
 {{end}}`))
+
+// haproxyPipes is HAProxy's maxpipes: splice pipes for the fetch
+// workloads' few connections (4 by default), not one per 4 sessions,
+// so that the held sessions get the descriptors.
+const haproxyPipes = 256
 
 type relayListen struct {
 	Name     string
@@ -514,10 +589,12 @@ func (h *harness) startHAProxy() *target {
 		}
 		var buf bytes.Buffer
 		err = haproxyConfTemplate.Execute(&buf, map[string]any{
-			// Each session holds two descriptors, and splicing up to
-			// maxconn/4 pipes of two more; HAProxy refuses to start when
-			// that adds up to more than the hard limit on open files.
-			"Dir": dir, "MaxConn": max(1000, (h.fileLimit-1000)*2/5), "Listens": ls,
+			// Each session holds two descriptors, and each splice pipe
+			// two more (by default maxconn/4 pipes, set here to what
+			// the few fetch connections need); HAProxy refuses to start
+			// when that adds up to more than the hard limit on open
+			// files.
+			"Dir": dir, "MaxConn": max(1000, (h.fileLimit-1000-2*haproxyPipes)/2), "MaxPipes": haproxyPipes, "Listens": ls,
 			"Combined": combined,
 		})
 		if err != nil {

@@ -225,9 +225,14 @@ func TestReportTLS(t *testing.T) {
 }
 
 func TestHeldTLSWorkload(t *testing.T) {
-	h := &harness{opts: options{sessions: 5000, openConcurrency: 100, sources: "127.0.0.2-127.0.0.9"}}
-	w := mustWorkload("held-tls")
-	if w.load != "held" || !w.tls || w.upstream != upDovecot {
+	h := &harness{opts: options{sessions: []int{5000}, openConcurrency: 100, sources: "127.0.0.2-127.0.0.9"}}
+	h.held = []heldRun{{Requested: 5000, Sessions: 5000, Upstream: upDovecot, Label: "held"}}
+	ws := h.expand("held-tls")
+	if len(ws) != 1 {
+		t.Fatalf("held-tls expands to %d workloads", len(ws))
+	}
+	w := ws[0]
+	if w.load != "held" || !w.tls || w.upstream != upDovecot || w.name != "held-tls" {
 		t.Fatalf("held-tls: %+v", w)
 	}
 	args := strings.Join(h.loadArgs(w, "127.0.0.1:1", time.Second, 100), " ")
@@ -258,13 +263,14 @@ func TestHeldTLSWorkload(t *testing.T) {
 
 func TestReportHeldTLS(t *testing.T) {
 	h := &harness{opts: options{workloads: []string{"held", "held-tls"}}}
+	h.held = []heldRun{{Requested: 5000, Sessions: 5000, Upstream: upDovecot, Label: "held"}}
 	h.tls = &tlsFiles{}
 	h.dovecot = &service{addr: "127.0.0.1:2", tlsAddr: "127.0.0.3:3"}
 	h.targets = []*target{{name: "direct"}, {name: "imapguard"}, {name: "haproxy"}}
 	for run := 1; run <= 3; run++ {
 		for _, w := range []string{"held", "held-tls"} {
 			for i, tg := range []string{"direct", "imapguard", "haproxy"} {
-				r := runResult{Run: run, Workload: w, Target: tg, Load: &loadResult{Result: loadresult.Result{
+				r := runResult{Run: run, Workload: w, Target: tg, Sessions: 5000, Load: &loadResult{Result: loadresult.Result{
 					SessionsOpened: 5000, OpenPerSec: 150, LatencyP99Ms: 2, Seconds: 1,
 				}}, DovecotProcs: 5010, DovecotBaseProcs: 10, DovecotPssKiB: 5000 * 400}
 				if tg != "direct" {

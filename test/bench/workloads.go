@@ -24,6 +24,30 @@ type workload struct {
 	upstream upstream
 	mailbox  string
 	tls      bool
+	// sessions is the count held (held, held-tls: set per count by
+	// heldWorkloads).
+	sessions int
+	// metricsOf names the workload whose rows this one has, when its
+	// name is a label of its own (held-5k, held-9k: held's rows).
+	metricsOf string
+}
+
+// metricSet is the workload whose metrics are w's rows.
+func (w workload) metricSet() string {
+	if w.metricsOf != "" {
+		return w.metricsOf
+	}
+	return w.name
+}
+
+// expand returns the workloads measured for the selected name: held and
+// held-tls once per held count, any other once.
+func (h *harness) expand(name string) []workload {
+	w := mustWorkload(name)
+	if w.load == "held" {
+		return h.heldWorkloads(w)
+	}
+	return []workload{w}
 }
 
 var workloads = []workload{
@@ -83,11 +107,17 @@ type loadResult struct {
 
 // runResult is one measurement: one workload against one target.
 type runResult struct {
-	Run      int         `json:"run"`
-	Workload string      `json:"workload"`
-	Target   string      `json:"target"`
-	Load     *loadResult `json:"imapload,omitempty"`
-	Error    string      `json:"error,omitempty"`
+	Run      int    `json:"run"`
+	Workload string `json:"workload"`
+	Target   string `json:"target"`
+	// Sessions and Upstream: held, held-tls.
+	Sessions int    `json:"sessions,omitempty"`
+	Upstream string `json:"upstream,omitempty"`
+	// Profile is the CPU profile of imapguard taken during the run
+	// (-profile), or why it could not be.
+	Profile string      `json:"profile,omitempty"`
+	Load    *loadResult `json:"imapload,omitempty"`
+	Error   string      `json:"error,omitempty"`
 
 	// The proxy's processes while the workload ran.
 	ProxyCPUSeconds *float64 `json:"proxy_cpu_seconds,omitempty"`
@@ -126,7 +156,7 @@ func (h *harness) loadArgs(w workload, addr string, d time.Duration, conc int) [
 		args = append(args, "-uid", strconv.FormatUint(h.uid, 10))
 	}
 	if w.load == "held" {
-		args = append(args, "-sessions", strconv.Itoa(h.opts.sessions), "-open-concurrency", strconv.Itoa(h.opts.openConcurrency))
+		args = append(args, "-sessions", strconv.Itoa(w.sessions), "-open-concurrency", strconv.Itoa(h.opts.openConcurrency))
 	}
 	if w.tls {
 		args = append(args, "-tls")
@@ -239,28 +269,29 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 func (h *harness) measure() {
 	for run := 1; run <= h.opts.runs; run++ {
 		for _, name := range h.opts.workloads {
-			w := mustWorkload(name)
-			if w.tls {
-				if why := h.tlsUnavailable(); why != "" {
-					if run == 1 {
-						h.note("%s is skipped: %s", w.name, why)
+			for _, w := range h.expand(name) {
+				if w.tls {
+					if why := h.tlsUnavailable(); why != "" {
+						if run == 1 {
+							h.note("%s is skipped: %s", w.name, why)
+						}
+						continue
 					}
-					continue
 				}
-			}
-			n := len(h.targets)
-			for i := range n {
-				if h.ctx.Err() != nil {
-					return
+				n := len(h.targets)
+				for i := range n {
+					if h.ctx.Err() != nil {
+						return
+					}
+					t := h.targets[(i+run-1)%n]
+					if t.skip != "" || (w.tls && t.tlsSkip != "") || (t.only != "" && w.name != t.only) {
+						continue
+					}
+					r := h.measureOne(run, w, t)
+					h.results = append(h.results, r)
+					h.logf("run %d/%d %-9s %-20s %s", run, h.opts.runs, w.name, t.name, summary(r))
+					sleepCtx(h.ctx, h.opts.pause)
 				}
-				t := h.targets[(i+run-1)%n]
-				if t.skip != "" || (w.tls && t.tlsSkip != "") || (t.only != "" && w.name != t.only) {
-					continue
-				}
-				r := h.measureOne(run, w, t)
-				h.results = append(h.results, r)
-				h.logf("run %d/%d %-9s %-9s %s", run, h.opts.runs, w.name, t.name, summary(r))
-				sleepCtx(h.ctx, h.opts.pause)
 			}
 		}
 	}
@@ -268,6 +299,9 @@ func (h *harness) measure() {
 
 func (h *harness) measureOne(run int, w workload, t *target) runResult {
 	r := runResult{Run: run, Workload: w.name, Target: t.name}
+	if w.load == "held" {
+		r.Sessions, r.Upstream = w.sessions, string(w.upstream)
+	}
 	if h.upstreamAddr(w.upstream) == "" {
 		r.Error = fmt.Sprintf("skipped: %s is not running", w.upstream)
 		return r
@@ -285,9 +319,11 @@ func (h *harness) measureOne(run int, w workload, t *target) runResult {
 	if t.isProxy() {
 		pids = t.proxyPids(w)
 	}
+	profiled := h.startProfile(run, w, t)
 	before := sample(pids, false)
 	res, err := h.runLoad(h.loadArgs(w, addr, h.opts.duration, h.concurrencyOf(w)), nil)
 	after := sample(pids, false)
+	r.Profile = profiled()
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -309,7 +345,7 @@ func (h *harness) measureOne(run int, w workload, t *target) runResult {
 // process.
 func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) {
 	dovecotPid := 0
-	if h.dovecot != nil {
+	if h.dovecot != nil && w.upstream == upDovecot {
 		dovecotPid = h.dovecot.pid
 	}
 	var pids func() []int
@@ -347,7 +383,10 @@ func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) 
 		pids = func() []int { return nil }
 	}
 	base := sample(pids(), false)
-	dovBase := sampleTree(dovecotPid, false)
+	var dovBase usage
+	if dovecotPid != 0 {
+		dovBase = sampleTree(dovecotPid, false)
+	}
 	r.DovecotBaseProcs = dovBase.procs
 
 	var held, idle0, idle1 usage
@@ -360,7 +399,9 @@ func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) 
 		sleepCtx(h.ctx, h.opts.idleWindow)
 		idle1 = sample(pids(), false)
 		// Dovecot last: reading thousands of smaps costs CPU.
-		dov = sampleTree(dovecotPid, true)
+		if dovecotPid != 0 {
+			dov = sampleTree(dovecotPid, true)
+		}
 	})
 	if err != nil {
 		r.Error = err.Error()
@@ -379,7 +420,9 @@ func (h *harness) measureHeld(r *runResult, w workload, t *target, addr string) 
 			r.IdleCPUPercent = ptr(cpuPercent(idle0, idle1))
 		}
 	}
-	h.waitDovecotDrained(dovBase.procs)
+	if dovecotPid != 0 {
+		h.waitDovecotDrained(dovBase.procs)
+	}
 }
 
 // waitDovecotDrained waits (at most a minute) until the imap processes
@@ -415,7 +458,11 @@ func summary(r runResult) string {
 	}
 	l := r.Load
 	var s string
-	switch r.Workload {
+	kind := r.Workload
+	if r.Sessions > 0 {
+		kind = "held" // held-5k, held-9k ...
+	}
+	switch kind {
 	case "fetch", "fetch-tls":
 		s = fmt.Sprintf("%.1f MB/s, p50 %.1f ms", l.MBPerSec, l.LatencyP50Ms)
 	case "noop", "noop-tls":
@@ -425,11 +472,13 @@ func summary(r runResult) string {
 	case "login":
 		s = fmt.Sprintf("%.0f logins/s, p50 %.2f ms, p99 %.2f ms", l.OpsPerSec, l.LatencyP50Ms, l.LatencyP99Ms)
 	case "held", "held-tls":
-		s = fmt.Sprintf("%d sessions (%.0f/s)", l.SessionsOpened, l.OpenPerSec)
+		s = fmt.Sprintf("%d sessions (%.0f/s) in front of %s", l.SessionsOpened, l.OpenPerSec, r.Upstream)
 		if r.RSSPerSessionKiB != nil {
 			s += fmt.Sprintf(", %.1f KiB/session, idle CPU %.2f%%", *r.RSSPerSessionKiB, *r.IdleCPUPercent)
 		}
-		s += fmt.Sprintf(", Dovecot %d processes", r.DovecotProcs)
+		if r.DovecotProcs > 0 {
+			s += fmt.Sprintf(", Dovecot %d processes", r.DovecotProcs)
+		}
 	}
 	if r.ProxyCPUPercent != nil {
 		s += fmt.Sprintf(", proxy CPU %.0f%%", *r.ProxyCPUPercent)

@@ -3,7 +3,9 @@
 // (protobuf, gzip aware) or gRPC (plain text) on 127.0.0.1:0 and records
 // them for assertions. It is test support only; no production code
 // imports it. Users: proxy/telemetry's tests and the end-to-end tests of
-// package test, which run the real binary against it.
+// package test, which run the real binary against it, and the benchmark
+// harness (test/bench), which serves [NewCounting]'s [Receiver.Handler]
+// as the local collector imapguard traces to and keeps counts only.
 //
 // Exporters return from an export only after the receiver answered, so
 // once the SDK's Shutdown has returned (or the process that exported has
@@ -46,6 +48,45 @@ type Receiver struct {
 	raw       [][]byte
 	traces    []*coltrace.ExportTraceServiceRequest
 	metrics   []*colmetric.ExportMetricsServiceRequest
+
+	// countOnly keeps counts and nothing else (NewCounting).
+	countOnly bool
+	counts    Counts
+}
+
+// Counts are the totals of what a Receiver got, kept in every mode.
+type Counts struct {
+	// Requests is every OTLP/HTTP request and gRPC export, refused ones
+	// included; Rejected those answered with an error (wrong path,
+	// undecodable body).
+	Requests, Rejected int64
+	// TraceExports and MetricExports are the accepted export requests of
+	// each signal, Spans the spans in the trace exports.
+	TraceExports, MetricExports, Spans int64
+	// Bytes is the size of the accepted request bodies, un-gzipped.
+	Bytes int64
+}
+
+// NewCounting returns a Receiver that keeps only [Counts]: it decodes
+// each export as a collector would and throws it away, so that its
+// memory stays flat however long the exporter runs (a benchmark). Serve
+// it with [Receiver.Handler]; Snapshot and Raw stay empty, apart from
+// the paths of refused requests.
+func NewCounting() *Receiver {
+	return &Receiver{countOnly: true}
+}
+
+// Handler returns r's OTLP/HTTP handler, for a server of the caller's
+// own (NewHTTP serves it with an httptest server).
+func (r *Receiver) Handler() http.Handler {
+	return http.HandlerFunc(r.serveHTTP)
+}
+
+// Counts returns r's totals so far.
+func (r *Receiver) Counts() Counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts
 }
 
 // Snapshot is a copy of what a Receiver got so far.
@@ -88,6 +129,28 @@ func (r *Receiver) Raw() [][]byte {
 func (r *Receiver) add(path string, raw []byte, m proto.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.counts.Requests++
+	switch m := m.(type) {
+	case *coltrace.ExportTraceServiceRequest:
+		r.counts.TraceExports++
+		r.counts.Bytes += int64(len(raw))
+		for _, rs := range m.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				r.counts.Spans += int64(len(ss.GetSpans()))
+			}
+		}
+	case *colmetric.ExportMetricsServiceRequest:
+		r.counts.MetricExports++
+		r.counts.Bytes += int64(len(raw))
+	default:
+		r.counts.Rejected++
+	}
+	if r.countOnly {
+		if m == nil {
+			r.paths = append(r.paths, path)
+		}
+		return
+	}
 	r.paths = append(r.paths, path)
 	if raw != nil {
 		r.raw = append(r.raw, raw)
@@ -119,7 +182,9 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	enc := req.Header.Get("Content-Encoding")
 	r.mu.Lock()
-	r.encodings = append(r.encodings, enc)
+	if !r.countOnly {
+		r.encodings = append(r.encodings, enc)
+	}
 	r.mu.Unlock()
 	var body io.Reader = req.Body
 	if enc == "gzip" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -83,5 +84,38 @@ func TestHTTPGzip(t *testing.T) {
 	}
 	if !bytes.Equal(raw[0], body) {
 		t.Errorf("Raw: got first body %q; want the un-gzipped body %q", raw[0], body)
+	}
+}
+
+// TestCounting checks that a counting receiver counts spans and export
+// requests, keeps no span and no body, and still names a refused path.
+func TestCounting(t *testing.T) {
+	r := NewCounting()
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	req := exportRequest("a")
+	req.ResourceSpans[0].ScopeSpans[0].Spans = append(req.ResourceSpans[0].ScopeSpans[0].Spans, &tracepb.Span{Name: "b"})
+	body, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty body is an empty metrics export.
+	for _, p := range []struct {
+		path string
+		body []byte
+	}{{TracesPath, body}, {TracesPath, body}, {MetricsPath, nil}, {"/v1/logs", body}} {
+		resp, err := srv.Client().Post(srv.URL+p.path, "application/x-protobuf", bytes.NewReader(p.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := Counts{Requests: 4, Rejected: 1, TraceExports: 2, MetricExports: 1, Spans: 4, Bytes: 2 * int64(len(body))}
+	if got := r.Counts(); got != want {
+		t.Errorf("Counts: got %+v; want %+v", got, want)
+	}
+	s := r.Snapshot()
+	if s.CountSpans() != 0 || len(r.Raw()) != 0 || !slices.Equal(s.Paths, []string{"/v1/logs"}) {
+		t.Errorf("counting receiver kept %d spans, %d bodies, paths %q; want none, none, the refused path", s.CountSpans(), len(r.Raw()), s.Paths)
 	}
 }
