@@ -573,7 +573,7 @@ func (s *loopSession) readClient() bool {
 // readFD reads, retrying EINTR; a read error is an *os.SyscallError.
 func readFD(fd int, p []byte) (int, error) {
 	for {
-		n, err := syscall.Read(fd, p)
+		n, err := rawRead(fd, p)
 		switch err {
 		case nil:
 			return n, nil

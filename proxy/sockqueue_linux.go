@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // sockQueue writes to a non-blocking socket without ever waiting: what
@@ -34,7 +35,7 @@ func (q *sockQueue) send(p []byte) error {
 	}
 	if q.len() == 0 {
 		for len(p) > 0 {
-			n, err := syscall.Write(q.fd, p)
+			n, err := rawWrite(q.fd, p)
 			if err == syscall.EINTR {
 				continue
 			}
@@ -77,7 +78,7 @@ func (q *sockQueue) flush() (bool, error) {
 		return false, q.err
 	}
 	for q.len() > 0 {
-		n, err := syscall.Write(q.fd, q.b[q.off:])
+		n, err := rawWrite(q.fd, q.b[q.off:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -148,4 +149,33 @@ func (c *clientQueue) close() {
 	c.mu.Lock()
 	c.q.close()
 	c.mu.Unlock()
+}
+
+// rawRead and rawWrite are read(2) and write(2) without the runtime's
+// entersyscall and exitsyscall: the loop's sockets are non-blocking, so
+// the calls never wait, and the loop's thread need not give its P away
+// for them (as syscall.Read and syscall.Write would arrange, for calls
+// that might block).
+func rawRead(fd int, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -95,7 +95,7 @@ func (sp *splicer) close() {
 
 func splice(in, out, n int) (int, error) {
 	for {
-		r, _, e := syscall.Syscall6(syscall.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
 		if e == syscall.EINTR {
 			continue
 		}

@@ -155,7 +155,15 @@ func (l *Loop) run() {
 	events := make([]syscall.EpollEvent, 256)
 	var buf [8]byte
 	for {
-		n, err := syscall.EpollWait(l.epfd, events, -1)
+		// First without waiting and without leaving the runtime (a raw
+		// call): under load the next events are often there already, and
+		// a call that may block costs the thread its P, which it then has
+		// to get back. Only an empty set waits, in a call the runtime
+		// knows may block.
+		n, err := epollPoll(l.epfd, events)
+		if n == 0 && err == nil {
+			n, err = syscall.EpollWait(l.epfd, events, -1)
+		}
 		if err != nil {
 			if err == syscall.EINTR {
 				continue
@@ -205,4 +213,14 @@ func (l *Loop) runTasks() bool {
 		}
 		l.spare = tasks
 	}
+}
+
+// epollPoll is epoll_wait with a zero timeout, as a raw system call
+// (epoll_pwait without a signal mask: arm64 has no epoll_wait).
+func epollPoll(epfd int, events []syscall.EpollEvent) (int, error) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
