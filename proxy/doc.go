@@ -21,13 +21,17 @@
 //     the file); copy.go: its two copy loops; writer.go: the one writer to
 //     the client; idleread_*.go, bufpool.go: reading without holding a
 //     buffer.
+//   - relay_loop_linux.go: the same session on an event loop (relay =
+//     "loop"), with sockqueue_linux.go (writes that never wait) and
+//     splice_linux.go; loops.go: which relay a session gets, and the
+//     server's loops.
 //   - respond.go: every line the proxy itself sends; outcome.go: how a
 //     connection ended, as telemetry names it.
 //   - telemetry.go: the metrics instruments; trace.go: one connection's
 //     spans.
 //
 // Subpackages: imapwire (IMAP syntax and the framers), clock (the timer
-// seam), park (idle parking), telemetry (the OpenTelemetry SDK setup),
+// seam), evloop (the event loops), park (idle parking), telemetry (the OpenTelemetry SDK setup),
 // admin (the HTTP admin API).
 //
 // Directions are named the same everywhere: "client" is the connection we
