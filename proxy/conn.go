@@ -104,7 +104,7 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 func (c *conn) serve() relayer {
 	// The timer covers a PROXY header and an implicit TLS handshake too.
 	c.preauth = c.clock.AfterFunc(c.opts.PreauthTimeout, c.preauthExpire)
-	defer c.preauth.Stop()
+	defer c.endLogin()
 	if c.implicitTLS {
 		// Nothing in plaintext to an imaps client, which waits for a
 		// ServerHello: not a shutdown's BYE while a PROXY header is
@@ -175,6 +175,22 @@ func (c *conn) serve() relayer {
 	sess := c.ready
 	c.ready, c.br, c.r = nil, nil, nil
 	return sess
+}
+
+// endLogin ends what only the login needed, so that a session does not
+// hold it for its life: the preauth timer, and the children of the
+// connection's context (the upstream dial's deadline leaves a map in it;
+// a cancel frees that, and nothing after the login waits on the
+// context).
+func (c *conn) endLogin() {
+	c.preauth.Stop()
+	c.preauth = nil
+	c.mu.Lock()
+	relaying := c.sess != nil
+	c.mu.Unlock()
+	if relaying {
+		c.cancel()
+	}
 }
 
 // setReader reads commands from nc (the TCP connection, or TLS after a
