@@ -49,7 +49,7 @@ const backpressureWritten = 4*2*socketBuffer + 1<<20 + backpressureHeap
 // moment's congestion; what shows the proxy has stopped reading is the
 // kernel's view of the upstream's socket: it has data to send and the
 // proxy's receive window is closed, so the kernel probes the zero window
-// (timer 4 in /proc/net/tcp). The test waits for both, then checks the
+// (timer 4 in sock_diag's answer, "persist" in ss -o). The test waits for both, then checks the
 // heap and how far the upstream got, and once more that the upstream has
 // not moved since.
 func TestLoopBackpressure(t *testing.T) {
@@ -107,7 +107,7 @@ func TestLoopBackpressure(t *testing.T) {
 			}
 			q, ok, err := socketQueues(un.LocalAddr(), un.RemoteAddr())
 			if err != nil || !ok {
-				t.Fatalf("the upstream's socket in /proc/net/tcp: %v, found %v", err, ok)
+				t.Fatalf("the upstream's socket: %v (found: %v)", err, ok)
 			}
 			if w.waiting.Load() && q.TxQueue > 0 && q.Timer == 4 {
 				t.Logf("throttled: the upstream wrote %d bytes, %d of them waiting in its socket", w.written.Load(), q.TxQueue)
