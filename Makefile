@@ -123,14 +123,14 @@ run: build
 # second time with IMAPGUARD_RELAY=goroutines (issue 14): the first run
 # relays with the default, the event loop where it is supported. The
 # second leaves out (RELAY_ONCE) what runs both relays itself (the TestLoop
-# tests, FuzzRelayChunks) and what relays nothing a relay could change:
+# tests, TestRelayChunks) and what relays nothing a relay could change:
 # packaging (TestMakeDeb, TestMakeInstall) and logins only
 # (TestForwardClientDovecotPenalty, TestFail2banFilter), which would
 # otherwise double the second run. test/report prints one summary line
 # for both.
 TESTFLAGS  := -race -count=1 -timeout 15m
 RELAYED    := ./proxy ./proxy/admin ./proxy/fleet ./proxy/telemetry ./test ./cmd/imapguard
-RELAY_ONCE := ^(TestLoop.*|FuzzRelayChunks|TestMakeDeb|TestMakeInstall|TestForwardClientDovecotPenalty|TestFail2banFilter)$$
+RELAY_ONCE := ^(TestLoop.*|TestRelayChunks|TestMakeDeb|TestMakeInstall|TestForwardClientDovecotPenalty|TestFail2banFilter)$$
 test: fmt-check vet staticcheck $(PEBBLE)
 	@$(GO) build -o $(BIN)/test-report ./test/report
 	$(BIN)/test-report -go $(GO) $(TESTFLAGS) ./... \
@@ -156,7 +156,7 @@ $(PEBBLE):
 
 # Long fuzzing, FUZZTIME per target (make test runs only the seed corpora).
 fuzz:
-	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config ./proxy; do \
+	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config ./proxy ./test; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
