@@ -7,8 +7,9 @@
 //     Config.ServeTLS) and checks at cleanup that every count of its
 //     limiter is back at zero.
 //   - Conn is a raw IMAP client bound to a test: Dial, DialFrom (a chosen
-//     source address such as 127.0.0.2, for per-address limits), DialTLS
-//     and Login make one; each read and write has a deadline and any error
+//     source address such as 127.0.0.2, for per-address limits), DialWith
+//     (a net.Dialer of the test's, to set socket options), DialTLS and
+//     Login make one; each read and write has a deadline and any error
 //     fails the test. Client is the same client returning errors, for
 //     goroutines, where t.Fatal must not be called (DialClient, or
 //     Conn.Client). LoginFrom logs in from a chosen source address.
