@@ -38,10 +38,11 @@ func loginAndPark(t *testing.T, p *proxytest.Proxy, clk *proxytest.Clock, users 
 		ss = append(ss, s)
 	}
 	// Each session adds the upstream's goroutine (the fake serves each
-	// connection on one) and none of the proxy's once parked; two more
-	// for what the proxy starts once (such as its parker's). A session
-	// not parked holds one or two: with 3 sessions or more, that shows.
-	max := base + len(users) + 2
+	// connection on one) and none of the proxy's once parked; up to
+	// four more for what the proxy starts once, on its first session
+	// (such as its parker's, its sweeper's, its event loops). A session
+	// not parked holds one or two: with 8 sessions, that shows.
+	max := base + len(users) + 4
 	deadline := time.Now().Add(3 * proxytest.Timeout)
 	for {
 		got, ok := waitGoroutines(max, 20*time.Millisecond)
@@ -102,10 +103,10 @@ func TestLoopKickParked(t *testing.T) {
 	forEachRelay(t, func(t *testing.T, relay string) {
 		t.Run("kick", func(t *testing.T) {
 			p := startTracedProxy(t, loopUpstream(t).Addr, proxy.Options{Relay: relay}, limits.Options{})
-			ss := loginAndPark(t, p.Proxy, nil, "alice", "alice", "bob", "alice", "bob")
+			ss := loginAndPark(t, p.Proxy, nil, "alice", "alice", "bob", "alice", "bob", "bob", "alice", "bob")
 			kicked, err := p.Server.Kick(proxy.Match{User: "alice"}, "")
-			if err != nil || len(kicked) != 3 {
-				t.Fatalf("Kick(alice) = %d sessions, %v; want 3", len(kicked), err)
+			if err != nil || len(kicked) != 4 {
+				t.Fatalf("Kick(alice) = %d sessions, %v; want 4", len(kicked), err)
 			}
 			for _, s := range ss {
 				if s.user == "alice" {
@@ -126,14 +127,14 @@ func TestLoopKickParked(t *testing.T) {
 			}
 			proxytest.WaitZero(t, p.Limiter)
 			proxytest.WaitFor(t, "the registry empty", func() bool { return len(p.Server.Conns()) == 0 })
-			collectUntil(t, p.reader, "3 kicked, 2 logged out", func(m metrics) bool {
-				return m.sum("imapguard.connections.closed", "outcome=kicked") == 3 &&
-					m.sum("imapguard.connections.closed", "outcome=logout") == 2
+			collectUntil(t, p.reader, "4 kicked, 4 logged out", func(m metrics) bool {
+				return m.sum("imapguard.connections.closed", "outcome=kicked") == 4 &&
+					m.sum("imapguard.connections.closed", "outcome=logout") == 4
 			})
 		})
 		t.Run("shutdown", func(t *testing.T) {
 			p := startTracedProxy(t, loopUpstream(t).Addr, proxy.Options{Relay: relay}, limits.Options{})
-			ss := loginAndPark(t, p.Proxy, nil, "alice", "bob", "carol", "dave")
+			ss := loginAndPark(t, p.Proxy, nil, "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 			shut := make(chan error, 1)
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), proxytest.Timeout)
@@ -150,17 +151,17 @@ func TestLoopKickParked(t *testing.T) {
 			if n := len(p.Server.Conns()); n != 0 {
 				t.Fatalf("the registry holds %d connections after Shutdown; want 0", n)
 			}
-			collectUntil(t, p.reader, "4 ended by the shutdown", func(m metrics) bool {
-				return m.sum("imapguard.connections.closed", "outcome=proxy_shutdown") == 4
+			collectUntil(t, p.reader, "8 ended by the shutdown", func(m metrics) bool {
+				return m.sum("imapguard.connections.closed", "outcome=proxy_shutdown") == 8
 			})
 		})
 		t.Run("drain", func(t *testing.T) {
-			// As TestDrainSpread: of 3 sessions over 3s, oldest first,
-			// at 0s, 1s and 2s on the proxy's clock.
+			// As TestDrainSpread: of 8 sessions over 8s, oldest first,
+			// at 0s, 1s ... 7s on the proxy's clock.
 			clk := proxytest.NewClock()
 			p := startTracedProxy(t, loopUpstream(t).Addr, proxy.Options{Relay: relay, Clock: clk}, limits.Options{})
-			ss := loginAndPark(t, p.Proxy, clk, "alice", "bob", "carol")
-			if !p.Server.Drain(30*time.Second, 3*time.Second) {
+			ss := loginAndPark(t, p.Proxy, clk, "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+			if !p.Server.Drain(30*time.Second, 8*time.Second) {
 				t.Fatal("Drain: got false; want a drain started")
 			}
 			ss[0].c.ExpectBye(byeShutdown)
@@ -180,8 +181,8 @@ func TestLoopKickParked(t *testing.T) {
 				t.Fatal("Drained not closed after every session ended")
 			}
 			proxytest.WaitZero(t, p.Limiter)
-			collectUntil(t, p.reader, "3 ended by the drain", func(m metrics) bool {
-				return m.sum("imapguard.connections.closed", "outcome=proxy_shutdown") == 3
+			collectUntil(t, p.reader, "8 ended by the drain", func(m metrics) bool {
+				return m.sum("imapguard.connections.closed", "outcome=proxy_shutdown") == 8
 			})
 		})
 	})
