@@ -22,9 +22,10 @@ import (
 // most 4,750 fit (fdsPerSession each, fdReserve kept for everything
 // else), and the test takes no more than fit, saying so in its log. The
 // default is smaller again for time: make test runs it under both relays
-// with the race detector, about 3.5 ms of wall time per session on 2
-// cores (4,000 took 29 s for both relays, 3,000 about 22 s). Run
-// -loop.sessions=10000 for as many as the limit allows.
+// with the race detector, while other packages' tests share the 2 cores.
+// Measured for both relays together: 3,000 sessions 12 s with the machine
+// otherwise quiet; 4,000 29 s and 4,750 47 s with other test runs
+// sharing it. Run -loop.sessions=10000 for as many as the limit allows.
 var parkSessions = flag.Int("loop.sessions", 3000, "sessions TestLoopPark parks and resumes under each relay (at most what RLIMIT_NOFILE fits)")
 
 const (
