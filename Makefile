@@ -118,9 +118,23 @@ run: build
 # curl and openssl suites need Debian's dovecot-imapd, curl and openssl,
 # the alert rules' checks promtool (Debian's prometheus) (.ci/run installs
 # them); with CI set, a missing one fails the run.
+#
+# The packages whose tests relay sessions through a proxy (RELAYED) run a
+# second time with IMAPGUARD_RELAY=goroutines (issue 14): the first run
+# relays with the default, the event loop where it is supported. The
+# second leaves out (RELAY_ONCE) what runs both relays itself (the TestLoop
+# tests, TestRelayChunks) and what relays nothing a relay could change:
+# packaging (TestMakeDeb, TestMakeInstall) and logins only
+# (TestForwardClientDovecotPenalty, TestFail2banFilter), which would
+# otherwise double the second run. test/report prints one summary line
+# for both.
+TESTFLAGS  := -race -count=1 -timeout 15m
+RELAYED    := ./proxy ./proxy/admin ./proxy/fleet ./proxy/telemetry ./test ./cmd/imapguard
+RELAY_ONCE := ^(TestLoop.*|TestRelayChunks|TestMakeDeb|TestMakeInstall|TestForwardClientDovecotPenalty|TestFail2banFilter)$$
 test: fmt-check vet staticcheck $(PEBBLE)
 	@$(GO) build -o $(BIN)/test-report ./test/report
-	$(BIN)/test-report -go $(GO) -race -count=1 -timeout 15m ./...
+	$(BIN)/test-report -go $(GO) $(TESTFLAGS) ./... \
+	  --then IMAPGUARD_RELAY=goroutines $(TESTFLAGS) -skip '$(RELAY_ONCE)' $(RELAYED)
 
 lint: fmt-check vet staticcheck
 
@@ -142,7 +156,7 @@ $(PEBBLE):
 
 # Long fuzzing, FUZZTIME per target (make test runs only the seed corpora).
 fuzz:
-	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config ./proxy; do \
+	@set -e; for pkg in ./proxy/imapwire ./proxy/admin ./config ./proxy ./test; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \

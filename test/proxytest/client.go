@@ -34,8 +34,11 @@ func DialClient(src, addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, br: bufio.NewReader(nc)}, nil
+	return NewClient(nc), nil
 }
+
+// NewClient is a client on a connection the caller made.
+func NewClient(nc net.Conn) *Client { return &Client{nc: nc, br: bufio.NewReader(nc)} }
 
 // LocalAddr is the client's end of the connection: the address the
 // proxy sees it connect from.
@@ -65,6 +68,18 @@ func (c *Client) Line() (string, error) {
 		return "", fmt.Errorf("reading line: %w (got %q)", err, s)
 	}
 	return strings.TrimRight(s, "\r\n"), nil
+}
+
+// ReadN reads exactly n bytes, such as a literal's octets after the
+// line that announced it, under one deadline. It returns what it read.
+func (c *Client) ReadN(n int) ([]byte, error) {
+	c.nc.SetReadDeadline(c.deadline())
+	b := make([]byte, n)
+	k, err := io.ReadFull(c.br, b)
+	if err != nil {
+		return b[:k], fmt.Errorf("reading %d bytes: %w", n, err)
+	}
+	return b, nil
 }
 
 // Until reads up to the tagged response for tag and returns the lines

@@ -2,6 +2,7 @@ package proxytest
 
 import (
 	"crypto/tls"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -26,6 +27,19 @@ func DialFrom(t testing.TB, src, addr string) *Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
+	return &Conn{t: t, c: c}
+}
+
+// DialWith connects to addr with d, whose Control can set socket options
+// before the connection is made (such as a small receive buffer).
+func DialWith(t testing.TB, d *net.Dialer, addr string) *Conn {
+	t.Helper()
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(nc)
 	t.Cleanup(func() { c.Close() })
 	return &Conn{t: t, c: c}
 }

@@ -7,8 +7,9 @@
 //     Config.ServeTLS) and checks at cleanup that every count of its
 //     limiter is back at zero.
 //   - Conn is a raw IMAP client bound to a test: Dial, DialFrom (a chosen
-//     source address such as 127.0.0.2, for per-address limits), DialTLS
-//     and Login make one; each read and write has a deadline and any error
+//     source address such as 127.0.0.2, for per-address limits), DialWith
+//     (a net.Dialer of the test's, to set socket options), DialTLS and
+//     Login make one; each read and write has a deadline and any error
 //     fails the test. Client is the same client returning errors, for
 //     goroutines, where t.Fatal must not be called (DialClient, or
 //     Conn.Client). LoginFrom logs in from a chosen source address.
@@ -73,6 +74,10 @@ type Config struct {
 	// ServeTLS also serves implicit TLS (imaps) on a second listener,
 	// Proxy.TLSAddr; Options.TLSConfig must be set.
 	ServeTLS bool
+	// ListenConfig, when set, makes the listeners, so that its Control
+	// can set socket options the accepted connections inherit (such as
+	// SO_SNDBUF).
+	ListenConfig *net.ListenConfig
 }
 
 // Proxy is a server serving plaintext IMAP (with STARTTLS when
@@ -109,7 +114,7 @@ func Start(t testing.TB, c Config) *Proxy {
 	}
 	var lns []net.Listener
 	for range serves {
-		lns = append(lns, listen(t))
+		lns = append(lns, listenWith(t, c.ListenConfig))
 	}
 	done := make(chan error, len(serves))
 	for i, serve := range serves {
@@ -148,9 +153,16 @@ func verboseLogger() *slog.Logger {
 }
 
 // listen opens a listener on a free port of 127.0.0.1.
-func listen(t testing.TB) net.Listener {
+func listen(t testing.TB) net.Listener { t.Helper(); return listenWith(t, nil) }
+
+// listenWith opens a listener on a free port of 127.0.0.1 with lc (nil:
+// the default).
+func listenWith(t testing.TB, lc *net.ListenConfig) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Command report runs go test with -json and reports the run as go test
 // does, then names every suite that did not run. make test runs it:
 //
-//	go run ./test/report [-go GO] [go test flags] [packages]
+//	go run ./test/report [-go GO] [go test flags] [packages] [--then [NAME=VALUE ...] [go test flags] [packages]] ...
 //
 // It prints each package's ok or FAIL line, the whole output of every
 // failing test, of a package that failed outside a test (a panic, a
@@ -11,8 +11,16 @@
 // (why)", see test/proxytest.Skip) is its own reason; any other skip is
 // named by its package, test and message.
 //
-// It exits with go test's status, and with 1 if a test or a build failed
-// although go test exited 0; with 2 if go test could not be run.
+// Each "--then" starts another go test run, after the one before it and
+// whatever that one's result, with the environment variables its leading
+// NAME=VALUE words set: make test runs the packages that relay sessions
+// a second time with IMAPGUARD_RELAY=goroutines (issue 14). A line
+// "== NAME=VALUE go test ..." announces each run after the first. The
+// summary line counts the skips of every run.
+//
+// It exits with the first non-zero status of go test's runs, and with 1
+// if a test or a build failed although go test exited 0; with 2 if go
+// test could not be run.
 package main
 
 import (
@@ -29,7 +37,7 @@ import (
 )
 
 func main() {
-	// Every argument but -go is go test's.
+	// Every argument but -go is go test's, or separates runs.
 	goCmd, args := "go", os.Args[1:]
 	switch {
 	case len(args) >= 2 && args[0] == "-go":
@@ -37,16 +45,80 @@ func main() {
 	case len(args) >= 1 && strings.HasPrefix(args[0], "-go="):
 		goCmd, args = strings.TrimPrefix(args[0], "-go="), args[1:]
 	}
-	os.Exit(run(goCmd, args, os.Stdout, os.Stderr))
+	os.Exit(run(goCmd, splitRuns(args), os.Stdout, os.Stderr))
 }
 
-// run runs "goCmd test -json args..." and reports to stdout; go test's
-// own standard error goes to stderr. It returns the exit status.
-func run(goCmd string, args []string, stdout, stderr io.Writer) int {
+// thenArg separates the go test runs on report's command line.
+const thenArg = "--then"
+
+// goRun is one go test run: the environment variables it sets
+// (NAME=VALUE) and go test's arguments.
+type goRun struct {
+	env  []string
+	args []string
+}
+
+// splitRuns splits the arguments at each "--then"; the leading NAME=VALUE
+// words of every run but the first are its environment.
+func splitRuns(args []string) []goRun {
+	runs := []goRun{{}}
+	for _, a := range args {
+		cur := &runs[len(runs)-1]
+		switch {
+		case a == thenArg:
+			runs = append(runs, goRun{})
+		case len(runs) > 1 && len(cur.args) == 0 && isAssignment(a):
+			cur.env = append(cur.env, a)
+		default:
+			cur.args = append(cur.args, a)
+		}
+	}
+	return runs
+}
+
+// isAssignment reports whether a is NAME=VALUE with a name of letters,
+// digits and underscores.
+func isAssignment(a string) bool {
+	name, _, ok := strings.Cut(a, "=")
+	if !ok || name == "" || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return false
+	}
+	return name[0] < '0' || name[0] > '9'
+}
+
+// run runs "goCmd test -json args..." for each run, one after the other,
+// and reports to stdout; go test's own standard error goes to stderr. It
+// returns the exit status.
+func run(goCmd string, runs []goRun, stdout, stderr io.Writer) int {
 	// An interrupt at the terminal reaches go test too: let it end the
 	// run, and report what ran.
 	signal.Ignore(os.Interrupt)
-	cmd := exec.Command(goCmd, append([]string{"test", "-json"}, args...)...)
+	r := newReporter(stdout)
+	status := 0
+	for i, gr := range runs {
+		if i > 0 {
+			fmt.Fprintf(stdout, "== %s\n", strings.Join(append(append(gr.env[:len(gr.env):len(gr.env)], goCmd, "test"), gr.args...), " "))
+		}
+		st := runOne(goCmd, gr, r, stderr)
+		r.endRun()
+		if status == 0 {
+			status = st
+		}
+	}
+	fmt.Fprintln(stdout, r.summary())
+	if status == 0 && r.failed {
+		status = 1
+	}
+	return status
+}
+
+// runOne runs one go test and feeds its events to r. It returns go
+// test's exit status, or 2 if it could not be run.
+func runOne(goCmd string, gr goRun, r *reporter, stderr io.Writer) int {
+	cmd := exec.Command(goCmd, append([]string{"test", "-json"}, gr.args...)...)
+	if len(gr.env) > 0 {
+		cmd.Env = append(os.Environ(), gr.env...)
+	}
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -57,10 +129,8 @@ func run(goCmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "report:", err)
 		return 2
 	}
-	r := newReporter(stdout)
 	r.read(out)
 	err = cmd.Wait()
-	r.finish()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -68,8 +138,6 @@ func run(goCmd string, args []string, stdout, stderr io.Writer) int {
 	case err != nil:
 		fmt.Fprintln(stderr, "report:", err)
 		return 2
-	case r.failed:
-		return 1
 	}
 	return 0
 }
@@ -209,12 +277,17 @@ func (r *reporter) endPackage(name string, p *pkg, action string) {
 	}
 }
 
-// finish reports packages that never ended (go test was killed) and
-// prints the summary line.
-func (r *reporter) finish() {
+// endRun reports packages of the run just ended that never ended (go
+// test was killed).
+func (r *reporter) endRun() {
 	for name, p := range r.pkgs {
 		r.endPackage(name, p, "fail")
 	}
+}
+
+// finish ends the only run and prints the summary line.
+func (r *reporter) finish() {
+	r.endRun()
 	fmt.Fprintln(r.w, r.summary())
 }
 

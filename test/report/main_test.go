@@ -2,6 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -134,5 +138,75 @@ func TestReport(t *testing.T) {
 				t.Errorf("failed = %v; want %v", r.failed, tc.failed)
 			}
 		})
+	}
+}
+
+func TestSplitRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []goRun
+	}{
+		{"one run", []string{"-race", "./..."}, []goRun{{args: []string{"-race", "./..."}}}},
+		{"no arguments", nil, []goRun{{}}},
+		{"a second run with its environment", []string{"-race", "X=1", "./...", "--then", "IMAPGUARD_RELAY=goroutines", "A_1=", "-race", "./proxy/...", "B=2"},
+			[]goRun{{args: []string{"-race", "X=1", "./..."}},
+				{env: []string{"IMAPGUARD_RELAY=goroutines", "A_1="}, args: []string{"-race", "./proxy/...", "B=2"}}}},
+		{"not assignments", []string{"a", "--then", "=x", "1A=b", "./..."},
+			[]goRun{{args: []string{"a"}}, {args: []string{"=x", "1A=b", "./..."}}}},
+		{"three runs", []string{"p", "--then", "--then", "E=1"},
+			[]goRun{{args: []string{"p"}}, {}, {env: []string{"E=1"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := splitRuns(tc.args); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("splitRuns(%q) = %+v; want %+v", tc.args, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRuns: the runs after "--then" run one after the other with their
+// environment; the summary line, printed once at the end, counts the
+// skips of both, and the status is the first failure's.
+func TestRuns(t *testing.T) {
+	// A fake go: it prints what go test -json would for a package that
+	// passes and skips a test, and fails under RELAY=goroutines.
+	dir := t.TempDir()
+	script := "#!/bin/sh\n" +
+		"printf '%s\\n' '" + strings.TrimSpace(events(t, "output|m/a|TestSkip|    a_test.go:3: skipped: a suite (missing)\n", "skip|m/a|TestSkip")) + "'\n" +
+		"echo \"args: $*; relay: ${RELAY:-unset}\"\n" +
+		"if [ \"$RELAY\" = goroutines ]; then\n" +
+		"  printf '%s\\n' '" + strings.TrimSpace(events(t, "output|m/a|TestB|    b_test.go:7: relayed wrong\n", "fail|m/a|TestB", "output|m/a||FAIL\tm/a\t0.02s\n", "fail|m/a")) + "'\n" +
+		"  exit 1\n" +
+		"fi\n" +
+		"printf '%s\\n' '" + strings.TrimSpace(events(t, "output|m/a||ok  \tm/a\t0.01s\n", "pass|m/a")) + "'\n"
+	goCmd := filepath.Join(dir, "go")
+	if err := os.WriteFile(goCmd, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs strings.Builder
+	status := run(goCmd, splitRuns([]string{"-race", "./...", "--then", "RELAY=goroutines", "-race", "./proxy/..."}), &out, &errs)
+	got := out.String()
+	want := []string{
+		"args: test -json -race ./...; relay: unset",
+		"ok  \tm/a\t0.01s",
+		"== RELAY=goroutines " + goCmd + " test -race ./proxy/...",
+		"args: test -json -race ./proxy/...; relay: goroutines",
+		"    b_test.go:7: relayed wrong",
+		"FAIL\tm/a\t0.02s",
+		"skipped: a suite (missing) [2 tests]",
+	}
+	if lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n"); !reflect.DeepEqual(lines, want) {
+		t.Errorf("report:\n%s\nwant the lines\n%s", got, strings.Join(want, "\n"))
+	}
+	if status != 1 {
+		t.Errorf("status %d; want 1 (stderr %q)", status, errs.String())
+	}
+	// Both runs passing: status 0; a run that cannot start: 2.
+	if st := run(goCmd, splitRuns([]string{"./..."}), io.Discard, io.Discard); st != 0 {
+		t.Errorf("one passing run: status %d; want 0", st)
+	}
+	if st := run(filepath.Join(dir, "missing"), splitRuns([]string{"./..."}), io.Discard, io.Discard); st != 2 {
+		t.Errorf("no go command: status %d; want 2", st)
 	}
 }
