@@ -684,6 +684,9 @@ func (s *loopSession) clientEnded(err error) {
 		return
 	}
 	s.clientDone = true
+	// What was framed goes on first, whatever ended the direction, as
+	// commandCopier.run flushes (a failed write fails again, harmlessly).
+	s.forward()
 	log := s.c.log
 	switch {
 	case errors.Is(err, imapwire.ErrCommandTooBig):
@@ -693,9 +696,8 @@ func (s *loopSession) clientEnded(err error) {
 		log.Info("invalid line in a command already partly relayed; closing")
 		s.w.respond(invalidCommandBye())
 	case err == io.EOF:
-		// The client half-closed: what it sent goes on, then the
-		// upstream is half-closed and has lingerTimeout to finish.
-		s.forward()
+		// The client half-closed: the upstream is half-closed once what
+		// the client sent has gone out, and has lingerTimeout to finish.
 		if s.loggingOut {
 			s.observe(outcomeLogout)
 		}
