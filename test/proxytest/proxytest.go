@@ -150,7 +150,7 @@ func verboseLogger() *slog.Logger {
 // listen opens a listener on a free port of 127.0.0.1.
 func listen(t testing.TB) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := proxy.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
