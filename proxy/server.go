@@ -181,11 +181,29 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 	go s.handle(c)
 }
 
-// handle serves a connection up to login and then starts its relay on
-// fresh goroutines with small stacks (this one's grew during login); the
-// session finishes the connection when it ends.
+// handle serves a connection up to login and then runs its relay. A
+// plaintext session's relay starts on this goroutine: no goroutine more
+// per login, and the stack login grew is given up when the client
+// direction parks (after parkAfter without traffic) or when the relay
+// hands the sockets to an event loop. A session with TLS towards the
+// client starts on a fresh goroutine with a small stack instead: its
+// client direction cannot park, and the TLS handshake grew this one's.
+// The session finishes the connection when it ends.
 func (s *Server) handle(c *conn) {
-	var sess *session
+	sess := c.serveRecovered()
+	if sess == nil {
+		return
+	}
+	if c.tlsActive { // written before login, on this goroutine
+		go runSession(c, sess)
+		return
+	}
+	runSession(c, sess)
+}
+
+// serveRecovered is c.serve, which a panic ends like an error: the
+// connection is finished and there is no session.
+func (c *conn) serveRecovered() (sess *session) {
 	defer func() {
 		if v := recover(); v != nil {
 			logPanic(c.log, v)
@@ -193,21 +211,22 @@ func (s *Server) handle(c *conn) {
 		}
 		if sess == nil {
 			c.finish(nil)
-			return
 		}
-		go func() {
-			defer func() {
-				// The directions recover inside; a panic here came
-				// before they started.
-				if v := recover(); v != nil {
-					logPanic(c.log, v)
-					c.finish(nil)
-				}
-			}()
-			sess.run()
-		}()
 	}()
-	sess = c.serve()
+	return c.serve()
+}
+
+// runSession relays sess until it ends.
+func runSession(c *conn, sess *session) {
+	defer func() {
+		// The directions recover inside; a panic here came before they
+		// started.
+		if v := recover(); v != nil {
+			logPanic(c.log, v)
+			c.finish(nil)
+		}
+	}()
+	sess.run()
 }
 
 // unauthenticated notes an admitted connection that has not logged in.
