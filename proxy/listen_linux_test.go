@@ -111,7 +111,7 @@ func TestUpstreamKeepAlive(t *testing.T) {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			c.Close() // the dialled end keeps its options
 		}
 	}()
 	for _, tc := range []struct {
