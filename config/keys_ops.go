@@ -140,9 +140,10 @@ func (a Admin) ReadToken() (string, error) {
 	return s, nil
 }
 
-// Performance chooses how authenticated sessions are relayed. Changes
-// take effect after a restart. proxy/README.md ("The event-loop relay")
-// describes both relays and what each costs.
+// Performance chooses how authenticated sessions are relayed, and what
+// the proxy spends on each connection's sockets. Changes take effect
+// after a restart. proxy/README.md ("The event-loop relay") describes
+// both relays and what each costs.
 type Performance struct {
 	// Relay is how an authenticated session's bytes are relayed. "loop":
 	// plaintext sessions (client and upstream both without TLS) are taken
@@ -160,8 +161,25 @@ type Performance struct {
 
 	// EventLoops is the number of event loops for relay = "loop". 0 (the
 	// default) means one per four CPUs the process may use, at least one:
-	// one loop on a machine of up to 4 cores, where a second loop costs
-	// more in thread hand-offs than it gains (measured in
-	// test/bench/README.md), and more on larger machines.
+	// one loop on a machine of up to 4 cores, where the loop's thread
+	// shares the cores with the upstream and the system's network work,
+	// and a second loop would add thread hand-offs more than capacity;
+	// more on larger machines. One loop relays tens of thousands of
+	// NOOPs a second (test/bench/README.md).
 	EventLoops int `toml:"event_loops" means:"one per four CPUs, at least one"`
+
+	// UpstreamKeepAlive turns TCP keep-alive on for the connections to the
+	// upstream: after this long without traffic the kernel probes the
+	// upstream, again at this interval, and drops the connection after 9
+	// unanswered probes. "0s" (the default) leaves it off: the upstream is
+	// a server on a network the operator runs, idle_timeout ends every
+	// session that goes quiet, and a dead upstream is found by the next
+	// command relayed to it; keep-alive would cost four system calls
+	// (setsockopt) on every login's upstream connection. Turn it on (such
+	// as "60s") when a firewall or NAT between the proxy and the upstream
+	// drops connections that stay idle, such as IDLE sessions waiting for
+	// mail. Keep-alive towards clients is always on (probes after 15 s,
+	// every 15 s, 9 of them), set once on the listening sockets, which the
+	// accepted connections inherit on Linux.
+	UpstreamKeepAlive Duration `toml:"upstream_keepalive" means:"off"`
 }

@@ -115,8 +115,9 @@ var rules = map[string]rule{
 	"cluster.lease_ttl":      durationRange{time.Second, time.Hour},
 	"cluster.redis_failure":  oneOf{"local", "deny"},
 
-	"performance.relay":       oneOf{"auto", "loop", "goroutines"},
-	"performance.event_loops": intRange{0, 256},
+	"performance.relay":              oneOf{"auto", "loop", "goroutines"},
+	"performance.event_loops":        intRange{0, 256},
+	"performance.upstream_keepalive": durationRange{0, 2 * time.Hour},
 }
 
 // maxRate bounds max_connection_rate_per_ip, in connections per second

@@ -91,6 +91,7 @@ cluster.lease_ttl                  : 30s
 cluster.redis_failure              : local
 performance.relay                  : auto
 performance.event_loops            : 0
+performance.upstream_keepalive     : 0s
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

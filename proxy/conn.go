@@ -88,10 +88,7 @@ func newConn(s *Server, nc net.Conn, listener string, implicitTLS bool) *conn {
 	}
 	c.since = time.Now()
 	c.trace = newConnTrace(s.telemetry(), c)
-	c.log = s.log.With("conn", c.id, "client", c.remote.String())
-	if id := c.trace.traceID(); id != "" {
-		c.log = c.log.With("trace_id", id)
-	}
+	c.log = connLogger(s.log, c.id, c.remote, nil, c.trace.traceID())
 	c.ctx, c.cancel = context.WithCancel(c.trace.ctx)
 	c.w = newClientWriter(nc, c.close, c.record)
 	// A line that cannot be written says how the client went.
@@ -455,14 +452,16 @@ func (c *conn) logEnd(res *result) {
 	c.mu.Lock()
 	user, o := c.user, c.outcome
 	c.mu.Unlock()
-	attrs := []any{"duration", time.Since(c.since).Round(time.Millisecond), "outcome", o.String()}
+	// Attrs, not key-value pairs: no value is boxed into an interface.
+	attrs := make([]slog.Attr, 0, 5)
+	attrs = append(attrs, slog.Duration("duration", time.Since(c.since).Round(time.Millisecond)), slog.String("outcome", o.String()))
 	if user != "" {
-		attrs = append(attrs, "user", user)
+		attrs = append(attrs, slog.String("user", user))
 	}
 	if res != nil {
-		attrs = append(attrs, "bytes_to_upstream", res.toUpstream, "bytes_to_client", res.toClient)
+		attrs = append(attrs, slog.Int64("bytes_to_upstream", res.toUpstream), slog.Int64("bytes_to_client", res.toClient))
 	}
-	c.log.Info("connection closed", attrs...)
+	c.log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", attrs...)
 }
 
 // logPanic logs a recovered panic with its stack.

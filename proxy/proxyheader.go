@@ -189,10 +189,7 @@ func (c *conn) setAddrs(remote, local net.Addr, v int) {
 	c.mu.Lock()
 	c.remote, c.local = remote, local
 	c.mu.Unlock()
-	c.log = c.srv.log.With("conn", c.id, "client", remote.String(), "via", c.peer.String())
-	if id := c.trace.traceID(); id != "" {
-		c.log = c.log.With("trace_id", id)
-	}
+	c.log = connLogger(c.srv.log, c.id, remote, c.peer, c.trace.traceID())
 	c.trace.proxied(remote, local, c.peer, v)
 }
 

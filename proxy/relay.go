@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -126,21 +127,28 @@ func (s *session) bytes() (toUpstream, toClient int64) {
 
 func (s *session) setInitial(up, client []byte) { s.upInitial, s.clientInitial = up, client }
 
-// start runs the session on a fresh goroutine with a small stack (the
-// login's grew).
+// start runs the session: on the calling goroutine (the one that served
+// the login) for a plaintext client, on a fresh one with a small stack
+// for a TLS client (see Server.handle).
 func (s *session) start() {
-	go func() {
-		defer func() {
-			// The directions recover inside; a panic here came before
-			// they started.
-			if v := recover(); v != nil {
-				logPanic(s.log, v)
-				s.close()
-				s.done(result{outcome: outcomeConnectionError})
-			}
-		}()
-		s.run()
+	if _, tlsClient := s.client.(*tls.Conn); tlsClient {
+		go s.runRecovered()
+		return
+	}
+	s.runRecovered()
+}
+
+func (s *session) runRecovered() {
+	defer func() {
+		// The directions recover inside; a panic here came before they
+		// started.
+		if v := recover(); v != nil {
+			logPanic(s.log, v)
+			s.close()
+			s.done(result{outcome: outcomeConnectionError})
+		}
 	}()
+	s.run()
 }
 
 // closeAfterFlush: the writer wrote the closing line before calling it.

@@ -187,11 +187,23 @@ func (s *Server) startConn(nc net.Conn, listener string, implicitTLS bool) {
 	go s.handle(c)
 }
 
-// handle serves a connection up to login and then starts its relay (on
-// fresh goroutines with small stacks, or on an event loop); the session
-// finishes the connection when it ends.
+// handle serves a connection up to login and then starts its relay
+// (sess.start): a plaintext session goes to an event loop, or, with the
+// goroutine relay, runs on this goroutine (no goroutine more per login;
+// the stack login grew is given up when the client direction parks); a
+// session with TLS towards the client starts on a fresh goroutine with a
+// small stack, since its client direction cannot park and the TLS
+// handshake grew this one's. The session finishes the connection when
+// it ends.
 func (s *Server) handle(c *conn) {
-	var sess relayer
+	if sess := c.serveRecovered(); sess != nil {
+		sess.start()
+	}
+}
+
+// serveRecovered is c.serve, which a panic ends like an error: the
+// connection is finished and there is no session.
+func (c *conn) serveRecovered() (sess relayer) {
 	defer func() {
 		if v := recover(); v != nil {
 			logPanic(c.log, v)
@@ -199,11 +211,9 @@ func (s *Server) handle(c *conn) {
 		}
 		if sess == nil {
 			c.finish(nil)
-			return
 		}
-		sess.start()
 	}()
-	sess = c.serve()
+	return c.serve()
 }
 
 // unauthenticated notes an admitted connection that has not logged in.

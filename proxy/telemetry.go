@@ -36,6 +36,9 @@ const (
 // telemetry holds the tracer and the instruments.
 type telemetry struct {
 	tracer trace.Tracer
+	// tracing is false with a no-op tracer provider: then a connection
+	// starts no span and builds no span attribute (trace.go).
+	tracing bool
 
 	accepted     metric.Int64Counter
 	refused      metric.Int64Counter
@@ -89,7 +92,8 @@ func (s *Server) telemetry() *telemetry { return s.tel.Load() }
 
 func newTelemetry(s *Server, tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry, error) {
 	m := mp.Meter(instrumentationName)
-	t := &telemetry{tracer: tp.Tracer(instrumentationName)}
+	_, noop := tp.(tracenoop.TracerProvider)
+	t := &telemetry{tracer: tp.Tracer(instrumentationName), tracing: !noop}
 	var errs []error
 	check := func(err error) {
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/imapguard/imapguard/limits"
@@ -53,26 +52,50 @@ type connTrace struct {
 	opts      *Options
 }
 
-// newConnTrace starts the connection's root span at c.since.
+// newConnTrace starts the connection's root span at c.since. Without
+// tracing (a no-op tracer provider) no span is started and no attribute
+// built: the spans of the connection are all the no-op span, whose
+// methods do nothing, and its context carries none.
 func newConnTrace(t *telemetry, c *conn) *connTrace {
-	attrs := []attribute.KeyValue{
+	ct := &connTrace{tel: t, opts: c.opts}
+	if !t.tracing {
+		ct.ctx, ct.span = context.Background(), noSpan
+		return ct
+	}
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
 		attribute.Int64("imapguard.connection.id", int64(c.id)),
 		attribute.String("imapguard.listener", c.listener),
 		attribute.Bool("imapguard.implicit_tls", c.implicitTLS),
 		attribute.String("network.transport", "tcp"),
-	}
-	attrs = append(attrs, hostPort("client", c.remote)...)
-	attrs = append(attrs, hostPort("server", c.nc.LocalAddr())...)
-	ct := &connTrace{tel: t, opts: c.opts}
+	)
+	attrs = appendHostPort(attrs, "client.address", "client.port", c.remote)
+	attrs = appendHostPort(attrs, "server.address", "server.port", c.local)
 	ct.ctx, ct.span = t.tracer.Start(context.Background(), spanConnection,
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(c.since), trace.WithAttributes(attrs...))
 	return ct
+}
+
+// noSpan is the span of a connection without tracing: trace's no-op
+// span, which SpanFromContext returns for a context without one.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// start starts a span under ctx, or returns ctx and noSpan without
+// tracing.
+func (t *connTrace) start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if !t.tel.tracing {
+		return ctx, noSpan
+	}
+	return t.tel.tracer.Start(ctx, name, opts...)
 }
 
 // proxied replaces the root span's client and server addresses with
 // those a PROXY header of version v carried, and records the peer (the
 // balancer) as network.peer.*.
 func (t *connTrace) proxied(client, server, peer net.Addr, v int) {
+	if !t.span.IsRecording() {
+		return
+	}
 	attrs := append(hostPort("client", client), hostPort("server", server)...)
 	attrs = append(attrs, hostPort("network.peer", peer)...)
 	attrs = append(attrs, attribute.Int("imapguard.proxy_protocol.version", v))
@@ -90,11 +113,14 @@ func (t *connTrace) traceID() string {
 
 // accepted counts a connection the caps admitted.
 func (t *connTrace) accepted(listener string) {
-	t.tel.accepted.Add(context.Background(), 1, metric.WithAttributes(attribute.String("listener", listener)))
+	t.tel.accepted.Add(context.Background(), 1, listenerAttrs.get(listener).add...)
 }
 
 // limitEvents records the limit checks of an admission as events on span.
 func (t *connTrace) limitEvents(span trace.Span, checks []limits.Check, err error) {
+	if !span.IsRecording() {
+		return
+	}
 	for i, ch := range checks {
 		exceeded := err != nil && i == len(checks)-1
 		attrs := []attribute.KeyValue{
@@ -115,7 +141,7 @@ func (t *connTrace) limitEvents(span trace.Span, checks []limits.Check, err erro
 // span with its reason; one that leaves it open (BAD [TOOBIG], NO
 // [UNAVAILABLE], NO [LIMIT]) is an event on it.
 func (t *connTrace) refused(reason string, closing bool) {
-	t.tel.refused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+	t.tel.refused.Add(context.Background(), 1, reasonAttrs.get(reason).add...)
 	if closing {
 		t.span.SetAttributes(attribute.String("imapguard.refused.reason", reason))
 		return
@@ -132,6 +158,9 @@ func (a *authSpan) delayed(d time.Duration) {
 
 // startHandshake starts the span of the client's TLS handshake.
 func (t *connTrace) startHandshake(implicitTLS bool) trace.Span {
+	if !t.tel.tracing {
+		return noSpan
+	}
 	_, span := t.tel.tracer.Start(t.ctx, spanTLSHandshake, trace.WithAttributes(attribute.Bool("imapguard.implicit_tls", implicitTLS)))
 	return span
 }
@@ -150,17 +179,17 @@ func (t *connTrace) endHandshake(span trace.Span, st *tls.ConnectionState, err e
 
 // dialed records the time to connect to the upstream.
 func (t *connTrace) dialed(d time.Duration, ok bool) {
-	t.tel.dialTime.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.Bool("ok", ok)))
+	t.tel.dialTime.Record(context.Background(), d.Seconds(), okAttrs.get(ok).rec...)
 }
 
 // loginAnswered records the time the upstream took to answer a login.
 func (t *connTrace) loginAnswered(d time.Duration, result string) {
-	t.tel.loginTime.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.String("result", result)))
+	t.tel.loginTime.Record(context.Background(), d.Seconds(), resultAttrs.get(result).rec...)
 }
 
 // loggedIn names the user on the root span, with record_user.
 func (t *connTrace) loggedIn(user string, recordUser bool) {
-	if recordUser {
+	if recordUser && t.span.IsRecording() {
 		t.span.SetAttributes(attribute.String("enduser.id", user))
 	}
 }
@@ -168,7 +197,7 @@ func (t *connTrace) loggedIn(user string, recordUser bool) {
 // startSession starts the relayed session's span.
 func (t *connTrace) startSession() {
 	t.sessStart = time.Now()
-	_, t.sessSpan = t.tel.tracer.Start(t.ctx, spanSession)
+	_, t.sessSpan = t.start(t.ctx, spanSession)
 }
 
 // connSummary is what the end of a connection records.
@@ -197,6 +226,11 @@ func (t *connTrace) end(s connSummary) {
 	if s.refusedBy != "" {
 		o = outcomeRefused
 	}
+	t.tel.closed.Add(context.Background(), 1, outcomeAttrs.get(o).add...)
+	if !t.span.IsRecording() {
+		t.span.End()
+		return
+	}
 	t.span.SetAttributes(attribute.String("imapguard.outcome", o.String()),
 		attribute.Int("imapguard.auth.failures", s.authFailures),
 		attribute.Int("imapguard.bad_commands", s.badCommands))
@@ -213,13 +247,17 @@ func (t *connTrace) end(s connSummary) {
 	case info.failed:
 		t.span.SetStatus(codes.Error, o.String())
 	}
-	t.tel.closed.Add(context.Background(), 1, metric.WithAttributes(attribute.String("outcome", o.label())))
 	t.span.End()
 }
 
 // endSession ends the relayed session's span with the bytes each way and
 // who ended it, and records its duration.
 func (t *connTrace) endSession(o outcome, res *result) {
+	t.tel.sessionTime.Record(context.Background(), time.Since(t.sessStart).Seconds())
+	if !t.sessSpan.IsRecording() {
+		t.sessSpan.End()
+		return
+	}
 	attrs := []attribute.KeyValue{
 		attribute.Int64("imapguard.bytes.to_upstream", res.toUpstream),
 		attribute.Int64("imapguard.bytes.to_client", res.toClient),
@@ -232,7 +270,6 @@ func (t *connTrace) endSession(o outcome, res *result) {
 		t.sessSpan.SetStatus(codes.Error, o.String())
 	}
 	t.sessSpan.End()
-	t.tel.sessionTime.Record(context.Background(), time.Since(t.sessStart).Seconds())
 }
 
 // authSpan is one authentication attempt.
@@ -248,6 +285,9 @@ type authSpan struct {
 // in ctx, whose cancellation (a kick, a shutdown) abandons the upstream
 // exchange under it. The user is recorded only with record_user.
 func (t *connTrace) startAuth(ctx context.Context, command, mech, user string) *authSpan {
+	if !t.tel.tracing {
+		return &authSpan{t: t, ctx: ctx, span: noSpan, mech: mech}
+	}
 	attrs := []attribute.KeyValue{attribute.String("imap.command", command), attribute.String("imapguard.auth.mechanism", mech)}
 	if t.opts.RecordUser && user != "" {
 		attrs = append(attrs, attribute.String("enduser.id", user))
@@ -260,6 +300,11 @@ func (t *connTrace) startAuth(ctx context.Context, command, mech, user string) *
 // response code. A failure sets the status, with the result as its
 // description: never free text, which may name the user.
 func (a *authSpan) end(result, code string) {
+	a.t.tel.authAttempts.Add(context.Background(), 1, attemptAttrs.get([2]string{a.mech, result}).add...)
+	if !a.span.IsRecording() {
+		a.span.End()
+		return
+	}
 	a.span.SetAttributes(attribute.String("imapguard.auth.result", result))
 	if code != "" {
 		a.span.SetAttributes(attribute.String("imap.response_code", code))
@@ -268,28 +313,40 @@ func (a *authSpan) end(result, code string) {
 		a.span.SetStatus(codes.Error, resultStatus(result, code))
 		a.span.SetAttributes(attribute.String("error.type", result))
 	}
-	a.t.tel.authAttempts.Add(context.Background(), 1, metric.WithAttributes(
-		attribute.String("mechanism", a.mech), attribute.String("result", result)))
 	a.span.End()
 }
 
 // upstreamSpan starts a client span towards the upstream.
 func (a *authSpan) upstreamSpan(name string) (context.Context, trace.Span) {
+	if !a.t.tel.tracing {
+		return a.ctx, noSpan
+	}
 	o := a.t.opts
-	mode := o.UpstreamTLS
+	return a.t.tel.tracer.Start(a.ctx, name, upstreamSpanOpts.get([2]string{o.UpstreamTLS, o.UpstreamAddr})...)
+}
+
+// upstreamSpanOpts are the start options of the spans towards an upstream
+// (kind and attributes), by TLS mode and address: the same for every
+// login, made once.
+var upstreamSpanOpts = newOptCache(func(k [2]string) []trace.SpanStartOption {
+	mode, addr := k[0], k[1]
 	if mode == "" {
 		mode = "none"
 	}
 	attrs := []attribute.KeyValue{attribute.String("imapguard.upstream.tls", mode)}
-	if host, port, err := net.SplitHostPort(o.UpstreamAddr); err == nil {
+	if host, port, err := net.SplitHostPort(addr); err == nil {
 		p, _ := strconv.Atoi(port)
 		attrs = append(attrs, attribute.String("server.address", host), attribute.Int("server.port", p))
 	}
-	return a.t.tel.tracer.Start(a.ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-}
+	return []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}
+})
 
 // endLoginSpan ends the upstream login's span with its result.
 func endLoginSpan(span trace.Span, result, code string) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	span.SetAttributes(attribute.String("imapguard.auth.result", result))
 	if code != "" {
 		span.SetAttributes(attribute.String("imap.response_code", code))
@@ -315,6 +372,21 @@ func endSpan(span trace.Span, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// appendHostPort appends the address and port of a under the keys
+// addrKey and portKey: from a *net.TCPAddr's fields, without formatting
+// and parsing it again.
+func appendHostPort(dst []attribute.KeyValue, addrKey, portKey attribute.Key, a net.Addr) []attribute.KeyValue {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.Zone == "" {
+		return append(dst, addrKey.String(ta.IP.String()), portKey.Int(ta.Port))
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return append(dst, addrKey.String(a.String()))
+	}
+	p, _ := strconv.Atoi(port)
+	return append(dst, addrKey.String(host), portKey.Int(p))
 }
 
 // hostPort returns prefix.address and prefix.port for a.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -25,11 +26,13 @@ func (c *conn) login(tag, command, mech, user, pass string) bool {
 // connection goes on unauthenticated.
 func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	user, pass := cr.user, cr.pass
-	log := c.log.With("user", user, "mechanism", mech)
 	fwd := c.forwarding()
+	var log *slog.Logger
 	if fwd.session != "" {
 		// The x-session-id the upstream logs: joins both logs.
-		log = log.With("session", fwd.session)
+		log = withPrefix(c.log, slog.String("user", user), slog.String("mechanism", mech), slog.String("session", fwd.session))
+	} else {
+		log = withPrefix(c.log, slog.String("user", user), slog.String("mechanism", mech))
 	}
 	if strings.ContainsRune(user, 0) || strings.ContainsRune(pass, 0) {
 		// RFC 4616 §2: no NUL in an authcid or a password. Passed on as
@@ -131,9 +134,9 @@ func (c *conn) loginWith(tag, command, mech string, cr *credentials) bool {
 	up.nc.SetDeadline(time.Time{})
 	if up.backend != nil {
 		// Several upstreams (route.go): which one holds the session.
-		log = log.With("backend", up.backendName)
+		log = withPrefix(log, slog.String("backend", up.backendName))
 	}
-	log.Info("logged in", "upstream_time", time.Since(start))
+	log.LogAttrs(context.Background(), slog.LevelInfo, "logged in", slog.Duration("upstream_time", time.Since(start)))
 	c.trace.startSession()
 	if c.w.respond(loggedIn(tag, clientCaps(up.caps))) != nil {
 		return false

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"testing"
 
@@ -27,8 +28,24 @@ func (discardExporter) Shutdown(context.Context) error                          
 // collected, to show what instrumentation costs per connection:
 //
 //	go test -run '^$' -bench LoginTelemetry -benchmem ./test
+//
+// "direct" is the same session against the upstream without the proxy:
+// the client's and the upstream's share, to subtract from the other two.
+// goroutines/op counts the goroutines created per session in the whole
+// process (runtime/metrics), so "off" minus "direct" is what the proxy
+// starts per login.
 func BenchmarkLoginTelemetry(b *testing.B) {
 	up := server.Start(b, server.Options{Users: []server.User{{Username: "alice", Password: "secret"}}, InsecureAuth: true})
+	b.Run("direct", func(b *testing.B) {
+		g := goroutinesCreated()
+		b.ResetTimer()
+		for b.Loop() {
+			if err := benchSession(up); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(goroutinesCreated()-g)/float64(b.N), "goroutines/op")
+	})
 	for _, mode := range []string{"off", "traced"} {
 		b.Run(mode, func(b *testing.B) {
 			var setup func(*proxy.Server)
@@ -46,14 +63,27 @@ func BenchmarkLoginTelemetry(b *testing.B) {
 				}
 			}
 			p := proxytest.Start(b, proxytest.Config{Upstream: up, Setup: setup})
+			g := goroutinesCreated()
 			b.ResetTimer()
 			for b.Loop() {
 				if err := benchSession(p.Addr); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(goroutinesCreated()-g)/float64(b.N), "goroutines/op")
 		})
 	}
+}
+
+// goroutinesCreated is the number of goroutines the process has created
+// since it started.
+func goroutinesCreated() uint64 {
+	s := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // benchSession runs one short session and waits for the close.

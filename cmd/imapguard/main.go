@@ -256,6 +256,8 @@ func proxyOptions(c *config.Config, serverTLS, upTLS *tls.Config) proxy.Options 
 		ProbeUpstream: true,
 		Relay:         c.Performance.Relay,
 		EventLoops:    c.Performance.EventLoops,
+		// Keep-alive towards clients is set on the listeners.
+		UpstreamKeepAlive: time.Duration(c.Performance.UpstreamKeepAlive),
 	}
 }
 
@@ -384,7 +386,8 @@ func serve(cfg *config.Config, path string, stdout io.Writer, log *slog.Logger) 
 		if l.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", l.addr)
+		// Keep-alive set once on the listening socket (proxy.Listen).
+		ln, err := proxy.Listen(ctx, "tcp", l.addr)
 		if err != nil {
 			srv.Shutdown(ctx)
 			return err

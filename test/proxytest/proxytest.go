@@ -159,10 +159,14 @@ func listen(t testing.TB) net.Listener { t.Helper(); return listenWith(t, nil) }
 // the default).
 func listenWith(t testing.TB, lc *net.ListenConfig) net.Listener {
 	t.Helper()
+	var ln net.Listener
+	var err error
 	if lc == nil {
-		lc = &net.ListenConfig{}
+		// The proxy's own listener, keep-alive set on it (proxy.Listen).
+		ln, err = proxy.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	} else {
+		ln, err = lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
