@@ -497,7 +497,6 @@ func (s *loopSession) pumpClient() {
 			s.phase = phaseNext
 		}
 	}
-	return
 }
 
 // forward sends cbuf[out:r] to the upstream; false: the session ended.
