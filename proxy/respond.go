@@ -289,6 +289,8 @@ func framerRefusal(r imapwire.Refusal, max int) response {
 		return bad(r.Tag, "Invalid tag for a literal or IDLE")
 	case imapwire.RefuseAppendArgs:
 		return bad(r.Tag, "Invalid APPEND arguments")
+	case imapwire.RefuseOpenQuote:
+		return bad(r.Tag, "Unterminated quoted string")
 	case imapwire.RefuseAppendUTF8:
 		return response{tag: r.Tag, kind: respNO, code: "CANNOT", text: "APPEND UTF8 is not available through this proxy"}
 	}

@@ -23,6 +23,15 @@ func (f *CommandFramer) checkLine(line []byte, open int) RefusalKind {
 	if open >= 0 {
 		end = open
 	}
+	if open < 0 && openQuote(body, end) {
+		// A quoted string that the line does not close: Dovecot refuses
+		// it, and where it goes on reading afterwards depends on how the
+		// bytes arrived (fed a byte at a time, it read the rest of such an
+		// APPEND line as a command of its own: the differential test's
+		// seed 1796232744380807773), so its commands could not be
+		// counted. (A literal inside one is an invalid literal, below.)
+		return RefuseOpenQuote
+	}
 	if strayBrace(body, end) {
 		// "{" starts a literal wherever an argument can start: a server
 		// that reads one in the middle of a line asks for its octets
@@ -51,6 +60,24 @@ func (f *CommandFramer) checkLine(line []byte, open int) RefusalKind {
 		return f.checkAppend(body, open)
 	}
 	return RefuseNone
+}
+
+// openQuote reports whether p[:end] ends inside a quoted string.
+func openQuote(p []byte, end int) bool {
+	p = p[:end]
+	if bytes.IndexByte(p, '"') < 0 {
+		return false
+	}
+	quoted := false
+	for j := 0; j < len(p); j++ {
+		switch c := p[j]; {
+		case quoted && c == '\\':
+			j++
+		case c == '"':
+			quoted = !quoted
+		}
+	}
+	return quoted
 }
 
 // strayBrace reports whether p[:end] holds a "{" outside a quoted string.

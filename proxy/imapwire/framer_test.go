@@ -38,6 +38,8 @@ func refusalLine(r Refusal, max int) string {
 		return tag + " BAD Invalid APPEND arguments"
 	case RefuseAppendUTF8:
 		return tag + " NO [CANNOT] APPEND UTF8 is not available through this proxy"
+	case RefuseOpenQuote:
+		return tag + " BAD Unterminated quoted string"
 	}
 	return tag + " ?"
 }

@@ -30,6 +30,7 @@ const (
 	RefuseTag                        // a tag the upstream may not answer with, on a command that waits for it
 	RefuseAppendArgs                 // APPEND arguments the upstream may not read as the framer does
 	RefuseAppendUTF8                 // APPEND's UTF8 data extension (RFC 6855)
+	RefuseOpenQuote                  // a line that ends inside a quoted string
 )
 
 // Refusal is a command the proxy answers itself instead of passing it

@@ -231,6 +231,11 @@ func CommandCases() []CommandCase {
 	// Dovecot ends a tag or a command name at a CR: "a IDLE\rx" is IDLE.
 	refused("lone CR", "a NOOP\rb NOOP\r\n"+noop, noop, "a BAD CR without LF in a command")
 	refused("lone CR in IDLE", "0 IDLE\r0\r\n"+noop, noop, "0 BAD CR without LF in a command")
+	// A line that ends inside a quoted string: where Dovecot goes on
+	// reading after it depends on how the bytes arrived.
+	refused("open quote", "a APPEND INBOX (\\Seen) \"01-Jan-\r\n"+noop, noop, "a BAD Unterminated quoted string")
+	refused("open quote after escape", "a SEARCH TEXT \"x\\\"\r\n"+noop, noop, "a BAD Unterminated quoted string")
+	fwd("closed quotes", "a SEARCH TEXT \"x\\\"y\" SUBJECT \"\"\r\n"+noop)
 	fwd("tagged DONE", "DONE\r\n"+noop)
 	fwd("http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	// Malformed literal announcements are refused, never relayed as text:
