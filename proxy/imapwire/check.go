@@ -68,6 +68,13 @@ func openQuote(p []byte, end int) bool {
 	if bytes.IndexByte(p, '"') < 0 {
 		return false
 	}
+	_, open := scanQuotes(p)
+	return open
+}
+
+// scanQuotes walks p's quoted strings: it reports whether a "{" stands
+// outside them, and whether p ends inside one.
+func scanQuotes(p []byte) (brace, open bool) {
 	quoted := false
 	for j := 0; j < len(p); j++ {
 		switch c := p[j]; {
@@ -75,9 +82,11 @@ func openQuote(p []byte, end int) bool {
 			j++
 		case c == '"':
 			quoted = !quoted
+		case c == '{' && !quoted:
+			brace = true
 		}
 	}
-	return quoted
+	return brace, quoted
 }
 
 // strayBrace reports whether p[:end] holds a "{" outside a quoted string.
@@ -91,18 +100,8 @@ func strayBrace(p []byte, end int) bool {
 	if q := bytes.IndexByte(p[:i], '"'); q < 0 {
 		return true
 	}
-	quoted := false
-	for j := 0; j < len(p); j++ {
-		switch c := p[j]; {
-		case quoted && c == '\\':
-			j++
-		case c == '"':
-			quoted = !quoted
-		case c == '{' && !quoted:
-			return true
-		}
-	}
-	return false
+	brace, _ := scanQuotes(p)
+	return brace
 }
 
 // literalPlace reports whether a literal that starts at open (its "{"
