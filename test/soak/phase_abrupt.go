@@ -195,6 +195,11 @@ func (s *suite) runCase(ab *abruptRun, ac abruptCase, end ending, n int) (*caseR
 		if err := e.setUpstream(ab.fake.addr()); err != nil {
 			return nil, err
 		}
+		if ac.hold == "greeting" {
+			if err := ab.primeProbe(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	before, err := e.probe.metrics(s.ctx)
 	if err != nil {
@@ -254,6 +259,29 @@ func (s *suite) runCase(ab *abruptRun, ac abruptCase, end ending, n int) (*caseR
 		}
 	}
 	return cr, nil
+}
+
+// primeProbe lets through the proxy's own probe of the upstream it was
+// just switched to (proxy/upstream_caps.go: a client's greeting starts
+// one when the upstream's capabilities are not known), so that the
+// greeting holds that follow are the case's connections and not the
+// probe's, which would take the first of them and leave each connection
+// waiting for the one after it.
+func (ab *abruptRun) primeProbe() error {
+	c, err := ab.e.dialer.open(ab.e.ctx, plain)
+	if err != nil {
+		return err
+	}
+	defer c.abort(fin)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case h := <-ab.rl.holdGreeting:
+		close(h.release)
+	case <-t.C:
+		return errors.New("the proxy did not probe its new upstream within 10s")
+	}
+	return waitFor(ab.e.ctx, 10*time.Second, func() (bool, error) { return ab.fake.open() == 0, nil })
 }
 
 // one runs one connection of a case: brings it to its point and ends it.
