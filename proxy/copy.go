@@ -55,14 +55,10 @@ type commandCopier struct {
 	// the loop (the session is closing).
 	await func() bool
 
-	st     imapwire.Step // the step being carried out
-	maxBuf int           // the most a partial line can need: max_command_size+512
-	bufp   *[]byte       // pooled; nil while waiting with nothing buffered
-	idle   *idleReader
-	one    [1]byte // waits for a TLS client without a buffer
-	buf    []byte
-	r, w   int // buf[r:w] is read but not yet handled
-	out    int // buf[out:r] is handled and waits to be forwarded
+	st   imapwire.Step // the step being carried out
+	idle *idleReader
+	one  [1]byte // waits for a TLS client without a buffer
+	cmdBuf
 }
 
 // cmdBufSize is the client-to-upstream buffer a session starts with, and
@@ -73,7 +69,7 @@ type commandCopier struct {
 const cmdBufSize = 4 << 10
 
 func newCommandCopier(src io.Reader, dst io.Writer, f *imapwire.CommandFramer, initial []byte) *commandCopier {
-	c := &commandCopier{src: src, dst: dst, f: f, maxBuf: max(f.Max()+512, cmdBufSize),
+	c := &commandCopier{src: src, dst: dst, f: f, cmdBuf: cmdBuf{maxBuf: max(f.Max()+512, cmdBufSize)},
 		noteActivity: func() {}, sent: new(atomic.Int64), onLogout: func() {}, refuse: func(imapwire.Refusal) {},
 		await: func() bool { return f.Gate().Wait(nil) }}
 	c.idle = newIdleReader(src, cmdBufSize)
@@ -185,30 +181,6 @@ func (c *commandCopier) drop(n int) error {
 	return nil
 }
 
-// takeBuf takes a buffer for at least n bytes (at least cmdBufSize).
-func (c *commandCopier) takeBuf(n int) {
-	n = max(n, cmdBufSize)
-	c.bufp = getBuf(n)
-	c.buf = (*c.bufp)[:n]
-}
-
-// grow doubles the buffer, up to maxBuf, for a partial line that fills
-// it.
-func (c *commandCopier) grow() {
-	old := c.bufp
-	n := min(2*len(c.buf), c.maxBuf)
-	c.bufp = getBuf(n)
-	c.buf = (*c.bufp)[:n]
-	copy(c.buf, (*old)[:c.w])
-	putBuf(old)
-}
-
-// releaseBuf returns the buffer to the pool; nothing may be buffered.
-func (c *commandCopier) releaseBuf() {
-	putBuf(c.bufp)
-	c.bufp, c.buf = nil, nil
-}
-
 // fill reads more from the client, compacting the buffer first. With
 // nothing buffered it gives the buffer back while it waits, so an idle
 // session holds none.
@@ -221,15 +193,7 @@ func (c *commandCopier) fill() error {
 		c.releaseBuf()
 		return c.fillEmpty()
 	}
-	if c.w == len(c.buf) {
-		if c.r > 0 {
-			copy(c.buf, c.buf[c.r:c.w])
-			c.w -= c.r
-			c.r, c.out = 0, 0
-		} else if len(c.buf) < c.maxBuf {
-			c.grow()
-		}
-	}
+	c.makeRoom()
 	return c.read(c.buf[c.w:])
 }
 

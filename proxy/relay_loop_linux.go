@@ -62,12 +62,7 @@ type loopSession struct {
 	st    imapwire.Step
 	phase uint8 // how far the client direction carried out st
 
-	// The client's bytes: cbuf[r:wr] read, not yet framed; cbuf[out:r]
-	// framed, not yet forwarded. Pooled; nil when empty.
-	cbufp         *[]byte
-	cbuf          []byte
-	r, wr, out    int
-	maxBuf        int
+	cb            cmdBuf  // the client's bytes
 	ubufp         *[]byte // the upstream's bytes, pooled; nil when empty
 	carry         int     // bytes held back at the start of ubuf
 	upFresh       bool    // ubuf holds bytes read during login, not yet scanned
@@ -159,7 +154,7 @@ func (s *loopSession) takeOver() error {
 	s.up = nil
 	s.f = imapwire.NewCommandFramer(s.c.opts.MaxCommandSize, &s.gate)
 	s.f.OnCommand = s.c.srv.onCommand
-	s.maxBuf = max(s.f.Max()+512, cmdBufSize)
+	s.cb.maxBuf = max(s.f.Max()+512, cmdBufSize)
 	s.rf = imapwire.NewResponseFramer(&s.gate)
 	s.deadline.F = s.idleCheck
 	s.stuck.F = s.writeTimedOut
@@ -272,8 +267,8 @@ func (s *loopSession) begin() {
 	s.last = s.lp.timers.Now()
 	s.lp.timers.Schedule(&s.deadline, s.last.Add(s.idle))
 	if len(s.clientInitial) > 0 {
-		s.takeCBuf(len(s.clientInitial))
-		s.wr = copy(s.cbuf, s.clientInitial)
+		s.cb.takeBuf(len(s.clientInitial))
+		s.cb.w = copy(s.cb.buf, s.clientInitial)
 	}
 	if len(s.upInitial) > 0 {
 		s.ubufp = getBuf(relayBufSize)
@@ -418,7 +413,7 @@ func (s *loopSession) pumpClient() {
 		st := &s.st
 		switch s.phase {
 		case phaseNext:
-			err := s.f.Next(s.cbuf[s.r:s.wr], st)
+			err := s.f.Next(s.cb.buf[s.cb.r:s.cb.w], st)
 			if st.Logout {
 				s.loggingOut = true
 			}
@@ -430,10 +425,10 @@ func (s *loopSession) pumpClient() {
 				if !s.forward() {
 					return
 				}
-				s.r += st.Drop
-				s.out = s.r
+				s.cb.r += st.Drop
+				s.cb.out = s.cb.r
 			}
-			s.r += st.Forward
+			s.cb.r += st.Forward
 			if st.Flush && !s.forward() {
 				return
 			}
@@ -468,14 +463,14 @@ func (s *loopSession) pumpClient() {
 				s.phase = phaseNext
 				continue
 			}
-			if st.Stream >= spliceMin && s.r == s.wr {
+			if st.Stream >= spliceMin && s.cb.r == s.cb.w {
 				if !s.forward() {
 					return
 				}
 				sp, err := newSplicer(st.Stream)
 				if err == nil {
-					s.releaseCBuf()
-					s.r, s.wr, s.out = 0, 0, 0
+					s.cb.releaseBuf()
+					s.cb.r, s.cb.w, s.cb.out = 0, 0, 0
 					s.cspl = sp
 					continue
 				}
@@ -485,9 +480,9 @@ func (s *loopSession) pumpClient() {
 				return
 			}
 			if !s.clientIn {
-				if s.r == s.wr {
-					s.releaseCBuf()
-					s.r, s.wr, s.out = 0, 0, 0
+				if s.cb.r == s.cb.w {
+					s.cb.releaseBuf()
+					s.cb.r, s.cb.w, s.cb.out = 0, 0, 0
 				}
 				return
 			}
@@ -499,60 +494,38 @@ func (s *loopSession) pumpClient() {
 	}
 }
 
-// forward sends cbuf[out:r] to the upstream; false: the session ended.
+// forward sends cb.buf[out:r] to the upstream; false: the session ended.
 func (s *loopSession) forward() bool {
-	if s.r > s.out {
+	if s.cb.r > s.cb.out {
 		s.touch()
-		err := s.uq.send(s.cbuf[s.out:s.r])
-		s.toUpstream.Add(int64(s.r - s.out))
-		s.out = s.r
+		err := s.uq.send(s.cb.buf[s.cb.out:s.cb.r])
+		s.toUpstream.Add(int64(s.cb.r - s.cb.out))
+		s.cb.out = s.cb.r
 		if err != nil {
 			s.clientEnded(&writeError{err})
 			return false
 		}
 	}
-	s.out = s.r
+	s.cb.out = s.cb.r
 	return true
-}
-
-func (s *loopSession) takeCBuf(n int) {
-	n = max(n, cmdBufSize)
-	s.cbufp = getBuf(n)
-	s.cbuf = (*s.cbufp)[:n]
-}
-
-func (s *loopSession) releaseCBuf() {
-	putBuf(s.cbufp)
-	s.cbufp, s.cbuf = nil, nil
 }
 
 // readClient reads more of the client's bytes, as commandCopier.fill;
 // false: the client direction ended.
 func (s *loopSession) readClient() bool {
 	switch {
-	case s.cbufp == nil:
-		s.takeCBuf(0)
-	case s.r == s.wr:
-		s.r, s.wr, s.out = 0, 0, 0
-	case s.wr == len(s.cbuf):
-		if s.r > 0 {
-			copy(s.cbuf, s.cbuf[s.r:s.wr])
-			s.wr -= s.r
-			s.r, s.out = 0, 0
-		} else if len(s.cbuf) < s.maxBuf {
-			old := s.cbufp
-			n := min(2*len(s.cbuf), s.maxBuf)
-			s.cbufp = getBuf(n)
-			s.cbuf = (*s.cbufp)[:n]
-			copy(s.cbuf, (*old)[:s.wr])
-			putBuf(old)
-		}
+	case s.cb.bufp == nil:
+		s.cb.takeBuf(0)
+	case s.cb.r == s.cb.w:
+		s.cb.r, s.cb.w, s.cb.out = 0, 0, 0
+	default:
+		s.cb.makeRoom()
 	}
-	space := s.cbuf[s.wr:]
+	space := s.cb.buf[s.cb.w:]
 	n, err := readFD(s.cfd, space)
 	switch {
 	case n > 0:
-		s.wr += n
+		s.cb.w += n
 		s.touch()
 		if n < len(space) && !s.clientHup {
 			s.clientIn = false // drained; the next bytes bring an edge
@@ -708,8 +681,8 @@ func (s *loopSession) clientEnded(err error) {
 		s.observe(endOf(err, clientSide, upstreamSide))
 		s.closeNow()
 	}
-	s.releaseCBuf()
-	s.r, s.wr, s.out = 0, 0, 0
+	s.cb.releaseBuf()
+	s.cb.r, s.cb.w, s.cb.out = 0, 0, 0
 }
 
 // halfCloseUpstream sends the upstream the client's end of stream once
@@ -821,7 +794,7 @@ func (s *loopSession) closeNow() {
 		}
 	}
 	s.cspl, s.uspl = nil, nil
-	s.releaseCBuf()
+	s.cb.releaseBuf()
 	putBuf(s.ubufp)
 	s.ubufp = nil
 	s.w.abandon()
