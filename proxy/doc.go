@@ -22,8 +22,10 @@
 //     the client; idleread_*.go, bufpool.go: reading without holding a
 //     buffer.
 //   - relay_loop_linux.go: the same session on an event loop (relay =
-//     "loop"), with sockqueue_linux.go (writes that never wait) and
-//     splice_linux.go; loops.go: which relay a session gets, and the
+//     "loop"): its hand-over and events; relay_loop_pump_linux.go, its
+//     pumps; relay_loop_end_linux.go, its end; sockqueue_linux.go (writes
+//     that never wait) and splice_linux.go; cmdbuf.go: the command
+//     buffer both relays frame in; loops.go: which relay a session gets, and the
 //     server's loops.
 //   - respond.go: every line the proxy itself sends; outcome.go: how a
 //     connection ended, as telemetry names it.
